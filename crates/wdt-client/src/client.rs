@@ -1,0 +1,700 @@
+//! [`WdtClient`]: credentials, request preparation (pure, testable), and the HTTP exchange.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use wdt_sign::{FlagshipSecret, flagship_timestamp, sign_enterprise, sign_flagship};
+
+use crate::de as lenient;
+use crate::enterprise::EnterpriseRequest;
+use crate::error::{Family, VendorError, classify_enterprise, classify_flagship, excerpt};
+use crate::flagship::{FlagshipRequest, Paging};
+use crate::json;
+
+/// Where the current time comes from. Inject a [`FixedClock`] in tests.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Seconds since the Unix epoch.
+    fn unix_now(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_now(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock stopped at a Unix time.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedClock(pub i64);
+
+impl Clock for FixedClock {
+    fn unix_now(&self) -> i64 {
+        self.0
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct ConfigError {
+    /// Which setting (e.g. `flagship URL`).
+    pub what: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(what: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            what,
+            message: message.into(),
+        }
+    }
+}
+
+fn parse_base_url(what: &'static str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text.trim()).map_err(|e| {
+        ConfigError::new(
+            what,
+            format!("{text:?} is not an absolute URL ({e}); e.g. http://wdt.wangdian.cn/openapi"),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(
+            what,
+            format!("{text:?} must start with http:// or https://"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            what,
+            format!("{text:?} must not contain a query string or fragment"),
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(what, "must not contain user credentials"));
+    }
+    Ok(url)
+}
+
+fn non_empty(what: &'static str, value: &str) -> Result<String, ConfigError> {
+    let v = value.trim();
+    if v.is_empty() {
+        Err(ConfigError::new(what, "must not be empty"))
+    } else {
+        Ok(v.to_owned())
+    }
+}
+
+/// Flagship credentials: the full endpoint, `sid`, appkey and the `secret:salt` appsecret.
+#[derive(Clone)]
+pub struct FlagshipCredentials {
+    url: Url,
+    sid: String,
+    appkey: String,
+    secret: FlagshipSecret,
+}
+
+impl FlagshipCredentials {
+    /// Checks and keeps flagship credentials. `url` is the full endpoint, e.g.
+    /// `http://wdt.wangdian.cn/openapi`.
+    ///
+    /// # Errors
+    /// When the URL is not an absolute http(s) URL without query, a value is empty, or the
+    /// appsecret is not `secret:salt`.
+    pub fn new(
+        url: &str,
+        sid: &str,
+        appkey: &str,
+        appsecret: &SecretString,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self {
+            url: parse_base_url("flagship URL", url)?,
+            sid: non_empty("flagship sid", sid)?,
+            appkey: non_empty("flagship appkey", appkey)?,
+            secret: FlagshipSecret::parse(appsecret.expose_secret())
+                .map_err(|e| ConfigError::new("flagship appsecret", e.to_string()))?,
+        })
+    }
+
+    /// The seller account.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+}
+
+impl fmt::Debug for FlagshipCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlagshipCredentials")
+            .field("url", &self.url.as_str())
+            .field("sid", &self.sid)
+            .field("appkey", &self.appkey)
+            .field("appsecret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Enterprise credentials: the base URL that `<name>.php` is appended to, `sid`, appkey and
+/// appsecret (used whole).
+#[derive(Clone)]
+pub struct EnterpriseCredentials {
+    base_url: Url,
+    sid: String,
+    appkey: String,
+    appsecret: SecretString,
+}
+
+impl EnterpriseCredentials {
+    /// Checks and keeps enterprise credentials. `base_url` is e.g.
+    /// `https://api.wangdian.cn/openapi2/`; a missing trailing `/` is added.
+    ///
+    /// # Errors
+    /// When the URL is not an absolute http(s) URL without query, or a value is empty.
+    pub fn new(
+        base_url: &str,
+        sid: &str,
+        appkey: &str,
+        appsecret: &SecretString,
+    ) -> Result<Self, ConfigError> {
+        let mut base_url = parse_base_url("enterprise URL", base_url)?;
+        if !base_url.path().ends_with('/') {
+            let path = format!("{}/", base_url.path());
+            base_url.set_path(&path);
+        }
+        if appsecret.expose_secret().is_empty() {
+            return Err(ConfigError::new(
+                "enterprise appsecret",
+                "must not be empty",
+            ));
+        }
+        Ok(Self {
+            base_url,
+            sid: non_empty("enterprise sid", sid)?,
+            appkey: non_empty("enterprise appkey", appkey)?,
+            appsecret: appsecret.clone(),
+        })
+    }
+
+    /// The seller account.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+}
+
+impl fmt::Debug for EnterpriseCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnterpriseCredentials")
+            .field("base_url", &self.base_url.as_str())
+            .field("sid", &self.sid)
+            .field("appkey", &self.appkey)
+            .field("appsecret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Characters sent as themselves in the query string and form body: RFC 3986 unreserved. Space
+/// becomes `%20` and `+` becomes `%2B`, which form and RFC 3986 decoders both read back exactly.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn encode_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.extend(utf8_percent_encode(k, QUERY_VALUE));
+        out.push('=');
+        out.extend(utf8_percent_encode(v, QUERY_VALUE));
+    }
+    out
+}
+
+/// A signed request, ready to send: exactly these bytes go on the wire.
+///
+/// `Debug` leaves out the query string (it carries the salt and the signature).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreparedRequest {
+    /// The answering family.
+    pub family: Family,
+    /// The full URL, query string included.
+    pub url: String,
+    /// The `Content-Type` header.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+impl fmt::Debug for PreparedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.url.split('?').next().unwrap_or_default();
+        f.debug_struct("PreparedRequest")
+            .field("family", &self.family)
+            .field("url", &format_args!("{path}?<signed query>"))
+            .field("content_type", &self.content_type)
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
+}
+
+/// Signs a flagship call: query parameters `sid key salt method timestamp v` (+ paging), sorted,
+/// `sign` last; the body is `body` unchanged.
+pub fn prepare_flagship(
+    creds: &FlagshipCredentials,
+    method: &str,
+    body: String,
+    paging: Option<Paging>,
+    unix_now: i64,
+) -> PreparedRequest {
+    let timestamp = flagship_timestamp(unix_now).to_string();
+    let (page_size, page_no);
+    let mut params: Vec<(&str, &str)> = vec![
+        ("sid", &creds.sid),
+        ("key", &creds.appkey),
+        ("salt", creds.secret.salt()),
+        ("method", method),
+        ("timestamp", &timestamp),
+        ("v", "1.0"),
+    ];
+    if let Some(p) = paging {
+        page_size = p.page_size.to_string();
+        page_no = p.page_no.to_string();
+        params.push(("page_size", &page_size));
+        params.push(("page_no", &page_no));
+        params.push(("calc_total", if p.calc_total { "1" } else { "0" }));
+    }
+    let sign = sign_flagship(params.iter().copied(), &body, &creds.secret);
+    params.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    params.push(("sign", &sign));
+    PreparedRequest {
+        family: Family::Flagship,
+        url: format!("{}?{}", creds.url, encode_pairs(params)),
+        content_type: "application/json",
+        body,
+    }
+}
+
+const ENTERPRISE_RESERVED: [&str; 4] = ["sid", "appkey", "timestamp", "sign"];
+
+/// Signs an enterprise call: every field (`sid appkey timestamp` + business fields) in the
+/// form body, sorted, `sign` last.
+///
+/// # Errors
+/// When `name` is not a plain `<name>.php`, or a business field is empty-named, reserved or
+/// given twice.
+pub fn prepare_enterprise(
+    creds: &EnterpriseCredentials,
+    name: &str,
+    params: &[(&str, &str)],
+    unix_now: i64,
+) -> Result<PreparedRequest, VendorError> {
+    let invalid = |message: String| VendorError::InvalidRequest {
+        family: Family::Enterprise,
+        message,
+    };
+    let stem = name.strip_suffix(".php").unwrap_or_default();
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(invalid(format!(
+            "{name:?} is not an enterprise API name; use the script name such as stock_query_detail.php"
+        )));
+    }
+    let timestamp = unix_now.to_string();
+    let mut fields: Vec<(&str, &str)> = vec![
+        ("sid", &creds.sid),
+        ("appkey", &creds.appkey),
+        ("timestamp", &timestamp),
+    ];
+    for &(k, v) in params {
+        if k.is_empty() {
+            return Err(invalid("a field name is empty".into()));
+        }
+        if ENTERPRISE_RESERVED.contains(&k) {
+            return Err(invalid(format!("{k} is set by the client; leave it out")));
+        }
+        if fields.iter().any(|(seen, _)| *seen == k) {
+            return Err(invalid(format!("{k} is given twice")));
+        }
+        fields.push((k, v));
+    }
+    let sign = sign_enterprise(fields.iter().copied(), creds.appsecret.expose_secret());
+    fields.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    fields.push(("sign", &sign));
+    let url = creds
+        .base_url
+        .join(name)
+        .map_err(|e| invalid(format!("{name:?} does not form a URL: {e}")))?;
+    Ok(PreparedRequest {
+        family: Family::Enterprise,
+        url: url.into(),
+        content_type: "application/x-www-form-urlencoded",
+        body: encode_pairs(fields),
+    })
+}
+
+/// Builds a [`WdtClient`].
+#[derive(Debug)]
+pub struct WdtClientBuilder {
+    flagship: Option<FlagshipCredentials>,
+    enterprise: Option<EnterpriseCredentials>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    max_response_bytes: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for WdtClientBuilder {
+    fn default() -> Self {
+        Self {
+            flagship: None,
+            enterprise: None,
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            max_response_bytes: 32 * 1024 * 1024,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl WdtClientBuilder {
+    /// Enables flagship calls.
+    #[must_use]
+    pub fn flagship(mut self, creds: FlagshipCredentials) -> Self {
+        self.flagship = Some(creds);
+        self
+    }
+
+    /// Enables enterprise calls.
+    #[must_use]
+    pub fn enterprise(mut self, creds: EnterpriseCredentials) -> Self {
+        self.enterprise = Some(creds);
+        self
+    }
+
+    /// Whole-exchange timeout per call (default 30 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connect timeout (default 5 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Largest response body accepted (default 32 MiB).
+    #[must_use]
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// The clock used for timestamps (default the system clock).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Builds the client and its connection pool.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be created (TLS initialisation).
+    pub fn build(self) -> Result<WdtClient, ConfigError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("wdt-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::new("HTTP client", e.without_url().to_string()))?;
+        Ok(WdtClient {
+            inner: Arc::new(Inner {
+                http,
+                flagship: self.flagship,
+                enterprise: self.enterprise,
+                timeout: self.timeout,
+                max_response_bytes: self.max_response_bytes,
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+/// The typed WangDianTong client: one pooled HTTP client for both families. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WdtClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    flagship: Option<FlagshipCredentials>,
+    enterprise: Option<EnterpriseCredentials>,
+    timeout: Duration,
+    max_response_bytes: usize,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Deserialize)]
+struct FlagshipEnvelope<'a> {
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    status: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    message: Option<String>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct EnterpriseEnvelope {
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    code: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    message: Option<String>,
+}
+
+impl WdtClient {
+    /// Starts a builder.
+    pub fn builder() -> WdtClientBuilder {
+        WdtClientBuilder::default()
+    }
+
+    /// Calls a typed flagship method and decodes its `data`.
+    ///
+    /// # Errors
+    /// See [`VendorError`].
+    pub async fn call<R: FlagshipRequest>(&self, request: &R) -> Result<R::Output, VendorError> {
+        let body = request.body().map_err(|e| VendorError::InvalidRequest {
+            family: Family::Flagship,
+            message: format!("cannot serialize the arguments of {}: {e}", R::METHOD),
+        })?;
+        let body = self
+            .flagship_exchange(R::METHOD, body, request.paging())
+            .await?;
+        let envelope: FlagshipEnvelope<'_> =
+            serde_json::from_slice(&body).map_err(|e| decode_error(Family::Flagship, &e, &body))?;
+        R::decode(envelope.data.map(RawValue::get))
+            .map_err(|e| decode_error(Family::Flagship, &e, &body))
+    }
+
+    /// Calls any flagship method with a JSON array of positional arguments and returns the
+    /// vendor's whole JSON answer after checking that `status` is 0.
+    ///
+    /// The arguments are sent in the vendor PHP SDK's escaping (see [`json::php_style`]).
+    ///
+    /// # Errors
+    /// [`VendorError::InvalidRequest`] when `args` is not a JSON array; otherwise see [`VendorError`].
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        args: &str,
+        paging: Option<Paging>,
+    ) -> Result<String, VendorError> {
+        let invalid = |message: String| VendorError::InvalidRequest {
+            family: Family::Flagship,
+            message,
+        };
+        if method.trim().is_empty() || method.chars().any(char::is_whitespace) {
+            return Err(invalid(format!(
+                "{method:?} is not a method name such as sales.StockSync.calcStock"
+            )));
+        }
+        serde_json::from_str::<Vec<serde::de::IgnoredAny>>(args).map_err(|e| {
+            invalid(format!(
+                "the arguments must be a JSON array such as [2447,false]: {e}"
+            ))
+        })?;
+        let body = self
+            .flagship_exchange(method, json::php_style(args), paging)
+            .await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Calls a typed enterprise method and decodes its answer.
+    ///
+    /// # Errors
+    /// See [`VendorError`].
+    pub async fn query<R: EnterpriseRequest>(&self, request: &R) -> Result<R::Output, VendorError> {
+        let params = request.params();
+        let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let body = self.enterprise_exchange(R::NAME, &refs).await?;
+        serde_json::from_slice(&body).map_err(|e| decode_error(Family::Enterprise, &e, &body))
+    }
+
+    /// Calls any enterprise API with form fields and returns the vendor's whole JSON answer
+    /// after checking that `code` is 0.
+    ///
+    /// # Errors
+    /// See [`VendorError`].
+    pub async fn query_raw(
+        &self,
+        name: &str,
+        params: &[(&str, &str)],
+    ) -> Result<String, VendorError> {
+        let body = self.enterprise_exchange(name, params).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn flagship_exchange(
+        &self,
+        method: &str,
+        body: String,
+        paging: Option<Paging>,
+    ) -> Result<Vec<u8>, VendorError> {
+        let creds = self
+            .inner
+            .flagship
+            .as_ref()
+            .ok_or(VendorError::NotConfigured {
+                family: Family::Flagship,
+            })?;
+        let prepared = prepare_flagship(creds, method, body, paging, self.inner.clock.unix_now());
+        let (status, body) = self.send(&prepared).await?;
+        let envelope = serde_json::from_slice::<FlagshipEnvelope<'_>>(&body);
+        match envelope {
+            Ok(FlagshipEnvelope {
+                status: Some(0), ..
+            }) if status.is_success() => Ok(body),
+            Ok(FlagshipEnvelope {
+                status: Some(s),
+                message,
+                ..
+            }) if s != 0 => Err(classify_flagship(s, message.unwrap_or_default())),
+            _ if !status.is_success() => Err(http_error(Family::Flagship, status, &body)),
+            Ok(_) => Err(VendorError::Decode {
+                family: Family::Flagship,
+                message: "the answer has no `status`".into(),
+                excerpt: excerpt(&body),
+            }),
+            Err(e) => Err(decode_error(Family::Flagship, &e, &body)),
+        }
+    }
+
+    async fn enterprise_exchange(
+        &self,
+        name: &str,
+        params: &[(&str, &str)],
+    ) -> Result<Vec<u8>, VendorError> {
+        let creds = self
+            .inner
+            .enterprise
+            .as_ref()
+            .ok_or(VendorError::NotConfigured {
+                family: Family::Enterprise,
+            })?;
+        let prepared = prepare_enterprise(creds, name, params, self.inner.clock.unix_now())?;
+        let (status, body) = self.send(&prepared).await?;
+        match serde_json::from_slice::<EnterpriseEnvelope>(&body) {
+            Ok(EnterpriseEnvelope { code: Some(0), .. }) if status.is_success() => Ok(body),
+            Ok(EnterpriseEnvelope {
+                code: Some(c),
+                message,
+            }) if c != 0 => Err(classify_enterprise(c, message.unwrap_or_default())),
+            _ if !status.is_success() => Err(http_error(Family::Enterprise, status, &body)),
+            Ok(_) => Err(VendorError::Decode {
+                family: Family::Enterprise,
+                message: "the answer has no `code`".into(),
+                excerpt: excerpt(&body),
+            }),
+            Err(e) => Err(decode_error(Family::Enterprise, &e, &body)),
+        }
+    }
+
+    async fn send(
+        &self,
+        prepared: &PreparedRequest,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), VendorError> {
+        let family = prepared.family;
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                VendorError::Timeout {
+                    family,
+                    after: self.inner.timeout,
+                }
+            } else {
+                VendorError::Transport {
+                    family,
+                    message: error_chain(&e.without_url()),
+                }
+            }
+        };
+        let mut response = self
+            .inner
+            .http
+            .post(prepared.url.as_str())
+            .header(reqwest::header::CONTENT_TYPE, prepared.content_type)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(prepared.body.clone())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let max = self.inner.max_response_bytes;
+        let too_large = |body: &[u8]| VendorError::Decode {
+            family,
+            message: format!("the answer is larger than {max} bytes"),
+            excerpt: excerpt(body),
+        };
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large(&[]));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > max {
+                return Err(too_large(&body));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((status, body))
+    }
+}
+
+fn decode_error(family: Family, e: &serde_json::Error, body: &[u8]) -> VendorError {
+    VendorError::Decode {
+        family,
+        message: e.to_string(),
+        excerpt: excerpt(body),
+    }
+}
+
+fn http_error(family: Family, status: reqwest::StatusCode, body: &[u8]) -> VendorError {
+    VendorError::Http {
+        family,
+        status: status.as_u16(),
+        excerpt: excerpt(body),
+    }
+}
+
+/// `error: source: source…`, for errors whose own `Display` hides the cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod client;
+pub mod de;
+pub mod enterprise;
+mod error;
+pub mod flagship;
+pub mod json;
+
+pub use client::{
+    Clock, ConfigError, EnterpriseCredentials, FixedClock, FlagshipCredentials, PreparedRequest,
+    SystemClock, WdtClient, WdtClientBuilder, prepare_enterprise, prepare_flagship,
+};
+pub use error::{Family, RateLimitKind, VendorError};
+pub use secrecy::SecretString;

@@ -1,0 +1,8 @@
+//! Integration tests of `wdt-client` and `wdt-call` against mock vendors on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod cli;
+mod decode;
+mod errors;
+mod support;
+mod wire;
