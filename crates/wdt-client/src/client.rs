@@ -64,27 +64,28 @@ impl ConfigError {
     }
 }
 
+/// Parses an endpoint URL. Errors never repeat the text: it may hold credentials.
 fn parse_base_url(what: &'static str, text: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(text.trim()).map_err(|e| {
         ConfigError::new(
             what,
-            format!("{text:?} is not an absolute URL ({e}); e.g. http://wdt.wangdian.cn/openapi"),
+            format!("is not an absolute URL ({e}); e.g. http://wdt.wangdian.cn/openapi"),
         )
     })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(what, "must not contain user credentials"));
+    }
     if !matches!(url.scheme(), "http" | "https") {
         return Err(ConfigError::new(
             what,
-            format!("{text:?} must start with http:// or https://"),
+            "must start with http:// or https://",
         ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::new(
             what,
-            format!("{text:?} must not contain a query string or fragment"),
+            "must not contain a query string or fragment",
         ));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::new(what, "must not contain user credentials"));
     }
     Ok(url)
 }
@@ -422,6 +423,7 @@ impl WdtClientBuilder {
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wdt-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConfigError::new("HTTP client", e.without_url().to_string()))?;
@@ -431,6 +433,7 @@ impl WdtClientBuilder {
                 flagship: self.flagship,
                 enterprise: self.enterprise,
                 timeout: self.timeout,
+                connect_timeout: self.connect_timeout,
                 max_response_bytes: self.max_response_bytes,
                 clock: self.clock,
             }),
@@ -450,6 +453,7 @@ struct Inner {
     flagship: Option<FlagshipCredentials>,
     enterprise: Option<EnterpriseCredentials>,
     timeout: Duration,
+    connect_timeout: Duration,
     max_response_bytes: usize,
     clock: Arc<dyn Clock>,
 }
@@ -483,6 +487,12 @@ impl WdtClient {
     /// # Errors
     /// See [`VendorError`].
     pub async fn call<R: FlagshipRequest>(&self, request: &R) -> Result<R::Output, VendorError> {
+        request
+            .validate()
+            .map_err(|message| VendorError::InvalidRequest {
+                family: Family::Flagship,
+                message,
+            })?;
         let body = request.body().map_err(|e| VendorError::InvalidRequest {
             family: Family::Flagship,
             message: format!("cannot serialize the arguments of {}: {e}", R::METHOD),
@@ -534,6 +544,12 @@ impl WdtClient {
     /// # Errors
     /// See [`VendorError`].
     pub async fn query<R: EnterpriseRequest>(&self, request: &R) -> Result<R::Output, VendorError> {
+        request
+            .validate()
+            .map_err(|message| VendorError::InvalidRequest {
+                family: Family::Enterprise,
+                message,
+            })?;
         let params = request.params();
         let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let body = self.enterprise_exchange(R::NAME, &refs).await?;
@@ -626,10 +642,12 @@ impl WdtClient {
         let family = prepared.family;
         let transport = |e: reqwest::Error| {
             if e.is_timeout() {
-                VendorError::Timeout {
-                    family,
-                    after: self.inner.timeout,
-                }
+                let after = if e.is_connect() {
+                    self.inner.connect_timeout
+                } else {
+                    self.inner.timeout
+                };
+                VendorError::Timeout { family, after }
             } else {
                 VendorError::Transport {
                     family,

@@ -213,49 +213,40 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Erro
 // ---------------------------------------------------------------------------------------------
 // strings
 
-struct StringVisitor;
-
-impl<'de> Visitor<'de> for StringVisitor {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string or a number")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Some(v.to_owned()))
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Some(v))
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(v.to_string()))
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Some(if v { "1" } else { "0" }.to_owned()))
-    }
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(StringVisitor)
+/// Reads a JSON value's text as a string: strings unescaped, numbers verbatim (exact, so
+/// `578208424251` or `1.50` keep their digits), booleans as `1`/`0`; `None` for `null`.
+///
+/// # Errors
+/// For objects and arrays.
+pub fn string_from_raw(raw: &str) -> Result<Option<String>, String> {
+    let t = raw.trim();
+    match t.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(t)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        Some(b'-' | b'0'..=b'9') => Ok(Some(t.to_owned())),
+        Some(b't') if t == "true" => Ok(Some("1".to_owned())),
+        Some(b'f') if t == "false" => Ok(Some("0".to_owned())),
+        Some(b'n') if t == "null" => Ok(None),
+        _ => Err(format!(
+            "expected a string or a number, found {}",
+            crate::error::excerpt(t.as_bytes())
+        )),
     }
 }
 
 impl Lenient for String {
     const EXPECTING: &'static str = "a string";
     fn deserialize_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
-        d.deserialize_any(StringVisitor)
+        let raw = <&'de RawValue>::deserialize(d)?;
+        string_from_raw(raw.get()).map_err(de::Error::custom)
     }
 }
 
-/// An optional string; numbers are kept as their decimal text (`"spec_id": 0` → `"0"`); `""` is
+/// An optional string; numbers are kept as their exact text (`"spec_id": 0` → `"0"`); `""` is
 /// kept as `Some("")` because the vendor echoes it back; `null` → `None`.
+///
+/// Needs a deserializer that can lend the input (`serde_json::from_slice`/`from_str`).
 pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     String::deserialize_opt(d)
 }
@@ -263,6 +254,11 @@ pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 /// A required string (see [`opt_string`]); `""` is accepted.
 pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     required(d)
+}
+
+/// A list that the vendor may also send as `null` (→ empty).
+pub fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Option::<Vec<T>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,6 +450,13 @@ mod tests {
         assert_eq!(row(r#"{"s":0}"#).s.as_deref(), Some("0"));
         assert_eq!(row(r#"{"s":"lz38"}"#).s.as_deref(), Some("lz38"));
         assert_eq!(row(r#"{"s":""}"#).s.as_deref(), Some(""));
+        assert_eq!(
+            row(r#"{"s":578208424251}"#).s.as_deref(),
+            Some("578208424251")
+        );
+        assert_eq!(row(r#"{"s":1.50}"#).s.as_deref(), Some("1.50"));
+        assert_eq!(row(r#"{"s":null}"#).s, None);
+        assert!(serde_json::from_str::<Row>(r#"{"s":{"a":1}}"#).is_err());
     }
 
     #[test]

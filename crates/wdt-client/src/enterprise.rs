@@ -15,6 +15,14 @@ pub trait EnterpriseRequest {
 
     /// The business form fields (the client adds `sid`, `appkey`, `timestamp` and `sign`).
     fn params(&self) -> Vec<(&'static str, String)>;
+
+    /// Checks the documented limits before anything is sent.
+    ///
+    /// # Errors
+    /// A message saying what to fix.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// `stock_query_detail.php`: stock per spec × warehouse, by spec, barcode, warehouse or
@@ -51,6 +59,20 @@ impl EnterpriseRequest for StockQueryDetail {
     const NAME: &'static str = "stock_query_detail.php";
     type Output = StockQueryDetailResponse;
 
+    fn validate(&self) -> Result<(), String> {
+        if let Some(n) = self.page_size
+            && !(1..=100).contains(&n)
+        {
+            return Err(format!("page_size must be between 1 and 100, not {n}"));
+        }
+        if let (Some(a), Some(b)) = (self.start_time, self.end_time)
+            && a > b
+        {
+            return Err("start_time is after end_time".into());
+        }
+        Ok(())
+    }
+
     fn params(&self) -> Vec<(&'static str, String)> {
         let flag = |b: bool| if b { "1" } else { "0" }.to_owned();
         let time = |t: &NaiveDateTime| t.format(VENDOR_TIME_FORMAT).to_string();
@@ -80,7 +102,7 @@ pub struct StockQueryDetailResponse {
     #[serde(default, deserialize_with = "lenient::opt_u64")]
     pub total_count: Option<u64>,
     /// The rows of this page.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub stocks: Vec<StockDetail>,
 }
 
@@ -91,11 +113,11 @@ pub struct StockDetail {
     #[serde(default, deserialize_with = "lenient::opt_i64")]
     pub rec_id: Option<i64>,
     /// Spec (SKU) id.
-    #[serde(deserialize_with = "lenient::i64")]
-    pub spec_id: i64,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub spec_id: Option<i64>,
     /// Merchant code of the spec (SKU).
-    #[serde(deserialize_with = "lenient::string")]
-    pub spec_no: String,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub spec_no: Option<String>,
     /// Spec name.
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub spec_name: Option<String>,
@@ -118,11 +140,11 @@ pub struct StockDetail {
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub brand_name: Option<String>,
     /// Warehouse id.
-    #[serde(deserialize_with = "lenient::i64")]
-    pub warehouse_id: i64,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    pub warehouse_id: Option<i64>,
     /// Warehouse code.
-    #[serde(deserialize_with = "lenient::string")]
-    pub warehouse_no: String,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub warehouse_no: Option<String>,
     /// Warehouse name.
     #[serde(default, deserialize_with = "lenient::opt_string")]
     pub warehouse_name: Option<String>,
@@ -299,7 +321,7 @@ pub struct StockDetail {
     #[serde(default, deserialize_with = "lenient::opt_time")]
     pub modified: Option<NaiveDateTime>,
     /// Stock by position, batch and expiry.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub details: Vec<StockDetailLine>,
 }
 

@@ -241,7 +241,7 @@ pub(crate) fn classify_flagship(status: i64, message: String) -> VendorError {
 /// The enterprise codes for a bad signature, timestamp or appkey are not documented
 /// (PROTOCOL.md §2.3, §5), and business codes differ per API, so the message decides:
 /// throttling by the two throttle messages, the clock by `时间戳`/`timestamp`, credentials by
-/// `签名`/`sign`/`appkey`/`卖家账号`/`接口账号`. Everything else is a business refusal.
+/// `签名`/`卖家账号`/`接口账号` or the words `sign`/`signature`/`appkey`/`appsecret`. Everything else is a business refusal.
 pub(crate) fn classify_enterprise(code: i64, message: String) -> VendorError {
     let family = Family::Enterprise;
     let lower = message.to_ascii_lowercase();
@@ -263,7 +263,9 @@ pub(crate) fn classify_enterprise(code: i64, message: String) -> VendorError {
     if ["签名", "卖家账号", "接口账号"]
         .iter()
         .any(|w| message.contains(w))
-        || ["sign", "appkey"].iter().any(|w| lower.contains(w))
+        || lower
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| matches!(w, "sign" | "signature" | "appkey" | "appsecret"))
     {
         return VendorError::Credentials {
             family,
@@ -354,6 +356,9 @@ mod tests {
             (100, "appkey不存在", "credentials"),
             (100, "时间戳错误", "clock"),
             (100, "超过每分钟最大调用频率限制，请稍后重试", "rate"),
+            (100, "invalid sign", "credentials"),
+            (100, "consign_time格式错误", "rejected"),
+            (100, "design not found", "rejected"),
         ] {
             assert_eq!(
                 kind(&classify_enterprise(code, message.to_owned())),

@@ -50,6 +50,35 @@ pub trait FlagshipRequest {
     fn decode(data: Option<&str>) -> Result<Self::Output, serde_json::Error> {
         serde_json::from_str(data.unwrap_or("null"))
     }
+
+    /// Checks the documented limits before anything is sent.
+    ///
+    /// # Errors
+    /// A message saying what to fix.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// `decode` for answers whose `data` may be left out when there is nothing to report.
+macro_rules! default_when_absent {
+    () => {
+        fn decode(data: Option<&str>) -> Result<Self::Output, serde_json::Error> {
+            data.map_or_else(|| Ok(Self::Output::default()), serde_json::from_str)
+        }
+    };
+}
+
+/// Checks a text argument against the vendor's documented maximum length (in characters).
+fn max_chars(what: &str, value: &str, max: usize) -> Result<(), String> {
+    let n = value.chars().count();
+    if n > max {
+        Err(format!(
+            "{what} has {n} characters; the vendor accepts at most {max}"
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// `decode` for methods that answer `{"status":0}` and nothing else.
@@ -180,7 +209,7 @@ pub struct StockSyncCalc {
     #[serde(default, deserialize_with = "lenient::opt_decimal")]
     pub stock_num: Option<Decimal>,
     /// Per-area (per storefront warehouse) results; `batchCalcStock` only.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::list")]
     pub area_stock: Vec<AreaStock>,
     /// High-frequency sync setting; `batchCalcStock` only.
     #[serde(default, deserialize_with = "lenient::opt_decimal")]
@@ -292,20 +321,29 @@ impl FlagshipRequest for BatchCalcStock {
     const METHOD: &'static str = "sales.StockSync.batchCalcStock";
     type Output = BatchCalcStockOutput;
 
+    default_when_absent!();
+
+    fn validate(&self) -> Result<(), String> {
+        if self.items.is_empty() {
+            return Err("batchCalcStock needs at least one listing".into());
+        }
+        Ok(())
+    }
+
     fn body(&self) -> Result<String, serde_json::Error> {
         json::body(&(&self.items,))
     }
 }
 
 /// The answer of `batchCalcStock`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct BatchCalcStockOutput {
     /// Calculated listings (wire name `success_date`, sic). Empty `{}` entries, which the vendor
     /// emits beside failures, are dropped.
     #[serde(rename = "success_date", default, deserialize_with = "non_empty_calcs")]
     pub success_data: Vec<StockSyncCalc>,
     /// Refused listings (wire name `error_date`, sic).
-    #[serde(rename = "error_date", default)]
+    #[serde(rename = "error_date", default, deserialize_with = "lenient::list")]
     pub error_data: Vec<BatchCalcError>,
 }
 
@@ -349,13 +387,26 @@ impl FlagshipRequest for GetSelfWaitSyncIdListOpen {
     const METHOD: &'static str = "sales.StockSync.getSelfWaitSyncIdListOpen";
     type Output = WaitSyncIdList;
 
+    default_when_absent!();
+
+    fn validate(&self) -> Result<(), String> {
+        if (10..=5000).contains(&self.count) {
+            Ok(())
+        } else {
+            Err(format!(
+                "count must be between 10 and 5000, not {}",
+                self.count
+            ))
+        }
+    }
+
     fn body(&self) -> Result<String, serde_json::Error> {
         json::body(&(self.count, self.position))
     }
 }
 
-/// The answer of `getSelfWaitSyncIdListOpen`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// The answer of `getSelfWaitSyncIdListOpen`. An answer without `data` means nothing is pending.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct WaitSyncIdList {
     /// `rec_id`s of listings that need a push.
     #[serde(default, deserialize_with = "lenient::vec_i64")]
@@ -432,9 +483,30 @@ pub struct SyncSuccess {
     pub info: SyncInfo,
 }
 
+impl SyncInfo {
+    fn validate(&self) -> Result<(), String> {
+        max_chars("stock_syn_rule_no", &self.stock_syn_rule_no, 40)?;
+        max_chars("stock_syn_warehouses", &self.stock_syn_warehouses, 1024)?;
+        max_chars(
+            "stock_syn_other",
+            self.stock_syn_other.as_deref().unwrap_or_default(),
+            1024,
+        )?;
+        max_chars(
+            "syn_result",
+            self.syn_result.as_deref().unwrap_or_default(),
+            1024,
+        )
+    }
+}
+
 impl FlagshipRequest for SyncSuccess {
     const METHOD: &'static str = "sales.StockSync.syncSuccess";
     type Output = ();
+
+    fn validate(&self) -> Result<(), String> {
+        self.info.validate()
+    }
 
     no_data!();
 
@@ -455,6 +527,10 @@ pub struct SyncFail {
 impl FlagshipRequest for SyncFail {
     const METHOD: &'static str = "sales.StockSync.syncFail";
     type Output = ();
+
+    fn validate(&self) -> Result<(), String> {
+        self.info.validate()
+    }
 
     no_data!();
 
@@ -557,6 +633,22 @@ impl FlagshipRequest for StockSyncByPd {
     const METHOD: &'static str = "wms.StockPd.stockSyncByPd";
     type Output = StockPdResult;
 
+    fn validate(&self) -> Result<(), String> {
+        max_chars("warehouse_no", &self.pd_order.warehouse_no, 40)?;
+        max_chars("remark", &self.pd_order.remark, 255)?;
+        for line in &self.spec_list {
+            max_chars("spec_no", &line.spec_no, 40)?;
+            max_chars("line remark", &line.remark, 255)?;
+            if line.new_num.is_sign_negative() {
+                return Err(format!(
+                    "new_num of {} is negative; a stock take counts 0 or more",
+                    line.spec_no
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn body(&self) -> Result<String, serde_json::Error> {
         json::body(&(&self.pd_order, &self.spec_list))
     }
@@ -585,12 +677,18 @@ impl<'de> Deserialize<'de> for StockPdResult {
                 let mut out = StockPdResult::default();
                 let mut pd_no = None;
                 while let Some(key) = map.next_key::<String>()? {
+                    let raw: &'de RawValue = map.next_value()?;
+                    let text = || lenient::string_from_raw(raw.get()).map_err(de::Error::custom);
                     match key.as_str() {
-                        "pd_no" => pd_no = map.next_value::<OptString>()?.0,
-                        "skip_spec_no" => out.skip_spec_no = map.next_value::<SkipList>()?.0,
+                        "pd_no" => pd_no = text()?,
+                        "skip_spec_no" => {
+                            out.skip_spec_no = skip_list(raw.get()).map_err(de::Error::custom)?
+                        }
+                        // Settlements are "ok" or an error text; anything else is not one.
                         _ => {
-                            let v: OptString = map.next_value()?;
-                            out.settlements.insert(key, v.0.unwrap_or_default());
+                            if let Ok(Some(v)) = lenient::string_from_raw(raw.get()) {
+                                out.settlements.insert(key, v);
+                            }
                         }
                     }
                 }
@@ -602,37 +700,17 @@ impl<'de> Deserialize<'de> for StockPdResult {
     }
 }
 
-struct OptString(Option<String>);
-
-impl<'de> Deserialize<'de> for OptString {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        lenient::opt_string(d).map(OptString)
-    }
-}
-
-/// A comma-separated string or a list of strings, with empty items dropped.
-struct SkipList(Vec<String>);
-
-impl<'de> Deserialize<'de> for SkipList {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Shape {
-            List(Vec<OptString>),
-            One(OptString),
-        }
-        let items: Vec<String> = match Shape::deserialize(d)? {
-            Shape::List(v) => v.into_iter().filter_map(|s| s.0).collect(),
-            Shape::One(s) => {
-                s.0.map(|s| s.split(',').map(|p| p.trim().to_owned()).collect())
-                    .unwrap_or_default()
-            }
-        };
-        Ok(SkipList(
-            items
-                .into_iter()
-                .filter(|s: &String| !s.is_empty())
-                .collect(),
-        ))
-    }
+/// `skip_spec_no`: a comma-separated string or a list of strings, empty items dropped.
+fn skip_list(raw: &str) -> Result<Vec<String>, String> {
+    let items: Vec<String> = if raw.trim_start().starts_with('[') {
+        let list: Vec<&RawValue> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+        list.into_iter()
+            .filter_map(|r| lenient::string_from_raw(r.get()).transpose())
+            .collect::<Result<_, _>>()?
+    } else {
+        lenient::string_from_raw(raw)?
+            .map(|s| s.split(',').map(|p| p.trim().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    Ok(items.into_iter().filter(|s| !s.is_empty()).collect())
 }

@@ -303,8 +303,8 @@ async fn stock_query_detail_examples() {
     let [row] = page.stocks.as_slice() else {
         panic!("one row expected")
     };
-    assert_eq!(row.spec_id, 21453);
-    assert_eq!(row.warehouse_id, 67);
+    assert_eq!(row.spec_id, Some(21453));
+    assert_eq!(row.warehouse_id, Some(67));
     assert_eq!(row.stock_num.unwrap().to_string(), "55.0000");
     assert_eq!(row.lock_num, Some(Decimal::ZERO));
     for (name, q) in [
@@ -342,12 +342,12 @@ async fn stock_query_detail_examples() {
     assert_eq!(row.goods_name.as_deref(), Some("旺店通手持终端"));
     assert_eq!(row.brand_no.as_deref(), Some("BD201811230002"));
     assert_eq!(row.brand_name.as_deref(), Some("旺店通"));
-    assert_eq!(row.spec_no, "WDTPDA-BLACK007");
+    assert_eq!(row.spec_no.as_deref(), Some("WDTPDA-BLACK007"));
     assert_eq!(row.spec_name.as_deref(), Some("旺店通手持终端黑色007型"));
     assert_eq!(row.spec_code.as_deref(), Some("BLACK007"));
     assert_eq!(row.barcode.as_deref(), Some("WDTPDA-BLACK007"));
     assert_eq!(row.img_url.as_deref(), Some("http://baidu.com"));
-    assert_eq!(row.warehouse_no, "xyp2test");
+    assert_eq!(row.warehouse_no.as_deref(), Some("xyp2test"));
     assert_eq!(row.warehouse_name.as_deref(), Some("小鹏测试仓库"));
     assert_eq!(row.warehouse_type, Some(1));
     assert_eq!(row.spec_wh_no.as_deref(), Some(""));
@@ -400,4 +400,61 @@ async fn later_pages_and_unknown_fields() {
         "2026-01-01 00:00:00"
     );
     assert_eq!(row.details[0].stock_num, Some(dec("3")));
+}
+
+#[tokio::test]
+async fn answers_without_data_or_with_null_lists() {
+    let server = serving("/openapi", r#"{"status":0}"#.into()).await;
+    let out = client(&server)
+        .call(&GetSelfWaitSyncIdListOpen {
+            count: 100,
+            position: 5,
+        })
+        .await
+        .unwrap();
+    assert!(out.id_list.is_empty(), "nothing pending");
+    assert_eq!(out.position, None);
+
+    let page: BatchCalcStockOutput =
+        serde_json::from_str(r#"{"success_date":null,"error_date":null}"#).unwrap();
+    assert_eq!(page, BatchCalcStockOutput::default());
+
+    let server = serving(
+        "/openapi2/stock_query_detail.php",
+        r#"{"code":0,"stocks":[{"spec_id":null,"spec_no":"A","details":null}]}"#.into(),
+    )
+    .await;
+    let page = client(&server)
+        .query(&StockQueryDetail::default())
+        .await
+        .unwrap();
+    assert_eq!(page.stocks[0].spec_id, None);
+    assert!(page.stocks[0].details.is_empty());
+    let server = serving(
+        "/openapi2/stock_query_detail.php",
+        r#"{"code":0,"stocks":null}"#.into(),
+    )
+    .await;
+    assert!(
+        client(&server)
+            .query(&StockQueryDetail::default())
+            .await
+            .unwrap()
+            .stocks
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn stock_take_answer_ignores_unknown_shapes() {
+    let server = serving(
+        "/openapi",
+        r#"{"status":0,"data":{"pd_no":"WP2","extra":{"a":[1]},"list":[1,2],"8640":"ok","ratio":1.5,"skip_spec_no":["X",""]}}"#.into(),
+    )
+    .await;
+    let out = client(&server).call(&stock_take()).await.unwrap();
+    assert_eq!(out.pd_no, "WP2");
+    assert_eq!(out.skip_spec_no, ["X"]);
+    assert_eq!(out.settlements.get("8640").map(String::as_str), Some("ok"));
+    assert!(!out.settlements.contains_key("extra") && !out.settlements.contains_key("list"));
 }

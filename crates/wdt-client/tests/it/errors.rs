@@ -424,3 +424,72 @@ fn bad_configuration_says_what_to_fix() {
             .unwrap_err();
     assert!(err.to_string().contains("appsecret"), "{err}");
 }
+
+#[tokio::test]
+async fn documented_limits_are_checked_before_sending() {
+    use wdt_client::flagship::{
+        DefectMode, GetSelfWaitSyncIdListOpen, PdOrder, PdSpec, StockSyncByPd,
+    };
+    let server = MockServer::start().await;
+    let c = client(&server);
+    for count in [0, 9, 5001] {
+        let err = c
+            .call(&GetSelfWaitSyncIdListOpen { count, position: 0 })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, VendorError::InvalidRequest { .. })
+                && err.to_string().contains("10 and 5000"),
+            "{err}"
+        );
+    }
+    let err = c
+        .query(&StockQueryDetail {
+            page_size: Some(101),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("page_size"), "{err}");
+    let take = StockSyncByPd {
+        pd_order: PdOrder {
+            warehouse_no: "W".repeat(41),
+            defect_mode: DefectMode::All,
+            remark: String::new(),
+            is_post_error: None,
+        },
+        spec_list: vec![],
+    };
+    assert!(
+        c.call(&take)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("warehouse_no has 41 characters")
+    );
+    let take = StockSyncByPd {
+        pd_order: PdOrder {
+            warehouse_no: "W".into(),
+            defect_mode: DefectMode::All,
+            remark: String::new(),
+            is_post_error: None,
+        },
+        spec_list: vec![PdSpec {
+            spec_no: "A".into(),
+            remark: String::new(),
+            new_num: "-1".parse().unwrap(),
+            defect: false,
+        }],
+    };
+    assert!(
+        c.call(&take)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("negative")
+    );
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "nothing was sent"
+    );
+}

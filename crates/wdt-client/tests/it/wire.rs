@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use wdt_client::enterprise::{EnterpriseRequest, StockQueryDetail};
 use wdt_client::flagship::{
-    BatchCalcItem, BatchCalcStock, CalcStock, DefectMode, FlagshipRequest,
+    BatchCalcItem, BatchCalcStock, CalcStock, CancelSync, DefectMode, FlagshipRequest,
     GetSelfWaitSyncIdListOpen, PdOrder, PdSpec, StockSyncByPd, SyncInfo, SyncSuccess,
 };
 use wdt_client::{
@@ -141,6 +141,65 @@ fn flagship_requests_reproduce_the_vectors() {
             }],
         },
     );
+}
+
+/// The vectors of PROTOCOL.md §4 that `sign-vectors.json` does not carry, read from the table.
+fn protocol_sign(id: &str) -> String {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/vendor/PROTOCOL.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&format!("| {id} |")))
+        .unwrap_or_else(|| panic!("no row {id} in PROTOCOL.md §4"));
+    let sign = row
+        .trim_end_matches('|')
+        .rsplit('|')
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(sign.len(), 32, "{row}");
+    sign
+}
+
+#[test]
+fn cancel_sync_with_an_empty_salt_reproduces_f13() {
+    // F13: cancelSync `[178238,-1]`, appsecret `onlysecret:`, the §4 defaults otherwise.
+    let request = CancelSync {
+        api_goods_id: 178_238,
+        stock_change_count: -1,
+    };
+    let body = request.body().unwrap();
+    assert_eq!(body, "[178238,-1]");
+    let f04 = vector("F04");
+    let creds = FlagshipCredentials::new(
+        "http://vendor.invalid/openapi",
+        &f04.params["sid"],
+        &f04.params["key"],
+        &SecretString::from("onlysecret:"),
+    )
+    .unwrap();
+    let unix = f04.params["timestamp"].parse::<i64>().unwrap() + wdt_sign::FLAGSHIP_EPOCH;
+    let p = prepare_flagship(&creds, CancelSync::METHOD, body, None, unix);
+    let q = query_of(&p);
+    assert_eq!(q["salt"], "");
+    assert_eq!(q["sign"], protocol_sign("F13"));
+}
+
+#[test]
+fn sync_info_from_a_calculation_reproduces_f06() {
+    let calc: wdt_client::flagship::StockSyncCalc = serde_json::from_str(
+        r#"{"rec_id":2447,"syn_stock":200,"stock_change_count":54,"stock_syn_rule_id":-30000,
+            "stock_syn_rule_no":"","stock_syn_warehouses":"6,12,11","stock_syn_mask":0,"stock_syn_percent":100,
+            "stock_syn_plus":0,"stock_syn_min":0,"stock_syn_max":0,"is_auto_listing":true,"is_auto_delisting":1}"#,
+    )
+    .unwrap();
+    let request = SyncSuccess {
+        api_goods_id: calc.rec_id,
+        info: calc.sync_info(true, "同步成功"),
+    };
+    assert_eq!(Some(request.body().unwrap()), vector("F06").body);
 }
 
 #[test]
