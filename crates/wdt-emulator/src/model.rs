@@ -1,0 +1,1304 @@
+//! The emulated ERP: warehouses, specs, suites, stock rows, storefront listings and their sync
+//! rules, generated deterministically from a seed; plus the state changes the vendor methods make.
+//!
+//! See the crate README for the stock model and the sync formula.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, FixedOffset, NaiveDate};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rust_decimal::Decimal;
+
+/// Beijing time (UTC+8), in which the vendor writes every time.
+pub(crate) const BEIJING: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+    Some(offset) => offset,
+    None => panic!("UTC+8 is a valid offset"),
+};
+
+/// `yyyy-MM-dd HH:mm:ss` in Beijing time, or the vendor's zero time for `None`.
+pub(crate) fn vendor_time(unix: Option<i64>) -> String {
+    match unix.and_then(|t| DateTime::from_timestamp(t, 0)) {
+        Some(t) => t
+            .with_timezone(&BEIJING)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        None => "0000-00-00 00:00:00".to_owned(),
+    }
+}
+
+/// The Beijing calendar date of a Unix time.
+pub(crate) fn beijing_date(unix: i64) -> NaiveDate {
+    DateTime::from_timestamp(unix, 0)
+        .map(|t| t.with_timezone(&BEIJING).date_naive())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Warehouse {
+    pub(crate) id: i64,
+    pub(crate) no: &'static str,
+    pub(crate) name: &'static str,
+    /// 0 normal, 1 external WMS.
+    pub(crate) kind: i64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub(crate) spec_id: i64,
+    pub(crate) spec_no: String,
+    pub(crate) spec_name: String,
+    pub(crate) spec_code: String,
+    pub(crate) barcode: String,
+    pub(crate) goods_no: String,
+    pub(crate) goods_name: String,
+    pub(crate) brand_no: &'static str,
+    pub(crate) brand_name: &'static str,
+    pub(crate) weight: Decimal,
+    pub(crate) cost_price: Decimal,
+    pub(crate) deleted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Suite {
+    pub(crate) suite_id: i64,
+    pub(crate) suite_no: String,
+    pub(crate) name: String,
+    /// (spec index, quantity per suite)
+    pub(crate) components: Vec<(usize, Decimal)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Detail {
+    pub(crate) position_no: String,
+    pub(crate) batch_no: String,
+    pub(crate) expire: Option<i64>,
+    pub(crate) defect: bool,
+    pub(crate) stock_num: Decimal,
+}
+
+/// One spec in one warehouse. Invariants (checked by tests):
+/// `stock_num = good + defect = Σ details`, `available = good − lock − order − sending`.
+#[derive(Debug, Clone)]
+pub(crate) struct StockRow {
+    pub(crate) rec_id: i64,
+    pub(crate) spec: usize,
+    pub(crate) warehouse: usize,
+    pub(crate) good: Decimal,
+    pub(crate) defect: Decimal,
+    pub(crate) lock_num: Decimal,
+    pub(crate) order_num: Decimal,
+    pub(crate) sending_num: Decimal,
+    pub(crate) unpay_num: Decimal,
+    pub(crate) part_paid_num: Decimal,
+    pub(crate) subscribe_num: Decimal,
+    pub(crate) purchase_num: Decimal,
+    pub(crate) purchase_arrive_num: Decimal,
+    pub(crate) to_purchase_num: Decimal,
+    pub(crate) transfer_num: Decimal,
+    pub(crate) to_transfer_num: Decimal,
+    pub(crate) refund_num: Decimal,
+    pub(crate) refund_onway_num: Decimal,
+    pub(crate) return_num: Decimal,
+    pub(crate) today_num: Decimal,
+    pub(crate) safe_stock: Decimal,
+    pub(crate) wms_sync_stock: Decimal,
+    pub(crate) wms_preempty_stock: Decimal,
+    pub(crate) wms_sync_time: Option<i64>,
+    pub(crate) default_position_id: i64,
+    pub(crate) created: i64,
+    pub(crate) modified: i64,
+    pub(crate) last_pd_time: Option<i64>,
+    pub(crate) last_inout_time: Option<i64>,
+    pub(crate) last_sales_time: Option<i64>,
+    pub(crate) details: Vec<Detail>,
+}
+
+impl StockRow {
+    pub(crate) fn stock_num(&self) -> Decimal {
+        self.good + self.defect
+    }
+
+    pub(crate) fn available(&self) -> Decimal {
+        self.good - self.lock_num - self.order_num - self.sending_num
+    }
+
+    /// Sets the good or the defective quantity and keeps `details` summing to `stock_num`.
+    fn set_quantity(&mut self, defect: bool, quantity: Decimal) {
+        let current: Decimal = self
+            .details
+            .iter()
+            .filter(|d| d.defect == defect)
+            .map(|d| d.stock_num)
+            .sum();
+        let mut delta = quantity - current;
+        if delta > Decimal::ZERO {
+            match self.details.iter_mut().find(|d| d.defect == defect) {
+                Some(d) => d.stock_num += delta,
+                None => self.details.push(Detail {
+                    position_no: if defect {
+                        "CP-01-01".into()
+                    } else {
+                        "A-01-01".into()
+                    },
+                    batch_no: String::new(),
+                    expire: None,
+                    defect,
+                    stock_num: delta,
+                }),
+            }
+        } else {
+            for d in self.details.iter_mut().rev().filter(|d| d.defect == defect) {
+                let take = d.stock_num.min(-delta);
+                d.stock_num -= take;
+                delta += take;
+            }
+            self.details.retain(|d| !d.stock_num.is_zero());
+        }
+        if defect {
+            self.defect = quantity;
+        } else {
+            self.good = quantity;
+        }
+    }
+}
+
+/// A stock sync rule (库存同步策略).
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub(crate) id: i64,
+    pub(crate) no: &'static str,
+    pub(crate) warehouses: Vec<i64>,
+    pub(crate) percent: i64,
+    pub(crate) plus: Decimal,
+    pub(crate) min: Decimal,
+    pub(crate) max: Decimal,
+}
+
+impl Rule {
+    pub(crate) fn warehouse_list(&self) -> String {
+        self.warehouses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The quantity to sync for `base` sellable units (see the crate README):
+    /// `x = ⌊max(base, 0) × percent / 100⌋ + plus`; `x < min` → 0; `max > 0 && x > max` → max;
+    /// then ⌊x⌋, never negative.
+    pub(crate) fn syn_stock(&self, base: Decimal) -> Decimal {
+        let base = base.max(Decimal::ZERO).floor();
+        let mut x = (base * Decimal::from(self.percent) / Decimal::ONE_HUNDRED).floor() + self.plus;
+        if x < self.min {
+            x = Decimal::ZERO;
+        }
+        if self.max > Decimal::ZERO && x > self.max {
+            x = self.max;
+        }
+        x.floor().max(Decimal::ZERO)
+    }
+}
+
+/// What a listing is matched to (`match_target_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Spec(usize),
+    Suite(usize),
+}
+
+/// A self-built storefront (platform 127) listing, a row of `api_goodsspec`.
+#[derive(Debug, Clone)]
+pub(crate) struct Listing {
+    pub(crate) rec_id: i64,
+    pub(crate) shop_id: i64,
+    pub(crate) goods_id: String,
+    pub(crate) spec_id: String,
+    pub(crate) outer_id: String,
+    pub(crate) spec_outer_id: String,
+    pub(crate) match_code: String,
+    pub(crate) target: Target,
+    pub(crate) rule: Rule,
+    /// 0 deleted, 1 listed, 2 delisted.
+    pub(crate) status: i64,
+    pub(crate) sync_disabled: bool,
+    pub(crate) auto_listing: bool,
+    pub(crate) auto_delisting: bool,
+    pub(crate) stock_change_count: i64,
+    pub(crate) pending: bool,
+    /// The cursor value of `getSelfWaitSyncIdListOpen`; raised every time the listing is queued.
+    pub(crate) disable_syn_until: i64,
+    pub(crate) last_syn_num: Decimal,
+    pub(crate) last_syn_time: Option<i64>,
+    pub(crate) last_fail: Option<SyncFailure>,
+    pub(crate) sync_successes: u64,
+    pub(crate) sync_failures: u64,
+    pub(crate) cancels: u64,
+}
+
+impl Listing {
+    pub(crate) fn is_disabled(&self) -> bool {
+        self.sync_disabled || self.status == 0
+    }
+}
+
+/// What `syncFail` recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct SyncFailure {
+    pub(crate) at: String,
+    pub(crate) stock_change_count: i64,
+    pub(crate) syn_result: String,
+}
+
+/// One line of a stock take, as the request gave it.
+#[derive(Debug, Clone)]
+pub(crate) struct PdLine {
+    pub(crate) spec_no: String,
+    pub(crate) new_num: Decimal,
+    pub(crate) defect: bool,
+}
+
+/// The result of a stock take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PdOutcome {
+    pub(crate) pd_no: String,
+    pub(crate) pd_id: i64,
+    pub(crate) skipped: Vec<String>,
+}
+
+/// A business refusal (flagship status 100) with the vendor's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal(pub(crate) String);
+
+/// Filters of `stock_query_detail.php`, already validated.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StockFilter {
+    pub(crate) warehouse_no: Option<String>,
+    pub(crate) spec_no: Option<String>,
+    pub(crate) barcode: Option<String>,
+    pub(crate) only_undeleted: bool,
+    /// Closed interval on `modified`, Unix seconds.
+    pub(crate) window: Option<(i64, i64)>,
+}
+
+const WAREHOUSES: [(&str, &str, i64); 5] = [
+    ("WH-SH01", "上海总仓", 0),
+    ("WH-BJ01", "北京分仓", 0),
+    ("WH-GZ01", "广州分仓", 0),
+    ("WMS-CN01", "菜鸟物流宝仓", 1),
+    ("WH-RET01", "退货仓", 0),
+];
+const BRANDS: [(&str, &str); 5] = [
+    ("BD001", "云帆"),
+    ("BD002", "青禾"),
+    ("BD003", "山海"),
+    ("BD004", "星桥"),
+    ("BD005", "木里"),
+];
+const ADJECTIVES: [&str; 8] = [
+    "纯棉", "加厚", "轻薄", "经典", "限量", "简约", "复古", "防水",
+];
+const CATEGORIES: [&str; 9] = [
+    "T恤",
+    "卫衣",
+    "运动鞋",
+    "保温杯",
+    "蓝牙耳机",
+    "双肩包",
+    "羽绒服",
+    "数据线",
+    "手持终端",
+];
+const COLOURS: [&str; 5] = ["黑色", "白色", "红色", "蓝色", "灰色"];
+const SIZES: [&str; 5] = ["S", "M", "L", "XL", "均码"];
+
+/// The first listing id; the vendor pages use 2447 and 2448.
+pub(crate) const FIRST_LISTING_ID: i64 = 2447;
+const FIRST_SYNC_SEQ: i64 = 239_126_000;
+const DAY: i64 = 86_400;
+
+fn qty(n: i64) -> Decimal {
+    Decimal::new(n, 0).round_dp(4)
+}
+
+fn ean13(body12: u64) -> String {
+    let digits = format!("{body12:012}");
+    let sum: u32 = digits
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 1 } else { 3 })
+        .sum();
+    format!("{digits}{}", (10 - sum % 10) % 10)
+}
+
+/// The whole emulated account.
+#[derive(Debug, Clone)]
+pub(crate) struct World {
+    pub(crate) warehouses: Vec<Warehouse>,
+    pub(crate) specs: Vec<Spec>,
+    pub(crate) suites: Vec<Suite>,
+    pub(crate) rows: Vec<StockRow>,
+    pub(crate) listings: BTreeMap<i64, Listing>,
+    spec_by_no: HashMap<String, usize>,
+    specs_by_barcode: HashMap<String, Vec<usize>>,
+    row_by_key: HashMap<(usize, usize), usize>,
+    rows_by_spec: HashMap<usize, Vec<usize>>,
+    /// spec index → listings whose stock depends on the spec (directly or through a suite).
+    listings_by_spec: HashMap<usize, Vec<i64>>,
+    next_sync_seq: i64,
+    next_row_id: i64,
+    next_pd_id: i64,
+    pd_seq_by_day: HashMap<NaiveDate, u32>,
+}
+
+impl World {
+    /// Generates the account for `seed` and `skus` specs, with times relative to `now`.
+    pub(crate) fn generate(seed: u64, skus: usize, now: i64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let warehouses: Vec<Warehouse> = WAREHOUSES
+            .iter()
+            .zip(1..)
+            .map(|(&(no, name, kind), id)| Warehouse { id, no, name, kind })
+            .collect();
+
+        let mut specs = Vec::with_capacity(skus);
+        let mut goods_index = 0u32;
+        while specs.len() < skus {
+            goods_index += 1;
+            let goods_no = format!("G{goods_index:05}");
+            let (brand_no, brand_name) = *BRANDS.choose(&mut rng).unwrap_or(&BRANDS[0]);
+            let goods_name = format!(
+                "{brand_name}{}{}",
+                ADJECTIVES.choose(&mut rng).unwrap_or(&ADJECTIVES[0]),
+                CATEGORIES.choose(&mut rng).unwrap_or(&CATEGORIES[0])
+            );
+            let variants = rng.random_range(1..=4usize).min(skus - specs.len());
+            for v in 1..=variants {
+                let spec_id = i64::try_from(specs.len()).unwrap_or(i64::MAX - 1) + 1;
+                let colour = COLOURS[(v - 1) % COLOURS.len()];
+                let size = SIZES.choose(&mut rng).unwrap_or(&SIZES[0]);
+                specs.push(Spec {
+                    spec_id,
+                    spec_no: format!("{goods_no}-{v:02}"),
+                    spec_name: format!("{goods_name}{colour}{size}"),
+                    spec_code: format!("{colour}{size}"),
+                    barcode: ean13(690_000_000_000 + u64::try_from(spec_id).unwrap_or_default()),
+                    goods_no: goods_no.clone(),
+                    goods_name: goods_name.clone(),
+                    brand_no,
+                    brand_name,
+                    weight: Decimal::new(rng.random_range(50..5_000), 3).round_dp(4),
+                    cost_price: Decimal::new(rng.random_range(500..50_000), 2).round_dp(4),
+                    deleted: rng.random_bool(0.02),
+                });
+            }
+        }
+
+        let live: Vec<usize> = (0..specs.len()).filter(|&i| !specs[i].deleted).collect();
+        let mut suites = Vec::new();
+        for n in 0..(skus / 50).max(usize::from(live.len() >= 3) * 2) {
+            let mut components: Vec<(usize, Decimal)> = Vec::new();
+            while components.len() < rng.random_range(2..=3usize).min(live.len()) {
+                let s = *live.choose(&mut rng).unwrap_or(&0);
+                if !components.iter().any(|(c, _)| *c == s) {
+                    components.push((s, qty(rng.random_range(1..=2))));
+                }
+            }
+            suites.push(Suite {
+                suite_id: i64::try_from(n).unwrap_or_default() + 1,
+                suite_no: format!("TZ{:04}", n + 1),
+                name: format!("{}组合套装", specs[components[0].0].goods_name),
+                components,
+            });
+        }
+
+        let mut world = Self {
+            warehouses,
+            specs,
+            suites,
+            rows: Vec::new(),
+            listings: BTreeMap::new(),
+            spec_by_no: HashMap::new(),
+            specs_by_barcode: HashMap::new(),
+            row_by_key: HashMap::new(),
+            rows_by_spec: HashMap::new(),
+            listings_by_spec: HashMap::new(),
+            next_sync_seq: FIRST_SYNC_SEQ,
+            next_row_id: 1,
+            next_pd_id: 8638,
+            pd_seq_by_day: HashMap::new(),
+        };
+        for i in 0..world.specs.len() {
+            world.spec_by_no.insert(world.specs[i].spec_no.clone(), i);
+            world
+                .specs_by_barcode
+                .entry(world.specs[i].barcode.clone())
+                .or_default()
+                .push(i);
+            let mut homes: Vec<usize> = Vec::new();
+            if rng.random_bool(0.8) {
+                homes.push(0);
+            }
+            for w in 1..world.warehouses.len() {
+                if rng.random_bool(0.3) {
+                    homes.push(w);
+                }
+            }
+            if homes.is_empty() {
+                homes.push(rng.random_range(0..world.warehouses.len()));
+            }
+            for w in homes {
+                let row = world.generate_row(&mut rng, i, w, now);
+                world.insert_row(row);
+            }
+        }
+        world.generate_listings(&mut rng, now);
+        world
+    }
+
+    fn generate_row(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        spec: usize,
+        warehouse: usize,
+        now: i64,
+    ) -> StockRow {
+        let good = if rng.random_bool(0.1) {
+            0
+        } else {
+            rng.random_range(1..=500)
+        };
+        let defect = if rng.random_bool(0.1) {
+            rng.random_range(1..=5)
+        } else {
+            0
+        };
+        let sending = rng.random_range(0..=good / 5);
+        let order = rng.random_range(0..=(good - sending) / 5);
+        let lock = rng.random_range(0..=(good - sending - order).min(3));
+        let unpay = rng.random_range(0..=5);
+        let modified = now - rng.random_range(60..120 * DAY);
+        let created = modified - rng.random_range(0..365 * DAY);
+        let external = self.warehouses[warehouse].kind != 0;
+        let mut details = Vec::new();
+        let mut left = good;
+        let parts = rng.random_range(1..=3);
+        for p in 0..parts {
+            let n = if p + 1 == parts {
+                left
+            } else {
+                rng.random_range(0..=left)
+            };
+            left -= n;
+            if n > 0 {
+                details.push(Detail {
+                    position_no: format!(
+                        "A-{:02}-{:02}",
+                        rng.random_range(1..=20),
+                        rng.random_range(1..=10)
+                    ),
+                    batch_no: format!("B{}{:02}", beijing_date(modified).format("%Y%m%d"), p + 1),
+                    expire: rng
+                        .random_bool(0.3)
+                        .then(|| now + rng.random_range(30..720) * DAY),
+                    defect: false,
+                    stock_num: qty(n),
+                });
+            }
+        }
+        if defect > 0 {
+            details.push(Detail {
+                position_no: "CP-01-01".into(),
+                batch_no: String::new(),
+                expire: None,
+                defect: true,
+                stock_num: qty(defect),
+            });
+        }
+        let stock = good + defect;
+        let rec_id = self.next_row_id;
+        self.next_row_id += 1;
+        StockRow {
+            rec_id,
+            spec,
+            warehouse,
+            good: qty(good),
+            defect: qty(defect),
+            lock_num: qty(lock),
+            order_num: qty(order),
+            sending_num: qty(sending),
+            unpay_num: qty(unpay),
+            part_paid_num: qty(rng.random_range(0..=unpay)),
+            subscribe_num: qty(rng.random_range(0..=3)),
+            purchase_num: qty(if rng.random_bool(0.2) {
+                rng.random_range(10..=200)
+            } else {
+                0
+            }),
+            purchase_arrive_num: qty(0),
+            to_purchase_num: qty(if rng.random_bool(0.1) {
+                rng.random_range(1..=50)
+            } else {
+                0
+            }),
+            transfer_num: qty(if rng.random_bool(0.1) {
+                rng.random_range(1..=30)
+            } else {
+                0
+            }),
+            to_transfer_num: qty(0),
+            refund_num: qty(rng.random_range(0..=2)),
+            refund_onway_num: qty(rng.random_range(0..=2)),
+            return_num: qty(0),
+            today_num: qty(rng.random_range(0..=10)),
+            safe_stock: qty(if rng.random_bool(0.3) { 10 } else { 0 }),
+            wms_sync_stock: qty(if external {
+                (stock + rng.random_range(-3..=3)).max(0)
+            } else {
+                0
+            }),
+            wms_preempty_stock: qty(if external { sending } else { 0 }),
+            wms_sync_time: external.then(|| modified - rng.random_range(0..DAY)),
+            default_position_id: rng.random_range(1..=200),
+            created,
+            modified,
+            last_pd_time: rng
+                .random_bool(0.5)
+                .then(|| modified - rng.random_range(0..30 * DAY)),
+            last_inout_time: Some(modified),
+            last_sales_time: rng
+                .random_bool(0.7)
+                .then(|| modified - rng.random_range(0..10 * DAY)),
+            details,
+        }
+    }
+
+    fn insert_row(&mut self, row: StockRow) -> usize {
+        let index = self.rows.len();
+        self.row_by_key.insert((row.spec, row.warehouse), index);
+        self.rows_by_spec.entry(row.spec).or_default().push(index);
+        self.rows.push(row);
+        index
+    }
+
+    fn generate_listings(&mut self, rng: &mut ChaCha8Rng, now: i64) {
+        let rules = [
+            Rule {
+                id: -10000,
+                no: "",
+                warehouses: vec![1, 2, 3],
+                percent: 100,
+                plus: qty(0),
+                min: qty(0),
+                max: qty(0),
+            },
+            Rule {
+                id: 1,
+                no: "R001",
+                warehouses: vec![1],
+                percent: 100,
+                plus: qty(1),
+                min: qty(1),
+                max: qty(550),
+            },
+            Rule {
+                id: 2,
+                no: "R002",
+                warehouses: vec![1, 2, 3, 4],
+                percent: 80,
+                plus: qty(0),
+                min: qty(10),
+                max: qty(0),
+            },
+            Rule {
+                id: 13,
+                no: "R013",
+                warehouses: vec![2, 3],
+                percent: 50,
+                plus: qty(1),
+                min: qty(200),
+                max: qty(500),
+            },
+            Rule {
+                id: 5,
+                no: "R005",
+                warehouses: vec![1, 4],
+                percent: 100,
+                plus: qty(5),
+                min: qty(0),
+                max: qty(0),
+            },
+        ];
+        let mut targets: Vec<Target> = (0..self.specs.len())
+            .filter(|&i| !self.specs[i].deleted && rng.random_bool(0.6))
+            .map(Target::Spec)
+            .collect();
+        targets.extend((0..self.suites.len()).map(Target::Suite));
+        for (n, target) in targets.into_iter().enumerate() {
+            let rec_id = FIRST_LISTING_ID + i64::try_from(n).unwrap_or_default();
+            let (outer_id, spec_outer_id) = match target {
+                Target::Spec(s) => (
+                    self.specs[s].goods_no.clone(),
+                    self.specs[s].spec_no.clone(),
+                ),
+                Target::Suite(s) => (
+                    self.suites[s].suite_no.clone(),
+                    self.suites[s].suite_no.clone(),
+                ),
+            };
+            let never_synced = rng.random_bool(0.2);
+            let pending = rng.random_bool(0.1);
+            let disable_syn_until = if pending { self.next_seq() } else { 0 };
+            let listing = Listing {
+                rec_id,
+                shop_id: 69,
+                goods_id: (578_208_424_251u64 + u64::try_from(n).unwrap_or_default() * 13)
+                    .to_string(),
+                spec_id: (4_100_000_000u64 + u64::try_from(rec_id).unwrap_or_default()).to_string(),
+                match_code: spec_outer_id.clone(),
+                outer_id,
+                spec_outer_id,
+                target,
+                rule: rules
+                    .choose(rng)
+                    .cloned()
+                    .unwrap_or_else(|| rules[0].clone()),
+                status: if rng.random_bool(0.92) { 1 } else { 2 },
+                sync_disabled: rng.random_bool(0.04),
+                auto_listing: rng.random_bool(0.7),
+                auto_delisting: rng.random_bool(0.7),
+                stock_change_count: rng.random_range(1..=60),
+                pending,
+                disable_syn_until,
+                last_syn_num: if never_synced {
+                    qty(-1)
+                } else {
+                    qty(rng.random_range(0..=300))
+                },
+                last_syn_time: (!never_synced).then(|| now - rng.random_range(60..30 * DAY)),
+                last_fail: None,
+                sync_successes: 0,
+                sync_failures: 0,
+                cancels: 0,
+            };
+            let specs: Vec<usize> = match target {
+                Target::Spec(s) => vec![s],
+                Target::Suite(s) => self.suites[s].components.iter().map(|(c, _)| *c).collect(),
+            };
+            for s in specs {
+                self.listings_by_spec.entry(s).or_default().push(rec_id);
+            }
+            self.listings.insert(rec_id, listing);
+        }
+    }
+
+    fn next_seq(&mut self) -> i64 {
+        self.next_sync_seq += 1;
+        self.next_sync_seq
+    }
+
+    pub(crate) fn spec_index(&self, spec_no: &str) -> Option<usize> {
+        self.spec_by_no.get(spec_no).copied()
+    }
+
+    pub(crate) fn warehouse_index(&self, warehouse_no: &str) -> Option<usize> {
+        self.warehouses.iter().position(|w| w.no == warehouse_no)
+    }
+
+    fn available_in(&self, spec: usize, warehouse_ids: &[i64]) -> Decimal {
+        self.rows_by_spec
+            .get(&spec)
+            .into_iter()
+            .flatten()
+            .map(|&r| &self.rows[r])
+            .filter(|r| warehouse_ids.contains(&self.warehouses[r.warehouse].id))
+            .map(StockRow::available)
+            .sum()
+    }
+
+    /// Sellable units of what the listing sells, over its rule's warehouses.
+    pub(crate) fn listing_base(&self, listing: &Listing) -> Decimal {
+        let wh = &listing.rule.warehouses;
+        match listing.target {
+            Target::Spec(s) => self.available_in(s, wh),
+            Target::Suite(s) => self.suites[s]
+                .components
+                .iter()
+                .map(|(c, per)| (self.available_in(*c, wh).max(Decimal::ZERO) / per).floor())
+                .min()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `calcStock`: the listing and its quantity to sync, or the vendor's refusal.
+    pub(crate) fn calc(&self, rec_id: i64, force: bool) -> Result<(&Listing, Decimal), Refusal> {
+        let listing = self
+            .listings
+            .get(&rec_id)
+            .ok_or_else(|| Refusal(format!("平台货品不存在: {rec_id}")))?;
+        if listing.is_disabled() && !force {
+            return Err(Refusal(format!(
+                "货品id:{}规格Id:{} 已停用或者未开启同步",
+                listing.goods_id, listing.spec_id
+            )));
+        }
+        Ok((listing, listing.rule.syn_stock(self.listing_base(listing))))
+    }
+
+    /// `getSelfWaitSyncIdListOpen`: pending listings after `position`, in queue order.
+    pub(crate) fn pending_after(&self, position: i64, count: usize) -> (Vec<i64>, i64) {
+        let mut pending: Vec<(i64, i64)> = self
+            .listings
+            .values()
+            .filter(|l| l.pending && l.disable_syn_until > position)
+            .map(|l| (l.disable_syn_until, l.rec_id))
+            .collect();
+        pending.sort_unstable();
+        pending.truncate(count);
+        let next = pending.last().map_or(position, |(seq, _)| *seq);
+        (pending.into_iter().map(|(_, id)| id).collect(), next)
+    }
+
+    /// `syncSuccess`: clears the pending flag only when `stock_change_count` matches.
+    pub(crate) fn sync_success(
+        &mut self,
+        rec_id: i64,
+        change_count: i64,
+        synced: Option<Decimal>,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        let listing = self
+            .listings
+            .get_mut(&rec_id)
+            .ok_or_else(|| Refusal(format!("平台货品不存在: {rec_id}")))?;
+        if let Some(n) = synced {
+            listing.last_syn_num = n;
+        }
+        listing.last_syn_time = Some(now);
+        listing.sync_successes += 1;
+        if listing.pending && listing.stock_change_count == change_count {
+            listing.pending = false;
+            listing.last_fail = None;
+        }
+        Ok(())
+    }
+
+    /// `syncFail`: records the failure; the listing stays pending and goes to the back of the queue.
+    pub(crate) fn sync_fail(
+        &mut self,
+        rec_id: i64,
+        change_count: i64,
+        result: String,
+        now: i64,
+    ) -> Result<(), Refusal> {
+        if !self.listings.contains_key(&rec_id) {
+            return Err(Refusal(format!("平台货品不存在: {rec_id}")));
+        }
+        let seq = self.next_seq();
+        if let Some(listing) = self.listings.get_mut(&rec_id) {
+            listing.sync_failures += 1;
+            listing.last_fail = Some(SyncFailure {
+                at: vendor_time(Some(now)),
+                stock_change_count: change_count,
+                syn_result: result,
+            });
+            if listing.pending {
+                listing.disable_syn_until = seq;
+            }
+        }
+        Ok(())
+    }
+
+    /// `cancelSync`: drops the pending push when `stock_change_count` matches; `取消失败` otherwise.
+    pub(crate) fn cancel(&mut self, rec_id: i64, change_count: i64) -> Result<(), Refusal> {
+        match self.listings.get_mut(&rec_id) {
+            Some(l) if l.pending && l.stock_change_count == change_count => {
+                l.pending = false;
+                l.cancels += 1;
+                Ok(())
+            }
+            _ => Err(Refusal("取消失败".into())),
+        }
+    }
+
+    /// `stockSyncByPd`: overwrites counted stock in one warehouse.
+    pub(crate) fn stock_take(
+        &mut self,
+        warehouse_no: &str,
+        defect_mode: i64,
+        strict: bool,
+        lines: &[PdLine],
+        now: i64,
+    ) -> Result<PdOutcome, Refusal> {
+        let warehouse = self
+            .warehouse_index(warehouse_no)
+            .ok_or_else(|| Refusal(format!("仓库不存在: {warehouse_no}")))?;
+        if !(0..=2).contains(&defect_mode) {
+            return Err(Refusal(format!("defect_mode只能为0、1、2: {defect_mode}")));
+        }
+        if let Some(bad) = lines.iter().find(|l| l.new_num < Decimal::ZERO) {
+            return Err(Refusal(format!("盘点数量不能为负数: {}", bad.spec_no)));
+        }
+        let mut skipped: Vec<String> = Vec::new();
+        let mut known: Vec<(usize, &PdLine)> = Vec::new();
+        for line in lines {
+            match self
+                .spec_index(&line.spec_no)
+                .filter(|&s| !self.specs[s].deleted)
+            {
+                Some(s) => known.push((s, line)),
+                None if !skipped.contains(&line.spec_no) => skipped.push(line.spec_no.clone()),
+                None => {}
+            }
+        }
+        if !lines.is_empty() && known.is_empty() {
+            return Err(Refusal("商家编码全不存在或都已删除".into()));
+        }
+        if strict && !skipped.is_empty() {
+            return Err(Refusal(format!(
+                "商家编码不存在或已删除: {}",
+                skipped.join(",")
+            )));
+        }
+        let mut changed: Vec<usize> = Vec::new();
+        for (spec, line) in known {
+            let applies = match defect_mode {
+                1 => !line.defect,
+                2 => line.defect,
+                _ => true,
+            };
+            if !applies {
+                continue;
+            }
+            let index = match self.row_by_key.get(&(spec, warehouse)) {
+                Some(&i) => i,
+                None => {
+                    let rec_id = self.next_row_id;
+                    self.next_row_id += 1;
+                    self.insert_row(empty_row(rec_id, spec, warehouse, now))
+                }
+            };
+            let row = &mut self.rows[index];
+            let before = (row.good, row.defect);
+            row.set_quantity(line.defect, line.new_num.round_dp(4));
+            row.modified = now;
+            row.last_pd_time = Some(now);
+            row.last_inout_time = Some(now);
+            if (row.good, row.defect) != before && !changed.contains(&spec) {
+                changed.push(spec);
+            }
+        }
+        self.stock_changed(&changed, warehouse);
+        let day = beijing_date(now);
+        let seq = self.pd_seq_by_day.entry(day).or_insert(0);
+        *seq += 1;
+        let pd_no = format!("WP{}{:04}", day.format("%Y%m%d"), seq);
+        let pd_id = self.next_pd_id;
+        self.next_pd_id += 1;
+        Ok(PdOutcome {
+            pd_no,
+            pd_id,
+            skipped,
+        })
+    }
+
+    /// Bumps `stock_change_count` once and queues every listing whose stock depends on one of
+    /// the specs in the warehouse.
+    fn stock_changed(&mut self, specs: &[usize], warehouse: usize) {
+        let warehouse_id = self.warehouses[warehouse].id;
+        let mut ids: Vec<i64> = specs
+            .iter()
+            .flat_map(|s| self.listings_by_spec.get(s).into_iter().flatten().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            let seq = self.next_seq();
+            if let Some(l) = self.listings.get_mut(&id)
+                && l.rule.warehouses.contains(&warehouse_id)
+            {
+                l.stock_change_count += 1;
+                l.pending = true;
+                l.disable_syn_until = seq;
+            }
+        }
+    }
+
+    /// `stock_query_detail.php`: matching rows ordered by `modified`, then `rec_id`.
+    pub(crate) fn query_stock(&self, f: &StockFilter) -> Vec<&StockRow> {
+        let warehouse = match &f.warehouse_no {
+            Some(no) => match self.warehouse_index(no) {
+                Some(w) => Some(w),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let candidate_specs: Option<Vec<usize>> = match (&f.spec_no, &f.barcode) {
+            (Some(no), _) => Some(self.spec_index(no).into_iter().collect()),
+            (None, Some(code)) => {
+                Some(self.specs_by_barcode.get(code).cloned().unwrap_or_default())
+            }
+            (None, None) => None,
+        };
+        let keep = |r: &&StockRow| {
+            warehouse.is_none_or(|w| r.warehouse == w)
+                && (!f.only_undeleted || !self.specs[r.spec].deleted)
+                && f.window.is_none_or(|(a, b)| (a..=b).contains(&r.modified))
+                && f.barcode
+                    .as_ref()
+                    .is_none_or(|b| &self.specs[r.spec].barcode == b)
+        };
+        let mut out: Vec<&StockRow> = match candidate_specs {
+            Some(specs) => specs
+                .iter()
+                .flat_map(|s| self.rows_by_spec.get(s).into_iter().flatten())
+                .map(|&i| &self.rows[i])
+                .filter(keep)
+                .collect(),
+            None => self.rows.iter().filter(keep).collect(),
+        };
+        out.sort_by_key(|r| (r.modified, r.rec_id));
+        out
+    }
+
+    /// A few keys for demos and benchmarks.
+    pub(crate) fn summary(&self) -> serde_json::Value {
+        let pending = self.listings.values().filter(|l| l.pending).count();
+        serde_json::json!({
+            "warehouses": self.warehouses.iter().map(|w| serde_json::json!({
+                "warehouse_id": w.id, "warehouse_no": w.no, "warehouse_name": w.name, "warehouse_type": w.kind,
+            })).collect::<Vec<_>>(),
+            "specs": self.specs.len(),
+            "deleted_specs": self.specs.iter().filter(|s| s.deleted).count(),
+            "stock_rows": self.rows.len(),
+            "suites": self.suites.len(),
+            "listings": self.listings.len(),
+            "pending_listings": pending,
+            "spec_nos": self.specs.iter().filter(|s| !s.deleted).map(|s| s.spec_no.as_str()).collect::<Vec<_>>(),
+            "barcodes": self.specs.iter().filter(|s| !s.deleted).take(20).map(|s| s.barcode.as_str()).collect::<Vec<_>>(),
+            "listing_ids": self.listings.keys().collect::<Vec<_>>(),
+            "pending_listing_ids": self.listings.values().filter(|l| l.pending).map(|l| l.rec_id).collect::<Vec<_>>(),
+            "disabled_listing_ids": self.listings.values().filter(|l| l.is_disabled()).map(|l| l.rec_id).collect::<Vec<_>>(),
+            "suite_listing_ids": self.listings.values().filter(|l| matches!(l.target, Target::Suite(_))).map(|l| l.rec_id).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn empty_row(rec_id: i64, spec: usize, warehouse: usize, now: i64) -> StockRow {
+    StockRow {
+        rec_id,
+        spec,
+        warehouse,
+        good: qty(0),
+        defect: qty(0),
+        lock_num: qty(0),
+        order_num: qty(0),
+        sending_num: qty(0),
+        unpay_num: qty(0),
+        part_paid_num: qty(0),
+        subscribe_num: qty(0),
+        purchase_num: qty(0),
+        purchase_arrive_num: qty(0),
+        to_purchase_num: qty(0),
+        transfer_num: qty(0),
+        to_transfer_num: qty(0),
+        refund_num: qty(0),
+        refund_onway_num: qty(0),
+        return_num: qty(0),
+        today_num: qty(0),
+        safe_stock: qty(0),
+        wms_sync_stock: qty(0),
+        wms_preempty_stock: qty(0),
+        wms_sync_time: None,
+        default_position_id: 0,
+        created: now,
+        modified: now,
+        last_pd_time: None,
+        last_inout_time: None,
+        last_sales_time: None,
+        details: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_780_000_000;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn rule(percent: i64, plus: &str, min: &str, max: &str) -> Rule {
+        Rule {
+            id: 1,
+            no: "R",
+            warehouses: vec![1],
+            percent,
+            plus: d(plus),
+            min: d(min),
+            max: d(max),
+        }
+    }
+
+    #[test]
+    fn formula_reproduces_the_vendor_samples() {
+        // batchCalcStock sample: min 200, plus 1, max 500, no stock → 0.
+        assert_eq!(
+            rule(100, "1", "200", "500").syn_stock(Decimal::ZERO),
+            Decimal::ZERO
+        );
+        // calcStock sample: min 1, plus 1, max 550, no stock → 1.
+        assert_eq!(
+            rule(100, "1", "1", "550").syn_stock(Decimal::ZERO),
+            Decimal::ONE
+        );
+    }
+
+    #[test]
+    fn formula_percent_plus_min_max() {
+        let r = rule(80, "0", "10", "0");
+        assert_eq!(r.syn_stock(d("100")), d("80"));
+        assert_eq!(
+            r.syn_stock(d("11")),
+            Decimal::ZERO,
+            "8 is below the minimum 10"
+        );
+        assert_eq!(
+            r.syn_stock(d("-5")),
+            Decimal::ZERO,
+            "negative stock counts as none"
+        );
+        assert_eq!(
+            rule(50, "1", "0", "500").syn_stock(d("5000")),
+            d("500"),
+            "capped at max"
+        );
+        assert_eq!(
+            rule(50, "0", "0", "0").syn_stock(d("3")),
+            d("1"),
+            "rounded down"
+        );
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        let a = World::generate(7, 300, NOW);
+        let b = World::generate(7, 300, NOW);
+        assert_eq!(a.summary(), b.summary());
+        assert_eq!(a.rows.len(), b.rows.len());
+        assert!(
+            a.rows
+                .iter()
+                .zip(&b.rows)
+                .all(|(x, y)| x.good == y.good && x.modified == y.modified)
+        );
+        let c = World::generate(8, 300, NOW);
+        assert_ne!(a.summary(), c.summary());
+    }
+
+    #[test]
+    fn generated_data_is_consistent_and_varied() {
+        let w = World::generate(42, 2000, NOW);
+        assert_eq!(w.specs.len(), 2000);
+        assert!(w.specs.iter().any(|s| s.deleted));
+        assert!(w.specs.iter().all(|s| {
+            s.goods_name
+                .chars()
+                .any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+        }));
+        let barcodes: std::collections::HashSet<_> = w.specs.iter().map(|s| &s.barcode).collect();
+        assert_eq!(barcodes.len(), w.specs.len(), "barcodes are unique");
+        for r in &w.rows {
+            let details: Decimal = r.details.iter().map(|x| x.stock_num).sum();
+            assert_eq!(details, r.stock_num(), "details sum to stock_num");
+            assert!(r.available() >= Decimal::ZERO);
+            assert!(r.part_paid_num <= r.unpay_num);
+            assert!(r.created <= r.modified && r.modified <= NOW);
+            assert!(
+                NOW - r.modified < 121 * DAY,
+                "modified within the last four months"
+            );
+            assert_eq!(
+                r.wms_sync_time.is_some(),
+                w.warehouses[r.warehouse].kind != 0
+            );
+        }
+        assert!(
+            w.warehouses.iter().any(|x| x.kind != 0) && w.warehouses.iter().any(|x| x.kind == 0)
+        );
+        assert!(w.listings.values().any(|l| l.pending));
+        assert!(w.listings.values().any(|l| !l.pending));
+        assert!(
+            w.listings
+                .values()
+                .any(|l| matches!(l.target, Target::Suite(_)))
+        );
+        assert!(w.listings.values().any(|l| l.is_disabled()));
+        assert!(
+            w.listings.contains_key(&FIRST_LISTING_ID)
+                && w.listings.contains_key(&(FIRST_LISTING_ID + 1))
+        );
+    }
+
+    #[test]
+    fn pending_walk_visits_each_pending_listing_once() {
+        let w = World::generate(42, 2000, NOW);
+        let want: Vec<i64> = w
+            .listings
+            .values()
+            .filter(|l| l.pending)
+            .map(|l| l.rec_id)
+            .collect();
+        let (mut seen, mut position) = (Vec::new(), 0);
+        loop {
+            let (ids, next) = w.pending_after(position, 10);
+            if ids.is_empty() {
+                assert_eq!(next, position, "an empty page keeps the cursor");
+                break;
+            }
+            seen.extend(ids);
+            position = next;
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, want);
+    }
+
+    fn live_spec_with_listing(w: &World) -> (usize, i64) {
+        w.listings
+            .values()
+            .find_map(|l| match l.target {
+                Target::Spec(s) if !l.pending && l.rule.warehouses.contains(&1) => {
+                    Some((s, l.rec_id))
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn stock_take_modes_and_listing_queue() {
+        let mut w = World::generate(42, 500, NOW);
+        let (spec, listing) = live_spec_with_listing(&w);
+        let spec_no = w.specs[spec].spec_no.clone();
+        let before = w.listings[&listing].stock_change_count;
+        let line = |n: &str, defect| PdLine {
+            spec_no: spec_no.clone(),
+            new_num: d(n),
+            defect,
+        };
+
+        // Mode 2 (defective only) ignores good lines: nothing changes.
+        let out = w
+            .stock_take("WH-SH01", 2, false, &[line("777", false)], NOW)
+            .unwrap();
+        assert!(
+            out.pd_no.starts_with("WP") && out.pd_no.ends_with("0001"),
+            "{}",
+            out.pd_no
+        );
+        assert_eq!(w.listings[&listing].stock_change_count, before);
+
+        let out = w
+            .stock_take(
+                "WH-SH01",
+                0,
+                false,
+                &[line("123", false), line("4", true)],
+                NOW + 5,
+            )
+            .unwrap();
+        assert!(out.pd_no.ends_with("0002"));
+        let row = &w.rows[w.row_by_key[&(spec, 0)]];
+        assert_eq!(
+            (row.good, row.defect, row.stock_num()),
+            (d("123"), d("4"), d("127"))
+        );
+        assert_eq!(
+            row.details.iter().map(|x| x.stock_num).sum::<Decimal>(),
+            d("127")
+        );
+        assert_eq!(row.modified, NOW + 5);
+        let l = &w.listings[&listing];
+        assert!(l.pending);
+        assert_eq!(
+            l.stock_change_count,
+            before + 1,
+            "one bump per take that changed the spec"
+        );
+
+        // Mode 1 (good only) lowers good stock below the reservations: available goes negative.
+        w.stock_take(
+            "WH-SH01",
+            1,
+            false,
+            &[line("0", false), line("9", true)],
+            NOW + 6,
+        )
+        .unwrap();
+        let row = &w.rows[w.row_by_key[&(spec, 0)]];
+        assert_eq!((row.good, row.defect), (Decimal::ZERO, d("4")));
+        assert_eq!(
+            row.details.iter().map(|x| x.stock_num).sum::<Decimal>(),
+            d("4")
+        );
+    }
+
+    #[test]
+    fn stock_take_refusals() {
+        let mut w = World::generate(42, 100, NOW);
+        let spec_no = w.specs.iter().find(|s| !s.deleted).unwrap().spec_no.clone();
+        let line = |s: &str| PdLine {
+            spec_no: s.into(),
+            new_num: d("1"),
+            defect: false,
+        };
+        assert_eq!(
+            w.stock_take("WH-SH01", 0, false, &[line("NOPE")], NOW),
+            Err(Refusal("商家编码全不存在或都已删除".into()))
+        );
+        assert!(
+            w.stock_take("NOWHERE", 0, false, &[line(&spec_no)], NOW)
+                .is_err()
+        );
+        let strict = w.stock_take("WH-SH01", 0, true, &[line(&spec_no), line("NOPE")], NOW);
+        assert!(strict.unwrap_err().0.contains("NOPE"));
+        let lenient = w
+            .stock_take("WH-SH01", 0, false, &[line(&spec_no), line("NOPE")], NOW)
+            .unwrap();
+        assert_eq!(lenient.skipped, ["NOPE"]);
+        let negative = PdLine {
+            spec_no: spec_no.clone(),
+            new_num: d("-1"),
+            defect: false,
+        };
+        assert!(w.stock_take("WH-SH01", 0, false, &[negative], NOW).is_err());
+    }
+
+    #[test]
+    fn acknowledgements_need_the_current_count() {
+        let mut w = World::generate(42, 500, NOW);
+        let id = w.listings.values().find(|l| l.pending).unwrap().rec_id;
+        let count = w.listings[&id].stock_change_count;
+        w.sync_success(id, count - 1, Some(d("5")), NOW).unwrap();
+        assert!(w.listings[&id].pending, "a stale count leaves it pending");
+        let seq = w.listings[&id].disable_syn_until;
+        w.sync_fail(id, count, "网络超时".into(), NOW).unwrap();
+        assert!(
+            w.listings[&id].pending && w.listings[&id].disable_syn_until > seq,
+            "requeued"
+        );
+        assert_eq!(w.cancel(id, count + 1), Err(Refusal("取消失败".into())));
+        w.sync_success(id, count, Some(d("5")), NOW).unwrap();
+        assert!(!w.listings[&id].pending);
+        assert_eq!(w.listings[&id].last_syn_num, d("5"));
+        assert_eq!(
+            w.cancel(id, count),
+            Err(Refusal("取消失败".into())),
+            "nothing pending to cancel"
+        );
+        assert!(w.sync_success(1, 1, None, NOW).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The emulator over real HTTP: `wdt-client` round trips, the signature vectors, every refusal,
+//! faults, concurrency and the binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod binary;
+mod faults;
+mod refusals;
+mod roundtrip;
+mod support;
+mod vectors;
