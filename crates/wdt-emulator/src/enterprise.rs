@@ -122,7 +122,7 @@ pub(crate) fn verify(
             "时间戳错误: timestamp必须为10位秒级时间戳",
         )
     })?;
-    if (now - ts).abs() > 300 {
+    if now.abs_diff(ts) > 300 {
         return Err(refuse(
             name,
             codes.bad_timestamp,
@@ -177,15 +177,16 @@ pub(crate) fn stock_query_detail(
         only_undeleted: get("is_deleted") == Some("1"),
         window: None,
     };
-    let start = get("start_time")
-        .map(|t| parse_time("start_time", t))
-        .transpose()
-        .map_err(bad)?;
-    let end = get("end_time")
-        .map(|t| parse_time("end_time", t))
-        .transpose()
-        .map_err(bad)?;
+    // "若传该字段则不校验时间": with spec_no or barcode the times are not even read.
     if filter.spec_no.is_none() && filter.barcode.is_none() {
+        let start = get("start_time")
+            .map(|t| parse_time("start_time", t))
+            .transpose()
+            .map_err(bad)?;
+        let end = get("end_time")
+            .map(|t| parse_time("end_time", t))
+            .transpose()
+            .map_err(bad)?;
         filter.window = match (start, end) {
             (Some(a), Some(b)) => {
                 if a > b {

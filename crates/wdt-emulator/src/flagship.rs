@@ -50,7 +50,11 @@ pub(crate) fn verify(
     let params = wire::decode_form(query.as_bytes()).map_err(|_| refuse(None, 1, "参数错误"))?;
     let method = params.get("method").map(String::as_str);
     for key in ["sid", "key", "salt", "method", "v", "timestamp", "sign"] {
-        if params.get(key).is_none_or(String::is_empty) {
+        // The salt may be empty (`secret:`); everything else must have a value.
+        if params
+            .get(key)
+            .is_none_or(|v| v.is_empty() && key != "salt")
+        {
             return Err(refuse(method, 1, "参数错误"));
         }
     }
@@ -71,7 +75,7 @@ pub(crate) fn verify(
             format!("For input string: \"{}\"", params["timestamp"]),
         )
     })?;
-    if (now - (i64::from(ts) + FLAGSHIP_EPOCH)).abs() > 120 {
+    if now.abs_diff(i64::from(ts) + FLAGSHIP_EPOCH) > 120 {
         return Err(refuse(method, 7, "时间戳错误"));
     }
     let body = std::str::from_utf8(body).map_err(|_| refuse(method, 1, "参数错误"))?;
@@ -199,9 +203,9 @@ pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult
             if !(10..=5000).contains(&count) {
                 return Err(business("count的取值范围为10~5000"));
             }
-            let (ids, next) = emu
-                .read()
-                .pending_after(position, usize::try_from(count).unwrap_or(10));
+            let (ids, next) =
+                emu.read()
+                    .pending_after(position, usize::try_from(count).unwrap_or(10), now);
             data(&serde_json::json!({ "id_list": ids, "position": next }))
         }
         "sales.StockSync.syncSuccess" | "sales.StockSync.syncFail" => {
@@ -248,6 +252,9 @@ pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult
                 let spec_no = wire::string(required(&m, "spec_no", &what)?).map_err(mismatch)?;
                 let new_num = wire::decimal(required(&m, "new_num", &what)?)
                     .map_err(|_| business(format!("{what}的new_num不是数字")))?;
+                if new_num.abs() > crate::model::max_quantity() {
+                    return Err(business(format!("{what}的new_num超出范围")));
+                }
                 let defect = wire::boolean(required(&m, "defect", &what)?).map_err(mismatch)?;
                 parsed.push(PdLine {
                     spec_no,

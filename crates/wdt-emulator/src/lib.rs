@@ -310,7 +310,11 @@ impl Emulator {
 
     /// The emulator's current time: the clock plus any injected skew.
     pub fn now(&self) -> i64 {
-        self.inner.config.clock.unix_now() + self.ops().faults.clock_skew_secs
+        self.inner
+            .config
+            .clock
+            .unix_now()
+            .saturating_add(self.ops().faults.clock_skew_secs)
     }
 
     /// Per-method counters since start or the last reset.
@@ -498,7 +502,11 @@ impl Emulator {
 
     fn refused(&self, family: Family, started: Instant, at_ms: i64, refusal: Refusal) -> Response {
         let body = family.refusal_body(refusal.status, &refusal.message);
-        let method = refusal.method.unwrap_or_else(|| "?".into());
+        // Count refusals under the method only when it exists: callers choose the name.
+        let method = refusal
+            .method
+            .filter(|m| METHODS.contains(&m.as_str()) || SCRIPTS.contains(&m.as_str()))
+            .unwrap_or_else(|| "?".into());
         self.answer(
             family,
             &method,

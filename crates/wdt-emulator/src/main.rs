@@ -44,6 +44,9 @@ struct Cli {
     /// Calls per minute allowed per method; beyond it the vendor's rate-limit message answers.
     #[arg(long)]
     calls_per_minute: Option<u32>,
+    /// Calls per minute for one method, overriding --calls-per-minute: METHOD=N (repeatable).
+    #[arg(long = "method-calls-per-minute", value_parser = parse_method_limit)]
+    method_calls_per_minute: Vec<(String, u32)>,
     /// Concurrent calls allowed per method; beyond it the vendor's concurrency message answers.
     #[arg(long)]
     max_concurrent: Option<u32>,
@@ -82,6 +85,17 @@ fn parse_latency(s: &str) -> Result<(u64, u64), String> {
     }
 }
 
+fn parse_method_limit(s: &str) -> Result<(String, u32), String> {
+    let (method, n) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not METHOD=N"))?;
+    let n = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {n:?} is not a number of calls"))?;
+    Ok((method.trim().to_owned(), n))
+}
+
 fn config(cli: &Cli) -> EmulatorConfig {
     let mut flagship = FlagshipAccount::default();
     let mut enterprise = EnterpriseAccount::default();
@@ -107,6 +121,7 @@ fn config(cli: &Cli) -> EmulatorConfig {
             latency_min_ms,
             latency_max_ms,
             calls_per_minute: cli.calls_per_minute,
+            method_calls_per_minute: cli.method_calls_per_minute.iter().cloned().collect(),
             max_concurrent: cli.max_concurrent,
             http_error_rate: cli.http_error_rate,
             malformed_rate: cli.malformed_rate,
@@ -115,7 +130,6 @@ fn config(cli: &Cli) -> EmulatorConfig {
                 Kind::Html => MalformedKind::Html,
             },
             clock_skew_secs: cli.clock_skew_secs,
-            ..Faults::default()
         },
         ..EmulatorConfig::default()
     }

@@ -232,6 +232,8 @@ pub(crate) struct Listing {
     pub(crate) last_syn_num: Decimal,
     pub(crate) last_syn_time: Option<i64>,
     pub(crate) last_fail: Option<SyncFailure>,
+    /// After a failed push the listing leaves the queue until this time.
+    pub(crate) retry_at: Option<i64>,
     pub(crate) sync_successes: u64,
     pub(crate) sync_failures: u64,
     pub(crate) cancels: u64,
@@ -312,6 +314,14 @@ const CATEGORIES: [&str; 9] = [
 ];
 const COLOURS: [&str; 5] = ["黑色", "白色", "红色", "蓝色", "灰色"];
 const SIZES: [&str; 5] = ["S", "M", "L", "XL", "均码"];
+
+/// How long a listing whose push failed stays out of the queue.
+pub(crate) const SYNC_RETRY_SECS: i64 = 60;
+
+/// The largest quantity the vendor's `decimal(19,4)` holds.
+pub(crate) fn max_quantity() -> Decimal {
+    Decimal::from_i128_with_scale(9_999_999_999_999_999_999, 4)
+}
 
 /// The first listing id; the vendor pages use 2447 and 2448.
 pub(crate) const FIRST_LISTING_ID: i64 = 2447;
@@ -648,7 +658,8 @@ impl World {
                 ),
             };
             let never_synced = rng.random_bool(0.2);
-            let pending = rng.random_bool(0.1);
+            let sync_disabled = rng.random_bool(0.04);
+            let pending = !sync_disabled && rng.random_bool(0.1);
             let disable_syn_until = if pending { self.next_seq() } else { 0 };
             let listing = Listing {
                 rec_id,
@@ -665,7 +676,7 @@ impl World {
                     .cloned()
                     .unwrap_or_else(|| rules[0].clone()),
                 status: if rng.random_bool(0.92) { 1 } else { 2 },
-                sync_disabled: rng.random_bool(0.04),
+                sync_disabled,
                 auto_listing: rng.random_bool(0.7),
                 auto_delisting: rng.random_bool(0.7),
                 stock_change_count: rng.random_range(1..=60),
@@ -678,6 +689,7 @@ impl World {
                 },
                 last_syn_time: (!never_synced).then(|| now - rng.random_range(60..30 * DAY)),
                 last_fail: None,
+                retry_at: None,
                 sync_successes: 0,
                 sync_failures: 0,
                 cancels: 0,
@@ -747,11 +759,13 @@ impl World {
     }
 
     /// `getSelfWaitSyncIdListOpen`: pending listings after `position`, in queue order.
-    pub(crate) fn pending_after(&self, position: i64, count: usize) -> (Vec<i64>, i64) {
+    /// Listings whose sync is disabled, and failed ones still backing off, are left out.
+    pub(crate) fn pending_after(&self, position: i64, count: usize, now: i64) -> (Vec<i64>, i64) {
         let mut pending: Vec<(i64, i64)> = self
             .listings
             .values()
-            .filter(|l| l.pending && l.disable_syn_until > position)
+            .filter(|l| l.pending && !l.is_disabled() && l.retry_at.is_none_or(|t| t <= now))
+            .filter(|l| l.disable_syn_until > position)
             .map(|l| (l.disable_syn_until, l.rec_id))
             .collect();
         pending.sort_unstable();
@@ -780,6 +794,7 @@ impl World {
         if listing.pending && listing.stock_change_count == change_count {
             listing.pending = false;
             listing.last_fail = None;
+            listing.retry_at = None;
         }
         Ok(())
     }
@@ -805,6 +820,7 @@ impl World {
             });
             if listing.pending {
                 listing.disable_syn_until = seq;
+                listing.retry_at = Some(now + SYNC_RETRY_SECS);
             }
         }
         Ok(())
@@ -917,6 +933,7 @@ impl World {
             let seq = self.next_seq();
             if let Some(l) = self.listings.get_mut(&id)
                 && l.rule.warehouses.contains(&warehouse_id)
+                && !l.is_disabled()
             {
                 l.stock_change_count += 1;
                 l.pending = true;
@@ -1154,7 +1171,7 @@ mod tests {
             .collect();
         let (mut seen, mut position) = (Vec::new(), 0);
         loop {
-            let (ids, next) = w.pending_after(position, 10);
+            let (ids, next) = w.pending_after(position, 10, NOW);
             if ids.is_empty() {
                 assert_eq!(next, position, "an empty page keeps the cursor");
                 break;
@@ -1275,6 +1292,36 @@ mod tests {
             defect: false,
         };
         assert!(w.stock_take("WH-SH01", 0, false, &[negative], NOW).is_err());
+    }
+
+    #[test]
+    fn failed_pushes_back_off_and_disabled_listings_never_queue() {
+        let mut w = World::generate(42, 500, NOW);
+        assert!(w.listings.values().all(|l| !(l.pending && l.is_disabled())));
+        let (ids, _) = w.pending_after(0, 5000, NOW);
+        let id = ids[0];
+        let count = w.listings[&id].stock_change_count;
+        w.sync_fail(id, count, "超时".into(), NOW).unwrap();
+        assert!(
+            !w.pending_after(0, 5000, NOW).0.contains(&id),
+            "backing off"
+        );
+        assert!(
+            w.pending_after(0, 5000, NOW + SYNC_RETRY_SECS)
+                .0
+                .contains(&id),
+            "back in the queue"
+        );
+        let disabled = w
+            .listings
+            .values()
+            .find(|l| l.is_disabled())
+            .map(|l| l.rec_id)
+            .unwrap();
+        if let Some(l) = w.listings.get_mut(&disabled) {
+            l.pending = true;
+        }
+        assert!(!w.pending_after(0, 5000, NOW).0.contains(&disabled));
     }
 
     #[test]

@@ -69,6 +69,9 @@ impl Faults {
                 self.latency_min_ms, self.latency_max_ms
             ));
         }
+        if self.clock_skew_secs.unsigned_abs() > 10 * 365 * 86_400 {
+            return Err("clock_skew_secs may be at most ten years either way".into());
+        }
         if self.latency_max_ms > 600_000 {
             return Err("latency_max_ms may be at most 600000 (10 minutes)".into());
         }
@@ -167,8 +170,16 @@ impl Ops {
     }
 
     /// Admits a call to `method`, or says which throttle refuses it. An admitted call must be
-    /// [`finish`](Self::finish)ed.
+    /// [`finish`](Self::finish)ed. A refused call uses up no allowance.
     pub(crate) fn admit(&mut self, method: &str, now: Instant) -> Result<(), Throttle> {
+        let in_flight = self.in_flight.get(method).copied().unwrap_or(0);
+        if self
+            .faults
+            .max_concurrent
+            .is_some_and(|max| in_flight >= max)
+        {
+            return Err(Throttle::Concurrency);
+        }
         let limit = self
             .faults
             .method_calls_per_minute
@@ -188,15 +199,7 @@ impl Ops {
             }
             window.push_back(now);
         }
-        let in_flight = self.in_flight.entry(method.to_owned()).or_default();
-        if self
-            .faults
-            .max_concurrent
-            .is_some_and(|max| *in_flight >= max)
-        {
-            return Err(Throttle::Concurrency);
-        }
-        *in_flight += 1;
+        *self.in_flight.entry(method.to_owned()).or_default() += 1;
         Ok(())
     }
 

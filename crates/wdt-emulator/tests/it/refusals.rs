@@ -212,10 +212,22 @@ async fn flagship_refusals() {
         .await["status"],
         0
     );
-    let listing = call("sales.StockSync.calcStock", "[\"2447\",1]").await;
-    assert!(
-        listing["status"] == 0 || listing["status"] == 100,
-        "{listing}"
+    let forced = call("sales.StockSync.calcStock", "[\"2447\",1]").await;
+    assert_eq!(
+        forced["status"], 0,
+        "1 is true: a forced calculation always answers: {forced}"
+    );
+    assert_eq!(forced["data"]["rec_id"], 2447);
+    // Quantities beyond decimal(19,4) are refused, and nothing breaks afterwards.
+    let huge = call(
+        "wms.StockPd.stockSyncByPd",
+        r#"[{"warehouse_no":"WH-SH01","defect_mode":0,"remark":""},[{"spec_no":"G00001-01","remark":"","new_num":"1e27","defect":false}]]"#,
+    )
+    .await;
+    assert_eq!(huge["status"], 100, "{huge}");
+    assert_eq!(
+        call("sales.StockSync.calcStock", "[2447,true]").await["status"],
+        0
     );
 }
 
@@ -319,6 +331,12 @@ async fn enterprise_refusals() {
     assert_eq!(
         code(&post("stock_query_detail.php", form, tampered).await),
         (1005, "签名错误".into())
+    );
+    let overflow = resigned(with(&good, "timestamp", Some("-9223372036854775808")));
+    assert_eq!(
+        code(&post("stock_query_detail.php", form, overflow).await).0,
+        1004,
+        "an absurd timestamp is refused"
     );
     assert_eq!(
         code(&post("trade_query.php", form, php_query(&good)).await),

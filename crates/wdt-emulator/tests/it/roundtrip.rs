@@ -263,7 +263,7 @@ async fn the_whole_stock_sync_loop_drains_the_queue() {
     let calc = c
         .call(&CalcStock {
             api_goods_id: *first,
-            force_sync: true,
+            force_sync: false,
         })
         .await
         .unwrap();
@@ -296,7 +296,7 @@ async fn the_whole_stock_sync_loop_drains_the_queue() {
         let calc = c
             .call(&CalcStock {
                 api_goods_id: id,
-                force_sync: true,
+                force_sync: false,
             })
             .await
             .unwrap();

@@ -120,19 +120,52 @@ async fn a_changed_byte_is_refused() {
         let answer = send(&v, |p, body| {
             if flagship {
                 body.push(' ');
-            } else if let Some(t) = p.iter_mut().find(|(k, _)| k == "sid") {
+            } else if let Some(t) = p
+                .iter_mut()
+                .find(|(k, _)| !["sid", "appkey", "timestamp", "sign"].contains(&k.as_str()))
+            {
                 t.1.push('x');
             }
         })
         .await;
         assert!(is_verification_refusal(&answer), "{}: {answer}", v["name"]);
-        if flagship {
-            assert_eq!(
-                answer,
-                serde_json::json!({"status": 1, "message": "验证失败"}),
-                "{}",
-                v["name"]
-            );
-        }
+        let want = if flagship {
+            serde_json::json!({"status": 1, "message": "验证失败"})
+        } else {
+            serde_json::json!({"code": 1005, "message": "签名错误"})
+        };
+        assert_eq!(answer, want, "{}", v["name"]);
     }
+}
+
+#[tokio::test]
+async fn an_empty_salt_is_a_valid_credential() {
+    // PROTOCOL.md §1.2 and vector F13: `onlysecret:` has an empty salt.
+    use wdt_client::flagship::GetSelfWaitSyncIdListOpen;
+    use wdt_client::{FlagshipCredentials, SecretString, WdtClient};
+    let config = EmulatorConfig {
+        skus: 20,
+        flagship: FlagshipAccount {
+            sid: "wdtapi3".into(),
+            appkey: "wdt_test".into(),
+            appsecret: "onlysecret:".into(),
+        },
+        ..EmulatorConfig::default()
+    };
+    let emu = crate::support::start(config).await;
+    let creds = FlagshipCredentials::new(
+        &emu.flagship_url(),
+        "wdtapi3",
+        "wdt_test",
+        &SecretString::from("onlysecret:"),
+    )
+    .unwrap();
+    let client = WdtClient::builder().flagship(creds).build().unwrap();
+    client
+        .call(&GetSelfWaitSyncIdListOpen {
+            count: 10,
+            position: 0,
+        })
+        .await
+        .unwrap();
 }
