@@ -1,0 +1,212 @@
+//! The opaque cursor of `stockChanges`: where in which 30-day window and vendor page the next
+//! page starts, bound to the query it belongs to.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, FixedOffset, NaiveDateTime};
+use serde::{Deserialize, Serialize};
+
+use crate::error::DomainError;
+use crate::mapping::BEIJING;
+
+/// Vendor calls one `stockChanges` page may make; a page can come back short with
+/// `hasNextPage` when a long, sparse range needs more.
+pub(crate) const MAX_VENDOR_CALLS: usize = 20;
+/// A window is closed `[start, start + 30 days − 1 s]`: its span stays within the vendor's 30 days.
+const WINDOW_SECS: i64 = 30 * 86_400 - 1;
+
+/// The range and filter a cursor belongs to; times in whole seconds, `to` exclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChangesQuery {
+    from: i64,
+    to: i64,
+    warehouse: Option<String>,
+}
+
+/// Where the next page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    window_start: i64,
+    pub(crate) page_no: u32,
+    pub(crate) offset: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    v: u8,
+    f: i64,
+    t: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    w: Option<String>,
+    s: i64,
+    p: u32,
+    o: usize,
+}
+
+fn ceil_secs(t: DateTime<FixedOffset>) -> i64 {
+    t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
+}
+
+fn naive(unix: i64) -> NaiveDateTime {
+    DateTime::from_timestamp(unix, 0)
+        .map(|t| t.with_timezone(&BEIJING).naive_local())
+        .unwrap_or_default()
+}
+
+impl ChangesQuery {
+    pub(crate) fn new(
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        warehouse: Option<String>,
+    ) -> Self {
+        Self {
+            from: ceil_secs(from),
+            to: ceil_secs(to),
+            warehouse,
+        }
+    }
+
+    pub(crate) fn start(&self) -> Position {
+        Position {
+            window_start: self.from,
+            page_no: 0,
+            offset: 0,
+        }
+    }
+
+    pub(crate) fn resume(&self, cursor: &str) -> Result<Position, DomainError> {
+        let bad = || DomainError::invalid("after is not a cursor returned by stockChanges");
+        let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).map_err(|_| bad())?;
+        let w: Wire = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        if w.v != 1 {
+            return Err(bad());
+        }
+        if (w.f, w.t, &w.w) != (self.from, self.to, &self.warehouse) {
+            return Err(DomainError::invalid(
+                "after belongs to another stockChanges query; pass the same from, to and warehouseNo",
+            ));
+        }
+        if w.s < self.from || w.s > self.to {
+            return Err(bad());
+        }
+        Ok(Position {
+            window_start: w.s,
+            page_no: w.p,
+            offset: w.o,
+        })
+    }
+
+    pub(crate) fn encode(&self, at: &Position) -> String {
+        let wire = Wire {
+            v: 1,
+            f: self.from,
+            t: self.to,
+            w: self.warehouse.clone(),
+            s: at.window_start,
+            p: at.page_no,
+            o: at.offset,
+        };
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wire).unwrap_or_default())
+    }
+}
+
+impl Position {
+    fn window_end(&self, q: &ChangesQuery) -> i64 {
+        (self.window_start.saturating_add(WINDOW_SECS)).min(q.to - 1)
+    }
+
+    /// The closed window in the vendor's Beijing local time.
+    pub(crate) fn window(&self, q: &ChangesQuery) -> (NaiveDateTime, NaiveDateTime) {
+        (naive(self.window_start), naive(self.window_end(q)))
+    }
+
+    pub(crate) fn is_done(&self, q: &ChangesQuery) -> bool {
+        self.window_start >= q.to
+    }
+
+    pub(crate) fn next_window(&self, q: &ChangesQuery) -> Self {
+        Self {
+            window_start: self.window_end(q) + 1,
+            page_no: 0,
+            offset: 0,
+        }
+    }
+
+    pub(crate) fn next_page(&self) -> Self {
+        Self {
+            page_no: self.page_no.saturating_add(1),
+            offset: 0,
+            ..*self
+        }
+    }
+
+    pub(crate) fn with_offset(&self, offset: usize) -> Self {
+        Self { offset, ..*self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn windows_cover_the_range_without_overlap() {
+        let q = ChangesQuery::new(
+            t("2026-01-01T00:00:00+08:00"),
+            t("2026-04-15T00:00:00+08:00"),
+            None,
+        );
+        let mut at = q.start();
+        let mut windows = Vec::new();
+        while !at.is_done(&q) {
+            windows.push(at.window(&q));
+            at = at.next_window(&q);
+        }
+        assert_eq!(windows.len(), 4);
+        assert_eq!(windows[0].0.to_string(), "2026-01-01 00:00:00");
+        assert_eq!(
+            windows[0].1.to_string(),
+            "2026-01-30 23:59:59",
+            "30 days minus a second"
+        );
+        assert_eq!(windows[1].0.to_string(), "2026-01-31 00:00:00");
+        assert_eq!(
+            windows[3].1.to_string(),
+            "2026-04-14 23:59:59",
+            "to is exclusive"
+        );
+        for (a, b) in &windows {
+            assert!((*b - *a).num_seconds() <= 30 * 86_400);
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_stay_with_their_query() {
+        let q = ChangesQuery::new(
+            t("2026-01-01T00:00:00Z"),
+            t("2026-02-01T00:00:00Z"),
+            Some("WH".into()),
+        );
+        let at = q.start().next_page().with_offset(7);
+        let c = q.encode(&at);
+        assert_eq!(q.resume(&c).unwrap(), at);
+        let other = ChangesQuery::new(
+            t("2026-01-01T00:00:00Z"),
+            t("2026-02-02T00:00:00Z"),
+            Some("WH".into()),
+        );
+        assert!(
+            other
+                .resume(&c)
+                .unwrap_err()
+                .message
+                .contains("another stockChanges query")
+        );
+        assert!(q.resume("not a cursor").is_err());
+        assert!(q.resume("").is_err());
+    }
+}

@@ -1,0 +1,664 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod cache;
+mod cursor;
+mod error;
+mod mapping;
+pub mod model;
+pub mod validate;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use futures::StreamExt;
+use moka::future::Cache;
+use wdt_client::WdtClient;
+use wdt_client::enterprise::StockQueryDetail;
+use wdt_client::flagship::{
+    BatchCalcItem, BatchCalcStock, CalcStock, CancelSync, DefectMode, GetSelfWaitSyncIdListOpen,
+    PdOrder, PdSpec, StockSyncByPd, StockSyncCalc, SyncFail, SyncSuccess,
+};
+
+pub use cache::CacheConfig;
+pub use error::{DomainError, ErrorKind, VENDOR_BACKOFF, VendorRefusal};
+use model::{
+    PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockSyncAck, StockSyncFailure,
+    StockSyncPlan, StockSyncPlanBatch, StockTakeInput, StockTakeMode, StockTakeResult,
+};
+
+/// The vendor's page size for stock queries (its maximum).
+const VENDOR_PAGE: u32 = 100;
+/// Most plans per `batchCalcStock` call.
+const BATCH_CHUNK: usize = 100;
+/// Concurrent vendor calls for one `stock` query.
+const STOCK_FAN_OUT: usize = 8;
+/// How long an acknowledgement can still find the plan snapshot it echoes.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(3600);
+
+type Result<T> = std::result::Result<T, DomainError>;
+
+/// The stock use cases over one vendor account, with their caches. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StockService {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: WdtClient,
+    stock: cache::Layer<String, Vec<StockLevel>>,
+    barcode: cache::Layer<String, Vec<StockLevel>>,
+    plans: cache::Layer<(i64, bool), StockSyncPlan>,
+    /// `calcStock` answers by (listing, stock_change_count): what acknowledgements echo.
+    snapshots: Cache<(i64, i64), Arc<StockSyncCalc>>,
+    /// Bumped by every write, so loads that overlap a write never cache what it changed.
+    epoch: AtomicU64,
+}
+
+impl StockService {
+    /// A service over `client` with the given cache settings.
+    pub fn new(client: WdtClient, cache: &CacheConfig) -> Self {
+        let stock = |ttl| cache::Layer::new(ttl, cache.stale_if_error, cache.max_entries);
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                stock: stock(cache.stock_ttl),
+                barcode: stock(cache.stock_ttl),
+                plans: cache::Layer::new(cache.plan_ttl, cache.stale_if_error, cache.max_entries),
+                snapshots: Cache::builder()
+                    .max_capacity(cache.max_entries)
+                    .time_to_live(SNAPSHOT_TTL)
+                    .build(),
+                epoch: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Entries cached for stock reads and plans (approximate).
+    pub fn cached_entries(&self) -> u64 {
+        self.inner.stock.entry_count()
+            + self.inner.barcode.entry_count()
+            + self.inner.plans.entry_count()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // stock
+
+    /// Stock of the given SKUs, in the order asked, optionally in one warehouse.
+    ///
+    /// # Errors
+    /// Invalid input, or a vendor failure without a stale value to stand in.
+    pub async fn stock(
+        &self,
+        spec_nos: &[String],
+        warehouse_no: Option<&str>,
+    ) -> Result<Served<Vec<StockLevel>>> {
+        if spec_nos.is_empty() || spec_nos.len() > validate::MAX_SPEC_NOS {
+            return Err(DomainError::invalid(format!(
+                "specNos must list 1 to {} merchant codes, not {}",
+                validate::MAX_SPEC_NOS,
+                spec_nos.len()
+            )));
+        }
+        let warehouse = validate::warehouse_no(warehouse_no)?;
+        let mut specs: Vec<String> = Vec::with_capacity(spec_nos.len());
+        for s in spec_nos {
+            let s = validate::spec_no(s)?;
+            if !specs.contains(&s) {
+                specs.push(s);
+            }
+        }
+        let parts: Vec<Result<Served<Arc<Vec<StockLevel>>>>> = futures::stream::iter(specs)
+            .map(|spec| async move {
+                let key = spec.clone();
+                self.inner
+                    .stock
+                    .get(key, &self.inner.epoch, || {
+                        let spec = spec.clone();
+                        async move {
+                            let rows = self
+                                .query_all(StockQueryDetail {
+                                    spec_no: Some(spec.clone()),
+                                    ..Default::default()
+                                })
+                                .await?;
+                            Ok(rows.into_iter().filter(|r| r.spec_no == spec).collect())
+                        }
+                    })
+                    .await
+            })
+            .buffered(STOCK_FAN_OUT)
+            .collect()
+            .await;
+        combine(parts, warehouse.as_deref())
+    }
+
+    /// Stock of the SKUs with this barcode, optionally in one warehouse.
+    ///
+    /// # Errors
+    /// Invalid input, or a vendor failure without a stale value to stand in.
+    pub async fn stock_by_barcode(
+        &self,
+        barcode: &str,
+        warehouse_no: Option<&str>,
+    ) -> Result<Served<Vec<StockLevel>>> {
+        let barcode = validate::code("barcode", barcode, 50)?;
+        let warehouse = validate::warehouse_no(warehouse_no)?;
+        let part = self
+            .inner
+            .barcode
+            .get(barcode.clone(), &self.inner.epoch, || {
+                let barcode = barcode.clone();
+                async move {
+                    let rows = self
+                        .query_all(StockQueryDetail {
+                            barcode: Some(barcode.clone()),
+                            ..Default::default()
+                        })
+                        .await?;
+                    Ok(rows
+                        .into_iter()
+                        .filter(|r| r.barcode.as_deref() == Some(barcode.as_str()))
+                        .collect())
+                }
+            })
+            .await;
+        combine(vec![part], warehouse.as_deref())
+    }
+
+    /// Every page of a stock query.
+    async fn query_all(&self, query: StockQueryDetail) -> Result<Vec<StockLevel>> {
+        let mut rows = Vec::new();
+        let mut total = None;
+        for page_no in 0.. {
+            let page = self
+                .inner
+                .client
+                .query(&StockQueryDetail {
+                    page_size: Some(VENDOR_PAGE),
+                    page_no: Some(page_no),
+                    ..query.clone()
+                })
+                .await?;
+            total = total.or(page.total_count);
+            let n = page.stocks.len();
+            rows.extend(page.stocks.into_iter().filter_map(mapping::stock_level));
+            let done = u64::try_from(rows.len()).unwrap_or(u64::MAX) >= total.unwrap_or(0);
+            if n < VENDOR_PAGE as usize || done || page_no >= 1000 {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Stock rows whose last change lies in `[from, to)`, oldest first, `first` at a time.
+    /// The range may be any length: it is walked in the vendor's 30-day windows.
+    ///
+    /// # Errors
+    /// Invalid input (including a cursor from another query), or a vendor failure.
+    pub async fn stock_changes(
+        &self,
+        from: DateTime<FixedOffset>,
+        to: DateTime<FixedOffset>,
+        warehouse_no: Option<&str>,
+        first: u32,
+        after: Option<&str>,
+    ) -> Result<StockLevelPage> {
+        if from >= to {
+            return Err(DomainError::invalid(format!(
+                "from ({from}) must be before to ({to})"
+            )));
+        }
+        let first = validate::page("first", first, validate::CHANGES_PAGE)?;
+        let warehouse = validate::warehouse_no(warehouse_no)?;
+        let query = cursor::ChangesQuery::new(from, to, warehouse.clone());
+        let mut at = match after {
+            Some(c) => query.resume(c)?,
+            None => query.start(),
+        };
+        let mut nodes: Vec<StockLevel> = Vec::new();
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        let mut calls = 0;
+        while nodes.len() < first as usize
+            && !at.is_done(&query)
+            && calls < cursor::MAX_VENDOR_CALLS
+        {
+            let (start, end) = at.window(&query);
+            let page = self
+                .inner
+                .client
+                .query(&StockQueryDetail {
+                    warehouse_no: warehouse.clone(),
+                    start_time: Some(start),
+                    end_time: Some(end),
+                    page_size: Some(VENDOR_PAGE),
+                    page_no: Some(at.page_no),
+                    ..Default::default()
+                })
+                .await?;
+            calls += 1;
+            let full = page.stocks.len() >= VENDOR_PAGE as usize;
+            let rows: Vec<StockLevel> = page
+                .stocks
+                .into_iter()
+                .filter_map(mapping::stock_level)
+                .collect();
+            let mut taken = at.offset;
+            for row in rows.iter().skip(at.offset) {
+                if nodes.len() >= first as usize {
+                    break;
+                }
+                taken += 1;
+                if seen.insert((row.spec_no.clone(), row.warehouse_no.clone())) {
+                    nodes.push(row.clone());
+                }
+            }
+            at = if taken < rows.len() {
+                at.with_offset(taken)
+            } else if full {
+                at.next_page()
+            } else {
+                at.next_window(&query)
+            };
+        }
+        let has_next_page = !at.is_done(&query);
+        Ok(StockLevelPage {
+            nodes,
+            end_cursor: has_next_page.then(|| query.encode(&at)),
+            has_next_page,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // stock sync
+
+    /// The plan of one listing.
+    ///
+    /// # Errors
+    /// Invalid id, the vendor's refusal (e.g. a disabled listing without `force`), or a vendor
+    /// failure without a stale value.
+    pub async fn stock_sync_plan(
+        &self,
+        api_goods_id: i64,
+        force: bool,
+    ) -> Result<Served<Arc<StockSyncPlan>>> {
+        let id = validate::api_goods_id(api_goods_id)?;
+        self.inner
+            .plans
+            .get((id, force), &self.inner.epoch, || async move {
+                let calc = self
+                    .inner
+                    .client
+                    .call(&CalcStock {
+                        api_goods_id: id,
+                        force_sync: force,
+                    })
+                    .await?;
+                self.remember(&calc).await;
+                Ok(mapping::plan(&calc))
+            })
+            .await
+    }
+
+    /// Plans of several listings: cached ones from the cache, the rest in `batchCalcStock`
+    /// calls of up to 100.
+    ///
+    /// # Errors
+    /// Invalid ids, or a vendor failure without stale values for every missing plan.
+    pub async fn stock_sync_plans(
+        &self,
+        api_goods_ids: &[i64],
+        force: bool,
+    ) -> Result<Served<StockSyncPlanBatch>> {
+        if api_goods_ids.is_empty() || api_goods_ids.len() > validate::MAX_API_GOODS_IDS {
+            return Err(DomainError::invalid(format!(
+                "apiGoodsIds must list 1 to {} listings, not {}",
+                validate::MAX_API_GOODS_IDS,
+                api_goods_ids.len()
+            )));
+        }
+        let mut ids: Vec<i64> = Vec::with_capacity(api_goods_ids.len());
+        for &id in api_goods_ids {
+            let id = validate::api_goods_id(id)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let mut found: HashMap<i64, Served<Arc<StockSyncPlan>>> = HashMap::new();
+        let mut failed: HashMap<i64, String> = HashMap::new();
+        let mut missing = Vec::new();
+        for &id in &ids {
+            match self.inner.plans.peek(&(id, force)).await {
+                Some(p) => {
+                    found.insert(id, p);
+                }
+                None => missing.push(id),
+            }
+        }
+        for chunk in missing.chunks(BATCH_CHUNK) {
+            let items = chunk
+                .iter()
+                .map(|&id| BatchCalcItem {
+                    api_goods_id: id,
+                    force_sync: force,
+                })
+                .collect();
+            match self.inner.client.call(&BatchCalcStock { items }).await {
+                Ok(out) => {
+                    for calc in out.success_data {
+                        self.remember(&calc).await;
+                        let plan = mapping::plan(&calc);
+                        self.inner
+                            .plans
+                            .put((calc.rec_id, force), plan.clone())
+                            .await;
+                        found.insert(
+                            calc.rec_id,
+                            Served {
+                                value: Arc::new(plan),
+                                stale: false,
+                                age_secs: 0,
+                            },
+                        );
+                    }
+                    for e in out.error_data {
+                        failed.insert(e.rec_id, e.err_msg.unwrap_or_default());
+                    }
+                }
+                Err(e) => {
+                    let e = DomainError::from(e);
+                    for &id in chunk {
+                        match self.inner.plans.peek_stale(&(id, force)).await {
+                            Some(p) if e.allows_stale() => {
+                                found.insert(id, p);
+                            }
+                            _ => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        let mut batch = StockSyncPlanBatch {
+            plans: Vec::new(),
+            failures: Vec::new(),
+        };
+        let (mut stale, mut age) = (false, 0);
+        for id in ids {
+            if let Some(p) = found.remove(&id) {
+                stale |= p.stale;
+                age = age.max(p.age_secs);
+                batch.plans.push(Arc::unwrap_or_clone(p.value));
+            } else {
+                let reason = failed
+                    .remove(&id)
+                    .unwrap_or_else(|| "the ERP returned no plan for this listing".into());
+                batch.failures.push(StockSyncFailure {
+                    api_goods_id: id,
+                    reason,
+                });
+            }
+        }
+        Ok(Served {
+            value: batch,
+            stale,
+            age_secs: age,
+        })
+    }
+
+    async fn remember(&self, calc: &StockSyncCalc) {
+        self.inner
+            .snapshots
+            .insert(
+                (calc.rec_id, calc.stock_change_count),
+                Arc::new(calc.clone()),
+            )
+            .await;
+    }
+
+    /// One page of listings waiting for a push. `after` is the previous page's `nextCursor`.
+    ///
+    /// # Errors
+    /// Invalid input, or a vendor failure.
+    pub async fn pending_stock_syncs(
+        &self,
+        first: u32,
+        after: Option<&str>,
+    ) -> Result<PendingStockSyncPage> {
+        let count = validate::page("first", first, validate::PENDING_PAGE)?;
+        let position = match after {
+            None => 0,
+            Some(c) => c
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| {
+                    DomainError::invalid("after must be a nextCursor returned by pendingStockSyncs")
+                })?,
+        };
+        let page = self
+            .inner
+            .client
+            .call(&GetSelfWaitSyncIdListOpen { count, position })
+            .await?;
+        let next_cursor =
+            (!page.id_list.is_empty()).then(|| page.position.unwrap_or(position).to_string());
+        Ok(PendingStockSyncPage {
+            api_goods_ids: page.id_list,
+            next_cursor,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // writes
+
+    /// Records a stock take; the next read of the counted SKUs shows the new stock.
+    ///
+    /// # Errors
+    /// Invalid input, or the vendor's refusal (unknown warehouse, no known SKU, strict mode).
+    pub async fn create_stock_take(&self, input: StockTakeInput) -> Result<StockTakeResult> {
+        let warehouse_no = validate::code("warehouseNo", &input.warehouse_no, 40)?;
+        validate::text("remark", input.remark.as_deref().unwrap_or_default(), 255)?;
+        if input.lines.is_empty() || input.lines.len() > validate::MAX_STOCK_TAKE_LINES {
+            return Err(DomainError::invalid(format!(
+                "lines must hold 1 to {} counted SKUs, not {}",
+                validate::MAX_STOCK_TAKE_LINES,
+                input.lines.len()
+            )));
+        }
+        let mut spec_list = Vec::with_capacity(input.lines.len());
+        let mut seen = HashSet::new();
+        for (i, line) in input.lines.iter().enumerate() {
+            let spec_no = validate::spec_no(&line.spec_no)
+                .map_err(|e| DomainError::invalid(format!("lines[{i}]: {}", e.message)))?;
+            validate::quantity(&format!("lines[{i}].quantity"), line.quantity)?;
+            validate::text(
+                &format!("lines[{i}].remark"),
+                line.remark.as_deref().unwrap_or_default(),
+                255,
+            )?;
+            if !seen.insert((spec_no.clone(), line.defect)) {
+                return Err(DomainError::invalid(format!(
+                    "lines[{i}]: {spec_no} is counted twice; give each SKU (and defect flag) once"
+                )));
+            }
+            spec_list.push(PdSpec {
+                spec_no,
+                remark: line.remark.clone().unwrap_or_default(),
+                new_num: line.quantity.round_dp(4),
+                defect: line.defect,
+            });
+        }
+        let request = StockSyncByPd {
+            pd_order: PdOrder {
+                warehouse_no,
+                defect_mode: match input.mode {
+                    StockTakeMode::All => DefectMode::All,
+                    StockTakeMode::GoodOnly => DefectMode::GoodOnly,
+                    StockTakeMode::DefectOnly => DefectMode::DefectOnly,
+                },
+                remark: input.remark.clone().unwrap_or_default(),
+                is_post_error: Some(input.strict),
+            },
+            spec_list,
+        };
+        let result = self.inner.client.call(&request).await;
+        // Invalidate even on failure: a timed-out write may still have happened.
+        let counted: Vec<String> = request
+            .spec_list
+            .iter()
+            .map(|l| l.spec_no.clone())
+            .collect();
+        self.stock_written(&counted).await;
+        let out = result?;
+        Ok(StockTakeResult {
+            stock_take_no: out.pd_no,
+            skipped_spec_nos: out.skip_spec_no,
+        })
+    }
+
+    async fn stock_written(&self, spec_nos: &[String]) {
+        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        for s in spec_nos {
+            self.inner.stock.invalidate(s).await;
+        }
+        let specs: Arc<HashSet<String>> = Arc::new(spec_nos.iter().cloned().collect());
+        self.inner
+            .barcode
+            .invalidate_if(move |_, rows| rows.iter().any(|r| specs.contains(&r.spec_no)));
+        // Which listings a SKU feeds (directly or through suites) is the ERP's knowledge.
+        self.inner.plans.invalidate_all();
+    }
+
+    async fn plan_written(&self, api_goods_id: i64) {
+        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        self.inner.plans.invalidate(&(api_goods_id, false)).await;
+        self.inner.plans.invalidate(&(api_goods_id, true)).await;
+    }
+
+    /// Records a successful push of a plan's quantity.
+    ///
+    /// # Errors
+    /// Invalid input, or the vendor's refusal.
+    pub async fn confirm_stock_sync(&self, ack: &StockSyncAck) -> Result<()> {
+        self.acknowledge(ack, true).await
+    }
+
+    /// Records a failed push; the listing stays pending.
+    ///
+    /// # Errors
+    /// Invalid input, or the vendor's refusal.
+    pub async fn fail_stock_sync(&self, ack: &StockSyncAck) -> Result<()> {
+        self.acknowledge(ack, false).await
+    }
+
+    async fn acknowledge(&self, ack: &StockSyncAck, success: bool) -> Result<()> {
+        let id = validate::api_goods_id(ack.api_goods_id)?;
+        validate::quantity("quantity", ack.quantity)?;
+        validate::text("message", ack.message.as_deref().unwrap_or_default(), 1024)?;
+        // Echo the snapshot of the plan that was pushed; fetch the rule if it is gone.
+        let snapshot = match self
+            .inner
+            .snapshots
+            .get(&(id, ack.stock_change_count))
+            .await
+        {
+            Some(s) => s,
+            None => {
+                let calc = self
+                    .inner
+                    .client
+                    .call(&CalcStock {
+                        api_goods_id: id,
+                        force_sync: true,
+                    })
+                    .await?;
+                self.remember(&calc).await;
+                Arc::new(calc)
+            }
+        };
+        let default_message = if success {
+            "同步成功"
+        } else {
+            "同步失败"
+        };
+        let mut info = snapshot.sync_info(
+            success,
+            ack.message
+                .clone()
+                .unwrap_or_else(|| default_message.into()),
+        );
+        info.stock_change_count = ack.stock_change_count;
+        info.syn_stock = ack.quantity;
+        info.is_manual = Some(ack.manual);
+        let result = if success {
+            self.inner
+                .client
+                .call(&SyncSuccess {
+                    api_goods_id: id,
+                    info,
+                })
+                .await
+        } else {
+            self.inner
+                .client
+                .call(&SyncFail {
+                    api_goods_id: id,
+                    info,
+                })
+                .await
+        };
+        self.plan_written(id).await;
+        result.map_err(DomainError::from)
+    }
+
+    /// Drops a pending push of `stock_change_count`.
+    ///
+    /// # Errors
+    /// The vendor's refusal (`取消失败` when nothing with that count is pending).
+    pub async fn cancel_stock_sync(
+        &self,
+        api_goods_id: i64,
+        stock_change_count: i64,
+    ) -> Result<()> {
+        let id = validate::api_goods_id(api_goods_id)?;
+        let result = self
+            .inner
+            .client
+            .call(&CancelSync {
+                api_goods_id: id,
+                stock_change_count,
+            })
+            .await;
+        self.plan_written(id).await;
+        result.map_err(DomainError::from)
+    }
+}
+
+/// Joins per-key cache answers into one, filtered to a warehouse.
+fn combine(
+    parts: Vec<Result<Served<Arc<Vec<StockLevel>>>>>,
+    warehouse: Option<&str>,
+) -> Result<Served<Vec<StockLevel>>> {
+    let mut out = Served {
+        value: Vec::new(),
+        stale: false,
+        age_secs: 0,
+    };
+    for part in parts {
+        let part = part?;
+        out.stale |= part.stale;
+        out.age_secs = out.age_secs.max(part.age_secs);
+        out.value.extend(
+            part.value
+                .iter()
+                .filter(|r| warehouse.is_none_or(|w| r.warehouse_no == w))
+                .cloned(),
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,141 @@
+//! Input rules shared by every API layer, checked before any vendor call. Messages say what to
+//! fix. Limits are the vendor's documented ones.
+
+use rust_decimal::Decimal;
+
+use crate::error::DomainError;
+
+/// Most specs per `stock` query.
+pub const MAX_SPEC_NOS: usize = 100;
+/// Most listings per plan batch.
+pub const MAX_API_GOODS_IDS: usize = 100;
+/// Most lines per stock take.
+pub const MAX_STOCK_TAKE_LINES: usize = 1000;
+/// Page size bounds of `stockChanges`.
+pub const CHANGES_PAGE: (u32, u32) = (1, 500);
+/// Page size bounds of `pendingStockSyncs` (the vendor's `count`).
+pub const PENDING_PAGE: (u32, u32) = (10, 5000);
+
+/// The largest quantity the vendor's `decimal(19,4)` holds.
+pub fn max_quantity() -> Decimal {
+    Decimal::from_i128_with_scale(9_999_999_999_999_999_999, 4)
+}
+
+pub(crate) fn text(what: &str, value: &str, max: usize) -> Result<(), DomainError> {
+    let n = value.chars().count();
+    if n > max {
+        return Err(DomainError::invalid(format!(
+            "{what} has {n} characters; at most {max} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn code(what: &str, value: &str, max: usize) -> Result<String, DomainError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(DomainError::invalid(format!("{what} must not be empty")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(DomainError::invalid(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    text(what, v, max)?;
+    Ok(v.to_owned())
+}
+
+pub(crate) fn spec_no(value: &str) -> Result<String, DomainError> {
+    code("specNo", value, 40)
+}
+
+pub(crate) fn warehouse_no(value: Option<&str>) -> Result<Option<String>, DomainError> {
+    value.map(|w| code("warehouseNo", w, 40)).transpose()
+}
+
+pub(crate) fn quantity(what: &str, q: Decimal) -> Result<(), DomainError> {
+    if q.is_sign_negative() && !q.is_zero() {
+        return Err(DomainError::invalid(format!(
+            "{what} is {q}; it must be 0 or more"
+        )));
+    }
+    if q.normalize().scale() > 4 {
+        return Err(DomainError::invalid(format!(
+            "{what} is {q}; at most 4 decimal places are allowed"
+        )));
+    }
+    if q > max_quantity() {
+        return Err(DomainError::invalid(format!(
+            "{what} is {q}; at most {} is allowed",
+            max_quantity()
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn api_goods_id(id: i64) -> Result<i64, DomainError> {
+    if id <= 0 {
+        return Err(DomainError::invalid(format!(
+            "apiGoodsId {id} is not a listing id; ids are positive"
+        )));
+    }
+    Ok(id)
+}
+
+pub(crate) fn page(what: &str, n: u32, (min, max): (u32, u32)) -> Result<u32, DomainError> {
+    if !(min..=max).contains(&n) {
+        return Err(DomainError::invalid(format!(
+            "{what} must be between {min} and {max}, not {n}"
+        )));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn quantities() {
+        assert!(quantity("q", d("0")).is_ok());
+        assert!(
+            quantity("q", d("12.5000")).is_ok(),
+            "trailing zeros are not decimals"
+        );
+        assert!(quantity("q", d("1.2345")).is_ok());
+        assert!(
+            quantity("q", d("1.23456"))
+                .unwrap_err()
+                .message
+                .contains("4 decimal places")
+        );
+        assert!(
+            quantity("q", d("-1"))
+                .unwrap_err()
+                .message
+                .contains("0 or more")
+        );
+        assert!(quantity("q", d("1000000000000000")).is_err());
+    }
+
+    #[test]
+    fn codes() {
+        assert_eq!(spec_no("  A-1 ").unwrap(), "A-1");
+        assert!(spec_no("").is_err());
+        assert!(
+            spec_no(&"x".repeat(41))
+                .unwrap_err()
+                .message
+                .contains("41 characters")
+        );
+        assert!(
+            spec_no("旺".repeat(40).as_str()).is_ok(),
+            "characters, not bytes"
+        );
+        assert!(spec_no("a\nb").is_err());
+    }
+}

@@ -1,0 +1,462 @@
+//! Bearer-token authentication: HS256 with a shared secret, or RS256/ES256 with keys from a
+//! JWKS URL (cached, refreshed periodically and when an unknown `kid` shows up).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use stock_graphql::{Caller, Scope};
+use tokio::sync::RwLock;
+
+/// Why a request is not authenticated; the message goes into `WWW-Authenticate`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer …` header.
+    #[error("a bearer token is required (Authorization: Bearer <JWT>)")]
+    Missing,
+    /// The token is not acceptable.
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+}
+
+impl AuthError {
+    /// The `WWW-Authenticate` header value (RFC 6750).
+    pub fn www_authenticate(&self) -> String {
+        match self {
+            Self::Missing => "Bearer realm=\"wdt-gateway\"".into(),
+            Self::Invalid(reason) => {
+                format!(
+                    "Bearer realm=\"wdt-gateway\", error=\"invalid_token\", error_description=\"{}\"",
+                    reason.replace('"', "'")
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<serde_json::Value>,
+}
+
+/// What a minted token says.
+#[derive(Debug, Serialize)]
+struct MintClaims<'a> {
+    sub: &'a str,
+    scope: String,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
+/// Checks bearer tokens.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    keys: Keys,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
+}
+
+enum Keys {
+    Secret(DecodingKey),
+    Jwks(JwksKeys),
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Secret(_) => f.write_str("Secret(<redacted>)"),
+            Self::Jwks(j) => f
+                .debug_struct("Jwks")
+                .field("url", &j.url)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+type KeyMap = HashMap<String, (DecodingKey, Algorithm)>;
+
+struct JwksKeys {
+    url: String,
+    http: reqwest::Client,
+    /// Keys by id, and when they were fetched.
+    keys: RwLock<(KeyMap, Option<Instant>)>,
+}
+
+/// The shortest time between two JWKS fetches caused by unknown key ids.
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+
+impl Authenticator {
+    /// HS256 with a shared secret.
+    pub fn secret(
+        secret: &SecretString,
+        issuer: Option<String>,
+        audience: Option<String>,
+        leeway: u64,
+    ) -> Self {
+        let keys = Keys::Secret(DecodingKey::from_secret(secret.expose_secret().as_bytes()));
+        Self {
+            inner: Arc::new(Inner {
+                keys,
+                issuer,
+                audience,
+                leeway,
+            }),
+        }
+    }
+
+    /// RS256/ES256 keys from `url`. Keys are fetched on first use and every `refresh`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn jwks(
+        url: String,
+        issuer: Option<String>,
+        audience: Option<String>,
+        leeway: u64,
+        refresh: Duration,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the JWKS HTTP client: {}", e.without_url()))?;
+        let keys = Keys::Jwks(JwksKeys {
+            url,
+            http,
+            keys: RwLock::new((HashMap::new(), None)),
+        });
+        let this = Self {
+            inner: Arc::new(Inner {
+                keys,
+                issuer,
+                audience,
+                leeway,
+            }),
+        };
+        let weak = Arc::downgrade(&this.inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { break };
+                if let Keys::Jwks(j) = &inner.keys
+                    && let Err(e) = j.refresh().await
+                {
+                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the keys we have");
+                }
+                drop(inner);
+                tokio::time::sleep(refresh).await;
+            }
+        });
+        Ok(this)
+    }
+
+    /// The caller a request's `Authorization` header proves.
+    ///
+    /// # Errors
+    /// [`AuthError::Missing`] or [`AuthError::Invalid`].
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(AuthError::Missing)?;
+        let value = value
+            .to_str()
+            .map_err(|_| AuthError::Invalid("the Authorization header is not ASCII".into()))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                AuthError::Invalid("use the Bearer scheme: Authorization: Bearer <JWT>".into())
+            })?;
+        self.verify(token).await
+    }
+
+    /// Verifies a token and reads its subject and scopes.
+    ///
+    /// # Errors
+    /// [`AuthError::Invalid`] with the reason.
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(reason(&e)))?;
+        let (key, alg) = match &self.inner.keys {
+            Keys::Secret(key) => (key.clone(), Algorithm::HS256),
+            Keys::Jwks(j) => j.key_for(header.kid.as_deref(), header.alg).await?,
+        };
+        if header.alg != alg {
+            return Err(AuthError::Invalid(format!(
+                "the {:?} algorithm is not accepted here",
+                header.alg
+            )));
+        }
+        let mut validation = Validation::new(alg);
+        let mut required = vec!["exp"];
+        if self.inner.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.inner.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        validation.leeway = self.inner.leeway;
+        validation.validate_nbf = true;
+        if let Some(iss) = &self.inner.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &self.inner.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+            .map_err(|e| AuthError::Invalid(reason(&e)))?;
+        let claims = data.claims;
+        let mut names: Vec<String> = claims
+            .scope
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        match claims.scp {
+            Some(serde_json::Value::Array(list)) => names.extend(
+                list.into_iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned)),
+            ),
+            Some(serde_json::Value::String(s)) => {
+                names.extend(s.split_whitespace().map(str::to_owned))
+            }
+            _ => {}
+        }
+        let scopes: BTreeSet<Scope> = names.iter().filter_map(|n| Scope::parse(n)).collect();
+        Ok(Caller {
+            subject: claims.sub.unwrap_or_default(),
+            scopes,
+        })
+    }
+}
+
+fn reason(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the signature does not verify".into(),
+        ErrorKind::InvalidAudience => "the token is for another audience (aud)".into(),
+        ErrorKind::InvalidIssuer => "the token is from another issuer (iss)".into(),
+        ErrorKind::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the algorithm is not accepted".into()
+        }
+        ErrorKind::InvalidToken
+        | ErrorKind::Base64(_)
+        | ErrorKind::Json(_)
+        | ErrorKind::Utf8(_) => "the token is malformed".into(),
+        _ => "the token cannot be verified".into(),
+    }
+}
+
+impl JwksKeys {
+    async fn refresh(&self) -> Result<(), String> {
+        let set = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("cannot fetch the JWKS: {}", e.without_url()))?
+            .bytes()
+            .await
+            .map_err(|e| format!("cannot read the JWKS: {}", e.without_url()))?;
+        let set: JwkSet =
+            serde_json::from_slice(&set).map_err(|e| format!("the JWKS is not a JWK set: {e}"))?;
+        let mut keys = HashMap::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            let alg = match jwk.common.key_algorithm.map(|a| a.to_string()).as_deref() {
+                Some("RS256") => Algorithm::RS256,
+                Some("ES256") => Algorithm::ES256,
+                Some(_) => continue,
+                None => match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                    _ => continue,
+                },
+            };
+            if let Ok(key) = DecodingKey::from_jwk(jwk) {
+                keys.insert(
+                    jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}")),
+                    (key, alg),
+                );
+            }
+        }
+        *self.keys.write().await = (keys, Some(Instant::now()));
+        Ok(())
+    }
+
+    async fn key_for(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<(DecodingKey, Algorithm), AuthError> {
+        if !matches!(alg, Algorithm::RS256 | Algorithm::ES256) {
+            return Err(AuthError::Invalid(format!(
+                "the {alg:?} algorithm is not accepted here; use RS256 or ES256"
+            )));
+        }
+        for attempt in 0..2 {
+            {
+                let guard = self.keys.read().await;
+                let found = match kid {
+                    Some(kid) => guard.0.get(kid).cloned(),
+                    None => guard.0.values().find(|(_, a)| *a == alg).cloned(),
+                };
+                if let Some(found) = found {
+                    return Ok(found);
+                }
+                let recent = guard.1.is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH);
+                if attempt == 1 || recent {
+                    break;
+                }
+            }
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "JWKS fetch failed");
+                return Err(AuthError::Invalid(
+                    "the signing keys cannot be fetched right now".into(),
+                ));
+            }
+        }
+        Err(AuthError::Invalid(
+            "the token's key id (kid) is not in the JWKS".into(),
+        ))
+    }
+}
+
+/// Mints an HS256 token (for `wdt-gateway token` and demo mode).
+///
+/// # Errors
+/// When signing fails.
+pub fn mint(
+    secret: &SecretString,
+    subject: &str,
+    scopes: &[&str],
+    ttl: Duration,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+) -> Result<String, String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = MintClaims {
+        sub: subject,
+        scope: scopes.join(" "),
+        iat: now,
+        exp: now + ttl.as_secs(),
+        iss: issuer,
+        aud: audience,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+    .map_err(|e| format!("cannot sign the token: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> SecretString {
+        SecretString::from("0123456789abcdef0123456789abcdef")
+    }
+
+    #[tokio::test]
+    async fn minted_tokens_verify_with_their_scopes() {
+        let auth = Authenticator::secret(&secret(), None, None, 0);
+        let token = mint(
+            &secret(),
+            "alice",
+            &["stock:read", "unknown:scope"],
+            Duration::from_secs(60),
+            None,
+            None,
+        )
+        .unwrap();
+        let caller = auth.verify(&token).await.unwrap();
+        assert_eq!(caller.subject, "alice");
+        assert!(caller.has(Scope::StockRead) && !caller.has(Scope::StockWrite));
+    }
+
+    #[tokio::test]
+    async fn refusals() {
+        let auth =
+            Authenticator::secret(&secret(), Some("issuer-a".into()), Some("aud-a".into()), 0);
+        let good = mint(
+            &secret(),
+            "a",
+            &[],
+            Duration::from_secs(60),
+            Some("issuer-a"),
+            Some("aud-a"),
+        )
+        .unwrap();
+        assert!(auth.verify(&good).await.is_ok());
+        let other_aud = mint(
+            &secret(),
+            "a",
+            &[],
+            Duration::from_secs(60),
+            Some("issuer-a"),
+            Some("aud-b"),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.verify(&other_aud).await,
+            Err(AuthError::Invalid(
+                "the token is for another audience (aud)".into()
+            ))
+        );
+        let other_iss = mint(
+            &secret(),
+            "a",
+            &[],
+            Duration::from_secs(60),
+            Some("issuer-b"),
+            Some("aud-a"),
+        )
+        .unwrap();
+        assert!(
+            matches!(auth.verify(&other_iss).await, Err(AuthError::Invalid(m)) if m.contains("issuer"))
+        );
+        let wrong_key = mint(
+            &SecretString::from("another-secret-another-secret-xx"),
+            "a",
+            &[],
+            Duration::from_secs(60),
+            Some("issuer-a"),
+            Some("aud-a"),
+        )
+        .unwrap();
+        assert!(
+            matches!(auth.verify(&wrong_key).await, Err(AuthError::Invalid(m)) if m.contains("signature"))
+        );
+        assert!(auth.verify("not.a.token").await.is_err());
+        let headers = HeaderMap::new();
+        assert_eq!(auth.authenticate(&headers).await, Err(AuthError::Missing));
+    }
+}

@@ -1,0 +1,544 @@
+//! Configuration: a TOML file (`--config`) and the plain environment names of DESIGN.md.
+//! Unknown keys are refused; every problem is reported with the key and variable to fix.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The environment variables the gateway reads, and the configuration keys they set.
+pub const ENV_KEYS: [(&str, &str); 14] = [
+    ("WDT_GATEWAY_LISTEN", "listen"),
+    ("WDT_FLAGSHIP_URL", "flagship.url"),
+    ("WDT_SID", "flagship.sid"),
+    ("WDT_APPKEY", "flagship.appkey"),
+    ("WDT_APPSECRET", "flagship.appsecret"),
+    ("WDT_ENTERPRISE_URL", "enterprise.url"),
+    ("WDT_ENTERPRISE_SID", "enterprise.sid"),
+    ("WDT_ENTERPRISE_APPKEY", "enterprise.appkey"),
+    ("WDT_ENTERPRISE_APPSECRET", "enterprise.appsecret"),
+    ("WDT_GATEWAY_JWT_SECRET", "auth.jwt_secret"),
+    ("WDT_GATEWAY_JWKS_URL", "auth.jwks_url"),
+    ("WDT_GATEWAY_JWT_ISSUER", "auth.issuer"),
+    ("WDT_GATEWAY_JWT_AUDIENCE", "auth.audience"),
+    ("WDT_GATEWAY_CONFIG", "-"),
+];
+
+/// One vendor family's credentials; all four are needed once any is given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VendorAccount {
+    /// Flagship: the full endpoint (`…/openapi`); enterprise: the base URL (`…/openapi2/`).
+    pub url: Option<String>,
+    /// Seller account.
+    pub sid: Option<String>,
+    /// Appkey.
+    pub appkey: Option<String>,
+    /// Appsecret (flagship: `secret:salt`).
+    pub appsecret: Option<SecretString>,
+}
+
+impl VendorAccount {
+    fn is_empty(&self) -> bool {
+        self.url.is_none()
+            && self.sid.is_none()
+            && self.appkey.is_none()
+            && self.appsecret.is_none()
+    }
+}
+
+/// Vendor HTTP settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VendorSettings {
+    /// Whole-call timeout in seconds.
+    pub timeout_secs: u64,
+    /// Connect timeout in seconds.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for VendorSettings {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 30,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// JWT settings: an HS256 secret or a JWKS URL (RS256/ES256).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 shared secret (at least 32 characters).
+    pub jwt_secret: Option<SecretString>,
+    /// JWKS URL for RS256/ES256 keys.
+    pub jwks_url: Option<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock leeway for `exp`/`nbf`, seconds.
+    pub leeway_secs: u64,
+    /// How often JWKS keys are refreshed, seconds.
+    pub jwks_refresh_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            jwks_refresh_secs: 600,
+        }
+    }
+}
+
+/// Cache settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// TTL of stock reads, seconds.
+    pub stock_ttl_secs: u64,
+    /// TTL of sync plans, seconds.
+    pub plan_ttl_secs: u64,
+    /// How long past its TTL an entry may be served, marked stale, while the vendor is
+    /// throttling or down; 0 turns it off.
+    pub stale_if_error_secs: u64,
+    /// Most entries per cache.
+    pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            stock_ttl_secs: 30,
+            plan_ttl_secs: 5,
+            stale_if_error_secs: 300,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// GraphQL limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GraphqlSettings {
+    /// Deepest query nesting.
+    pub max_depth: usize,
+    /// Highest query complexity.
+    pub max_complexity: usize,
+}
+
+impl Default for GraphqlSettings {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_complexity: 2_000,
+        }
+    }
+}
+
+/// Demo-mode settings (used only when no vendor URL is configured).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoSettings {
+    /// Seed of the emulator's data.
+    pub seed: u64,
+    /// SKUs the emulator generates.
+    pub skus: usize,
+}
+
+impl Default for DemoSettings {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            skus: 2_000,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Flagship (旗舰版) credentials.
+    pub flagship: VendorAccount,
+    /// Enterprise (企业版) credentials.
+    pub enterprise: VendorAccount,
+    /// Vendor HTTP settings.
+    pub vendor: VendorSettings,
+    /// JWT settings.
+    pub auth: AuthSettings,
+    /// Cache settings.
+    pub cache: CacheSettings,
+    /// GraphQL limits.
+    pub graphql: GraphqlSettings,
+    /// Demo mode.
+    pub demo: DemoSettings,
+    /// Seconds in-flight requests get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            flagship: VendorAccount::default(),
+            enterprise: VendorAccount::default(),
+            vendor: VendorSettings::default(),
+            auth: AuthSettings::default(),
+            cache: CacheSettings::default(),
+            graphql: GraphqlSettings::default(),
+            demo: DemoSettings::default(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// A configuration that cannot work, with what to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// A vendor family's checked credentials.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// URL.
+    pub url: String,
+    /// Seller account.
+    pub sid: String,
+    /// Appkey.
+    pub appkey: String,
+    /// Appsecret.
+    pub appsecret: SecretString,
+}
+
+/// How the gateway authenticates callers.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    /// HS256 with a shared secret.
+    Secret(SecretString),
+    /// RS256/ES256 keys from a JWKS URL.
+    Jwks(String),
+}
+
+impl Config {
+    /// Reads the TOML file (when given) and the environment (which wins).
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed, or a key is unknown or has the wrong type.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env("WDT_GATEWAY_CONFIG").map(Into::into));
+        if let Some(path) = &file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "the configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        for (var, key) in ENV_KEYS {
+            if key == "-" {
+                continue;
+            }
+            if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
+                figment = figment.merge((key, value));
+            }
+        }
+        figment.extract::<Self>().map_err(|e| {
+            let mut message = e.to_string();
+            if let Some(path) = &file {
+                message.push_str(&format!(" (in {} or the environment)", path.display()));
+            }
+            ConfigError(message)
+        })
+    }
+
+    /// No vendor credentials at all: the built-in emulator stands in.
+    pub fn is_demo(&self) -> bool {
+        self.flagship.is_empty() && self.enterprise.is_empty()
+    }
+
+    /// The flagship credentials, if configured.
+    ///
+    /// # Errors
+    /// When only some of them are given.
+    pub fn flagship_account(&self) -> Result<Option<Account>, ConfigError> {
+        account(
+            &self.flagship,
+            "flagship",
+            ["WDT_FLAGSHIP_URL", "WDT_SID", "WDT_APPKEY", "WDT_APPSECRET"],
+        )
+    }
+
+    /// The enterprise credentials, if configured.
+    ///
+    /// # Errors
+    /// When only some of them are given.
+    pub fn enterprise_account(&self) -> Result<Option<Account>, ConfigError> {
+        account(
+            &self.enterprise,
+            "enterprise",
+            [
+                "WDT_ENTERPRISE_URL",
+                "WDT_ENTERPRISE_SID",
+                "WDT_ENTERPRISE_APPKEY",
+                "WDT_ENTERPRISE_APPSECRET",
+            ],
+        )
+    }
+
+    /// How callers are authenticated; `None` only in demo mode without a secret (a random one is
+    /// then generated).
+    ///
+    /// # Errors
+    /// When both or (outside demo mode) neither of the secret and the JWKS URL are set, or the
+    /// secret is too short.
+    pub fn auth_mode(&self) -> Result<Option<AuthMode>, ConfigError> {
+        match (&self.auth.jwt_secret, &self.auth.jwks_url) {
+            (Some(_), Some(_)) => Err(ConfigError(
+                "set either auth.jwt_secret (WDT_GATEWAY_JWT_SECRET) or auth.jwks_url (WDT_GATEWAY_JWKS_URL), not both".into(),
+            )),
+            (Some(secret), None) => {
+                if secret.expose_secret().chars().count() < 32 {
+                    return Err(ConfigError(
+                        "auth.jwt_secret (WDT_GATEWAY_JWT_SECRET) must be at least 32 characters long".into(),
+                    ));
+                }
+                Ok(Some(AuthMode::Secret(secret.clone())))
+            }
+            (None, Some(url)) => {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(ConfigError("auth.jwks_url (WDT_GATEWAY_JWKS_URL) must be an http(s) URL".into()));
+                }
+                Ok(Some(AuthMode::Jwks(url.clone())))
+            }
+            (None, None) if self.is_demo() => Ok(None),
+            (None, None) => Err(ConfigError(
+                "no way to check tokens: set auth.jwt_secret (WDT_GATEWAY_JWT_SECRET) or auth.jwks_url (WDT_GATEWAY_JWKS_URL)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Checks everything that can be checked without the network.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.flagship_account()?;
+        self.enterprise_account()?;
+        self.auth_mode()?;
+        let positive = [
+            ("vendor.timeout_secs", self.vendor.timeout_secs),
+            (
+                "vendor.connect_timeout_secs",
+                self.vendor.connect_timeout_secs,
+            ),
+            ("cache.stock_ttl_secs", self.cache.stock_ttl_secs),
+            ("cache.plan_ttl_secs", self.cache.plan_ttl_secs),
+            ("cache.max_entries", self.cache.max_entries),
+            ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError(format!("{key} must be greater than 0")));
+            }
+        }
+        if self.graphql.max_depth == 0 || self.graphql.max_complexity == 0 {
+            return Err(ConfigError(
+                "graphql.max_depth and graphql.max_complexity must be greater than 0".into(),
+            ));
+        }
+        if self.demo.skus == 0 || self.demo.skus > 1_000_000 {
+            return Err(ConfigError(
+                "demo.skus must be between 1 and 1000000".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The vendor timeout.
+    pub fn vendor_timeout(&self) -> Duration {
+        Duration::from_secs(self.vendor.timeout_secs)
+    }
+}
+
+fn account(
+    a: &VendorAccount,
+    family: &str,
+    vars: [&str; 4],
+) -> Result<Option<Account>, ConfigError> {
+    if a.is_empty() {
+        return Ok(None);
+    }
+    let missing = |field: &str, var: &str| {
+        ConfigError(format!(
+            "{family}.{field} ({var}) is missing; the {family} API needs url, sid, appkey and appsecret together"
+        ))
+    };
+    let text = |v: &Option<String>, field: &str, var: &str| {
+        v.clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| missing(field, var))
+    };
+    Ok(Some(Account {
+        url: text(&a.url, "url", vars[0])?,
+        sid: text(&a.sid, "sid", vars[1])?,
+        appkey: text(&a.appkey, "appkey", vars[2])?,
+        appsecret: a
+            .appsecret
+            .clone()
+            .filter(|s| !s.expose_secret().is_empty())
+            .ok_or_else(|| missing("appsecret", vars[3]))?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn load(vars: &[(&str, &str)], toml: Option<&str>) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
+        let dir = std::env::temp_dir().join(format!(
+            "wdt-gateway-config-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let path = toml.map(|t| {
+            std::fs::write(&dir, t).unwrap();
+            dir.clone()
+        });
+        let out = Config::load(path.as_deref(), |k| env.get(k).cloned());
+        if path.is_some() {
+            let _ = std::fs::remove_file(&dir);
+        }
+        out
+    }
+
+    #[test]
+    fn defaults_are_demo_mode() {
+        let c = load(&[], None).unwrap();
+        assert!(c.is_demo());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.auth_mode().unwrap().is_none());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn environment_names_and_numeric_looking_secrets() {
+        let c = load(
+            &[
+                ("WDT_GATEWAY_LISTEN", "0.0.0.0:9999"),
+                ("WDT_ENTERPRISE_URL", "https://api.wangdian.cn/openapi2/"),
+                ("WDT_ENTERPRISE_SID", "12345"),
+                ("WDT_ENTERPRISE_APPKEY", "k"),
+                ("WDT_ENTERPRISE_APPSECRET", "12345"),
+                ("WDT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        let e = c.enterprise_account().unwrap().unwrap();
+        assert_eq!(
+            (e.sid.as_str(), e.appsecret.expose_secret()),
+            ("12345", "12345")
+        );
+        assert!(!c.is_demo());
+        assert!(c.flagship_account().unwrap().is_none());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let toml = "listen = \"127.0.0.1:7000\"\n[cache]\nstock_ttl_secs = 10\n[auth]\njwt_secret = \"from-the-file-0123456789abcdef0123\"\n";
+        let c = load(&[("WDT_GATEWAY_LISTEN", "127.0.0.1:7001")], Some(toml)).unwrap();
+        assert_eq!(c.listen.port(), 7001, "the environment wins");
+        assert_eq!(c.cache.stock_ttl_secs, 10);
+    }
+
+    #[test]
+    fn problems_say_what_to_fix() {
+        let err = load(&[], Some("[cache]\nstock_tll_secs = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("stock_tll_secs"),
+            "unknown keys are refused: {err}"
+        );
+        let err = load(&[], Some("listen = 5\n")).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+        let c = load(
+            &[("WDT_FLAGSHIP_URL", "http://wdt.wangdian.cn/openapi")],
+            None,
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("WDT_SID"), "{err}");
+        let c = load(
+            &[
+                ("WDT_FLAGSHIP_URL", "http://x/openapi"),
+                ("WDT_SID", "s"),
+                ("WDT_APPKEY", "k"),
+                ("WDT_APPSECRET", "a:b"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("WDT_GATEWAY_JWT_SECRET")
+        );
+        let c = load(&[("WDT_GATEWAY_JWT_SECRET", "short")], None).unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("32 characters")
+        );
+        let err = load(&[], Some("not toml [")).unwrap_err().to_string();
+        assert!(!err.is_empty());
+        let err = Config::load(Some(Path::new("/nonexistent/wdt.toml")), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let c = load(
+            &[(
+                "WDT_GATEWAY_JWT_SECRET",
+                "supersecretvalue-0123456789abcdef",
+            )],
+            None,
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("supersecretvalue"));
+    }
+}

@@ -1,0 +1,222 @@
+//! wdt-gateway: a typed GraphQL API over the WangDianTong (旺店通) ERP, with JWT auth, caching
+//! and a demo mode on the built-in emulator.
+#![warn(missing_docs)]
+
+mod app;
+pub mod auth;
+pub mod config;
+mod graphiql;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use secrecy::SecretString;
+use stock_graphql::{Limits, Scope};
+use stock_service::{CacheConfig, StockService};
+use wdt_client::{EnterpriseCredentials, FlagshipCredentials, WdtClient};
+use wdt_emulator::{EmulatorConfig, EnterpriseAccount, FlagshipAccount, RunningEmulator};
+
+pub use app::{AppState, router};
+use auth::Authenticator;
+use config::{AuthMode, Config, ConfigError};
+
+/// How long the demo token is valid.
+pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The built-in emulator and the token minted for it.
+#[derive(Debug)]
+pub struct Demo {
+    /// The emulator serving in-process.
+    pub emulator: RunningEmulator,
+    /// A development token with every scope.
+    pub token: String,
+}
+
+/// A gateway ready to serve.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The HTTP application.
+    pub router: axum::Router,
+    /// Shared state (schema, service, authenticator).
+    pub state: AppState,
+    /// Demo mode, when no vendor is configured.
+    pub demo: Option<Demo>,
+}
+
+/// Why the gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The demo emulator could not start.
+    #[error("the demo emulator could not start: {0}")]
+    Demo(String),
+}
+
+fn random_secret() -> SecretString {
+    SecretString::from(
+        rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(48)
+            .map(char::from)
+            .collect::<String>(),
+    )
+}
+
+/// Builds the gateway from a configuration; in demo mode starts the emulator.
+///
+/// # Errors
+/// When the configuration cannot work or the emulator cannot start.
+pub async fn build(config: &Config) -> Result<Gateway, StartError> {
+    config.validate()?;
+    let mut builder = WdtClient::builder()
+        .timeout(config.vendor_timeout())
+        .connect_timeout(Duration::from_secs(config.vendor.connect_timeout_secs));
+    let mut demo_emulator = None;
+    if config.is_demo() {
+        let emulator = wdt_emulator::Emulator::spawn(
+            EmulatorConfig {
+                seed: config.demo.seed,
+                skus: config.demo.skus,
+                ..EmulatorConfig::default()
+            },
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .map_err(|e| StartError::Demo(e.to_string()))?;
+        let (f, e) = (FlagshipAccount::default(), EnterpriseAccount::default());
+        let flagship = FlagshipCredentials::new(
+            &emulator.flagship_url(),
+            &f.sid,
+            &f.appkey,
+            &SecretString::from(f.appsecret),
+        )
+        .map_err(|e| StartError::Demo(e.to_string()))?;
+        let enterprise = EnterpriseCredentials::new(
+            &emulator.enterprise_url(),
+            &e.sid,
+            &e.appkey,
+            &SecretString::from(e.appsecret),
+        )
+        .map_err(|e| StartError::Demo(e.to_string()))?;
+        builder = builder.flagship(flagship).enterprise(enterprise);
+        demo_emulator = Some(emulator);
+    } else {
+        if let Some(a) = config.flagship_account()? {
+            let creds =
+                FlagshipCredentials::new(&a.url, &a.sid, &a.appkey, &a.appsecret).map_err(|e| {
+                    ConfigError(format!(
+                        "flagship (WDT_FLAGSHIP_URL, WDT_SID, WDT_APPKEY, WDT_APPSECRET): {e}"
+                    ))
+                })?;
+            builder = builder.flagship(creds);
+        } else {
+            tracing::warn!(
+                "no flagship credentials: stock sync plans, the pending queue and stock takes will fail"
+            );
+        }
+        if let Some(a) = config.enterprise_account()? {
+            let creds = EnterpriseCredentials::new(&a.url, &a.sid, &a.appkey, &a.appsecret)
+                .map_err(|e| {
+                    ConfigError(format!(
+                        "enterprise (WDT_ENTERPRISE_URL, WDT_ENTERPRISE_SID, …): {e}"
+                    ))
+                })?;
+            builder = builder.enterprise(creds);
+        } else {
+            tracing::warn!("no enterprise credentials: stock reads will fail");
+        }
+    }
+    let client = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+    let cache = CacheConfig {
+        stock_ttl: Duration::from_secs(config.cache.stock_ttl_secs),
+        plan_ttl: Duration::from_secs(config.cache.plan_ttl_secs),
+        stale_if_error: Duration::from_secs(config.cache.stale_if_error_secs),
+        max_entries: config.cache.max_entries,
+    };
+    let service = StockService::new(client, &cache);
+    let a = &config.auth;
+    let (auth, demo_token) = match config.auth_mode()? {
+        Some(AuthMode::Secret(secret)) => {
+            let token = demo_emulator
+                .is_some()
+                .then(|| demo_token(&secret, config))
+                .transpose()?;
+            (
+                Authenticator::secret(&secret, a.issuer.clone(), a.audience.clone(), a.leeway_secs),
+                token,
+            )
+        }
+        Some(AuthMode::Jwks(url)) => (
+            Authenticator::jwks(
+                url,
+                a.issuer.clone(),
+                a.audience.clone(),
+                a.leeway_secs,
+                Duration::from_secs(a.jwks_refresh_secs),
+            )
+            .map_err(ConfigError)?,
+            None,
+        ),
+        None => {
+            let secret = random_secret();
+            let token = demo_token(&secret, config)?;
+            (
+                Authenticator::secret(&secret, a.issuer.clone(), a.audience.clone(), a.leeway_secs),
+                Some(token),
+            )
+        }
+    };
+    let schema = stock_graphql::build_schema(
+        service.clone(),
+        Limits {
+            max_depth: config.graphql.max_depth,
+            max_complexity: config.graphql.max_complexity,
+        },
+    );
+    let state = AppState {
+        schema,
+        service,
+        auth,
+    };
+    let demo = demo_emulator.map(|emulator| Demo {
+        emulator,
+        token: demo_token.unwrap_or_default(),
+    });
+    Ok(Gateway {
+        router: router(state.clone()),
+        state,
+        demo,
+    })
+}
+
+fn demo_token(secret: &SecretString, config: &Config) -> Result<String, ConfigError> {
+    let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    auth::mint(
+        secret,
+        "demo",
+        &scopes,
+        DEMO_TOKEN_TTL,
+        config.auth.issuer.as_deref(),
+        config.auth.audience.as_deref(),
+    )
+    .map_err(ConfigError)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

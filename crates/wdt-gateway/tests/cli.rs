@@ -1,0 +1,149 @@
+//! The `wdt-gateway` binary: `schema`, `token`, demo-mode start-up and graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wdt-gateway");
+const SECRET: &str = "cli-test-secret-0123456789abcdef0123";
+
+fn gateway() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear().env("RUST_LOG", "warn");
+    c
+}
+
+#[test]
+fn schema_prints_the_checked_in_sdl() {
+    let out = gateway().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let checked_in = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schema/schema.graphql"
+    ))
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        checked_in.trim_end()
+    );
+}
+
+#[tokio::test]
+async fn token_mints_what_the_gateway_accepts() {
+    let out = gateway()
+        .args([
+            "token",
+            "--sub",
+            "ops",
+            "--scope",
+            "stock:read stock-sync:read",
+            "--ttl",
+            "5m",
+        ])
+        .env("WDT_GATEWAY_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let auth = wdt_gateway::auth::Authenticator::secret(
+        &secrecy::SecretString::from(SECRET),
+        None,
+        None,
+        0,
+    );
+    let caller = auth.verify(&token).await.unwrap();
+    assert_eq!(caller.subject, "ops");
+    assert_eq!(caller.scopes.len(), 2);
+
+    let out = gateway().args(["token", "--sub", "ops"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WDT_GATEWAY_JWT_SECRET"));
+    let out = gateway()
+        .args(["token", "--sub", "ops", "--scope", "admin"])
+        .env("WDT_GATEWAY_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scope"));
+}
+
+#[test]
+fn bad_configuration_is_reported_before_serving() {
+    let out = gateway()
+        .env("WDT_FLAGSHIP_URL", "http://127.0.0.1:1/openapi")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("WDT_SID"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn demo_mode_prints_a_working_token_and_shuts_down_gracefully() {
+    let mut child = gateway()
+        .env("WDT_GATEWAY_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (url, token) = tokio::task::spawn_blocking(move || {
+        let mut url = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.trim().strip_prefix("GraphiQL") {
+                url = Some(rest.trim().to_owned());
+                break;
+            }
+        }
+        let url = url.unwrap();
+        let (base, token) = url.split_once("#token=").unwrap();
+        (base.to_owned(), token.to_owned())
+    })
+    .await
+    .unwrap();
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "query": "{ stock(specNos: [\"G00001-01\"]) { specNo } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01", "{body}");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        None
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exits cleanly on SIGTERM: {status:?}"
+    );
+}

@@ -1,0 +1,90 @@
+//! Caching: coalesced misses, batching, invalidation, stale-if-error.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wdt_e2e::{ALL_SCOPES, TestApp, codes, token};
+use wdt_emulator::Faults;
+
+#[tokio::test]
+async fn concurrent_identical_reads_make_one_vendor_call() {
+    let app = TestApp::spawn().await;
+    app.emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: 300,
+            latency_max_ms: 300,
+            ..Faults::default()
+        })
+        .unwrap();
+    let t = token(ALL_SCOPES);
+    let q = "{ stock(specNos: [\"G00002-01\"]) { specNo onHand } }";
+    let requests = (0..25).map(|_| app.graphql(Some(&t), q, json!({})));
+    let answers = futures::future::join_all(requests).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _, b)| *s == 200 && b["errors"].is_null())
+    );
+    assert!(
+        answers.windows(2).all(|w| w[0].2 == w[1].2),
+        "everyone saw the same stock"
+    );
+    assert_eq!(
+        app.vendor_calls("stock_query_detail.php"),
+        1,
+        "25 concurrent misses, one vendor call"
+    );
+}
+
+#[tokio::test]
+async fn cached_reads_expire_and_writes_invalidate() {
+    let app = TestApp::spawn_with(|c| c.cache.stock_ttl_secs = 1).await;
+    let q = "{ stock(specNos: [\"G00003-01\"]) { onHand } }";
+    app.query(q, json!({})).await;
+    app.query(q, json!({})).await;
+    assert_eq!(app.vendor_calls("stock_query_detail.php"), 1);
+    TestApp::sleep(Duration::from_millis(1200)).await;
+    app.query(q, json!({})).await;
+    assert_eq!(
+        app.vendor_calls("stock_query_detail.php"),
+        2,
+        "expired after its TTL"
+    );
+}
+
+#[tokio::test]
+async fn stale_if_error_within_bounds() {
+    let app = TestApp::spawn_with(|c| {
+        c.cache.stock_ttl_secs = 1;
+        c.cache.stale_if_error_secs = 60;
+    })
+    .await;
+    let q = "{ stock(specNos: [\"G00004-01\"]) { specNo onHand } }";
+    let fresh = app.query(q, json!({})).await;
+    assert!(fresh["extensions"]["stale"].is_null(), "{fresh}");
+    TestApp::sleep(Duration::from_millis(1200)).await;
+    app.emulator
+        .emulator
+        .set_faults(Faults {
+            calls_per_minute: Some(0),
+            ..Faults::default()
+        })
+        .unwrap();
+    let stale = app.query(q, json!({})).await;
+    assert_eq!(stale["data"], fresh["data"], "the last good answer");
+    assert_eq!(stale["extensions"]["stale"][0]["path"], "stock", "{stale}");
+    assert!(
+        stale["extensions"]["stale"][0]["ageSeconds"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    // Nothing to fall back on for a key never read.
+    let body = app
+        .query("{ stock(specNos: [\"G00005-01\"]) { specNo } }", json!({}))
+        .await;
+    assert_eq!(codes(&body), ["VENDOR_RATE_LIMITED"]);
+    // Business refusals are never papered over with stale data.
+    app.emulator.emulator.set_faults(Faults::default()).unwrap();
+}

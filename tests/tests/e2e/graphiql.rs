@@ -1,0 +1,76 @@
+//! GraphiQL is served from the binary, under a strict CSP.
+
+use wdt_e2e::TestApp;
+
+#[tokio::test]
+async fn graphiql_page_and_its_assets_are_local() {
+    let app = TestApp::spawn().await;
+    let response = reqwest::get(app.url("/graphql")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-eval"));
+    let html = response.text().await.unwrap();
+    let assets: Vec<&str> = html
+        .split(['"', '\''])
+        .filter(|s| s.starts_with("/graphql/assets/"))
+        .collect();
+    assert_eq!(assets.len(), 6, "{html}");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external URL: {html}"
+    );
+    for asset in assets {
+        let r = reqwest::get(app.url(asset)).await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(
+            ct.starts_with("text/javascript") || ct.starts_with("text/css"),
+            "{asset}: {ct}"
+        );
+        assert!(!r.bytes().await.unwrap().is_empty());
+    }
+    assert_eq!(
+        reqwest::get(app.url("/graphql/assets/../Cargo.toml"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn demo_mode_runs_on_the_built_in_emulator() {
+    let config = wdt_gateway::config::Config::default();
+    let gateway = wdt_gateway::build(&config).await.unwrap();
+    let demo = gateway.demo.as_ref().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(wdt_gateway::serve(
+        gateway.router.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(&demo.token)
+        .json(&serde_json::json!({ "query": "{ stock(specNos: [\"G00001-01\"]) { specNo onHand } pendingStockSyncs { nextCursor } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["errors"].is_null(),
+        "the demo token has every scope: {body}"
+    );
+    assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01");
+    server.abort();
+}

@@ -1,0 +1,9 @@
+//! End to end: the real gateway and the real emulator over loopback HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+mod auth;
+mod caching;
+mod errors;
+mod graphiql;
+mod mutations;
+mod queries;
