@@ -339,6 +339,21 @@ impl StockService {
                 None => missing.push(id),
             }
         }
+        // A single miss goes through the coalescing cache path, so concurrent requests for the
+        // same plan make one vendor call; two or more are batched.
+        if let [id] = missing[..] {
+            match self.stock_sync_plan(id, force).await {
+                Ok(p) => {
+                    found.insert(id, p);
+                }
+                Err(e) if e.kind == ErrorKind::VendorRejected => {
+                    let reason = e.vendor.map_or(e.message, |v| v.message);
+                    failed.insert(id, reason);
+                }
+                Err(e) => return Err(e),
+            }
+            missing.clear();
+        }
         for chunk in missing.chunks(BATCH_CHUNK) {
             let items = chunk
                 .iter()

@@ -88,3 +88,33 @@ async fn stale_if_error_within_bounds() {
     // Business refusals are never papered over with stale data.
     app.emulator.emulator.set_faults(Faults::default()).unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_identical_plan_lookups_make_one_vendor_call() {
+    let app = TestApp::spawn().await;
+    app.emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: 300,
+            latency_max_ms: 300,
+            ..Faults::default()
+        })
+        .unwrap();
+    let t = token(ALL_SCOPES);
+    let q = "{ stockSyncPlan(apiGoodsId: \"2447\") { quantityToSync } }";
+    let answers =
+        futures::future::join_all((0..20).map(|_| app.graphql(Some(&t), q, json!({})))).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(s, _, b)| *s == 200 && b["errors"].is_null()),
+        "{:?}",
+        answers[0].2
+    );
+    let calls = app.vendor_calls("sales.StockSync.calcStock")
+        + app.vendor_calls("sales.StockSync.batchCalcStock");
+    assert_eq!(
+        calls, 1,
+        "20 concurrent misses of one plan, one vendor call"
+    );
+}
