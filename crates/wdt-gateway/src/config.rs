@@ -140,7 +140,7 @@ pub struct GraphqlSettings {
 impl Default for GraphqlSettings {
     fn default() -> Self {
         Self {
-            max_depth: 12,
+            max_depth: 16,
             max_complexity: 2_000,
         }
     }

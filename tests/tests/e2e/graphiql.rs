@@ -74,3 +74,23 @@ async fn demo_mode_runs_on_the_built_in_emulator() {
     assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01");
     server.abort();
 }
+
+/// The introspection query GraphiQL sends (its `TypeRef` fragment nests `ofType` seven deep).
+const INTROSPECTION: &str = r#"query IntrospectionQuery { __schema { queryType { name } mutationType { name }
+  types { ...FullType } directives { name description locations args { ...InputValue } } } }
+fragment FullType on __Type { kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue } interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason } possibleTypes { ...TypeRef } }
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name } } } } } } } }"#;
+
+#[tokio::test]
+async fn graphiql_can_introspect_within_the_default_limits() {
+    let app = TestApp::spawn().await;
+    let body = app.query(INTROSPECTION, serde_json::json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let types = body["data"]["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "StockLevel"));
+}
