@@ -245,6 +245,7 @@ impl QueryRoot {
                     value: *plan,
                     stale,
                     age_secs: 0,
+                    cached: false,
                 },
             )),
             Some(PlanOutcome::Refused(reason)) => Err(async_graphql::Error::new(format!(

@@ -115,8 +115,9 @@ where
             stale.insert(key.clone(), entry.clone()).await;
             Ok::<_, DomainError>(entry)
         };
+        let asked = Instant::now();
         match self.fresh.try_get_with(key.clone(), init).await {
-            Ok(entry) => Ok(served(&entry, false)),
+            Ok(entry) => Ok(served(&entry, false, asked)),
             Err(error) => {
                 if self.stale_allowed
                     && error.allows_stale()
@@ -126,7 +127,7 @@ where
                         code = error.code(),
                         "serving a stale entry while the vendor is unavailable"
                     );
-                    return Ok(served(&entry, true));
+                    return Ok(served(&entry, true, asked));
                 }
                 Err((*error).clone())
             }
@@ -135,7 +136,10 @@ where
 
     /// The fresh value, if cached.
     pub(crate) async fn peek(&self, key: &K) -> Option<Served<Arc<V>>> {
-        self.fresh.get(key).await.map(|e| served(&e, false))
+        self.fresh
+            .get(key)
+            .await
+            .map(|e| served(&e, false, Instant::now()))
     }
 
     /// The last good value within the stale allowance.
@@ -143,7 +147,10 @@ where
         if !self.stale_allowed {
             return None;
         }
-        self.stale.get(key).await.map(|e| served(&e, true))
+        self.stale
+            .get(key)
+            .await
+            .map(|e| served(&e, true, Instant::now()))
     }
 
     /// Caches a value fetched elsewhere (e.g. by a batch call).
@@ -184,10 +191,11 @@ where
     }
 }
 
-fn served<V>(entry: &Entry<V>, stale: bool) -> Served<Arc<V>> {
+fn served<V>(entry: &Entry<V>, stale: bool, asked: Instant) -> Served<Arc<V>> {
     Served {
         value: entry.value.clone(),
         stale,
         age_secs: entry.fetched.elapsed().as_secs(),
+        cached: entry.fetched < asked,
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+pub mod access;
 mod cache;
 mod cursor;
 mod error;
@@ -57,6 +58,7 @@ struct Inner {
     snapshots: Cache<(i64, i64), Arc<StockSyncCalc>>,
     /// Bumped by every write, so loads that overlap a write never cache what it changed.
     epoch: AtomicU64,
+    cache_config: CacheConfig,
 }
 
 impl StockService {
@@ -74,8 +76,14 @@ impl StockService {
                     .time_to_live(SNAPSHOT_TTL)
                     .build(),
                 epoch: AtomicU64::new(0),
+                cache_config: cache.clone(),
             }),
         }
+    }
+
+    /// The cache settings (TTLs drive the REST cache headers).
+    pub fn cache_config(&self) -> &CacheConfig {
+        &self.inner.cache_config
     }
 
     /// Entries cached for stock reads and plans (approximate).
@@ -377,6 +385,7 @@ impl StockService {
                                 value: Arc::new(plan),
                                 stale: false,
                                 age_secs: 0,
+                                cached: false,
                             },
                         );
                     }
@@ -401,10 +410,11 @@ impl StockService {
             plans: Vec::new(),
             failures: Vec::new(),
         };
-        let (mut stale, mut age) = (false, 0);
+        let (mut stale, mut age, mut cached) = (false, 0, true);
         for id in ids {
             if let Some(p) = found.remove(&id) {
                 stale |= p.stale;
+                cached &= p.cached;
                 age = age.max(p.age_secs);
                 batch.plans.push(Arc::unwrap_or_clone(p.value));
             } else {
@@ -421,6 +431,7 @@ impl StockService {
             value: batch,
             stale,
             age_secs: age,
+            cached,
         })
     }
 
@@ -663,10 +674,12 @@ fn combine(
         value: Vec::new(),
         stale: false,
         age_secs: 0,
+        cached: true,
     };
     for part in parts {
         let part = part?;
         out.stale |= part.stale;
+        out.cached &= part.cached;
         out.age_secs = out.age_secs.max(part.age_secs);
         out.value.extend(
             part.value

@@ -10,9 +10,12 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "graphql")]
 use async_graphql::{Enum, InputObject, SimpleObject};
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
 
 /// What kind of warehouse holds the stock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum WarehouseKind {
@@ -24,6 +27,7 @@ pub enum WarehouseKind {
 
 /// Stock of one SKU at one position, batch and expiry inside a warehouse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(SimpleObject))]
 pub struct StockDetail {
     /// Storage position code (货位), if the warehouse uses positions.
@@ -38,6 +42,7 @@ pub struct StockDetail {
 
 /// The stock an external WMS reported at its last synchronisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(SimpleObject))]
 pub struct WmsStock {
     /// Stock the WMS reported.
@@ -52,6 +57,7 @@ pub struct WmsStock {
 
 /// The stock of one SKU (spec) in one warehouse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(SimpleObject))]
 pub struct StockLevel {
     /// Merchant code of the SKU (商家编码), unique per SKU.
@@ -144,6 +150,7 @@ pub struct StockLevel {
 
 /// What a storefront listing is matched to in the ERP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum MatchKind {
@@ -157,6 +164,7 @@ pub enum MatchKind {
 
 /// The state of a storefront listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum ListingStatus {
@@ -172,6 +180,7 @@ pub enum ListingStatus {
 
 /// The stock sync rule (库存同步策略) that turns ERP stock into a storefront quantity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(SimpleObject))]
 pub struct SyncRule {
     /// Rule id (negative ids are the ERP's built-in rules).
@@ -194,6 +203,7 @@ pub struct SyncRule {
 
 /// How much a self-built storefront listing should show, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(SimpleObject), graphql(complex))]
 pub struct StockSyncPlan {
     /// The listing (the vendor's `api_goodsspec` id).
@@ -239,6 +249,7 @@ pub struct StockSyncPlan {
 
 /// A listing the vendor would not calculate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(SimpleObject), graphql(complex))]
 pub struct StockSyncFailure {
     /// The listing.
@@ -250,6 +261,7 @@ pub struct StockSyncFailure {
 
 /// Plans for several listings; the ones the vendor refused are in `failures`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(SimpleObject))]
 pub struct StockSyncPlanBatch {
     /// Calculated plans, in the order asked.
@@ -260,6 +272,7 @@ pub struct StockSyncPlanBatch {
 
 /// One page of listings waiting for a stock push.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PendingStockSyncPage {
     /// Listings to recalculate and push.
     pub api_goods_ids: Vec<i64>,
@@ -269,6 +282,7 @@ pub struct PendingStockSyncPage {
 
 /// A page of stock rows that changed in a time range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct StockLevelPage {
     /// The rows, oldest change first.
     pub nodes: Vec<StockLevel>,
@@ -280,6 +294,7 @@ pub struct StockLevelPage {
 
 /// Which stock a stock take counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(Enum))]
 #[serde(rename_all = "snake_case")]
 pub enum StockTakeMode {
@@ -293,11 +308,13 @@ pub enum StockTakeMode {
 
 /// One counted SKU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(InputObject))]
 pub struct StockTakeLine {
     /// Merchant code of the SKU (at most 40 characters).
     pub spec_no: String,
     /// Counted quantity: 0 or more, at most 4 decimal places.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "120", pattern = r"^[0-9]{1,15}(\.[0-9]{1,4})?$"))]
     pub quantity: Decimal,
     /// Whether this line counts defective stock.
     #[cfg_attr(feature = "graphql", graphql(default))]
@@ -309,6 +326,7 @@ pub struct StockTakeLine {
 
 /// A stock take: the counted stock overwrites the ERP's stock in one warehouse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(InputObject))]
 pub struct StockTakeInput {
     /// Warehouse code (at most 40 characters).
@@ -327,6 +345,7 @@ pub struct StockTakeInput {
 
 /// The recorded stock take.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(SimpleObject))]
 pub struct StockTakeResult {
     /// The ERP's stock-take number (盘点单号).
@@ -337,6 +356,7 @@ pub struct StockTakeResult {
 
 /// The outcome of pushing a plan's quantity to the storefront.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct StockSyncAck {
     /// The listing.
     pub api_goods_id: i64,
@@ -360,6 +380,8 @@ pub struct Served<T> {
     pub stale: bool,
     /// Age of the oldest part of the value, in whole seconds (0 when just fetched).
     pub age_secs: u64,
+    /// Answered entirely from the cache, without a vendor call for this request.
+    pub cached: bool,
 }
 
 #[cfg(feature = "graphql")]

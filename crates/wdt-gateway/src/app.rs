@@ -3,12 +3,16 @@
 use async_graphql::{ErrorExtensionValues, Name, Value};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use rand::Rng;
 use stock_graphql::AppSchema;
+use stock_rest::{ApiError, IdempotencyStore, Problem, RequestId, RestState};
 use stock_service::StockService;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::graphiql;
@@ -22,6 +26,8 @@ pub struct AppState {
     pub service: StockService,
     /// Token checks.
     pub auth: Authenticator,
+    /// Stored first results of idempotent REST writes.
+    pub idempotency: IdempotencyStore,
 }
 
 impl std::fmt::Debug for AppState {
@@ -33,13 +39,82 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The gateway's routes.
+/// The gateway's routes: GraphQL, the REST facade with its OpenAPI document and docs UI, and
+/// the health probe. Every response carries `x-request-id`.
 pub fn router(state: AppState) -> Router {
+    let (rest, api) = stock_rest::router(RestState {
+        service: state.service.clone(),
+        idempotency: state.idempotency.clone(),
+    });
+    let rest = rest.layer(from_fn_with_state(state.clone(), authenticate_rest));
     Router::new()
         .route("/graphql", get(graphiql::page).post(graphql))
         .route("/graphql/assets/{name}", get(graphiql::file))
         .route("/healthz", get(healthz))
         .with_state(state)
+        .merge(rest)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .layer(from_fn(request_id))
+}
+
+/// Checks the bearer token of a REST request and hands the caller to the handlers.
+async fn authenticate_rest(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match state.auth.authenticate(request.headers()).await {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        Err(e) => {
+            let mut response = ApiError::unauthenticated(e.to_string()).into_response();
+            if let Ok(v) = HeaderValue::from_str(&e.www_authenticate()) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            response
+        }
+    }
+}
+
+fn valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// Accepts a caller's `x-request-id` (or makes one), returns it, and puts it into problem
+/// documents.
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(
+            || format!("{:032x}", rand::rng().random::<u128>()),
+            str::to_owned,
+        );
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Some(problem) = response.extensions().get::<Problem>().cloned() {
+        let problem = Problem {
+            request_id: Some(id.clone()),
+            ..problem
+        };
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        response = Response::from_parts(
+            parts,
+            axum::body::Body::from(serde_json::to_vec(&problem).unwrap_or_default()),
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
 }
 
 async fn healthz() -> impl IntoResponse {

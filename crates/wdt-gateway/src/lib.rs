@@ -182,6 +182,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         schema,
         service,
         auth,
+        idempotency: stock_rest::IdempotencyStore::default(),
     };
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,

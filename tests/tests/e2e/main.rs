@@ -2,8 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod auth;
+mod browser;
 mod caching;
 mod errors;
 mod graphiql;
 mod mutations;
 mod queries;
+mod rest;

@@ -1,0 +1,161 @@
+//! RFC 9457 problem documents, one shape for every error.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use stock_service::{DomainError, ErrorKind};
+use utoipa::ToSchema;
+
+/// The request id a response carries (set by the gateway from `x-request-id`).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:wdt-gateway:error:VENDOR_REJECTED",
+    "title": "The ERP refused the request",
+    "status": 422,
+    "detail": "the ERP refused the request: 取消失败",
+    "code": "VENDOR_REJECTED",
+    "vendor_status": 100,
+    "vendor_message": "取消失败",
+    "request_id": "5f0c6c1e-3d7a-4a51-9a7e-6d1b0c2f9e11"
+}))]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:wdt-gateway:error:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What happened and what to fix.
+    pub detail: String,
+    /// Stable code, the same as GraphQL's `extensions.code` (see docs/ERRORS.md).
+    pub code: String,
+    /// The ERP's status or code, when the ERP refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor_status: Option<i64>,
+    /// The ERP's message, verbatim, when the ERP refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vendor_message: Option<String>,
+    /// Seconds to wait before retrying, for throttling and outages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
+    /// The scope the operation needs, for `FORBIDDEN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required_scope: Option<String>,
+    /// The request id, for support.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// An error answer of the REST facade.
+#[derive(Debug, Clone)]
+pub struct ApiError(pub Problem);
+
+fn title(code: &str) -> &'static str {
+    match code {
+        "BAD_USER_INPUT" => "The request is invalid",
+        "NOT_FOUND" => "Not found",
+        "UNAUTHENTICATED" => "Authentication required",
+        "FORBIDDEN" => "Missing scope",
+        "VENDOR_REJECTED" => "The ERP refused the request",
+        "VENDOR_RATE_LIMITED" => "The ERP is throttling this account",
+        "VENDOR_UNAVAILABLE" => "The ERP is unavailable",
+        "VENDOR_MISCONFIGURED" => "The gateway's ERP configuration is wrong",
+        "IDEMPOTENCY_KEY_REUSED" => "The idempotency key was used with another request",
+        "IDEMPOTENCY_KEY_IN_USE" => "A request with this idempotency key is still running",
+        "RATE_LIMITED" => "Too many requests",
+        _ => "Internal error",
+    }
+}
+
+impl ApiError {
+    /// A problem with a code and status.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self(Problem {
+            kind: format!("urn:wdt-gateway:error:{code}"),
+            title: title(code).to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            vendor_status: None,
+            vendor_message: None,
+            retry_after_seconds: None,
+            required_scope: None,
+            request_id: None,
+        })
+    }
+
+    /// `400 BAD_USER_INPUT`.
+    pub fn bad_input(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", detail)
+    }
+
+    /// `401 UNAUTHENTICATED`.
+    pub fn unauthenticated(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", detail)
+    }
+
+    /// `403 FORBIDDEN` for a missing scope.
+    pub fn forbidden(scope: &str) -> Self {
+        let mut e = Self::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("this operation needs the {scope} scope, which the token does not grant"),
+        );
+        e.0.required_scope = Some(scope.to_owned());
+        e
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let status =
+            StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let detail = if e.kind == ErrorKind::Internal {
+            "internal error".to_owned()
+        } else {
+            e.message.clone()
+        };
+        let mut out = Self::new(status, e.code(), detail);
+        if let Some(v) = e.vendor {
+            out.0.vendor_status = Some(v.status);
+            out.0.vendor_message = Some(v.message);
+        }
+        out.0.retry_after_seconds = e.retry_after.map(|d| d.as_secs());
+        out
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let retry = self.0.retry_after_seconds;
+        let unauthenticated = status == StatusCode::UNAUTHORIZED;
+        let body = serde_json::to_vec(&self.0).unwrap_or_default();
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body,
+        )
+            .into_response();
+        if let Some(secs) = retry
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if unauthenticated {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wdt-gateway\""),
+            );
+        }
+        // The request id is filled in by the gateway's outer layer, which knows it.
+        response.extensions_mut().insert(self.0);
+        response
+    }
+}

@@ -1,0 +1,439 @@
+//! The `/v1` handlers.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use md5::{Digest, Md5};
+use serde::Serialize;
+use stock_service::access::{Caller, Scope};
+use stock_service::model::{Served, StockSyncAck, StockSyncPlan, StockTakeInput, StockTakeResult};
+use utoipa::IntoResponses;
+
+use crate::RestState;
+use crate::dto::{
+    AckRequest, AckResponse, CancelRequest, PendingQueryParams, PendingResponse, PlanQueryParams,
+    PlansRequest, PlansResponse, StockChangesQueryParams, StockChangesResponse, StockListResponse,
+    StockQueryParams, WarehouseQueryParams,
+};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Json, Path, Query};
+
+/// Errors every route may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code, reason = "documentation only")]
+pub(crate) enum Errors {
+    /// The request is invalid (`BAD_USER_INPUT`); the detail says what to fix.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// No valid bearer token (`UNAUTHENTICATED`).
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token lacks the route's scope (`FORBIDDEN`).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The ERP refused the request (`VENDOR_REJECTED`), with its status and message.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Problem),
+    /// The gateway's ERP credentials or clock are wrong (`VENDOR_MISCONFIGURED`).
+    #[response(status = 502, content_type = "application/problem+json")]
+    BadGateway(Problem),
+    /// The ERP is throttling or unavailable (`VENDOR_RATE_LIMITED`, `VENDOR_UNAVAILABLE`); see `Retry-After`.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+}
+
+/// The caller holds scope number `S` (see [`SCOPES`]); checked before anything else is read.
+pub(crate) struct Authorized<const S: usize>;
+
+const SCOPES: [Scope; 4] = [
+    Scope::StockRead,
+    Scope::StockWrite,
+    Scope::StockSyncRead,
+    Scope::StockSyncWrite,
+];
+const STOCK_READ: usize = 0;
+const STOCK_WRITE: usize = 1;
+const SYNC_READ: usize = 2;
+const SYNC_WRITE: usize = 3;
+
+impl<const S: usize, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Self::Rejection> {
+        let scope = SCOPES[S];
+        match parts.extensions.get::<Caller>() {
+            Some(c) if c.has(scope) => Ok(Self),
+            Some(_) => Err(ApiError::forbidden(scope.as_str())),
+            None => Err(ApiError::unauthenticated(
+                "a bearer token is required (Authorization: Bearer <JWT>)",
+            )),
+        }
+    }
+}
+
+fn etag(body: &[u8]) -> String {
+    let digest = Md5::digest(body);
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
+
+fn matches(if_none_match: Option<&HeaderValue>, tag: &str) -> bool {
+    if_none_match
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || t == tag || t.strip_prefix("W/") == Some(tag))
+        })
+}
+
+/// A GET answer with `ETag` (and `304` on `If-None-Match`), plus cache headers when it came
+/// through the cache: `Cache-Control`, `Age`, `Cache-Status` (RFC 9211).
+fn read_response<T: Serialize>(
+    request: &HeaderMap,
+    value: &T,
+    cache: Option<(&Served<()>, Duration)>,
+) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_SERVER_ERROR",
+                format!("cannot encode: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let tag = etag(&body);
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        headers.insert(header::ETAG, v);
+    }
+    match cache {
+        Some((served, ttl)) => {
+            let remaining = ttl.as_secs().saturating_sub(served.age_secs);
+            let status = if served.stale {
+                "wdt-gateway; hit; detail=stale-if-error".to_owned()
+            } else if served.cached {
+                format!("wdt-gateway; hit; ttl={remaining}")
+            } else {
+                "wdt-gateway; fwd=miss; stored".to_owned()
+            };
+            let control = if served.stale {
+                "private, max-age=0".to_owned()
+            } else {
+                format!("private, max-age={remaining}")
+            };
+            for (name, value) in [
+                (header::CACHE_CONTROL, control),
+                (header::AGE, served.age_secs.to_string()),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(name, v);
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&status) {
+                headers.insert("cache-status", v);
+            }
+        }
+        None => {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+    }
+    if matches(request.get(header::IF_NONE_MATCH), &tag) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    (StatusCode::OK, headers, body).into_response()
+}
+
+fn meta<T>(s: &Served<T>) -> Served<()> {
+    Served {
+        value: (),
+        stale: s.stale,
+        age_secs: s.age_secs,
+        cached: s.cached,
+    }
+}
+
+/// Stock of SKUs by merchant code, in every warehouse or in one.
+#[utoipa::path(
+    get, path = "/v1/stock", tag = "stock", params(StockQueryParams),
+    responses(
+        (status = 200, description = "One row per SKU and warehouse, in the order asked. `Cache-Status` says whether it came from the cache.", body = StockListResponse),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        Errors
+    ),
+    security(("bearer" = ["stock:read"]))
+)]
+pub(crate) async fn get_stock(
+    State(s): State<RestState>,
+    _auth: Authorized<{ STOCK_READ }>,
+    headers: HeaderMap,
+    Query(q): Query<StockQueryParams>,
+) -> Result<Response, ApiError> {
+    let served = s
+        .service
+        .stock(&q.spec_no, q.warehouse_no.as_deref())
+        .await?;
+    let ttl = s.service.cache_config().stock_ttl;
+    Ok(read_response(
+        &headers,
+        &StockListResponse {
+            items: served.value.clone(),
+        },
+        Some((&meta(&served), ttl)),
+    ))
+}
+
+/// Stock of the SKUs with a barcode.
+#[utoipa::path(
+    get, path = "/v1/stock/by-barcode/{barcode}", tag = "stock",
+    params(("barcode" = String, Path, description = "The barcode (at most 50 characters)."), WarehouseQueryParams),
+    responses(
+        (status = 200, description = "One row per SKU and warehouse.", body = StockListResponse),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        Errors
+    ),
+    security(("bearer" = ["stock:read"]))
+)]
+pub(crate) async fn get_stock_by_barcode(
+    State(s): State<RestState>,
+    _auth: Authorized<{ STOCK_READ }>,
+    headers: HeaderMap,
+    Path(barcode): Path<String>,
+    Query(q): Query<WarehouseQueryParams>,
+) -> Result<Response, ApiError> {
+    let served = s
+        .service
+        .stock_by_barcode(&barcode, q.warehouse_no.as_deref())
+        .await?;
+    let ttl = s.service.cache_config().stock_ttl;
+    Ok(read_response(
+        &headers,
+        &StockListResponse {
+            items: served.value.clone(),
+        },
+        Some((&meta(&served), ttl)),
+    ))
+}
+
+/// Stock rows whose last change lies in `[from, to)`, oldest first, walked with a cursor.
+#[utoipa::path(
+    get, path = "/v1/stock/changes", tag = "stock", params(StockChangesQueryParams),
+    responses(
+        (status = 200, description = "A page of changed rows; follow `next_cursor` while `has_more`.", body = StockChangesResponse),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        Errors
+    ),
+    security(("bearer" = ["stock:read"]))
+)]
+pub(crate) async fn get_stock_changes(
+    State(s): State<RestState>,
+    _auth: Authorized<{ STOCK_READ }>,
+    headers: HeaderMap,
+    Query(q): Query<StockChangesQueryParams>,
+) -> Result<Response, ApiError> {
+    let page = s
+        .service
+        .stock_changes(
+            q.from,
+            q.to,
+            q.warehouse_no.as_deref(),
+            q.page_size.unwrap_or(100),
+            q.cursor.as_deref(),
+        )
+        .await?;
+    let body = StockChangesResponse {
+        items: page.nodes,
+        next_cursor: page.end_cursor,
+        has_more: page.has_next_page,
+    };
+    Ok(read_response(&headers, &body, None))
+}
+
+/// Listings waiting for a stock push, walked with a cursor until `next_cursor` is null.
+#[utoipa::path(
+    get, path = "/v1/stock-sync/pending", tag = "stock-sync", params(PendingQueryParams),
+    responses(
+        (status = 200, description = "A page of the ERP's pending queue.", body = PendingResponse),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        Errors
+    ),
+    security(("bearer" = ["stock-sync:read"]))
+)]
+pub(crate) async fn get_pending(
+    State(s): State<RestState>,
+    _auth: Authorized<{ SYNC_READ }>,
+    headers: HeaderMap,
+    Query(q): Query<PendingQueryParams>,
+) -> Result<Response, ApiError> {
+    let page = s
+        .service
+        .pending_stock_syncs(q.limit.unwrap_or(100), q.cursor.as_deref())
+        .await?;
+    Ok(read_response(
+        &headers,
+        &PendingResponse {
+            api_goods_ids: page.api_goods_ids,
+            next_cursor: page.next_cursor,
+        },
+        None,
+    ))
+}
+
+/// How much a self-built storefront listing should show now, and the rule behind it.
+#[utoipa::path(
+    get, path = "/v1/stock-sync/plans/{api_goods_id}", tag = "stock-sync",
+    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing (the ERP's api_goodsspec id)."), PlanQueryParams),
+    responses(
+        (status = 200, description = "The plan.", body = StockSyncPlan),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        Errors
+    ),
+    security(("bearer" = ["stock-sync:read"]))
+)]
+pub(crate) async fn get_plan(
+    State(s): State<RestState>,
+    _auth: Authorized<{ SYNC_READ }>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<PlanQueryParams>,
+) -> Result<Response, ApiError> {
+    let served = s
+        .service
+        .stock_sync_plan(id, q.force.unwrap_or(false))
+        .await?;
+    let ttl = s.service.cache_config().plan_ttl;
+    Ok(read_response(
+        &headers,
+        served.value.as_ref(),
+        Some((&meta(&served), ttl)),
+    ))
+}
+
+/// Plans of several listings at once; refused listings are listed in `failures`.
+#[utoipa::path(
+    post, path = "/v1/stock-sync/plans", tag = "stock-sync", request_body = PlansRequest,
+    responses((status = 200, description = "Plans and failures, in the order asked.", body = PlansResponse), Errors),
+    security(("bearer" = ["stock-sync:read"]))
+)]
+pub(crate) async fn post_plans(
+    State(s): State<RestState>,
+    _auth: Authorized<{ SYNC_READ }>,
+    Json(body): Json<PlansRequest>,
+) -> Result<Response, ApiError> {
+    let served = s
+        .service
+        .stock_sync_plans(&body.api_goods_ids, body.force)
+        .await?;
+    let batch = served.value;
+    Ok(axum::Json(PlansResponse {
+        plans: batch.plans,
+        failures: batch.failures,
+    })
+    .into_response())
+}
+
+fn ack(id: i64, body: AckRequest) -> StockSyncAck {
+    StockSyncAck {
+        api_goods_id: id,
+        stock_change_count: body.stock_change_count,
+        quantity: body.quantity,
+        message: body.message,
+        manual: body.manual,
+    }
+}
+
+/// Records that a plan's quantity was pushed to the storefront. Honours `Idempotency-Key`.
+#[utoipa::path(
+    post, path = "/v1/stock-sync/plans/{api_goods_id}/confirm", tag = "stock-sync",
+    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
+    request_body = AckRequest,
+    responses((status = 200, description = "Recorded.", body = AckResponse), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), Errors),
+    security(("bearer" = ["stock-sync:write"]))
+)]
+pub(crate) async fn post_confirm(
+    State(s): State<RestState>,
+    _auth: Authorized<{ SYNC_WRITE }>,
+    Path(id): Path<i64>,
+    Json(body): Json<AckRequest>,
+) -> Result<Response, ApiError> {
+    s.service.confirm_stock_sync(&ack(id, body)).await?;
+    Ok(axum::Json(AckResponse {
+        api_goods_id: id,
+        outcome: "confirmed".into(),
+    })
+    .into_response())
+}
+
+/// Records that pushing a plan's quantity failed; the listing stays pending. Honours `Idempotency-Key`.
+#[utoipa::path(
+    post, path = "/v1/stock-sync/plans/{api_goods_id}/fail", tag = "stock-sync",
+    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
+    request_body = AckRequest,
+    responses((status = 200, description = "Recorded.", body = AckResponse), Errors),
+    security(("bearer" = ["stock-sync:write"]))
+)]
+pub(crate) async fn post_fail(
+    State(s): State<RestState>,
+    _auth: Authorized<{ SYNC_WRITE }>,
+    Path(id): Path<i64>,
+    Json(body): Json<AckRequest>,
+) -> Result<Response, ApiError> {
+    s.service.fail_stock_sync(&ack(id, body)).await?;
+    Ok(axum::Json(AckResponse {
+        api_goods_id: id,
+        outcome: "failed".into(),
+    })
+    .into_response())
+}
+
+/// Drops a pending push; refused (`422`, `取消失败`) when nothing with that count is pending. Honours `Idempotency-Key`.
+#[utoipa::path(
+    post, path = "/v1/stock-sync/plans/{api_goods_id}/cancel", tag = "stock-sync",
+    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
+    request_body = CancelRequest,
+    responses((status = 200, description = "Cancelled.", body = AckResponse), Errors),
+    security(("bearer" = ["stock-sync:write"]))
+)]
+pub(crate) async fn post_cancel(
+    State(s): State<RestState>,
+    _auth: Authorized<{ SYNC_WRITE }>,
+    Path(id): Path<i64>,
+    Json(body): Json<CancelRequest>,
+) -> Result<Response, ApiError> {
+    s.service
+        .cancel_stock_sync(id, body.stock_change_count)
+        .await?;
+    Ok(axum::Json(AckResponse {
+        api_goods_id: id,
+        outcome: "cancelled".into(),
+    })
+    .into_response())
+}
+
+/// Records a stock take: the counted quantities overwrite the ERP's stock in one warehouse.
+/// Honours `Idempotency-Key`: retries with the same key and body replay the first result.
+#[utoipa::path(
+    post, path = "/v1/stock-takes", tag = "stock",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request; the same key with another body is 422.")),
+    request_body(content = StockTakeInput, example = json!({"warehouse_no": "WH-SH01", "mode": "all", "remark": "年终盘点", "strict": false, "lines": [{"spec_no": "G00001-01", "quantity": "120", "defect": false, "remark": null}]})),
+    responses((status = 201, description = "Recorded.", body = StockTakeResult), Errors),
+    security(("bearer" = ["stock:write"]))
+)]
+pub(crate) async fn post_stock_take(
+    State(s): State<RestState>,
+    _auth: Authorized<{ STOCK_WRITE }>,
+    Json(body): Json<StockTakeInput>,
+) -> Result<Response, ApiError> {
+    let result = s.service.create_stock_take(body).await?;
+    Ok((StatusCode::CREATED, axum::Json(result)).into_response())
+}
