@@ -132,37 +132,51 @@ pub(crate) async fn idempotency(
         .into_response();
     }
     let request = Request::from_parts(parts, Body::from(bytes));
-    let mut ran_here = false;
-    let outcome = slot
-        .result
-        .get_or_try_init(|| {
-            ran_here = true;
-            async move {
-                let response = next.run(request).await;
-                let (parts, body) = response.into_parts();
-                let body = axum::body::to_bytes(body, usize::MAX)
-                    .await
-                    .unwrap_or_default();
-                let stored = Stored {
-                    status: parts.status,
-                    headers: parts
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    body,
-                };
-                if storable(stored.status) {
-                    Ok(stored)
-                } else {
-                    Err(stored)
+    // The first request runs in its own task: if its client goes away mid-write, the write still
+    // finishes and its result is stored, so a retry replays it instead of writing twice.
+    let task = tokio::spawn(async move {
+        let mut ran_here = false;
+        let outcome = slot
+            .result
+            .get_or_try_init(|| {
+                ran_here = true;
+                async move {
+                    let response = next.run(request).await;
+                    let (parts, body) = response.into_parts();
+                    let body = axum::body::to_bytes(body, usize::MAX)
+                        .await
+                        .unwrap_or_default();
+                    let stored = Stored {
+                        status: parts.status,
+                        headers: parts
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                        body,
+                    };
+                    if storable(stored.status) {
+                        Ok(stored)
+                    } else {
+                        Err(stored)
+                    }
                 }
-            }
-        })
-        .await;
+            })
+            .await
+            .cloned();
+        (outcome, ran_here)
+    });
+    let Ok((outcome, ran_here)) = task.await else {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_SERVER_ERROR",
+            "the write failed unexpectedly",
+        )
+        .into_response();
+    };
     match outcome {
         Ok(stored) => {
-            let mut response = respond(stored);
+            let mut response = respond(&stored);
             if !ran_here {
                 response
                     .headers_mut()

@@ -3,8 +3,8 @@
 use async_graphql::{ErrorExtensionValues, Name, Value};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -136,15 +136,21 @@ fn unauthenticated(e: &AuthError) -> Response {
     response
 }
 
-async fn graphql(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> Response {
-    let caller = match state.auth.authenticate(&headers).await {
+async fn graphql(State(state): State<AppState>, request: Request) -> Response {
+    // Authenticate before reading the body.
+    let caller = match state.auth.authenticate(request.headers()).await {
         Ok(caller) => caller,
         Err(e) => return unauthenticated(&e),
     };
+    let request =
+        match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
+            request, &state,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(rejection) => return rejection.into_response(),
+        };
     let (request, stale) =
         stock_graphql::prepare_request(request.into_inner(), &state.service, caller);
     let mut response = state.schema.execute(request).await;

@@ -440,3 +440,42 @@ async fn the_served_openapi_is_the_checked_in_one() {
         serde_json::from_str(include_str!("../../../openapi/openapi.json")).unwrap();
     assert_eq!(served, checked_in);
 }
+
+#[tokio::test]
+async fn a_write_whose_client_went_away_still_finishes_and_replays() {
+    let app = TestApp::spawn().await;
+    app.emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: 400,
+            latency_max_ms: 400,
+            ..Faults::default()
+        })
+        .unwrap();
+    let impatient = Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(app.url("/v1/stock-takes"))
+        .bearer_auth(token(ALL_SCOPES))
+        .header("idempotency-key", "take-gone-1")
+        .json(&take("G00001-04", "42"))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up");
+    TestApp::sleep(std::time::Duration::from_millis(700)).await;
+    let (status, headers, body) = post(
+        &app,
+        "/v1/stock-takes",
+        take("G00001-04", "42"),
+        &[("idempotency-key", "take-gone-1")],
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        headers["idempotent-replayed"], "true",
+        "the first write finished and was stored"
+    );
+    assert_eq!(app.vendor_calls("wms.StockPd.stockSyncByPd"), 1);
+}
