@@ -57,6 +57,68 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn(request_id))
 }
 
+/// The HTTP edge around every route: body size limit, request timeout, CORS for configured
+/// origins, gzip, and security headers.
+pub fn edge(router: Router, http: &crate::config::HttpSettings) -> Router {
+    use std::time::Duration;
+
+    use tower_http::compression::CompressionLayer;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    use tower_http::limit::RequestBodyLimitLayer;
+    use tower_http::set_header::SetResponseHeaderLayer;
+    use tower_http::timeout::TimeoutLayer;
+
+    let mut router = router
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            Duration::from_secs(http.request_timeout_secs),
+        ))
+        .layer(RequestBodyLimitLayer::new(http.max_body_bytes));
+    if http.compression {
+        router = router.layer(CompressionLayer::new());
+    }
+    if !http.cors_allowed_origins.is_empty() {
+        let origins: Vec<HeaderValue> = http
+            .cors_allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        let cors = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                axum::http::HeaderName::from_static("idempotency-key"),
+                axum::http::HeaderName::from_static("x-request-id"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::RETRY_AFTER,
+                header::AGE,
+                axum::http::HeaderName::from_static("cache-status"),
+                axum::http::HeaderName::from_static("x-request-id"),
+                axum::http::HeaderName::from_static("idempotent-replayed"),
+            ])
+            .max_age(Duration::from_secs(600));
+        router = router.layer(cors);
+    }
+    router
+}
+
 /// Checks the bearer token of a REST request and hands the caller to the handlers.
 async fn authenticate_rest(
     State(state): State<AppState>,

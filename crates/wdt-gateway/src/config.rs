@@ -146,6 +146,32 @@ impl Default for GraphqlSettings {
     }
 }
 
+/// HTTP edge settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Largest request body accepted, bytes (larger: 413).
+    pub max_body_bytes: usize,
+    /// Longest a request may take, seconds (longer: 504). Keep it above `vendor.timeout_secs`.
+    pub request_timeout_secs: u64,
+    /// Browser origins allowed to call the API (CORS), e.g. `["https://erp.example.com"]`; empty
+    /// turns CORS off.
+    pub cors_allowed_origins: Vec<String>,
+    /// Compress responses (gzip) when the client accepts it.
+    pub compression: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_secs: 60,
+            cors_allowed_origins: Vec::new(),
+            compression: true,
+        }
+    }
+}
+
 /// Demo-mode settings (used only when no vendor URL is configured).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -185,6 +211,8 @@ pub struct Config {
     pub graphql: GraphqlSettings,
     /// Demo mode.
     pub demo: DemoSettings,
+    /// HTTP edge: body size, timeout, CORS, compression.
+    pub http: HttpSettings,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
 }
@@ -200,6 +228,7 @@ impl Default for Config {
             cache: CacheSettings::default(),
             graphql: GraphqlSettings::default(),
             demo: DemoSettings::default(),
+            http: HttpSettings::default(),
             shutdown_grace_secs: 30,
         }
     }
@@ -367,6 +396,20 @@ impl Config {
                 "graphql.max_depth and graphql.max_complexity must be greater than 0".into(),
             ));
         }
+        if self.http.max_body_bytes == 0 || self.http.request_timeout_secs == 0 {
+            return Err(ConfigError(
+                "http.max_body_bytes and http.request_timeout_secs must be greater than 0".into(),
+            ));
+        }
+        for origin in &self.http.cors_allowed_origins {
+            if axum::http::HeaderValue::from_str(origin).is_err()
+                || !(origin.starts_with("https://") || origin.starts_with("http://"))
+            {
+                return Err(ConfigError(format!(
+                    "http.cors_allowed_origins: {origin:?} is not an origin such as https://erp.example.com"
+                )));
+            }
+        }
         if self.demo.skus == 0 || self.demo.skus > 1_000_000 {
             return Err(ConfigError(
                 "demo.skus must be between 1 and 1000000".into(),
@@ -527,6 +570,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("does not exist"));
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
+        let example = Config::load(Some(&path), |_| None).unwrap();
+        example.validate().unwrap();
+        assert_eq!(
+            format!("{example:?}"),
+            format!("{:?}", Config::default()),
+            "config/example.toml must hold the defaults"
+        );
     }
 
     #[test]

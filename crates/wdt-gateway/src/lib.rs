@@ -19,7 +19,7 @@ use stock_service::{CacheConfig, StockService};
 use wdt_client::{EnterpriseCredentials, FlagshipCredentials, WdtClient};
 use wdt_emulator::{EmulatorConfig, EnterpriseAccount, FlagshipAccount, RunningEmulator};
 
-pub use app::{AppState, router};
+pub use app::{AppState, edge, router};
 use auth::Authenticator;
 use config::{AuthMode, Config, ConfigError};
 
@@ -188,8 +188,9 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         emulator,
         token: demo_token.unwrap_or_default(),
     });
+    let router = app::edge(router(state.clone()), &config.http);
     Ok(Gateway {
-        router: router(state.clone()),
+        router,
         state,
         demo,
     })

@@ -4,6 +4,7 @@
 mod auth;
 mod browser;
 mod caching;
+mod edge;
 mod errors;
 mod graphiql;
 mod mutations;
