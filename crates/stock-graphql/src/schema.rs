@@ -154,7 +154,10 @@ pub struct QueryRoot;
 #[Object(name = "Query")]
 impl QueryRoot {
     /// Stock of SKUs by merchant code, in every warehouse or in one. Cached for a short time.
-    #[graphql(guard = "ScopeGuard(Scope::StockRead)")]
+    #[graphql(
+        guard = "ScopeGuard(Scope::StockRead)",
+        complexity = "spec_nos.len().max(1) * (child_complexity + 1)"
+    )]
     async fn stock(
         &self,
         ctx: &Context<'_>,
@@ -190,7 +193,10 @@ impl QueryRoot {
     /// Stock rows whose last change lies in `[from, to)`, oldest first. Any range works: it is
     /// walked in the ERP's 30-day windows. A page may hold fewer than `first` rows while
     /// `pageInfo.hasNextPage` is true; keep following `endCursor`.
-    #[graphql(guard = "ScopeGuard(Scope::StockRead)")]
+    #[graphql(
+        guard = "ScopeGuard(Scope::StockRead)",
+        complexity = "20 + usize::try_from(first.unwrap_or(100)).unwrap_or(500).min(500) * child_complexity / 10"
+    )]
     async fn stock_changes(
         &self,
         ctx: &Context<'_>,
@@ -262,7 +268,10 @@ impl QueryRoot {
     }
 
     /// Plans of several listings at once; refused listings are listed in `failures`.
-    #[graphql(guard = "ScopeGuard(Scope::StockSyncRead)")]
+    #[graphql(
+        guard = "ScopeGuard(Scope::StockSyncRead)",
+        complexity = "api_goods_ids.len().max(1) * (child_complexity + 1)"
+    )]
     async fn stock_sync_plans(
         &self,
         ctx: &Context<'_>,

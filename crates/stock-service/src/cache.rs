@@ -45,6 +45,8 @@ impl Default for CacheConfig {
 struct Entry<V> {
     value: Arc<V>,
     fetched: Instant,
+    /// The write epoch when the load started.
+    epoch: u64,
 }
 
 /// One operation's cache.
@@ -72,7 +74,6 @@ where
             Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(ttl.max(Duration::from_millis(1)))
-                .support_invalidation_closures()
                 .build()
         };
         Self {
@@ -83,8 +84,8 @@ where
     }
 
     /// The cached value, or the one `load` fetches (once, however many callers wait for it).
-    /// Loads that overlap a write (`epoch` moved while loading) load again, so a cached value is
-    /// never older than the last write through this service.
+    /// A value whose load overlapped a write (`epoch` moved meanwhile) is answered but not
+    /// kept, so a cached value is never older than the last write through this service.
     pub(crate) async fn get<F, Fut>(
         &self,
         key: K,
@@ -97,27 +98,28 @@ where
     {
         let stale = &self.stale;
         let init = async {
-            let mut value = None;
-            for _ in 0..3 {
-                let seen = epoch.load(Ordering::Acquire);
-                let loaded = load().await?;
-                let settled = epoch.load(Ordering::Acquire) == seen;
-                value = Some(loaded);
-                if settled {
-                    break;
-                }
-            }
-            let value = value.ok_or_else(|| DomainError::internal("no value loaded"))?;
+            let started_at = epoch.load(Ordering::Acquire);
+            let value = load().await?;
             let entry = Arc::new(Entry {
                 value: Arc::new(value),
                 fetched: Instant::now(),
+                epoch: started_at,
             });
             stale.insert(key.clone(), entry.clone()).await;
             Ok::<_, DomainError>(entry)
         };
+        let before = epoch.load(Ordering::Acquire);
         let asked = Instant::now();
         match self.fresh.try_get_with(key.clone(), init).await {
-            Ok(entry) => Ok(served(&entry, false, asked)),
+            Ok(entry) => {
+                // A write overlapped this read and the value may predate it: answer with it (the
+                // read overlapped the write), but do not keep it.
+                let now = epoch.load(Ordering::Acquire);
+                if now != before && entry.epoch < now {
+                    self.invalidate(&key).await;
+                }
+                Ok(served(&entry, false, asked))
+            }
             Err(error) => {
                 if self.stale_allowed
                     && error.allows_stale()
@@ -153,11 +155,12 @@ where
             .map(|e| served(&e, true, Instant::now()))
     }
 
-    /// Caches a value fetched elsewhere (e.g. by a batch call).
-    pub(crate) async fn put(&self, key: K, value: V) {
+    /// Caches a value fetched elsewhere (e.g. by a batch call) while the epoch was `epoch`.
+    pub(crate) async fn put(&self, key: K, value: V, epoch: u64) {
         let entry = Arc::new(Entry {
             value: Arc::new(value),
             fetched: Instant::now(),
+            epoch,
         });
         self.stale.insert(key.clone(), entry.clone()).await;
         self.fresh.insert(key, entry).await;
@@ -166,18 +169,6 @@ where
     pub(crate) async fn invalidate(&self, key: &K) {
         self.fresh.invalidate(key).await;
         self.stale.invalidate(key).await;
-    }
-
-    pub(crate) fn invalidate_if(
-        &self,
-        pred: impl Fn(&K, &V) -> bool + Send + Sync + Clone + 'static,
-    ) {
-        let p = pred.clone();
-        // Closures only fail when invalidation closures are not enabled; they are.
-        let _ = self.fresh.invalidate_entries_if(move |k, e| p(k, &e.value));
-        let _ = self
-            .stale
-            .invalidate_entries_if(move |k, e| pred(k, &e.value));
     }
 
     pub(crate) fn invalidate_all(&self) {
@@ -197,5 +188,63 @@ fn served<V>(entry: &Entry<V>, stale: bool, asked: Instant) -> Served<Arc<V>> {
         stale,
         age_secs: entry.fetched.elapsed().as_secs(),
         cached: entry.fetched < asked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_load_that_overlaps_a_write_is_answered_but_not_kept() {
+        let layer: Layer<&str, u32> = Layer::new(Duration::from_secs(60), Duration::ZERO, 100);
+        let epoch = AtomicU64::new(0);
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            // A write lands while the vendor answers.
+            epoch.fetch_add(1, Ordering::SeqCst);
+            Ok(7)
+        };
+        let first = layer.get("k", &epoch, load).await.unwrap();
+        assert_eq!(*first.value, 7);
+        assert!(layer.peek(&"k").await.is_none(), "not cached");
+        let quiet = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok(8)
+        };
+        assert_eq!(*layer.get("k", &epoch, quiet).await.unwrap().value, 8);
+        assert_eq!(
+            *layer.get("k", &epoch, quiet).await.unwrap().value,
+            8,
+            "cached now"
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn stale_if_error_only_for_throttling_and_outages() {
+        let layer: Layer<&str, u32> =
+            Layer::new(Duration::from_millis(50), Duration::from_secs(60), 100);
+        let epoch = AtomicU64::new(0);
+        layer.get("k", &epoch, || async { Ok(1) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let down = || async {
+            Err(DomainError {
+                kind: crate::ErrorKind::VendorUnavailable,
+                message: "down".into(),
+                vendor: None,
+                retry_after: None,
+            })
+        };
+        let stale = layer.get("k", &epoch, down).await.unwrap();
+        assert!(stale.stale && *stale.value == 1);
+        let refused = || async { Err(DomainError::invalid("no")) };
+        assert!(
+            layer.get("k", &epoch, refused).await.is_err(),
+            "a refusal is never papered over"
+        );
     }
 }

@@ -195,7 +195,7 @@ impl StockService {
             total = total.or(page.total_count);
             let n = page.stocks.len();
             rows.extend(page.stocks.into_iter().filter_map(mapping::stock_level));
-            let done = u64::try_from(rows.len()).unwrap_or(u64::MAX) >= total.unwrap_or(0);
+            let done = total.is_some_and(|t| u64::try_from(rows.len()).unwrap_or(u64::MAX) >= t);
             if n < VENDOR_PAGE as usize || done || page_no >= 1000 {
                 break;
             }
@@ -370,15 +370,21 @@ impl StockService {
                     force_sync: force,
                 })
                 .collect();
-            match self.inner.client.call(&BatchCalcStock { items }).await {
+            let epoch = self.inner.epoch.load(Ordering::Acquire);
+            let result = self.inner.client.call(&BatchCalcStock { items }).await;
+            // Plans fetched while a write ran may predate it: answer with them, but do not cache.
+            let settled = self.inner.epoch.load(Ordering::Acquire) == epoch;
+            match result {
                 Ok(out) => {
                     for calc in out.success_data {
                         self.remember(&calc).await;
                         let plan = mapping::plan(&calc);
-                        self.inner
-                            .plans
-                            .put((calc.rec_id, force), plan.clone())
-                            .await;
+                        if settled {
+                            self.inner
+                                .plans
+                                .put((calc.rec_id, force), plan.clone(), epoch)
+                                .await;
+                        }
                         found.insert(
                             calc.rec_id,
                             Served {
@@ -471,8 +477,11 @@ impl StockService {
             .client
             .call(&GetSelfWaitSyncIdListOpen { count, position })
             .await?;
-        let next_cursor =
-            (!page.id_list.is_empty()).then(|| page.position.unwrap_or(position).to_string());
+        // A cursor that does not move would loop the caller forever: end the walk instead.
+        let next_cursor = page
+            .position
+            .filter(|p| *p != position && !page.id_list.is_empty())
+            .map(|p| p.to_string());
         Ok(PendingStockSyncPage {
             api_goods_ids: page.id_list,
             next_cursor,
@@ -532,14 +541,22 @@ impl StockService {
             },
             spec_list,
         };
-        let result = self.inner.client.call(&request).await;
-        // Invalidate even on failure: a timed-out write may still have happened.
+        // The write and its invalidation run in their own task: a caller that goes away (or a
+        // request timeout) cannot leave the vendor written but the caches stale.
         let counted: Vec<String> = request
             .spec_list
             .iter()
             .map(|l| l.spec_no.clone())
             .collect();
-        self.stock_written(&counted).await;
+        let this = self.clone();
+        let result = tokio::spawn(async move {
+            let result = this.inner.client.call(&request).await;
+            // Invalidate even on failure: a timed-out write may still have happened.
+            this.stock_written(&counted).await;
+            result
+        })
+        .await
+        .map_err(|_| DomainError::internal("the stock-take task failed"))?;
         let out = result?;
         Ok(StockTakeResult {
             stock_take_no: out.pd_no,
@@ -552,10 +569,8 @@ impl StockService {
         for s in spec_nos {
             self.inner.stock.invalidate(s).await;
         }
-        let specs: Arc<HashSet<String>> = Arc::new(spec_nos.iter().cloned().collect());
-        self.inner
-            .barcode
-            .invalidate_if(move |_, rows| rows.iter().any(|r| specs.contains(&r.spec_no)));
+        // A take may create a SKU's first row, which no cached barcode answer contains yet.
+        self.inner.barcode.invalidate_all();
         // Which listings a SKU feeds (directly or through suites) is the ERP's knowledge.
         self.inner.plans.invalidate_all();
     }
@@ -621,25 +636,31 @@ impl StockService {
         info.stock_change_count = ack.stock_change_count;
         info.syn_stock = ack.quantity;
         info.is_manual = Some(ack.manual);
-        let result = if success {
-            self.inner
-                .client
-                .call(&SyncSuccess {
-                    api_goods_id: id,
-                    info,
-                })
-                .await
-        } else {
-            self.inner
-                .client
-                .call(&SyncFail {
-                    api_goods_id: id,
-                    info,
-                })
-                .await
-        };
-        self.plan_written(id).await;
-        result.map_err(DomainError::from)
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = if success {
+                this.inner
+                    .client
+                    .call(&SyncSuccess {
+                        api_goods_id: id,
+                        info,
+                    })
+                    .await
+            } else {
+                this.inner
+                    .client
+                    .call(&SyncFail {
+                        api_goods_id: id,
+                        info,
+                    })
+                    .await
+            };
+            this.plan_written(id).await;
+            result
+        })
+        .await
+        .map_err(|_| DomainError::internal("the acknowledgement task failed"))?
+        .map_err(DomainError::from)
     }
 
     /// Drops a pending push of `stock_change_count`.
@@ -652,16 +673,22 @@ impl StockService {
         stock_change_count: i64,
     ) -> Result<()> {
         let id = validate::api_goods_id(api_goods_id)?;
-        let result = self
-            .inner
-            .client
-            .call(&CancelSync {
-                api_goods_id: id,
-                stock_change_count,
-            })
-            .await;
-        self.plan_written(id).await;
-        result.map_err(DomainError::from)
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = this
+                .inner
+                .client
+                .call(&CancelSync {
+                    api_goods_id: id,
+                    stock_change_count,
+                })
+                .await;
+            this.plan_written(id).await;
+            result
+        })
+        .await
+        .map_err(|_| DomainError::internal("the cancellation task failed"))?
+        .map_err(DomainError::from)
     }
 }
 

@@ -365,7 +365,7 @@ pub fn mint(
         sub: subject,
         scope: scopes.join(" "),
         iat: now,
-        exp: now + ttl.as_secs(),
+        exp: now.saturating_add(ttl.as_secs()),
         iss: issuer,
         aud: audience,
     };

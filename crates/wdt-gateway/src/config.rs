@@ -300,6 +300,39 @@ impl Config {
         })
     }
 
+    /// Refuses `WDT_GATEWAY_*` variables this version does not read, so a mistyped or not yet
+    /// supported setting (e.g. a misspelt audience) never goes silently unapplied.
+    ///
+    /// # Errors
+    /// Naming the first such variable.
+    pub fn check_environment(names: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+        const PLANNED: [&str; 3] = [
+            "WDT_GATEWAY_CLIENT_RATE_LIMIT",
+            "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE",
+            "WDT_GATEWAY_REDIS_URL",
+        ];
+        for name in names {
+            if !name.starts_with("WDT_GATEWAY_") || ENV_KEYS.iter().any(|(var, _)| *var == name) {
+                continue;
+            }
+            if PLANNED.contains(&name.as_str()) {
+                return Err(ConfigError(format!(
+                    "{name} is not supported by this version of wdt-gateway yet; unset it"
+                )));
+            }
+            let known: Vec<&str> = ENV_KEYS
+                .iter()
+                .map(|(v, _)| *v)
+                .filter(|v| v.starts_with("WDT_GATEWAY_"))
+                .collect();
+            return Err(ConfigError(format!(
+                "{name} is not a wdt-gateway setting; the variables are {}",
+                known.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
     /// No vendor credentials at all: the built-in emulator stands in.
     pub fn is_demo(&self) -> bool {
         self.flagship.is_empty() && self.enterprise.is_empty()
@@ -354,8 +387,12 @@ impl Config {
                 Ok(Some(AuthMode::Secret(secret.clone())))
             }
             (None, Some(url)) => {
-                if !(url.starts_with("https://") || url.starts_with("http://")) {
-                    return Err(ConfigError("auth.jwks_url (WDT_GATEWAY_JWKS_URL) must be an http(s) URL".into()));
+                // Keys fetched over plain HTTP could be swapped in transit; only loopback may skip TLS.
+                let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| url.starts_with(p));
+                if !(url.starts_with("https://") || loopback) {
+                    return Err(ConfigError(
+                        "auth.jwks_url (WDT_GATEWAY_JWKS_URL) must be an https:// URL (plain http only on loopback)".into(),
+                    ));
                 }
                 Ok(Some(AuthMode::Jwks(url.clone())))
             }
@@ -582,6 +619,37 @@ mod tests {
             format!("{:?}", Config::default()),
             "config/example.toml must hold the defaults"
         );
+    }
+
+    #[test]
+    fn unknown_gateway_variables_are_refused() {
+        assert!(
+            Config::check_environment([
+                "PATH".into(),
+                "WDT_GATEWAY_LISTEN".into(),
+                "WDT_SID".into()
+            ])
+            .is_ok()
+        );
+        let err = Config::check_environment(["WDT_GATEWAY_JWT_AUDEINCE".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("WDT_GATEWAY_JWT_AUDEINCE") && err.contains("WDT_GATEWAY_JWT_AUDIENCE"),
+            "{err}"
+        );
+        let err = Config::check_environment(["WDT_GATEWAY_REDIS_URL".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not supported"), "{err}");
+        let err = load(
+            &[("WDT_GATEWAY_JWKS_URL", "http://idp.example.com/jwks")],
+            None,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
     }
 
     #[test]

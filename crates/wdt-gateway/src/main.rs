@@ -44,6 +44,8 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Exit 0 when the gateway configured here answers `GET /healthz` (for container HEALTHCHECKs).
+    Healthcheck,
 }
 
 fn out(text: &str) -> ExitCode {
@@ -60,6 +62,8 @@ fn fail(message: &str) -> ExitCode {
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {
+    Config::check_environment(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+        .map_err(|e| e.to_string())?;
     Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| e.to_string())
 }
 
@@ -94,6 +98,47 @@ fn token(cli: &Cli, sub: &str, scope: &str, ttl: Duration) -> ExitCode {
     ) {
         Ok(t) => out(&t),
         Err(e) => fail(&e),
+    }
+}
+
+async fn healthcheck(cli: &Cli) -> ExitCode {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("cannot build an HTTP client: {}", e.without_url())),
+    };
+    match client.get(format!("http://{addr}/healthz")).send().await {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "wdt-gateway: /healthz on {addr} answered {}",
+                r.status()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "wdt-gateway: no answer from {addr}: {}",
+                e.without_url()
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -141,6 +186,12 @@ async fn serve(cli: &Cli) -> ExitCode {
         .local_addr()
         .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
     if let Some(demo) = &gateway.demo {
+        if demo.token.is_empty() {
+            let _ = out(&format!(
+                "wdt-gateway {} in demo mode on http://{addr}/graphql (tokens come from the configured JWKS issuer)",
+                env!("CARGO_PKG_VERSION")
+            ));
+        }
         let token = &demo.token;
         let banner = format!(
             "wdt-gateway {version} in demo mode: the built-in WDT emulator answers at http://{emu}\n\
@@ -151,7 +202,9 @@ async fn serve(cli: &Cli) -> ExitCode {
             version = env!("CARGO_PKG_VERSION"),
             emu = demo.emulator.addr,
         );
-        let _ = out(&banner);
+        if !token.is_empty() {
+            let _ = out(&banner);
+        }
     } else {
         tracing::info!(%addr, "wdt-gateway listening");
         let _ = out(&format!(
@@ -199,5 +252,6 @@ async fn main() -> ExitCode {
         None | Some(Command::Serve) => serve(&cli).await,
         Some(Command::Token { sub, scope, ttl }) => token(&cli, sub, scope, *ttl),
         Some(Command::Schema) => out(stock_graphql::sdl().trim_end()),
+        Some(Command::Healthcheck) => healthcheck(&cli).await,
     }
 }

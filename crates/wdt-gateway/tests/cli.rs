@@ -122,6 +122,19 @@ async fn demo_mode_prints_a_working_token_and_shuts_down_gracefully() {
         .await
         .unwrap();
     assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01", "{body}");
+    let listen = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/graphql")
+        .to_owned();
+    let health = gateway()
+        .arg("healthcheck")
+        .env("WDT_GATEWAY_LISTEN", &listen)
+        .status()
+        .unwrap();
+    assert!(
+        health.success(),
+        "the container healthcheck sees a live gateway"
+    );
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -146,4 +159,18 @@ async fn demo_mode_prints_a_working_token_and_shuts_down_gracefully() {
         status.is_some_and(|s| s.success()),
         "exits cleanly on SIGTERM: {status:?}"
     );
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let out = gateway()
+        .arg("healthcheck")
+        .env("WDT_GATEWAY_LISTEN", addr.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer"));
 }

@@ -38,7 +38,7 @@ async fn concurrent_identical_reads_make_one_vendor_call() {
 }
 
 #[tokio::test]
-async fn cached_reads_expire_and_writes_invalidate() {
+async fn cached_reads_expire() {
     let app = TestApp::spawn_with(|c| c.cache.stock_ttl_secs = 1).await;
     let q = "{ stock(specNos: [\"G00003-01\"]) { onHand } }";
     app.query(q, json!({})).await;
@@ -85,7 +85,6 @@ async fn stale_if_error_within_bounds() {
         .query("{ stock(specNos: [\"G00005-01\"]) { specNo } }", json!({}))
         .await;
     assert_eq!(codes(&body), ["VENDOR_RATE_LIMITED"]);
-    // Business refusals are never papered over with stale data.
     app.emulator.emulator.set_faults(Faults::default()).unwrap();
 }
 
@@ -117,4 +116,54 @@ async fn concurrent_identical_plan_lookups_make_one_vendor_call() {
         calls, 1,
         "20 concurrent misses of one plan, one vendor call"
     );
+}
+
+#[tokio::test]
+async fn a_stock_take_invalidates_barcode_reads_too() {
+    let app = TestApp::spawn().await;
+    let barcode = app.admin("summary").await["barcodes"][3]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = "query($b: String!) { stockByBarcode(barcode: $b, warehouseNo: \"WH-RET01\") { specNo onHand } }";
+    let before = app.query(q, json!({ "b": barcode })).await;
+    assert!(before["errors"].is_null(), "{before}");
+    let spec = app
+        .query(
+            "query($b: String!) { stockByBarcode(barcode: $b) { specNo } }",
+            json!({ "b": barcode }),
+        )
+        .await["data"]["stockByBarcode"][0]["specNo"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Count the SKU into a warehouse where it may have had no row at all.
+    let take = app
+        .query(
+            "mutation($s: String!) { createStockTake(input: {warehouseNo: \"WH-RET01\", mode: ALL, lines: [{specNo: $s, quantity: \"8\"}]}) { stockTakeNo } }",
+            json!({ "s": spec }),
+        )
+        .await;
+    assert!(take["errors"].is_null(), "{take}");
+    let after = app.query(q, json!({ "b": barcode })).await;
+    assert_eq!(
+        after["data"]["stockByBarcode"],
+        json!([{ "specNo": spec, "onHand": "8.0000" }]),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn query_complexity_counts_list_sizes() {
+    let app = TestApp::spawn_with(|c| c.graphql.max_complexity = 500).await;
+    let specs: Vec<String> = (0..100).map(|i| format!("SKU-{i}")).collect();
+    let q = "query($s: [String!]!) { stock(specNos: $s) { specNo specName onHand available locked awaitingShipment warehouseNo } }";
+    let body = app.query(q, json!({ "s": specs })).await;
+    assert_eq!(
+        wdt_e2e::codes(&body),
+        ["GRAPHQL_VALIDATION_FAILED"],
+        "100 SKUs x 7 fields is too much: {body}"
+    );
+    let body = app.query(q, json!({ "s": ["G00001-01"] })).await;
+    assert!(body["errors"].is_null(), "{body}");
 }

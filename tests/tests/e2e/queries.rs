@@ -250,7 +250,8 @@ async fn pending_syncs_walk_to_the_end() {
     let q =
         "query($a: String) { pendingStockSyncs(first: 10, after: $a) { apiGoodsIds nextCursor } }";
     let (mut seen, mut after) = (Vec::new(), None::<String>);
-    loop {
+    for round in 0.. {
+        assert!(round < 1000, "the cursor does not advance");
         let body = app.query(q, json!({ "a": after })).await;
         let page = &body["data"]["pendingStockSyncs"];
         seen.extend(
@@ -266,4 +267,6 @@ async fn pending_syncs_walk_to_the_end() {
         }
     }
     assert_eq!(seen.len(), pending);
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no listing twice");
 }
