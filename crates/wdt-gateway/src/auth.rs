@@ -99,6 +99,8 @@ struct JwksKeys {
     http: reqwest::Client,
     /// Keys by id, and when they were fetched.
     keys: RwLock<(KeyMap, Option<Instant>)>,
+    /// Held while fetching on demand; the time of the last on-demand attempt.
+    fetch_lock: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// The shortest time between two JWKS fetches caused by unknown key ids.
@@ -142,6 +144,7 @@ impl Authenticator {
             url,
             http,
             keys: RwLock::new((HashMap::new(), None)),
+            fetch_lock: tokio::sync::Mutex::new(None),
         });
         let this = Self {
             inner: Arc::new(Inner {
@@ -196,11 +199,14 @@ impl Authenticator {
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(reason(&e)))?;
-        let (key, alg) = match &self.inner.keys {
-            Keys::Secret(key) => (key.clone(), Algorithm::HS256),
-            Keys::Jwks(j) => j.key_for(header.kid.as_deref(), header.alg).await?,
+        let (keys, alg) = match &self.inner.keys {
+            Keys::Secret(key) => (vec![(key.clone(), Algorithm::HS256)], Algorithm::HS256),
+            Keys::Jwks(j) => (
+                j.keys_for(header.kid.as_deref(), header.alg).await?,
+                header.alg,
+            ),
         };
-        if header.alg != alg {
+        if header.alg != alg || keys.iter().any(|(_, a)| *a != alg) {
             return Err(AuthError::Invalid(format!(
                 "the {:?} algorithm is not accepted here",
                 header.alg
@@ -224,8 +230,15 @@ impl Authenticator {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map_err(|e| AuthError::Invalid(reason(&e)))?;
+        let mut outcome = Err(AuthError::Invalid("the token cannot be verified".into()));
+        for (key, _) in &keys {
+            outcome = jsonwebtoken::decode::<Claims>(token, key, &validation)
+                .map_err(|e| AuthError::Invalid(reason(&e)));
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        let data = outcome?;
         let claims = data.claims;
         let mut names: Vec<String> = claims
             .scope
@@ -308,41 +321,53 @@ impl JwksKeys {
         Ok(())
     }
 
-    async fn key_for(
+    /// The keys that may have signed a token: the one with its `kid`, or, without a `kid`,
+    /// every key of its algorithm. An unknown key id fetches the JWKS again, at most once per
+    /// `JWKS_MIN_REFETCH` however many requests ask (failed fetches count too).
+    async fn keys_for(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
-    ) -> Result<(DecodingKey, Algorithm), AuthError> {
+    ) -> Result<Vec<(DecodingKey, Algorithm)>, AuthError> {
         if !matches!(alg, Algorithm::RS256 | Algorithm::ES256) {
             return Err(AuthError::Invalid(format!(
                 "the {alg:?} algorithm is not accepted here; use RS256 or ES256"
             )));
         }
-        for attempt in 0..2 {
-            {
-                let guard = self.keys.read().await;
-                let found = match kid {
-                    Some(kid) => guard.0.get(kid).cloned(),
-                    None => guard.0.values().find(|(_, a)| *a == alg).cloned(),
-                };
-                if let Some(found) = found {
-                    return Ok(found);
-                }
-                let recent = guard.1.is_some_and(|t| t.elapsed() < JWKS_MIN_REFETCH);
-                if attempt == 1 || recent {
-                    break;
-                }
+        let lookup = |map: &KeyMap| -> Vec<(DecodingKey, Algorithm)> {
+            match kid {
+                Some(kid) => map.get(kid).cloned().into_iter().collect(),
+                None => map.values().filter(|(_, a)| *a == alg).cloned().collect(),
             }
-            if let Err(e) = self.refresh().await {
-                tracing::warn!(error = %e, "JWKS fetch failed");
-                return Err(AuthError::Invalid(
-                    "the signing keys cannot be fetched right now".into(),
-                ));
+        };
+        let found = lookup(&self.keys.read().await.0);
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        {
+            let mut last_attempt = self.fetch_lock.lock().await;
+            // Someone else may have fetched while we waited.
+            let found = lookup(&self.keys.read().await.0);
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            if last_attempt.is_none_or(|t| t.elapsed() >= JWKS_MIN_REFETCH) {
+                *last_attempt = Some(Instant::now());
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "JWKS fetch failed");
+                    return Err(AuthError::Invalid(
+                        "the signing keys cannot be fetched right now".into(),
+                    ));
+                }
             }
         }
-        Err(AuthError::Invalid(
-            "the token's key id (kid) is not in the JWKS".into(),
-        ))
+        let found = lookup(&self.keys.read().await.0);
+        if found.is_empty() {
+            return Err(AuthError::Invalid(
+                "the token's key id (kid) is not in the JWKS".into(),
+            ));
+        }
+        Ok(found)
     }
 }
 

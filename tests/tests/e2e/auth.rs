@@ -139,21 +139,27 @@ async fn scopes_are_checked_per_operation() {
     );
 }
 
-async fn serve_jwks() -> String {
+async fn serve_jwks() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let jwks: Value = serde_json::from_str(include_str!("../../fixtures/jwks.json")).unwrap();
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = fetches.clone();
     let router = axum::Router::new().route(
         "/jwks.json",
-        axum::routing::get(move || async move { axum::Json(jwks) }),
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}/jwks.json")
+    (format!("http://{addr}/jwks.json"), fetches)
 }
 
 #[tokio::test]
 async fn jwks_keys_rs256_and_es256() {
-    let url = serve_jwks().await;
+    let (url, fetches) = serve_jwks().await;
     let app = TestApp::spawn_with(|c| {
         c.auth.jwt_secret = None;
         c.auth.jwks_url = Some(url);
@@ -189,7 +195,22 @@ async fn jwks_keys_rs256_and_es256() {
         "rotated-away",
         include_str!("../../fixtures/rsa.pem"),
     );
-    assert_eq!(app.graphql(Some(&unknown_kid), Q, json!({})).await.0, 401);
+    let before = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(app.graphql(Some(&unknown_kid), Q, json!({})).await.0, 401);
+    }
+    let extra = fetches.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        extra <= 1,
+        "unknown key ids refetch the JWKS at most once per interval, not {extra} times"
+    );
+    // Without a kid, every key of the token's algorithm is tried.
+    let no_kid = {
+        let key =
+            EncodingKey::from_ec_pem(include_str!("../../fixtures/ec.pem").as_bytes()).unwrap();
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap()
+    };
+    assert_eq!(app.graphql(Some(&no_kid), Q, json!({})).await.0, 200);
     let hs = token("stock:read");
     assert_eq!(
         app.graphql(Some(&hs), Q, json!({})).await.0,
