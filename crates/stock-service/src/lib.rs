@@ -81,6 +81,23 @@ impl StockService {
         }
     }
 
+    /// Whether the vendor answered within `recent`, or answers a probe now (`/readyz`).
+    ///
+    /// # Errors
+    /// The probe's failure: misconfigured credentials or clock, or the vendor unavailable.
+    pub async fn ready(&self, recent: Duration, now_unix: i64) -> Result<()> {
+        let recent_secs = i64::try_from(recent.as_secs()).unwrap_or(i64::MAX);
+        if self
+            .inner
+            .client
+            .last_answer_unix()
+            .is_some_and(|t| now_unix.saturating_sub(t) <= recent_secs)
+        {
+            return Ok(());
+        }
+        self.inner.client.probe().await.map_err(DomainError::from)
+    }
+
     /// The cache settings (TTLs drive the REST cache headers).
     pub fn cache_config(&self) -> &CacheConfig {
         &self.inner.cache_config

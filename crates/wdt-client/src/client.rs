@@ -436,6 +436,7 @@ impl WdtClientBuilder {
                 connect_timeout: self.connect_timeout,
                 max_response_bytes: self.max_response_bytes,
                 clock: self.clock,
+                last_answer: std::sync::atomic::AtomicI64::new(0),
             }),
         })
     }
@@ -449,6 +450,8 @@ pub struct WdtClient {
 
 #[derive(Debug)]
 struct Inner {
+    /// Unix time of the last HTTP 2xx answer from the vendor (0: never).
+    last_answer: std::sync::atomic::AtomicI64,
     http: reqwest::Client,
     flagship: Option<FlagshipCredentials>,
     enterprise: Option<EnterpriseCredentials>,
@@ -480,6 +483,39 @@ impl WdtClient {
     /// Starts a builder.
     pub fn builder() -> WdtClientBuilder {
         WdtClientBuilder::default()
+    }
+
+    /// Unix time of the vendor's last HTTP 2xx answer to this client, if any.
+    pub fn last_answer_unix(&self) -> Option<i64> {
+        Some(
+            self.inner
+                .last_answer
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .filter(|t| *t > 0)
+    }
+
+    /// Checks that the vendor answers and accepts this client's credentials and clock: the
+    /// flagship `system.Core.now` when flagship is configured, else an enterprise stock query for
+    /// a code that matches nothing. A business refusal still proves the vendor reachable.
+    ///
+    /// # Errors
+    /// Credentials or clock refused, or the vendor unreachable, throttling or garbled.
+    pub async fn probe(&self) -> Result<(), VendorError> {
+        let result = if self.inner.flagship.is_some() {
+            self.call_raw("system.Core.now", "[]", None).await.map(drop)
+        } else {
+            self.query_raw(
+                "stock_query_detail.php",
+                &[("spec_no", "__wdt_gateway_readyz__")],
+            )
+            .await
+            .map(drop)
+        };
+        match result {
+            Err(VendorError::Rejected { .. }) => Ok(()),
+            other => other,
+        }
     }
 
     /// Calls a typed flagship method and decodes its `data`.
@@ -666,6 +702,12 @@ impl WdtClient {
             .await
             .map_err(transport)?;
         let status = response.status();
+        if status.is_success() {
+            self.inner.last_answer.store(
+                self.inner.clock.unix_now(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         let max = self.inner.max_response_bytes;
         let too_large = |body: &[u8]| VendorError::Decode {
             family,

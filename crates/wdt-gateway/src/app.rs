@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphiql::page).post(graphql))
         .route("/graphql/assets/{name}", get(graphiql::file))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(state)
         .merge(rest)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
@@ -184,6 +185,28 @@ async fn healthz() -> impl IntoResponse {
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(serde_json::json!({ "status": "ok" })),
     )
+}
+
+/// How long a vendor answer keeps the gateway ready without probing again.
+const READY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Ready when the vendor answered within the last minute, or answers a probe now.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    match state.service.ready(READY_WINDOW, now).await {
+        Ok(()) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(serde_json::json!({ "status": "ready" })),
+        )
+            .into_response(),
+        Err(e) => {
+            let mut response = ApiError::from(e).into_response();
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response
+        }
+    }
 }
 
 /// A GraphQL-shaped 401 with `WWW-Authenticate`.

@@ -107,3 +107,54 @@ async fn cors_for_configured_origins_only() {
             .contains("etag")
     );
 }
+
+#[tokio::test]
+async fn readiness_follows_the_vendor() {
+    let app = TestApp::spawn().await;
+    let r = Client::new().get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "a probe reached the emulator");
+    assert_eq!(app.vendor_calls("system.Core.now"), 1);
+    let r = Client::new().get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.vendor_calls("system.Core.now"),
+        1,
+        "a recent answer needs no new probe"
+    );
+
+    let down = TestApp::spawn().await;
+    down.emulator
+        .emulator
+        .set_faults(Faults {
+            http_error_rate: 1.0,
+            ..Faults::default()
+        })
+        .unwrap();
+    let r = Client::new().get(down.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["code"], "VENDOR_UNAVAILABLE");
+
+    let misconfigured = TestApp::spawn_with(|c| {
+        c.flagship.appsecret = Some(secrecy::SecretString::from("wrong:testsalt"))
+    })
+    .await;
+    let r = Client::new()
+        .get(misconfigured.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["code"], "VENDOR_MISCONFIGURED");
+    assert!(
+        Client::new()
+            .get(misconfigured.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success(),
+        "alive all the same"
+    );
+}
