@@ -342,6 +342,27 @@ pub(crate) async fn post_plans(
     .into_response())
 }
 
+/// Records a push outcome and answers with it.
+async fn acknowledged(
+    s: &RestState,
+    id: i64,
+    body: AckRequest,
+    success: bool,
+) -> Result<Response, ApiError> {
+    let ack = ack(id, body);
+    if success {
+        s.service.confirm_stock_sync(&ack).await?;
+    } else {
+        s.service.fail_stock_sync(&ack).await?;
+    }
+    let outcome = if success { "confirmed" } else { "failed" };
+    Ok(axum::Json(AckResponse {
+        api_goods_id: id,
+        outcome: outcome.into(),
+    })
+    .into_response())
+}
+
 fn ack(id: i64, body: AckRequest) -> StockSyncAck {
     StockSyncAck {
         api_goods_id: id,
@@ -366,12 +387,7 @@ pub(crate) async fn post_confirm(
     Path(id): Path<i64>,
     Json(body): Json<AckRequest>,
 ) -> Result<Response, ApiError> {
-    s.service.confirm_stock_sync(&ack(id, body)).await?;
-    Ok(axum::Json(AckResponse {
-        api_goods_id: id,
-        outcome: "confirmed".into(),
-    })
-    .into_response())
+    acknowledged(&s, id, body, true).await
 }
 
 /// Records that pushing a plan's quantity failed; the listing stays pending. Honours `Idempotency-Key`.
@@ -388,12 +404,7 @@ pub(crate) async fn post_fail(
     Path(id): Path<i64>,
     Json(body): Json<AckRequest>,
 ) -> Result<Response, ApiError> {
-    s.service.fail_stock_sync(&ack(id, body)).await?;
-    Ok(axum::Json(AckResponse {
-        api_goods_id: id,
-        outcome: "failed".into(),
-    })
-    .into_response())
+    acknowledged(&s, id, body, false).await
 }
 
 /// Drops a pending push; refused (`422`, `取消失败`) when nothing with that count is pending. Honours `Idempotency-Key`.

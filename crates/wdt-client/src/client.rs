@@ -621,24 +621,16 @@ impl WdtClient {
             })?;
         let prepared = prepare_flagship(creds, method, body, paging, self.inner.clock.unix_now());
         let (status, body) = self.send(&prepared).await?;
-        let envelope = serde_json::from_slice::<FlagshipEnvelope<'_>>(&body);
-        match envelope {
-            Ok(FlagshipEnvelope {
-                status: Some(0), ..
-            }) if status.is_success() => Ok(body),
-            Ok(FlagshipEnvelope {
-                status: Some(s),
-                message,
-                ..
-            }) if s != 0 => Err(classify_flagship(s, message.unwrap_or_default())),
-            _ if !status.is_success() => Err(http_error(Family::Flagship, status, &body)),
-            Ok(_) => Err(VendorError::Decode {
-                family: Family::Flagship,
-                message: "the answer has no `status`".into(),
-                excerpt: excerpt(&body),
-            }),
-            Err(e) => Err(decode_error(Family::Flagship, &e, &body)),
-        }
+        let envelope =
+            serde_json::from_slice::<FlagshipEnvelope<'_>>(&body).map(|e| (e.status, e.message));
+        check_envelope(
+            Family::Flagship,
+            status,
+            body,
+            envelope,
+            "status",
+            classify_flagship,
+        )
     }
 
     async fn enterprise_exchange(
@@ -655,20 +647,16 @@ impl WdtClient {
             })?;
         let prepared = prepare_enterprise(creds, name, params, self.inner.clock.unix_now())?;
         let (status, body) = self.send(&prepared).await?;
-        match serde_json::from_slice::<EnterpriseEnvelope>(&body) {
-            Ok(EnterpriseEnvelope { code: Some(0), .. }) if status.is_success() => Ok(body),
-            Ok(EnterpriseEnvelope {
-                code: Some(c),
-                message,
-            }) if c != 0 => Err(classify_enterprise(c, message.unwrap_or_default())),
-            _ if !status.is_success() => Err(http_error(Family::Enterprise, status, &body)),
-            Ok(_) => Err(VendorError::Decode {
-                family: Family::Enterprise,
-                message: "the answer has no `code`".into(),
-                excerpt: excerpt(&body),
-            }),
-            Err(e) => Err(decode_error(Family::Enterprise, &e, &body)),
-        }
+        let envelope =
+            serde_json::from_slice::<EnterpriseEnvelope>(&body).map(|e| (e.code, e.message));
+        check_envelope(
+            Family::Enterprise,
+            status,
+            body,
+            envelope,
+            "code",
+            classify_enterprise,
+        )
     }
 
     async fn send(
@@ -725,6 +713,29 @@ impl WdtClient {
             body.extend_from_slice(&chunk);
         }
         Ok((status, body))
+    }
+}
+
+/// Both families: success is HTTP 2xx with status/code 0; any other status/code is the
+/// vendor's refusal (even inside an HTTP error); otherwise an HTTP error or an unreadable body.
+fn check_envelope(
+    family: Family,
+    http: reqwest::StatusCode,
+    body: Vec<u8>,
+    envelope: Result<(Option<i64>, Option<String>), serde_json::Error>,
+    field: &str,
+    classify: fn(i64, String) -> VendorError,
+) -> Result<Vec<u8>, VendorError> {
+    match envelope {
+        Ok((Some(0), _)) if http.is_success() => Ok(body),
+        Ok((Some(code), message)) if code != 0 => Err(classify(code, message.unwrap_or_default())),
+        _ if !http.is_success() => Err(http_error(family, http, &body)),
+        Ok(_) => Err(VendorError::Decode {
+            family,
+            message: format!("the answer has no `{field}`"),
+            excerpt: excerpt(&body),
+        }),
+        Err(e) => Err(decode_error(family, &e, &body)),
     }
 }
 
