@@ -66,7 +66,6 @@ fn title(code: &str) -> &'static str {
         "VENDOR_UNAVAILABLE" => "The ERP is unavailable",
         "VENDOR_MISCONFIGURED" => "The gateway's ERP configuration is wrong",
         "IDEMPOTENCY_KEY_REUSED" => "The idempotency key was used with another request",
-        "IDEMPOTENCY_KEY_IN_USE" => "A request with this idempotency key is still running",
         "RATE_LIMITED" => "Too many requests",
         _ => "Internal error",
     }

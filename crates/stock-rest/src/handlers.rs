@@ -378,7 +378,7 @@ fn ack(id: i64, body: AckRequest) -> StockSyncAck {
     post, path = "/v1/stock-sync/plans/{api_goods_id}/confirm", tag = "stock-sync",
     params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
     request_body = AckRequest,
-    responses((status = 200, description = "Recorded.", body = AckResponse), (status = 409, description = "Conflict", body = Problem, content_type = "application/problem+json"), Errors),
+    responses((status = 200, description = "Recorded.", body = AckResponse), Errors),
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_confirm(
