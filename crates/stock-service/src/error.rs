@@ -131,6 +131,11 @@ impl fmt::Display for DomainError {
 
 impl std::error::Error for DomainError {}
 
+/// Whole seconds, rounded up, at least one: what `Retry-After` can say.
+fn round_up(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(Duration::from_secs(1))
+}
+
 impl From<VendorError> for DomainError {
     fn from(e: VendorError) -> Self {
         // The vendor's words go to the caller only when they are about the caller's request.
@@ -161,6 +166,16 @@ impl From<VendorError> for DomainError {
                 ErrorKind::VendorRateLimited,
                 "the ERP is throttling this account; try again later".to_owned(),
                 Some(VENDOR_BACKOFF),
+            ),
+            VendorError::Throttled { retry_after, .. } => (
+                ErrorKind::VendorRateLimited,
+                "the gateway is holding calls to the ERP back to stay within its quota; try again later".to_owned(),
+                Some(round_up(*retry_after)),
+            ),
+            VendorError::CircuitOpen { retry_after, .. } => (
+                ErrorKind::VendorUnavailable,
+                "the ERP keeps failing; the gateway is giving it a moment before calling again".to_owned(),
+                Some(round_up(*retry_after)),
             ),
             VendorError::Rejected { message, .. } => (
                 ErrorKind::VendorRejected,

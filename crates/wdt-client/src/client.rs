@@ -15,7 +15,9 @@ use crate::de as lenient;
 use crate::enterprise::EnterpriseRequest;
 use crate::error::{Family, VendorError, classify_enterprise, classify_flagship, excerpt};
 use crate::flagship::{FlagshipRequest, Paging};
+use crate::guard::{Guard, Outcome, Policy};
 use crate::json;
+use tracing::Instrument;
 
 /// Where the current time comes from. Inject a [`FixedClock`] in tests.
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -356,6 +358,7 @@ pub struct WdtClientBuilder {
     connect_timeout: Duration,
     max_response_bytes: usize,
     clock: Arc<dyn Clock>,
+    policy: Policy,
 }
 
 impl Default for WdtClientBuilder {
@@ -367,6 +370,7 @@ impl Default for WdtClientBuilder {
             connect_timeout: Duration::from_secs(5),
             max_response_bytes: 32 * 1024 * 1024,
             clock: Arc::new(SystemClock),
+            policy: Policy::default(),
         }
     }
 }
@@ -414,6 +418,13 @@ impl WdtClientBuilder {
         self
     }
 
+    /// Quotas, backoff, read retries and the circuit breaker (default: none of them).
+    #[must_use]
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// Builds the client and its connection pool.
     ///
     /// # Errors
@@ -437,6 +448,7 @@ impl WdtClientBuilder {
                 max_response_bytes: self.max_response_bytes,
                 clock: self.clock,
                 last_answer: std::sync::atomic::AtomicI64::new(0),
+                guard: Guard::new(self.policy),
             }),
         })
     }
@@ -459,6 +471,7 @@ struct Inner {
     connect_timeout: Duration,
     max_response_bytes: usize,
     clock: Arc<dyn Clock>,
+    guard: Guard,
 }
 
 #[derive(Deserialize)]
@@ -533,8 +546,11 @@ impl WdtClient {
             family: Family::Flagship,
             message: format!("cannot serialize the arguments of {}: {e}", R::METHOD),
         })?;
+        let paging = request.paging();
         let body = self
-            .flagship_exchange(R::METHOD, body, request.paging())
+            .guarded(Family::Flagship, R::METHOD, R::READ_ONLY, || {
+                self.flagship_exchange(R::METHOD, body.clone(), paging)
+            })
             .await?;
         let envelope: FlagshipEnvelope<'_> =
             serde_json::from_slice(&body).map_err(|e| decode_error(Family::Flagship, &e, &body))?;
@@ -569,8 +585,11 @@ impl WdtClient {
                 "the arguments must be a JSON array such as [2447,false]: {e}"
             ))
         })?;
+        let args = json::php_style(args);
         let body = self
-            .flagship_exchange(method, json::php_style(args), paging)
+            .guarded(Family::Flagship, method, false, || {
+                self.flagship_exchange(method, args.clone(), paging)
+            })
             .await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
@@ -588,7 +607,11 @@ impl WdtClient {
             })?;
         let params = request.params();
         let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let body = self.enterprise_exchange(R::NAME, &refs).await?;
+        let body = self
+            .guarded(Family::Enterprise, R::NAME, R::READ_ONLY, || {
+                self.enterprise_exchange(R::NAME, &refs)
+            })
+            .await?;
         serde_json::from_slice(&body).map_err(|e| decode_error(Family::Enterprise, &e, &body))
     }
 
@@ -602,8 +625,69 @@ impl WdtClient {
         name: &str,
         params: &[(&str, &str)],
     ) -> Result<String, VendorError> {
-        let body = self.enterprise_exchange(name, params).await?;
+        let body = self
+            .guarded(Family::Enterprise, name, false, || {
+                self.enterprise_exchange(name, params)
+            })
+            .await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Runs one vendor exchange under the guard: quota and breaker first, then the call, its
+    /// metrics and span; reads are tried again after an outage with jittered backoff.
+    async fn guarded<F, Fut>(
+        &self,
+        family: Family,
+        method: &str,
+        read_only: bool,
+        exchange: F,
+    ) -> Result<Vec<u8>, VendorError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, VendorError>>,
+    {
+        let guard = &self.inner.guard;
+        let mut retry = 0;
+        loop {
+            guard.admit(family, method).await?;
+            let span = tracing::info_span!(
+                "vendor_call",
+                otel.kind = "client",
+                family = %family,
+                method,
+                attempt = retry + 1,
+                outcome = tracing::field::Empty,
+            );
+            let started = std::time::Instant::now();
+            let result = exchange().instrument(span.clone()).await;
+            let elapsed = started.elapsed();
+            let outcome = result.as_ref().map_or_else(VendorError::label, |_| "ok");
+            span.record("outcome", outcome);
+            let labels = [
+                ("family", family.to_string()),
+                ("method", method.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ];
+            metrics::counter!("wdt_vendor_calls_total", &labels).increment(1);
+            metrics::histogram!("wdt_vendor_call_duration_seconds", &labels)
+                .record(elapsed.as_secs_f64());
+            guard.record(family, method, Outcome::of(&result));
+            match result {
+                Err(e) if read_only && e.is_outage() && retry < guard.policy.read_retries => {
+                    retry += 1;
+                    let wait = guard.policy.backoff(retry);
+                    tracing::warn!(parent: &span, error = %e, ?wait, "vendor read failed; retrying");
+                    metrics::counter!(
+                        "wdt_vendor_retries_total",
+                        "family" => family.to_string(),
+                        "method" => method.to_owned(),
+                    )
+                    .increment(1);
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn flagship_exchange(

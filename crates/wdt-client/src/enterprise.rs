@@ -10,6 +10,8 @@ use crate::de::{self as lenient, VENDOR_TIME_FORMAT};
 pub trait EnterpriseRequest {
     /// The script appended to the enterprise base URL, e.g. `stock_query_detail.php`.
     const NAME: &'static str;
+    /// Whether the API only reads: reads are retried after an outage, writes never are.
+    const READ_ONLY: bool = false;
     /// The decoded answer (the whole envelope minus `code`/`message`).
     type Output: for<'de> Deserialize<'de>;
 
@@ -57,6 +59,7 @@ pub struct StockQueryDetail {
 
 impl EnterpriseRequest for StockQueryDetail {
     const NAME: &'static str = "stock_query_detail.php";
+    const READ_ONLY: bool = true;
     type Output = StockQueryDetailResponse;
 
     fn validate(&self) -> Result<(), String> {

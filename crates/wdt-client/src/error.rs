@@ -148,6 +148,56 @@ pub enum VendorError {
         /// The missing family.
         family: Family,
     },
+    /// Held back by this client's own guard; nothing was sent. Either the method's per-minute
+    /// quota is spent for longer than the configured wait, or the vendor throttled the method
+    /// recently and the client is leaving it alone for a while (PROTOCOL.md §1.7).
+    #[error("{family} method {method} is held back ({reason}); try again in {}s", retry_after.as_secs().max(1))]
+    Throttled {
+        /// The family the call was for.
+        family: Family,
+        /// The vendor method (flagship) or script (enterprise).
+        method: String,
+        /// Why the call was held back.
+        reason: ThrottleReason,
+        /// When a call may go through again.
+        retry_after: Duration,
+    },
+    /// The family failed so often in a row that the circuit breaker opened; nothing was sent.
+    #[error("the {family} API failed repeatedly; calls resume in {}s", retry_after.as_secs().max(1))]
+    CircuitOpen {
+        /// The family the call was for.
+        family: Family,
+        /// When the breaker lets a trial call through.
+        retry_after: Duration,
+    },
+}
+
+/// Why [`VendorError::Throttled`] held a call back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThrottleReason {
+    /// The configured per-minute quota for the method is spent.
+    Quota,
+    /// The vendor said it is throttling this method; the client waits before calling it again.
+    VendorBackoff,
+}
+
+impl ThrottleReason {
+    /// A short label (`quota`, `vendor_backoff`), e.g. for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Quota => "quota",
+            Self::VendorBackoff => "vendor_backoff",
+        }
+    }
+}
+
+impl fmt::Display for ThrottleReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Quota => "the per-minute vendor quota is spent",
+            Self::VendorBackoff => "the vendor throttled it recently",
+        })
+    }
 }
 
 impl VendorError {
@@ -173,11 +223,52 @@ impl VendorError {
         }
     }
 
+    /// When a call may be tried again, if this client knows it.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Throttled { retry_after, .. } | Self::CircuitOpen { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+
+    /// A short label of the variant (`ok` is never returned), e.g. for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Credentials { .. } => "credentials",
+            Self::ClockSkew { .. } => "clock_skew",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Rejected { .. } => "rejected",
+            Self::Http { .. } => "http_error",
+            Self::Transport { .. } => "transport",
+            Self::Timeout { .. } => "timeout",
+            Self::Decode { .. } => "decode",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::NotConfigured { .. } => "not_configured",
+            Self::Throttled { .. } => "throttled",
+            Self::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+
+    /// Whether the vendor could not be used at all (no answer, an HTTP error, an unreadable
+    /// body): what the circuit breaker counts and reads are retried on.
+    pub fn is_outage(&self) -> bool {
+        matches!(
+            self,
+            Self::Http { .. } | Self::Transport { .. } | Self::Timeout { .. } | Self::Decode { .. }
+        )
+    }
+
     /// Whether the same **read** may be tried again later: throttling, HTTP 5xx/429, transport
     /// failures and timeouts. Writes should not be repeated on a timeout without checking.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::RateLimited { .. }
+            | Self::Transport { .. }
+            | Self::Timeout { .. }
+            | Self::Throttled { .. }
+            | Self::CircuitOpen { .. } => true,
             Self::Http { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }

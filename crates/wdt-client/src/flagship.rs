@@ -29,6 +29,9 @@ pub struct Paging {
 pub trait FlagshipRequest {
     /// The vendor method name, e.g. `sales.StockSync.calcStock`.
     const METHOD: &'static str;
+    /// Whether the method only reads: reads are retried after an outage, writes never are (a
+    /// write that timed out may have happened).
+    const READ_ONLY: bool = false;
     /// The decoded `data` of a successful answer.
     type Output: for<'de> Deserialize<'de>;
 
@@ -105,6 +108,7 @@ pub struct CalcStock {
 
 impl FlagshipRequest for CalcStock {
     const METHOD: &'static str = "sales.StockSync.calcStock";
+    const READ_ONLY: bool = true;
     type Output = StockSyncCalc;
 
     fn body(&self) -> Result<String, serde_json::Error> {
@@ -319,6 +323,7 @@ pub struct BatchCalcStock {
 
 impl FlagshipRequest for BatchCalcStock {
     const METHOD: &'static str = "sales.StockSync.batchCalcStock";
+    const READ_ONLY: bool = true;
     type Output = BatchCalcStockOutput;
 
     default_when_absent!();
@@ -385,6 +390,7 @@ pub struct GetSelfWaitSyncIdListOpen {
 
 impl FlagshipRequest for GetSelfWaitSyncIdListOpen {
     const METHOD: &'static str = "sales.StockSync.getSelfWaitSyncIdListOpen";
+    const READ_ONLY: bool = true;
     type Output = WaitSyncIdList;
 
     default_when_absent!();

@@ -4,5 +4,6 @@
 mod cli;
 mod decode;
 mod errors;
+mod guard;
 mod support;
 mod wire;

@@ -1,0 +1,501 @@
+//! The client's guard in front of the vendor: a per-method quota over any sliding minute (the
+//! vendor throttles per minute, PROTOCOL.md §1.7), a pause of a method after the vendor says it is
+//! throttling, and a circuit breaker per family so a dead vendor fails fast. Retries of reads
+//! live in the client; this module decides whether a call may go out at all.
+//!
+//! The quota is a sliding-window log rather than a token bucket: a bucket of `n` per minute lets
+//! almost `2n` calls through in one minute (a full burst, then the refill), which is exactly what
+//! the vendor counts and refuses. Here a call is admitted at time `t` only if fewer than `n` calls
+//! were admitted in `(t − 60 s, t]`; a call that would have to wait reserves its future slot, so
+//! waiters are served in order, and a call whose slot lies beyond the configured wait is refused
+//! at once with the time it would have had to wait.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::{Family, ThrottleReason, VendorError};
+
+/// The quota window the vendor counts in.
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// How the client treats the vendor: quotas, backoff, retries and the circuit breaker.
+///
+/// The default guards nothing (no quota, no retries, no breaker): a bare client behaves exactly
+/// as the vendor does. The gateway configures all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Calls per minute allowed for each vendor method; 0 means no limit.
+    pub calls_per_minute: u32,
+    /// Per-method overrides of `calls_per_minute` (flagship method names such as
+    /// `sales.StockSync.calcStock`, enterprise scripts such as `stock_query_detail.php`).
+    pub method_calls_per_minute: BTreeMap<String, u32>,
+    /// Longest a call waits for its quota slot before it is refused.
+    pub quota_wait: Duration,
+    /// How long a method is left alone after the vendor said it is throttling.
+    pub throttle_pause: Duration,
+    /// How often a read is tried again after an outage (HTTP error, no answer, timeout, garbled
+    /// body); writes are never retried.
+    pub read_retries: u32,
+    /// The first retry waits up to this long (full jitter), doubling each time.
+    pub retry_backoff: Duration,
+    /// Consecutive outages of a family that open its circuit breaker; 0 turns it off.
+    pub breaker_threshold: u32,
+    /// How long an open breaker fails calls fast before it lets one trial call through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            calls_per_minute: 0,
+            method_calls_per_minute: BTreeMap::new(),
+            quota_wait: Duration::ZERO,
+            throttle_pause: Duration::ZERO,
+            read_retries: 0,
+            retry_backoff: Duration::from_millis(200),
+            breaker_threshold: 0,
+            breaker_cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Policy {
+    /// The per-minute quota of `method`, if it has one.
+    pub fn limit_for(&self, method: &str) -> Option<u32> {
+        let limit = self
+            .method_calls_per_minute
+            .get(method)
+            .copied()
+            .unwrap_or(self.calls_per_minute);
+        (limit > 0).then_some(limit)
+    }
+
+    /// The wait before retry number `retry` (1-based): uniformly random up to
+    /// `retry_backoff × 2^(retry−1)`, capped at ten times the base ("full jitter").
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+        let cap = self
+            .retry_backoff
+            .saturating_mul(1 << retry.saturating_sub(1).min(16))
+            .min(self.retry_backoff.saturating_mul(10));
+        cap.mul_f64(rand::random::<f64>())
+    }
+}
+
+/// The calls admitted for one method in the last minute (and those waiting for a slot).
+#[derive(Debug, Default)]
+struct Window {
+    /// Admission times, ascending; some may lie in the future (reserved slots).
+    slots: VecDeque<Instant>,
+    /// The vendor throttled this method: leave it alone until then.
+    paused_until: Option<Instant>,
+}
+
+impl Window {
+    /// Reserves the earliest slot that keeps at most `limit` calls in any minute, if it is no
+    /// further than `max_wait` away; otherwise how long the caller would have had to wait.
+    fn reserve(
+        &mut self,
+        limit: u32,
+        now: Instant,
+        max_wait: Duration,
+    ) -> Result<Instant, Duration> {
+        while self.slots.front().is_some_and(|t| *t + MINUTE <= now) {
+            self.slots.pop_front();
+        }
+        let limit = limit as usize;
+        let at = if self.slots.len() < limit {
+            now
+        } else {
+            // The call `limit` places back must be a minute old.
+            let anchor = self.slots[self.slots.len() - limit] + MINUTE;
+            anchor.max(now)
+        };
+        let wait = at - now;
+        if wait > max_wait {
+            return Err(wait);
+        }
+        self.slots.push_back(at);
+        Ok(at)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Breaker {
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
+    /// One trial call is out; another is allowed if it has not reported by `deadline` (it may
+    /// have been cancelled).
+    HalfOpen {
+        deadline: Instant,
+    },
+}
+
+/// What a call's outcome means for the guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The vendor answered (with data or a refusal).
+    Answered,
+    /// The vendor said it is throttling.
+    Throttled,
+    /// The vendor could not be used (see [`VendorError::is_outage`]).
+    Outage,
+}
+
+impl Outcome {
+    pub(crate) fn of<T>(result: &Result<T, VendorError>) -> Self {
+        match result {
+            Err(VendorError::RateLimited { .. }) => Self::Throttled,
+            Err(e) if e.is_outage() => Self::Outage,
+            _ => Self::Answered,
+        }
+    }
+}
+
+/// The shared state behind a [`Policy`].
+#[derive(Debug)]
+pub(crate) struct Guard {
+    pub(crate) policy: Policy,
+    windows: Mutex<HashMap<String, Window>>,
+    breakers: Mutex<[Breaker; 2]>,
+}
+
+fn slot(family: Family) -> usize {
+    match family {
+        Family::Flagship => 0,
+        Family::Enterprise => 1,
+    }
+}
+
+impl Guard {
+    pub(crate) fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            windows: Mutex::new(HashMap::new()),
+            breakers: Mutex::new([Breaker::Closed { failures: 0 }; 2]),
+        }
+    }
+
+    /// Waits for permission to call `method`, or says why the call must not go out.
+    pub(crate) async fn admit(&self, family: Family, method: &str) -> Result<(), VendorError> {
+        let now = Instant::now();
+        self.admit_breaker(family, now)?;
+        let at = {
+            let mut windows = self
+                .windows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let window = windows.entry(method.to_owned()).or_default();
+            if let Some(until) = window.paused_until {
+                if until > now {
+                    return Err(self.held_back(
+                        family,
+                        method,
+                        ThrottleReason::VendorBackoff,
+                        until - now,
+                    ));
+                }
+                window.paused_until = None;
+            }
+            match self.policy.limit_for(method) {
+                None => now,
+                Some(limit) => window
+                    .reserve(limit, now, self.policy.quota_wait)
+                    .map_err(|wait| self.held_back(family, method, ThrottleReason::Quota, wait))?,
+            }
+        };
+        if at > now {
+            metrics::histogram!("wdt_vendor_quota_wait_seconds", "method" => method.to_owned())
+                .record((at - now).as_secs_f64());
+            tokio::time::sleep_until(at).await;
+        }
+        Ok(())
+    }
+
+    fn held_back(
+        &self,
+        family: Family,
+        method: &str,
+        reason: ThrottleReason,
+        retry_after: Duration,
+    ) -> VendorError {
+        metrics::counter!(
+            "wdt_vendor_held_back_total",
+            "family" => family.to_string(),
+            "method" => method.to_owned(),
+            "reason" => reason.as_str(),
+        )
+        .increment(1);
+        tracing::debug!(%family, method, reason = reason.as_str(), ?retry_after, "vendor call held back");
+        VendorError::Throttled {
+            family,
+            method: method.to_owned(),
+            reason,
+            retry_after,
+        }
+    }
+
+    fn admit_breaker(&self, family: Family, now: Instant) -> Result<(), VendorError> {
+        if self.policy.breaker_threshold == 0 {
+            return Ok(());
+        }
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let breaker = &mut breakers[slot(family)];
+        let cooldown = self.policy.breaker_cooldown;
+        let wait = match *breaker {
+            Breaker::Closed { .. } => return Ok(()),
+            Breaker::Open { until } | Breaker::HalfOpen { deadline: until } if now >= until => {
+                // Let one trial call through; the others keep failing fast until it reports.
+                *breaker = Breaker::HalfOpen {
+                    deadline: now + cooldown,
+                };
+                tracing::info!(%family, "circuit breaker half-open: one trial call");
+                return Ok(());
+            }
+            Breaker::Open { until } | Breaker::HalfOpen { deadline: until } => until - now,
+        };
+        metrics::counter!(
+            "wdt_vendor_held_back_total",
+            "family" => family.to_string(),
+            "method" => "*",
+            "reason" => "circuit_open",
+        )
+        .increment(1);
+        Err(VendorError::CircuitOpen {
+            family,
+            retry_after: wait,
+        })
+    }
+
+    /// Records what a call that went out came back with.
+    pub(crate) fn record(&self, family: Family, method: &str, outcome: Outcome) {
+        let now = Instant::now();
+        if outcome == Outcome::Throttled && !self.policy.throttle_pause.is_zero() {
+            let mut windows = self
+                .windows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let until = now + self.policy.throttle_pause;
+            windows.entry(method.to_owned()).or_default().paused_until = Some(until);
+            tracing::warn!(%family, method, pause = ?self.policy.throttle_pause, "the vendor is throttling: pausing the method");
+        }
+        if self.policy.breaker_threshold == 0 {
+            return;
+        }
+        let mut breakers = self
+            .breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let breaker = &mut breakers[slot(family)];
+        let next = match (*breaker, outcome) {
+            (_, Outcome::Answered | Outcome::Throttled) => Breaker::Closed { failures: 0 },
+            (Breaker::Closed { failures }, Outcome::Outage)
+                if failures + 1 < self.policy.breaker_threshold =>
+            {
+                Breaker::Closed {
+                    failures: failures + 1,
+                }
+            }
+            (Breaker::Open { until }, Outcome::Outage) => Breaker::Open { until },
+            (_, Outcome::Outage) => {
+                tracing::warn!(%family, cooldown = ?self.policy.breaker_cooldown, "circuit breaker open: the vendor keeps failing");
+                metrics::counter!("wdt_vendor_circuit_opened_total", "family" => family.to_string())
+                    .increment(1);
+                Breaker::Open {
+                    until: now + self.policy.breaker_cooldown,
+                }
+            }
+        };
+        let open = !matches!(next, Breaker::Closed { .. });
+        metrics::gauge!("wdt_vendor_circuit_open", "family" => family.to_string()).set(if open {
+            1.0
+        } else {
+            0.0
+        });
+        *breaker = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(limit: u32, wait: Duration) -> Policy {
+        Policy {
+            calls_per_minute: limit,
+            quota_wait: wait,
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn at_most_n_calls_in_any_minute() {
+        let start = Instant::now();
+        let mut w = Window::default();
+        let mut admitted = Vec::new();
+        // Ask every second for three minutes with a generous wait: every call is admitted at
+        // its reserved slot.
+        for s in 0..180u64 {
+            let now = start + Duration::from_secs(s);
+            if let Ok(at) = w.reserve(10, now, Duration::ZERO) {
+                admitted.push(at);
+            }
+        }
+        assert_eq!(admitted.len(), 30, "10 per minute over three minutes");
+        for (i, t) in admitted.iter().enumerate() {
+            let in_window = admitted
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + MINUTE)
+                .count();
+            assert!(in_window <= 10, "call {i}: {in_window} calls in one minute");
+        }
+    }
+
+    #[test]
+    fn waiters_reserve_slots_in_order_and_far_ones_are_refused() {
+        let now = Instant::now();
+        let mut w = Window::default();
+        for _ in 0..3 {
+            assert_eq!(w.reserve(3, now, Duration::ZERO), Ok(now));
+        }
+        assert_eq!(w.reserve(3, now, Duration::from_secs(10)), Err(MINUTE));
+        let later = now + Duration::from_secs(55);
+        assert_eq!(
+            w.reserve(3, later, Duration::from_secs(10)),
+            Ok(now + MINUTE),
+            "the slot freed by the first call"
+        );
+        assert_eq!(
+            w.reserve(3, later, Duration::from_secs(10)),
+            Ok(now + MINUTE)
+        );
+        assert_eq!(
+            w.reserve(3, later, Duration::from_secs(10)),
+            Ok(now + MINUTE)
+        );
+        assert_eq!(
+            w.reserve(3, later, Duration::from_secs(10)),
+            Err(MINUTE + MINUTE - Duration::from_secs(55)),
+            "all slots of the next minute are reserved"
+        );
+    }
+
+    #[test]
+    fn overrides_and_zero_mean_what_they_say() {
+        let mut p = policy(100, Duration::ZERO);
+        p.method_calls_per_minute.insert("a".into(), 5);
+        p.method_calls_per_minute.insert("b".into(), 0);
+        assert_eq!(p.limit_for("a"), Some(5));
+        assert_eq!(p.limit_for("b"), None);
+        assert_eq!(p.limit_for("c"), Some(100));
+        assert_eq!(policy(0, Duration::ZERO).limit_for("c"), None);
+    }
+
+    #[test]
+    fn backoff_is_jittered_and_capped() {
+        let p = Policy {
+            retry_backoff: Duration::from_millis(100),
+            ..Policy::default()
+        };
+        for retry in 1..40 {
+            let d = p.backoff(retry);
+            assert!(d <= Duration::from_millis(1000), "{retry}: {d:?}");
+        }
+        assert!(p.backoff(1) <= Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_refusal_says_when_to_come_back() {
+        let guard = Guard::new(policy(2, Duration::from_secs(1)));
+        guard.admit(Family::Flagship, "m").await.unwrap();
+        guard.admit(Family::Flagship, "m").await.unwrap();
+        match guard.admit(Family::Flagship, "m").await {
+            Err(VendorError::Throttled {
+                reason: ThrottleReason::Quota,
+                retry_after,
+                ..
+            }) => assert!(retry_after > Duration::from_secs(59)),
+            other => panic!("{other:?}"),
+        }
+        guard
+            .admit(Family::Flagship, "other")
+            .await
+            .expect("quotas are per method");
+        tokio::time::advance(Duration::from_secs(59)).await;
+        let before = Instant::now();
+        guard.admit(Family::Flagship, "m").await.unwrap();
+        assert!(
+            Instant::now() - before >= Duration::from_secs(1),
+            "waited for the slot"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_method_is_paused() {
+        let guard = Guard::new(Policy {
+            throttle_pause: Duration::from_secs(120),
+            ..Policy::default()
+        });
+        guard.record(Family::Flagship, "m", Outcome::Throttled);
+        assert!(matches!(
+            guard.admit(Family::Flagship, "m").await,
+            Err(VendorError::Throttled {
+                reason: ThrottleReason::VendorBackoff,
+                ..
+            })
+        ));
+        guard.admit(Family::Flagship, "n").await.unwrap();
+        tokio::time::advance(Duration::from_secs(121)).await;
+        guard.admit(Family::Flagship, "m").await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_fails_fast_and_closes_after_a_good_trial() {
+        let guard = Guard::new(Policy {
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_secs(30),
+            ..Policy::default()
+        });
+        let f = Family::Enterprise;
+        for _ in 0..2 {
+            guard.admit(f, "m").await.unwrap();
+            guard.record(f, "m", Outcome::Outage);
+        }
+        guard.admit(f, "m").await.unwrap();
+        guard.record(f, "m", Outcome::Answered);
+        for _ in 0..3 {
+            guard.admit(f, "m").await.unwrap();
+            guard.record(f, "m", Outcome::Outage);
+        }
+        assert!(matches!(
+            guard.admit(f, "m").await,
+            Err(VendorError::CircuitOpen { .. })
+        ));
+        guard
+            .admit(Family::Flagship, "m")
+            .await
+            .expect("one breaker per family");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        guard.admit(f, "m").await.expect("the trial call");
+        assert!(
+            guard.admit(f, "m").await.is_err(),
+            "only one trial at a time"
+        );
+        guard.record(f, "m", Outcome::Outage);
+        assert!(guard.admit(f, "m").await.is_err(), "a failed trial reopens");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        guard.admit(f, "m").await.unwrap();
+        guard.record(f, "m", Outcome::Answered);
+        guard.admit(f, "m").await.expect("closed again");
+        guard.admit(f, "m").await.unwrap();
+    }
+}
