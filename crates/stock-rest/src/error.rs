@@ -98,6 +98,19 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", detail)
     }
 
+    /// `429 RATE_LIMITED`: the caller's own request rate is exceeded.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "too many requests for this token's subject; slow down and retry in {retry_after_secs}s"
+            ),
+        );
+        e.0.retry_after_seconds = Some(retry_after_secs);
+        e
+    }
+
     /// `403 FORBIDDEN` for a missing scope.
     pub fn forbidden(scope: &str) -> Self {
         let mut e = Self::new(

@@ -37,6 +37,10 @@ pub(crate) enum Errors {
     /// The ERP refused the request (`VENDOR_REJECTED`), with its status and message.
     #[response(status = 422, content_type = "application/problem+json")]
     Unprocessable(Problem),
+    /// The caller sent more requests than its per-second allowance (`RATE_LIMITED`); see
+    /// `Retry-After`.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
     /// The gateway's ERP credentials or clock are wrong (`VENDOR_MISCONFIGURED`).
     #[response(status = 502, content_type = "application/problem+json")]
     BadGateway(Problem),

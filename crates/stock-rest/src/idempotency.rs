@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -134,38 +135,41 @@ pub(crate) async fn idempotency(
     let request = Request::from_parts(parts, Body::from(bytes));
     // The first request runs in its own task: if its client goes away mid-write, the write still
     // finishes and its result is stored, so a retry replays it instead of writing twice.
-    let task = tokio::spawn(async move {
-        let mut ran_here = false;
-        let outcome = slot
-            .result
-            .get_or_try_init(|| {
-                ran_here = true;
-                async move {
-                    let response = next.run(request).await;
-                    let (parts, body) = response.into_parts();
-                    let body = axum::body::to_bytes(body, usize::MAX)
-                        .await
-                        .unwrap_or_default();
-                    let stored = Stored {
-                        status: parts.status,
-                        headers: parts
-                            .headers
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                        body,
-                    };
-                    if storable(stored.status) {
-                        Ok(stored)
-                    } else {
-                        Err(stored)
+    let task = tokio::spawn(
+        async move {
+            let mut ran_here = false;
+            let outcome = slot
+                .result
+                .get_or_try_init(|| {
+                    ran_here = true;
+                    async move {
+                        let response = next.run(request).await;
+                        let (parts, body) = response.into_parts();
+                        let body = axum::body::to_bytes(body, usize::MAX)
+                            .await
+                            .unwrap_or_default();
+                        let stored = Stored {
+                            status: parts.status,
+                            headers: parts
+                                .headers
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                            body,
+                        };
+                        if storable(stored.status) {
+                            Ok(stored)
+                        } else {
+                            Err(stored)
+                        }
                     }
-                }
-            })
-            .await
-            .cloned();
-        (outcome, ran_here)
-    });
+                })
+                .await
+                .cloned();
+            (outcome, ran_here)
+        }
+        .in_current_span(),
+    );
     let Ok((outcome, ran_here)) = task.await else {
         return ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
+use moka::notification::RemovalCause;
+use tracing::Instrument;
 
 use crate::error::DomainError;
 use crate::model::Served;
@@ -51,6 +53,8 @@ struct Entry<V> {
 
 /// One operation's cache.
 pub(crate) struct Layer<K, V> {
+    /// The cache's name in metrics and spans (`stock`, `barcode`, `plans`).
+    name: &'static str,
     fresh: Cache<K, Arc<Entry<V>>>,
     stale: Cache<K, Arc<Entry<V>>>,
     stale_allowed: bool,
@@ -69,18 +73,40 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Send + Sync + 'static,
 {
-    pub(crate) fn new(ttl: Duration, stale_if_error: Duration, max_entries: u64) -> Self {
-        let build = |ttl: Duration| {
-            Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
-                .build()
-        };
+    pub(crate) fn new(
+        name: &'static str,
+        ttl: Duration,
+        stale_if_error: Duration,
+        max_entries: u64,
+    ) -> Self {
+        let fresh = Cache::builder()
+            .max_capacity(max_entries)
+            .time_to_live(ttl.max(Duration::from_millis(1)))
+            .eviction_listener(move |_, _, cause| {
+                let cause = match cause {
+                    RemovalCause::Size => "size",
+                    RemovalCause::Expired => "expired",
+                    RemovalCause::Explicit | RemovalCause::Replaced => return,
+                };
+                metrics::counter!("wdt_cache_evictions_total", "cache" => name, "cause" => cause)
+                    .increment(1);
+            })
+            .build();
+        let stale = Cache::builder()
+            .max_capacity(max_entries)
+            .time_to_live((ttl + stale_if_error).max(Duration::from_millis(1)))
+            .build();
         Self {
-            fresh: build(ttl),
-            stale: build(ttl + stale_if_error),
+            name,
+            fresh,
+            stale,
             stale_allowed: !stale_if_error.is_zero(),
         }
+    }
+
+    fn count(&self, result: &'static str) {
+        metrics::counter!("wdt_cache_requests_total", "cache" => self.name, "result" => result)
+            .increment(1);
     }
 
     /// The cached value, or the one `load` fetches (once, however many callers wait for it).
@@ -97,7 +123,9 @@ where
         Fut: std::future::Future<Output = Result<V, DomainError>>,
     {
         let stale = &self.stale;
+        let loaded = std::sync::atomic::AtomicBool::new(false);
         let init = async {
+            loaded.store(true, Ordering::Relaxed);
             let started_at = epoch.load(Ordering::Acquire);
             let value = load().await?;
             let entry = Arc::new(Entry {
@@ -110,7 +138,21 @@ where
         };
         let before = epoch.load(Ordering::Acquire);
         let asked = Instant::now();
-        match self.fresh.try_get_with(key.clone(), init).await {
+        let span = tracing::info_span!("cache", cache = self.name, result = tracing::field::Empty);
+        let result = self
+            .fresh
+            .try_get_with(key.clone(), init)
+            .instrument(span.clone())
+            .await;
+        let outcome = match (&result, loaded.load(Ordering::Relaxed)) {
+            (_, true) => "miss",
+            (Ok(entry), false) if entry.fetched < asked => "hit",
+            // Waited for another caller's load of the same key.
+            _ => "coalesced",
+        };
+        span.record("result", outcome);
+        self.count(outcome);
+        match result {
             Ok(entry) => {
                 // A write overlapped this read and the value may predate it: answer with it (the
                 // read overlapped the write), but do not keep it.
@@ -126,9 +168,11 @@ where
                     && let Some(entry) = self.stale.get(&key).await
                 {
                     tracing::warn!(
+                        cache = self.name,
                         code = error.code(),
                         "serving a stale entry while the vendor is unavailable"
                     );
+                    self.count("stale");
                     return Ok(served(&entry, true, asked));
                 }
                 Err((*error).clone())
@@ -138,10 +182,13 @@ where
 
     /// The fresh value, if cached.
     pub(crate) async fn peek(&self, key: &K) -> Option<Served<Arc<V>>> {
-        self.fresh
+        let found = self
+            .fresh
             .get(key)
             .await
-            .map(|e| served(&e, false, Instant::now()))
+            .map(|e| served(&e, false, Instant::now()));
+        self.count(if found.is_some() { "hit" } else { "miss" });
+        found
     }
 
     /// The last good value within the stale allowance.
@@ -149,10 +196,15 @@ where
         if !self.stale_allowed {
             return None;
         }
-        self.stale
+        let found = self
+            .stale
             .get(key)
             .await
-            .map(|e| served(&e, true, Instant::now()))
+            .map(|e| served(&e, true, Instant::now()));
+        if found.is_some() {
+            self.count("stale");
+        }
+        found
     }
 
     /// Caches a value fetched elsewhere (e.g. by a batch call) while the epoch was `epoch`.
@@ -180,6 +232,12 @@ where
     pub(crate) fn entry_count(&self) -> u64 {
         self.fresh.entry_count()
     }
+
+    /// Entries in the fresh cache, after its pending maintenance ran.
+    pub(crate) async fn settled_entry_count(&self) -> u64 {
+        self.fresh.run_pending_tasks().await;
+        self.fresh.entry_count()
+    }
 }
 
 fn served<V>(entry: &Entry<V>, stale: bool, asked: Instant) -> Served<Arc<V>> {
@@ -199,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_load_that_overlaps_a_write_is_answered_but_not_kept() {
-        let layer: Layer<&str, u32> = Layer::new(Duration::from_secs(60), Duration::ZERO, 100);
+        let layer: Layer<&str, u32> = Layer::new("t", Duration::from_secs(60), Duration::ZERO, 100);
         let epoch = AtomicU64::new(0);
         let loads = AtomicUsize::new(0);
         let load = || async {
@@ -227,7 +285,7 @@ mod tests {
     #[tokio::test]
     async fn stale_if_error_only_for_throttling_and_outages() {
         let layer: Layer<&str, u32> =
-            Layer::new(Duration::from_millis(50), Duration::from_secs(60), 100);
+            Layer::new("t", Duration::from_millis(50), Duration::from_secs(60), 100);
         let epoch = AtomicU64::new(0);
         layer.get("k", &epoch, || async { Ok(1) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(80)).await;

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use chrono::{DateTime, FixedOffset};
 use futures::StreamExt;
@@ -64,13 +65,19 @@ struct Inner {
 impl StockService {
     /// A service over `client` with the given cache settings.
     pub fn new(client: WdtClient, cache: &CacheConfig) -> Self {
-        let stock = |ttl| cache::Layer::new(ttl, cache.stale_if_error, cache.max_entries);
+        let stock =
+            |name, ttl| cache::Layer::new(name, ttl, cache.stale_if_error, cache.max_entries);
         Self {
             inner: Arc::new(Inner {
                 client,
-                stock: stock(cache.stock_ttl),
-                barcode: stock(cache.stock_ttl),
-                plans: cache::Layer::new(cache.plan_ttl, cache.stale_if_error, cache.max_entries),
+                stock: stock("stock", cache.stock_ttl),
+                barcode: stock("barcode", cache.stock_ttl),
+                plans: cache::Layer::new(
+                    "plans",
+                    cache.plan_ttl,
+                    cache.stale_if_error,
+                    cache.max_entries,
+                ),
                 snapshots: Cache::builder()
                     .max_capacity(cache.max_entries)
                     .time_to_live(SNAPSHOT_TTL)
@@ -101,6 +108,15 @@ impl StockService {
     /// The cache settings (TTLs drive the REST cache headers).
     pub fn cache_config(&self) -> &CacheConfig {
         &self.inner.cache_config
+    }
+
+    /// Entries per cache (`stock`, `barcode`, `plans`; approximate), e.g. for metrics.
+    pub async fn cache_entries(&self) -> [(&'static str, u64); 3] {
+        [
+            ("stock", self.inner.stock.settled_entry_count().await),
+            ("barcode", self.inner.barcode.settled_entry_count().await),
+            ("plans", self.inner.plans.settled_entry_count().await),
+        ]
     }
 
     /// Entries cached for stock reads and plans (approximate).
@@ -566,12 +582,15 @@ impl StockService {
             .map(|l| l.spec_no.clone())
             .collect();
         let this = self.clone();
-        let result = tokio::spawn(async move {
-            let result = this.inner.client.call(&request).await;
-            // Invalidate even on failure: a timed-out write may still have happened.
-            this.stock_written(&counted).await;
-            result
-        })
+        let result = tokio::spawn(
+            async move {
+                let result = this.inner.client.call(&request).await;
+                // Invalidate even on failure: a timed-out write may still have happened.
+                this.stock_written(&counted).await;
+                result
+            }
+            .in_current_span(),
+        )
         .await
         .map_err(|_| DomainError::internal("the stock-take task failed"))?;
         let out = result?;
@@ -654,27 +673,30 @@ impl StockService {
         info.syn_stock = ack.quantity;
         info.is_manual = Some(ack.manual);
         let this = self.clone();
-        tokio::spawn(async move {
-            let result = if success {
-                this.inner
-                    .client
-                    .call(&SyncSuccess {
-                        api_goods_id: id,
-                        info,
-                    })
-                    .await
-            } else {
-                this.inner
-                    .client
-                    .call(&SyncFail {
-                        api_goods_id: id,
-                        info,
-                    })
-                    .await
-            };
-            this.plan_written(id).await;
-            result
-        })
+        tokio::spawn(
+            async move {
+                let result = if success {
+                    this.inner
+                        .client
+                        .call(&SyncSuccess {
+                            api_goods_id: id,
+                            info,
+                        })
+                        .await
+                } else {
+                    this.inner
+                        .client
+                        .call(&SyncFail {
+                            api_goods_id: id,
+                            info,
+                        })
+                        .await
+                };
+                this.plan_written(id).await;
+                result
+            }
+            .in_current_span(),
+        )
         .await
         .map_err(|_| DomainError::internal("the acknowledgement task failed"))?
         .map_err(DomainError::from)
@@ -691,18 +713,21 @@ impl StockService {
     ) -> Result<()> {
         let id = validate::api_goods_id(api_goods_id)?;
         let this = self.clone();
-        tokio::spawn(async move {
-            let result = this
-                .inner
-                .client
-                .call(&CancelSync {
-                    api_goods_id: id,
-                    stock_change_count,
-                })
-                .await;
-            this.plan_written(id).await;
-            result
-        })
+        tokio::spawn(
+            async move {
+                let result = this
+                    .inner
+                    .client
+                    .call(&CancelSync {
+                        api_goods_id: id,
+                        stock_change_count,
+                    })
+                    .await;
+                this.plan_written(id).await;
+                result
+            }
+            .in_current_span(),
+        )
         .await
         .map_err(|_| DomainError::internal("the cancellation task failed"))?
         .map_err(DomainError::from)

@@ -3,7 +3,9 @@
 use async_graphql::{ErrorExtensionValues, Name, Value};
 use async_graphql_axum::GraphQLRequest;
 use axum::Router;
-use axum::extract::{FromRequest, Request, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -14,8 +16,12 @@ use stock_rest::{ApiError, IdempotencyStore, Problem, RequestId, RestState};
 use stock_service::StockService;
 use utoipa_swagger_ui::SwaggerUi;
 
+use stock_service::access::Caller;
+use tracing::Instrument;
+
 use crate::auth::{AuthError, Authenticator};
 use crate::graphiql;
+use crate::observe::{self, ClientLimiter};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -28,6 +34,37 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Stored first results of idempotent REST writes.
     pub idempotency: IdempotencyStore,
+    /// The per-client rate limit, when on.
+    pub limiter: Option<Arc<ClientLimiter>>,
+}
+
+impl AppState {
+    /// Authenticates the request's bearer token (in an `auth` span) and applies the caller's
+    /// rate limit.
+    async fn admit(&self, headers: &axum::http::HeaderMap) -> Result<Caller, Refusal> {
+        let span = tracing::info_span!("auth", subject = tracing::field::Empty);
+        let caller = self
+            .auth
+            .authenticate(headers)
+            .instrument(span.clone())
+            .await
+            .map_err(Refusal::Unauthenticated)?;
+        span.record("subject", caller.subject.as_str());
+        tracing::Span::current().record("subject", caller.subject.as_str());
+        if let Some(limiter) = &self.limiter {
+            limiter
+                .check(&caller.subject)
+                .map_err(Refusal::RateLimited)?;
+        }
+        Ok(caller)
+    }
+}
+
+/// Why a request is not served.
+enum Refusal {
+    Unauthenticated(AuthError),
+    /// Seconds to wait.
+    RateLimited(u64),
 }
 
 impl std::fmt::Debug for AppState {
@@ -52,9 +89,11 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql/assets/{name}", get(graphiql::file))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .merge(rest)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .layer(from_fn(observe::track))
         .layer(from_fn(request_id))
 }
 
@@ -126,18 +165,19 @@ async fn authenticate_rest(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match state.auth.authenticate(request.headers()).await {
+    match state.admit(request.headers()).await {
         Ok(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(e) => {
+        Err(Refusal::Unauthenticated(e)) => {
             let mut response = ApiError::unauthenticated(e.to_string()).into_response();
             if let Ok(v) = HeaderValue::from_str(&e.www_authenticate()) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
             response
         }
+        Err(Refusal::RateLimited(secs)) => ApiError::rate_limited(secs).into_response(),
     }
 }
 
@@ -161,7 +201,30 @@ async fn request_id(mut request: Request, next: Next) -> Response {
             str::to_owned,
         );
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).await;
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |p| p.as_str().to_owned(),
+    );
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{} {route}", request.method()),
+        otel.kind = "server",
+        request_id = %id,
+        method = %request.method(),
+        route,
+        subject = tracing::field::Empty,
+        status = tracing::field::Empty,
+    );
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    span.in_scope(|| {
+        let status = response.status().as_u16();
+        if response.status().is_server_error() {
+            tracing::warn!(status, "request failed");
+        } else {
+            tracing::debug!(status, "request served");
+        }
+    });
     if let Some(problem) = response.extensions().get::<Problem>().cloned() {
         let problem = Problem {
             request_id: Some(id.clone()),
@@ -178,6 +241,29 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-request-id", v);
     }
     response
+}
+
+/// Prometheus text format; open, like the probes.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match observe::render(&state.service).await {
+        Some(text) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            text,
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "INTERNAL_SERVER_ERROR",
+            "metrics are unavailable: another metrics recorder owns this process",
+        )
+        .into_response(),
+    }
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -209,6 +295,21 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// A GraphQL-shaped 429 with `Retry-After`.
+fn rate_limited(secs: u64) -> Response {
+    let body = serde_json::json!({
+        "errors": [{
+            "message": format!("too many requests for this token's subject; slow down and retry in {secs}s"),
+            "extensions": { "code": "RATE_LIMITED", "retryAfterSeconds": secs }
+        }]
+    });
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// A GraphQL-shaped 401 with `WWW-Authenticate`.
 fn unauthenticated(e: &AuthError) -> Response {
     let body = serde_json::json!({
@@ -223,9 +324,10 @@ fn unauthenticated(e: &AuthError) -> Response {
 
 async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     // Authenticate before reading the body.
-    let caller = match state.auth.authenticate(request.headers()).await {
+    let caller = match state.admit(request.headers()).await {
         Ok(caller) => caller,
-        Err(e) => return unauthenticated(&e),
+        Err(Refusal::Unauthenticated(e)) => return unauthenticated(&e),
+        Err(Refusal::RateLimited(secs)) => return rate_limited(secs),
     };
     let request =
         match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
@@ -236,9 +338,29 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
             Ok(r) => r,
             Err(rejection) => return rejection.into_response(),
         };
-    let (request, stale) =
-        stock_graphql::prepare_request(request.into_inner(), &state.service, caller);
-    let mut response = state.schema.execute(request).await;
+    let request = request.into_inner();
+    let operation = observe::operation_label(observe::operation_name(
+        request.operation_name.as_deref(),
+        &request.query,
+    ));
+    let (request, stale) = stock_graphql::prepare_request(request, &state.service, caller);
+    let started = std::time::Instant::now();
+    let mut response = state
+        .schema
+        .execute(request)
+        .instrument(tracing::info_span!(
+            "graphql",
+            operation = operation.as_str()
+        ))
+        .await;
+    metrics::histogram!("wdt_graphql_operation_duration_seconds", "operation" => operation.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(
+        "wdt_graphql_operations_total",
+        "operation" => operation,
+        "outcome" => if response.errors.is_empty() { "ok" } else { "error" },
+    )
+    .increment(1);
 
     // Errors raised by the GraphQL engine itself carry no code yet.
     for error in &mut response.errors {

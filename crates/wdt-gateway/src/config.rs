@@ -1,6 +1,7 @@
 //! Configuration: a TOML file (`--config`) and the plain environment names of DESIGN.md.
 //! Unknown keys are refused; every problem is reported with the key and variable to fix.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The environment variables the gateway reads, and the configuration keys they set.
-pub const ENV_KEYS: [(&str, &str); 14] = [
+pub const ENV_KEYS: [(&str, &str); 19] = [
     ("WDT_GATEWAY_LISTEN", "listen"),
     ("WDT_FLAGSHIP_URL", "flagship.url"),
     ("WDT_SID", "flagship.sid"),
@@ -25,8 +26,19 @@ pub const ENV_KEYS: [(&str, &str); 14] = [
     ("WDT_GATEWAY_JWKS_URL", "auth.jwks_url"),
     ("WDT_GATEWAY_JWT_ISSUER", "auth.issuer"),
     ("WDT_GATEWAY_JWT_AUDIENCE", "auth.audience"),
+    ("WDT_GATEWAY_CLIENT_RATE_LIMIT", "limits.client_rate_limit"),
+    (
+        "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE",
+        "vendor.calls_per_minute",
+    ),
+    ("WDT_GATEWAY_LOG", "log.filter"),
+    ("WDT_GATEWAY_LOG_FORMAT", "log.format"),
+    ("WDT_GATEWAY_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
     ("WDT_GATEWAY_CONFIG", "-"),
 ];
+
+/// The keys set by environment variables that hold numbers.
+const NUMERIC_KEYS: [&str; 2] = ["limits.client_rate_limit", "vendor.calls_per_minute"];
 
 /// One vendor family's credentials; all four are needed once any is given.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -51,7 +63,7 @@ impl VendorAccount {
     }
 }
 
-/// Vendor HTTP settings.
+/// Vendor HTTP settings and the guard in front of the vendor.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VendorSettings {
@@ -59,6 +71,23 @@ pub struct VendorSettings {
     pub timeout_secs: u64,
     /// Connect timeout in seconds.
     pub connect_timeout_secs: u64,
+    /// Calls per minute allowed for each vendor method (the vendor throttles per minute); 0
+    /// turns the quota off.
+    pub calls_per_minute: u32,
+    /// Per-method overrides of `calls_per_minute`, by vendor method or enterprise script.
+    pub method_calls_per_minute: BTreeMap<String, u32>,
+    /// Longest a call waits for a quota slot before it is answered `VENDOR_RATE_LIMITED`.
+    pub quota_wait_secs: u64,
+    /// How long a method is left alone after the vendor said it is throttling.
+    pub throttle_pause_secs: u64,
+    /// How often a read is retried after an outage (never writes).
+    pub read_retries: u32,
+    /// The first retry waits up to this long (jittered), doubling each time.
+    pub retry_backoff_ms: u64,
+    /// Consecutive outages that open the circuit breaker; 0 turns it off.
+    pub breaker_failures: u32,
+    /// How long the open breaker fails calls fast before one trial call.
+    pub breaker_cooldown_secs: u64,
 }
 
 impl Default for VendorSettings {
@@ -66,6 +95,84 @@ impl Default for VendorSettings {
         Self {
             timeout_secs: 30,
             connect_timeout_secs: 5,
+            calls_per_minute: 120,
+            method_calls_per_minute: BTreeMap::new(),
+            quota_wait_secs: 5,
+            throttle_pause_secs: 300,
+            read_retries: 2,
+            retry_backoff_ms: 200,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
+        }
+    }
+}
+
+/// Limits on callers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Requests per second per token subject; 0 turns the limit off.
+    pub client_rate_limit: u32,
+    /// Requests a subject may send at once above the steady rate.
+    pub client_burst: u32,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            client_rate_limit: 50,
+            client_burst: 100,
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the request span's fields (`request_id`, …).
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// What to log, as a `tracing` filter (`info`, `wdt_client=debug,info`, …).
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+/// OpenTelemetry trace export.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// OTLP/HTTP collector base URL (e.g. `http://otel-collector:4318`); unset turns export off.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Fraction of requests whose traces are exported (0.0–1.0).
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "wdt-gateway".into(),
+            sample_ratio: 1.0,
         }
     }
 }
@@ -213,6 +320,12 @@ pub struct Config {
     pub demo: DemoSettings,
     /// HTTP edge: body size, timeout, CORS, compression.
     pub http: HttpSettings,
+    /// Limits on callers.
+    pub limits: LimitSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Trace export.
+    pub telemetry: TelemetrySettings,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
 }
@@ -229,6 +342,9 @@ impl Default for Config {
             graphql: GraphqlSettings::default(),
             demo: DemoSettings::default(),
             http: HttpSettings::default(),
+            limits: LimitSettings::default(),
+            log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
             shutdown_grace_secs: 30,
         }
     }
@@ -287,7 +403,17 @@ impl Config {
             if key == "-" {
                 continue;
             }
-            if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
+            let Some(value) = env_or_file(var, &env)? else {
+                continue;
+            };
+            if NUMERIC_KEYS.contains(&key) {
+                let n: u32 = value.trim().parse().map_err(|_| {
+                    ConfigError(format!(
+                        "{var} ({key}) must be a whole number such as 0 or 120, not {value:?}"
+                    ))
+                })?;
+                figment = figment.merge((key, n));
+            } else {
                 figment = figment.merge((key, value));
             }
         }
@@ -306,13 +432,14 @@ impl Config {
     /// # Errors
     /// Naming the first such variable.
     pub fn check_environment(names: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
-        const PLANNED: [&str; 3] = [
-            "WDT_GATEWAY_CLIENT_RATE_LIMIT",
-            "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE",
-            "WDT_GATEWAY_REDIS_URL",
-        ];
+        const PLANNED: [&str; 1] = ["WDT_GATEWAY_REDIS_URL"];
         for name in names {
-            if !name.starts_with("WDT_GATEWAY_") || ENV_KEYS.iter().any(|(var, _)| *var == name) {
+            let base = name.strip_suffix("_FILE").unwrap_or(&name);
+            if !name.starts_with("WDT_GATEWAY_")
+                || ENV_KEYS
+                    .iter()
+                    .any(|(var, key)| *var == name || (*var == base && *key != "-"))
+            {
                 continue;
             }
             if PLANNED.contains(&name.as_str()) {
@@ -447,6 +574,62 @@ impl Config {
                 )));
             }
         }
+        let v = &self.vendor;
+        if v.read_retries > 0 && v.retry_backoff_ms == 0 {
+            return Err(ConfigError(
+                "vendor.retry_backoff_ms must be greater than 0 when vendor.read_retries is set"
+                    .into(),
+            ));
+        }
+        if v.breaker_failures > 0 && v.breaker_cooldown_secs == 0 {
+            return Err(ConfigError(
+                "vendor.breaker_cooldown_secs must be greater than 0 when vendor.breaker_failures is set (0 failures turns the breaker off)".into(),
+            ));
+        }
+        if v.quota_wait_secs >= self.http.request_timeout_secs {
+            return Err(ConfigError(format!(
+                "vendor.quota_wait_secs ({}) must be shorter than http.request_timeout_secs ({})",
+                v.quota_wait_secs, self.http.request_timeout_secs
+            )));
+        }
+        if let Some(method) = v
+            .method_calls_per_minute
+            .keys()
+            .find(|m| m.trim().is_empty() || m.chars().any(char::is_whitespace))
+        {
+            return Err(ConfigError(format!(
+                "vendor.method_calls_per_minute: {method:?} is not a method name such as \"sales.StockSync.calcStock\" or \"stock_query_detail.php\""
+            )));
+        }
+        if self.limits.client_rate_limit > 0 && self.limits.client_burst == 0 {
+            return Err(ConfigError(
+                "limits.client_burst must be at least 1 while limits.client_rate_limit (WDT_GATEWAY_CLIENT_RATE_LIMIT) is on".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(ConfigError(format!(
+                "log.filter (WDT_GATEWAY_LOG) {:?} is not a log filter such as \"info\" or \"wdt_client=debug,info\": {e}",
+                self.log.filter
+            )));
+        }
+        let t = &self.telemetry;
+        if let Some(url) = &t.otlp_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(format!(
+                "telemetry.otlp_endpoint (WDT_GATEWAY_OTLP_ENDPOINT) {url:?} must be an http:// or https:// URL such as http://otel-collector:4318"
+            )));
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return Err(ConfigError(
+                "telemetry.sample_ratio must be between 0.0 and 1.0".into(),
+            ));
+        }
+        if t.service_name.trim().is_empty() {
+            return Err(ConfigError(
+                "telemetry.service_name must not be empty".into(),
+            ));
+        }
         if self.demo.skus == 0 || self.demo.skus > 1_000_000 {
             return Err(ConfigError(
                 "demo.skus must be between 1 and 1000000".into(),
@@ -455,10 +638,52 @@ impl Config {
         Ok(())
     }
 
+    /// The guard in front of the vendor.
+    pub fn vendor_policy(&self) -> wdt_client::Policy {
+        let v = &self.vendor;
+        wdt_client::Policy {
+            calls_per_minute: v.calls_per_minute,
+            method_calls_per_minute: v.method_calls_per_minute.clone(),
+            quota_wait: Duration::from_secs(v.quota_wait_secs),
+            throttle_pause: Duration::from_secs(v.throttle_pause_secs),
+            read_retries: v.read_retries,
+            retry_backoff: Duration::from_millis(v.retry_backoff_ms),
+            breaker_threshold: v.breaker_failures,
+            breaker_cooldown: Duration::from_secs(v.breaker_cooldown_secs),
+        }
+    }
+
     /// The vendor timeout.
     pub fn vendor_timeout(&self) -> Duration {
         Duration::from_secs(self.vendor.timeout_secs)
     }
+}
+
+/// A variable's value, from the variable itself or from the file `<NAME>_FILE` names (how
+/// Kubernetes and Docker hand out secrets). Setting both is refused; the file's trailing newline
+/// is dropped; the file's contents never appear in an error.
+fn env_or_file(
+    var: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let file_var = format!("{var}_FILE");
+    let direct = env(var).filter(|v| !v.trim().is_empty());
+    let Some(path) = env(&file_var).filter(|v| !v.trim().is_empty()) else {
+        return Ok(direct);
+    };
+    if direct.is_some() {
+        return Err(ConfigError(format!(
+            "set either {var} or {file_var}, not both"
+        )));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError(format!("{file_var}: cannot read {path}: {}", e.kind())))?;
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    if value.trim().is_empty() {
+        return Err(ConfigError(format!("{file_var}: the file {path} is empty")));
+    }
+    Ok(Some(value.to_owned()))
 }
 
 fn account(
@@ -650,6 +875,108 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.to_string().contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn secrets_from_files() {
+        let path = std::env::temp_dir().join(format!("wdt-secret-{}", rand::random::<u64>()));
+        std::fs::write(&path, "from-a-file-0123456789abcdef0123456789\n").unwrap();
+        let file = path.to_string_lossy().into_owned();
+        let c = load(
+            &[
+                ("WDT_GATEWAY_JWT_SECRET_FILE", &file),
+                ("WDT_APPSECRET_FILE", &file),
+            ],
+            None,
+        )
+        .unwrap();
+        let Some(AuthMode::Secret(secret)) = c.auth_mode().unwrap() else {
+            panic!("the secret from the file")
+        };
+        assert_eq!(
+            secret.expose_secret(),
+            "from-a-file-0123456789abcdef0123456789",
+            "the trailing newline is dropped"
+        );
+        assert!(c.flagship.appsecret.is_some());
+        let err = load(
+            &[
+                ("WDT_GATEWAY_JWT_SECRET_FILE", &file),
+                ("WDT_GATEWAY_JWT_SECRET", "x"),
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not both"), "{err}");
+        let _ = std::fs::remove_file(&path);
+        let err = load(&[("WDT_GATEWAY_JWT_SECRET_FILE", &file)], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("WDT_GATEWAY_JWT_SECRET_FILE") && err.contains(&file),
+            "{err}"
+        );
+        assert!(
+            Config::check_environment([
+                "WDT_GATEWAY_JWT_SECRET_FILE".into(),
+                "WDT_GATEWAY_CLIENT_RATE_LIMIT".into()
+            ])
+            .is_ok()
+        );
+        assert!(Config::check_environment(["WDT_GATEWAY_CONFIG_FILE".into()]).is_err());
+    }
+
+    #[test]
+    fn guard_and_telemetry_settings() {
+        let c = load(
+            &[
+                ("WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE", "10"),
+                ("WDT_GATEWAY_CLIENT_RATE_LIMIT", "0"),
+                ("WDT_GATEWAY_LOG_FORMAT", "json"),
+                ("WDT_GATEWAY_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ],
+            Some("[vendor.method_calls_per_minute]\n\"sales.StockSync.calcStock\" = 3\n"),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let policy = c.vendor_policy();
+        assert_eq!(policy.limit_for("sales.StockSync.calcStock"), Some(3));
+        assert_eq!(policy.limit_for("stock_query_detail.php"), Some(10));
+        assert_eq!(c.limits.client_rate_limit, 0);
+        assert_eq!(c.log.format, LogFormat::Json);
+        for (vars, toml, needle) in [
+            (vec![("WDT_GATEWAY_LOG_FORMAT", "xml")], None, "format"),
+            (
+                vec![("WDT_GATEWAY_CLIENT_RATE_LIMIT", "lots")],
+                None,
+                "client_rate_limit",
+            ),
+        ] {
+            let err = load(&vars, toml).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+        for (toml, needle) in [
+            ("[log]\nfilter = \"wdt=[\"\n", "WDT_GATEWAY_LOG"),
+            (
+                "[telemetry]\notlp_endpoint = \"collector:4318\"\n",
+                "WDT_GATEWAY_OTLP_ENDPOINT",
+            ),
+            ("[telemetry]\nsample_ratio = 2.0\n", "sample_ratio"),
+            ("[vendor]\nquota_wait_secs = 90\n", "request_timeout_secs"),
+            (
+                "[vendor.method_calls_per_minute]\n\"\" = 1\n",
+                "method name",
+            ),
+            ("[limits]\nclient_burst = 0\n", "client_burst"),
+        ] {
+            let err = load(&[], Some(toml))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{toml}: {err}");
+        }
     }
 
     #[test]

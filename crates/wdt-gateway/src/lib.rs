@@ -6,6 +6,8 @@ mod app;
 pub mod auth;
 pub mod config;
 mod graphiql;
+pub mod observe;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -131,7 +133,12 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             tracing::warn!("no enterprise credentials: stock reads will fail");
         }
     }
-    let client = builder.build().map_err(|e| ConfigError(e.to_string()))?;
+    let client = builder
+        .policy(config.vendor_policy())
+        .build()
+        .map_err(|e| ConfigError(e.to_string()))?;
+    // Metrics are recorded from the first request on.
+    let _ = observe::recorder();
     let cache = CacheConfig {
         stock_ttl: Duration::from_secs(config.cache.stock_ttl_secs),
         plan_ttl: Duration::from_secs(config.cache.plan_ttl_secs),
@@ -183,6 +190,10 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         service,
         auth,
         idempotency: stock_rest::IdempotencyStore::default(),
+        limiter: observe::ClientLimiter::new(
+            config.limits.client_rate_limit,
+            config.limits.client_burst,
+        ),
     };
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,

@@ -19,7 +19,7 @@ struct Cli {
     /// TOML configuration file (the environment overrides it; also WDT_GATEWAY_CONFIG).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Log one JSON object per line.
+    /// Log one JSON object per line (same as log.format = "json" / WDT_GATEWAY_LOG_FORMAT=json).
     #[arg(long, global = true)]
     log_json: bool,
     #[command(subcommand)]
@@ -164,12 +164,8 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-async fn serve(cli: &Cli) -> ExitCode {
-    let config = match load(cli) {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    let gateway = match wdt_gateway::build(&config).await {
+async fn serve(config: &Config) -> ExitCode {
+    let gateway = match wdt_gateway::build(config).await {
         Ok(g) => g,
         Err(e) => return fail(&e.to_string()),
     };
@@ -234,22 +230,27 @@ async fn serve(cli: &Cli) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    if cli.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
-    } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+    if let None | Some(Command::Serve) = &cli.command {
+        let config = match load(&cli) {
+            Ok(c) => c,
+            Err(e) => return fail(&e),
+        };
+        let telemetry = match wdt_gateway::telemetry::init(&config, cli.log_json) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
+        let code = serve(&config).await;
+        telemetry.shutdown().await;
+        return code;
     }
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match &cli.command {
-        None | Some(Command::Serve) => serve(&cli).await,
+        None | Some(Command::Serve) => ExitCode::SUCCESS,
         Some(Command::Token { sub, scope, ttl }) => token(&cli, sub, scope, *ttl),
         Some(Command::Schema) => out(stock_graphql::sdl().trim_end()),
         Some(Command::Healthcheck) => healthcheck(&cli).await,

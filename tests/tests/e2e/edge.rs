@@ -44,7 +44,11 @@ async fn oversized_bodies_are_refused() {
 
 #[tokio::test]
 async fn slow_requests_time_out() {
-    let app = TestApp::spawn_with(|c| c.http.request_timeout_secs = 1).await;
+    let app = TestApp::spawn_with(|c| {
+        c.http.request_timeout_secs = 1;
+        c.vendor.quota_wait_secs = 0;
+    })
+    .await;
     app.emulator
         .emulator
         .set_faults(Faults {

@@ -112,7 +112,13 @@ async fn depth_and_complexity_limits() {
 
 #[tokio::test]
 async fn vendor_refusals_and_faults_map_to_the_table() {
-    let app = TestApp::spawn_with(|c| c.cache.stale_if_error_secs = 0).await;
+    let app = TestApp::spawn_with(|c| {
+        c.cache.stale_if_error_secs = 0;
+        // Each fault below is seen by the vendor itself, not held back by the guard.
+        c.vendor.throttle_pause_secs = 0;
+        c.vendor.breaker_failures = 0;
+    })
+    .await;
     let emu = &app.emulator.emulator;
     let q = "{ stock(specNos: [\"G00001-01\"]) { specNo } }";
 

@@ -8,5 +8,6 @@ mod edge;
 mod errors;
 mod graphiql;
 mod mutations;
+mod production;
 mod queries;
 mod rest;

@@ -410,7 +410,8 @@ async fn stock_takes_are_idempotent() {
 
 #[tokio::test]
 async fn a_throttled_write_is_not_stored_and_can_be_retried() {
-    let app = TestApp::spawn().await;
+    // No pause after the vendor's throttling answer: the retry below goes straight out.
+    let app = TestApp::spawn_with(|c| c.vendor.throttle_pause_secs = 0).await;
     let key = [("idempotency-key", "ack-0001")];
     app.emulator
         .emulator

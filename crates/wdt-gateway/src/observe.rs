@@ -1,0 +1,346 @@
+//! Observability: the Prometheus registry behind `GET /metrics`, the request span and metrics
+//! middleware, and the per-client rate limiter.
+//!
+//! Every crate records through the `metrics` facade (`wdt_vendor_*` in the client, `wdt_cache_*`
+//! in the stock service, `wdt_http_*`/`wdt_graphql_*`/`wdt_rate_limited_*` here); this module
+//! installs the one process-wide recorder that renders them.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets, seconds: sub-millisecond cache hits up to vendor timeouts.
+const BUCKETS: [f64; 16] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use (inside a Tokio runtime, which
+/// then runs its upkeep). `None` if another recorder was installed first.
+pub fn recorder() -> Option<PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            let upkeep = handle.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(5));
+                    loop {
+                        tick.tick().await;
+                        upkeep.run_upkeep();
+                    }
+                });
+            }
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "wdt_http_requests_total",
+        "HTTP requests answered, by route, method and status"
+    );
+    describe_histogram!(
+        "wdt_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency, by route, method and status"
+    );
+    describe_gauge!(
+        "wdt_http_requests_in_flight",
+        "HTTP requests being served now"
+    );
+    describe_counter!(
+        "wdt_graphql_operations_total",
+        "GraphQL operations, by operation name and outcome (ok, error)"
+    );
+    describe_histogram!(
+        "wdt_graphql_operation_duration_seconds",
+        Unit::Seconds,
+        "GraphQL operation latency, by operation name"
+    );
+    describe_counter!(
+        "wdt_rate_limited_total",
+        "Requests refused with 429 by the per-client rate limit"
+    );
+    describe_counter!(
+        "wdt_vendor_calls_total",
+        "Calls sent to the ERP, by family, method and outcome"
+    );
+    describe_histogram!(
+        "wdt_vendor_call_duration_seconds",
+        Unit::Seconds,
+        "ERP call latency, by family, method and outcome"
+    );
+    describe_counter!(
+        "wdt_vendor_retries_total",
+        "Reads sent again after an ERP outage"
+    );
+    describe_counter!(
+        "wdt_vendor_held_back_total",
+        "ERP calls not sent: quota spent (quota), the ERP throttled the method recently (vendor_backoff), or the circuit breaker is open (circuit_open)"
+    );
+    describe_histogram!(
+        "wdt_vendor_quota_wait_seconds",
+        Unit::Seconds,
+        "How long calls waited for a quota slot"
+    );
+    describe_gauge!(
+        "wdt_vendor_circuit_open",
+        "1 while the family's circuit breaker is open or half-open"
+    );
+    describe_counter!(
+        "wdt_vendor_circuit_opened_total",
+        "Times the circuit breaker opened"
+    );
+    describe_counter!(
+        "wdt_cache_requests_total",
+        "Cache lookups by cache and result: hit, miss (a vendor load), coalesced (waited for another caller's load), stale (served past its TTL while the ERP failed)"
+    );
+    describe_counter!(
+        "wdt_cache_evictions_total",
+        "Entries dropped by size (capacity) or expired (TTL)"
+    );
+    describe_gauge!("wdt_cache_entries", "Entries per cache (approximate)");
+}
+
+/// Decrements the in-flight gauge and records a request that never finished (its client went
+/// away, or the edge timeout fired).
+struct InFlight {
+    route: String,
+    method: String,
+    started: Instant,
+    done: bool,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!("wdt_http_requests_in_flight").decrement(1.0);
+        if !self.done {
+            record_request(&self.route, &self.method, "cancelled", self.started);
+        }
+    }
+}
+
+fn record_request(route: &str, method: &str, status: &str, started: Instant) {
+    let labels = [
+        ("route", route.to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_owned()),
+    ];
+    metrics::counter!("wdt_http_requests_total", &labels).increment(1);
+    metrics::histogram!("wdt_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Counts and times every request by its route pattern (never the raw path, which would let
+/// callers create unbounded series).
+pub(crate) async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    metrics::gauge!("wdt_http_requests_in_flight").increment(1.0);
+    let mut guard = InFlight {
+        route,
+        method,
+        started: Instant::now(),
+        done: false,
+    };
+    let response = next.run(request).await;
+    guard.done = true;
+    record_request(
+        &guard.route,
+        &guard.method,
+        response.status().as_str(),
+        guard.started,
+    );
+    response
+}
+
+/// Most distinct GraphQL operation names kept as labels; later ones count as `other`.
+const MAX_OPERATIONS: usize = 200;
+
+/// The operation's name: the request's `operationName`, else the name of the document's
+/// (first) operation, read without parsing the whole document (`query Stock(…) {…}` → `Stock`;
+/// `{ … }` or an unnamed operation → none).
+pub(crate) fn operation_name<'a>(given: Option<&'a str>, query: &'a str) -> Option<&'a str> {
+    if given.is_some() {
+        return given;
+    }
+    let mut rest = query;
+    // Skip ignored tokens: whitespace, commas, the BOM and `#` comments.
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',' || c == '\u{feff}');
+        match rest.strip_prefix('#') {
+            Some(comment) => rest = comment.split_once('\n').map_or("", |(_, r)| r),
+            None => break,
+        }
+    }
+    let rest = ["query", "mutation", "subscription"]
+        .iter()
+        .find_map(|k| rest.strip_prefix(k))?;
+    let name_start = rest.trim_start();
+    if name_start.len() == rest.len() {
+        // `queryX`: not a keyword.
+        return None;
+    }
+    let end = name_start
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(name_start.len());
+    Some(&name_start[..end]).filter(|n| !n.is_empty())
+}
+
+/// A bounded label for a GraphQL operation name: names are chosen by callers, so only plain
+/// names are kept, and only the first [`MAX_OPERATIONS`] of them.
+pub(crate) fn operation_label(name: Option<&str>) -> String {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let Some(name) = name else {
+        return "anonymous".into();
+    };
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return "invalid".into();
+    }
+    let mut seen = SEEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.contains(name) || seen.len() < MAX_OPERATIONS {
+        seen.insert(name.to_owned());
+        name.to_owned()
+    } else {
+        "other".into()
+    }
+}
+
+/// Requests per second per token subject, with a burst allowance (GCRA).
+pub struct ClientLimiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl std::fmt::Debug for ClientLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientLimiter")
+            .field("subjects", &self.limiter.len())
+            .finish()
+    }
+}
+
+impl ClientLimiter {
+    /// A limiter of `rate` requests per second with bursts of `burst`; `None` when `rate` is 0.
+    /// Subjects idle for a while are forgotten by a background task (inside a Tokio runtime).
+    pub fn new(rate: u32, burst: u32) -> Option<Arc<Self>> {
+        let rate = NonZeroU32::new(rate)?;
+        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+        let limiter = Arc::new(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+        });
+        let weak: Weak<Self> = Arc::downgrade(&limiter);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(limiter) = weak.upgrade() else { break };
+                    limiter.limiter.retain_recent();
+                    limiter.limiter.shrink_to_fit();
+                }
+            });
+        }
+        Some(limiter)
+    }
+
+    /// `Err(seconds to wait)` when `subject` is over its allowance.
+    pub fn check(&self, subject: &str) -> Result<(), u64> {
+        // Keyed by the subject only: the limiter never sees the token.
+        match self.limiter.check_key(&subject.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                metrics::counter!("wdt_rate_limited_total", "limiter" => "client").increment(1);
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Err((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+            }
+        }
+    }
+}
+
+/// Sets the cache-size gauges and renders every metric in the Prometheus text format.
+pub(crate) async fn render(service: &stock_service::StockService) -> Option<String> {
+    let handle = recorder()?;
+    for (cache, entries) in service.cache_entries().await {
+        // Entry counts are far below 2^52: exact as f64.
+        #[allow(clippy::cast_precision_loss, reason = "entry counts are small")]
+        metrics::gauge!("wdt_cache_entries", "cache" => cache).set(entries as f64);
+    }
+    handle.run_upkeep();
+    Some(handle.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names_come_from_the_request_or_the_document() {
+        assert_eq!(operation_name(Some("A"), "query B { x }"), Some("A"));
+        assert_eq!(operation_name(None, "query B { x }"), Some("B"));
+        assert_eq!(
+            operation_name(None, " # c\n mutation Take($a: Int) { x }"),
+            Some("Take")
+        );
+        assert_eq!(operation_name(None, "query($a: Int) { x }"), None);
+        assert_eq!(operation_name(None, "{ x }"), None);
+        assert_eq!(operation_name(None, "queryX { x }"), None);
+        assert_eq!(operation_name(None, ""), None);
+    }
+
+    #[test]
+    fn operation_names_are_bounded() {
+        assert_eq!(operation_label(None), "anonymous");
+        assert_eq!(operation_label(Some("Stock")), "Stock");
+        assert_eq!(operation_label(Some("a b")), "invalid");
+        assert_eq!(operation_label(Some(&"x".repeat(65))), "invalid");
+        for i in 0..MAX_OPERATIONS + 10 {
+            let _ = operation_label(Some(&format!("Op{i}")));
+        }
+        assert_eq!(operation_label(Some("OneMoreAfterTheCap")), "other");
+        assert_eq!(operation_label(Some("Stock")), "Stock", "known names stay");
+    }
+
+    #[tokio::test]
+    async fn the_client_limit_is_per_subject_and_says_when_to_retry() {
+        let limiter = ClientLimiter::new(1, 3).unwrap();
+        for _ in 0..3 {
+            limiter.check("alice").unwrap();
+        }
+        let wait = limiter.check("alice").unwrap_err();
+        assert!((1..=2).contains(&wait), "{wait}");
+        limiter
+            .check("bob")
+            .expect("another subject has its own allowance");
+        assert!(ClientLimiter::new(0, 10).is_none(), "0 turns it off");
+    }
+}

@@ -1,0 +1,96 @@
+//! Logs and traces: a text or JSON log on stderr whose lines carry the request span's fields
+//! (`request_id`, route, subject), and, when `telemetry.otlp_endpoint` is set, the same spans
+//! (request → auth → graphql → cache → vendor_call) exported over OTLP/HTTP.
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{Config, LogFormat};
+
+/// The installed trace pipeline; flush it with [`Telemetry::shutdown`] before exiting.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Exports what is still buffered and stops the exporter.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+    }
+}
+
+/// Installs the global subscriber: the log format and filter of `config` (`RUST_LOG`, when set,
+/// overrides the filter; `json` forces JSON) and the OTLP exporter when configured.
+///
+/// # Errors
+/// When the filter or the exporter cannot be built, or a subscriber is already installed.
+pub fn init(config: &Config, json: bool) -> Result<Telemetry, String> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|e| format!("RUST_LOG {directives:?} is not a log filter: {e}"))?,
+        _ => EnvFilter::try_new(&config.log.filter)
+            .map_err(|e| format!("log.filter (WDT_GATEWAY_LOG): {e}"))?,
+    };
+    let json = json || config.log.format == LogFormat::Json;
+    let fmt = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let mut telemetry = Telemetry::default();
+    let otel = match &config.telemetry.otlp_endpoint {
+        Some(base) => {
+            let endpoint = format!("{}/v1/traces", base.trim_end_matches('/'));
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(&endpoint)
+                .with_timeout(Duration::from_secs(10))
+                .with_headers(std::collections::HashMap::new())
+                .build()
+                .map_err(|e| format!("telemetry.otlp_endpoint (WDT_GATEWAY_OTLP_ENDPOINT): {e}"))?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                    config.telemetry.sample_ratio,
+                ))))
+                .with_resource(
+                    Resource::builder()
+                        .with_service_name(config.telemetry.service_name.clone())
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer("wdt-gateway");
+            telemetry.provider = Some(provider);
+            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))?;
+    if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+        tracing::info!(endpoint, "exporting traces over OTLP/HTTP");
+    }
+    Ok(telemetry)
+}

@@ -1,0 +1,162 @@
+//! The binary's logs and traces: JSON lines carrying the request id, spans exported over
+//! OTLP/HTTP to a collector, a secret read from a file, and no secret in either.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::routing::post;
+
+const BIN: &str = env!("CARGO_BIN_EXE_wdt-gateway");
+const SECRET: &str = "file-secret-0123456789abcdef0123456789";
+
+/// A stand-in OpenTelemetry collector: keeps every body POSTed to `/v1/traces`.
+async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), received)
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
+    let (endpoint, received) = collector().await;
+    let dir = std::env::temp_dir().join(format!("wdt-telemetry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret_file = dir.join("jwt-secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let log_file = dir.join("stderr.log");
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("WDT_GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("WDT_GATEWAY_JWT_SECRET_FILE", &secret_file)
+        .env("WDT_GATEWAY_LOG_FORMAT", "json")
+        .env("WDT_GATEWAY_LOG", "info,wdt_gateway=debug")
+        .env("WDT_GATEWAY_OTLP_ENDPOINT", &endpoint)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log_file).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (url, token) = tokio::task::spawn_blocking(move || {
+        let line = BufReader::new(stdout)
+            .lines()
+            .map(Result::unwrap)
+            .find(|l| l.trim().starts_with("GraphiQL"))
+            .unwrap();
+        let url = line.trim().trim_start_matches("GraphiQL").trim().to_owned();
+        let (base, token) = url.split_once("#token=").unwrap();
+        (base.to_owned(), token.to_owned())
+    })
+    .await
+    .unwrap();
+    // The demo token is signed with the secret from the file.
+    let auth = wdt_gateway::auth::Authenticator::secret(
+        &secrecy::SecretString::from(SECRET),
+        None,
+        None,
+        0,
+    );
+    assert!(auth.verify(&token).await.is_ok());
+
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&token)
+        .header("x-request-id", "e2e-trace-42")
+        .json(&serde_json::json!({ "query": "query Traced { stock(specNos: [\"G00001-01\"]) { specNo } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "e2e-trace-42");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01", "{body}");
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        for _ in 0..200 {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        None
+    })
+    .await
+    .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+
+    let logs = std::fs::read_to_string(&log_file).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let in_request: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["spans"][0]["request_id"] == "e2e-trace-42")
+        .collect();
+    assert!(
+        !in_request.is_empty(),
+        "a log line inside the request: {logs}"
+    );
+    for line in &in_request {
+        assert_eq!(line["spans"][0]["route"], "/graphql", "{line}");
+    }
+    assert!(
+        !logs.contains(SECRET) && !logs.contains(&token),
+        "no secret in the logs"
+    );
+
+    // Shutdown flushed the batch of spans.
+    let bodies = received.lock().unwrap().clone();
+    let all: Vec<u8> = bodies.iter().flat_map(|b| b.to_vec()).collect();
+    for name in [
+        "POST /graphql",
+        "auth",
+        "graphql",
+        "cache",
+        "vendor_call",
+        "e2e-trace-42",
+        "stock_query_detail.php",
+        "wdt-gateway",
+    ] {
+        assert!(
+            contains(&all, name),
+            "{name:?} missing from the exported spans"
+        );
+    }
+    assert!(
+        !contains(&all, SECRET) && !contains(&all, &token),
+        "no secret in the spans"
+    );
+}
