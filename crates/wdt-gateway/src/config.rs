@@ -846,6 +846,33 @@ mod tests {
         );
     }
 
+    /// The `configToml: |` block of a Helm values file.
+    fn helm_config_toml(values: &str) -> Option<String> {
+        let mut lines = values.lines().skip_while(|l| !l.starts_with("configToml: |"));
+        lines.next()?;
+        let block: Vec<&str> = lines
+            .take_while(|l| l.is_empty() || l.starts_with("  "))
+            .map(|l| l.strip_prefix("  ").unwrap_or(l))
+            .collect();
+        Some(block.join("\n"))
+    }
+
+    #[test]
+    fn the_helm_charts_configuration_files_are_valid() {
+        let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../helm/wdt-gateway");
+        for file in ["values.yaml", "ci/full-values.yaml"] {
+            let values = std::fs::read_to_string(chart.join(file)).unwrap();
+            let toml = helm_config_toml(&values).unwrap_or_else(|| panic!("{file}: no configToml"));
+            assert!(toml.contains("[cache]"), "{file}: {toml}");
+            let config = load(
+                &[("WDT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef")],
+                Some(&toml),
+            )
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+            config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
     #[test]
     fn unknown_gateway_variables_are_refused() {
         assert!(
