@@ -105,6 +105,11 @@ impl StockService {
         self.inner.client.probe().await.map_err(DomainError::from)
     }
 
+    /// Unix time of the vendor's last HTTP 2xx answer, if any (for metrics).
+    pub fn vendor_last_answer_unix(&self) -> Option<i64> {
+        self.inner.client.last_answer_unix()
+    }
+
     /// The cache settings (TTLs drive the REST cache headers).
     pub fn cache_config(&self) -> &CacheConfig {
         &self.inner.cache_config

@@ -848,7 +848,9 @@ mod tests {
 
     /// The `configToml: |` block of a Helm values file.
     fn helm_config_toml(values: &str) -> Option<String> {
-        let mut lines = values.lines().skip_while(|l| !l.starts_with("configToml: |"));
+        let mut lines = values
+            .lines()
+            .skip_while(|l| !l.starts_with("configToml: |"));
         lines.next()?;
         let block: Vec<&str> = lines
             .take_while(|l| l.is_empty() || l.starts_with("  "))

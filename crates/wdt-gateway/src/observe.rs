@@ -119,6 +119,12 @@ fn describe() {
         "Entries dropped by size (capacity) or expired (TTL)"
     );
     describe_gauge!("wdt_cache_entries", "Entries per cache (approximate)");
+    describe_gauge!(
+        "wdt_vendor_last_answer_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the ERP's last HTTP 2xx answer"
+    );
+    describe_gauge!("wdt_build_info", "1, labelled with the gateway's version");
 }
 
 /// Decrements the in-flight gauge and records a request that never finished (its client went
@@ -295,6 +301,11 @@ pub(crate) async fn render(service: &stock_service::StockService) -> Option<Stri
         #[allow(clippy::cast_precision_loss, reason = "entry counts are small")]
         metrics::gauge!("wdt_cache_entries", "cache" => cache).set(entries as f64);
     }
+    if let Some(at) = service.vendor_last_answer_unix() {
+        #[allow(clippy::cast_precision_loss, reason = "Unix seconds are exact in f64")]
+        metrics::gauge!("wdt_vendor_last_answer_timestamp_seconds").set(at as f64);
+    }
+    metrics::gauge!("wdt_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     handle.run_upkeep();
     Some(handle.render())
 }

@@ -132,6 +132,11 @@ async fn metrics_cover_requests_vendor_calls_and_the_cache() {
         "the concurrent misses waited for one load: {after}"
     );
     assert!(
+        after.contains("wdt_vendor_last_answer_timestamp_seconds "),
+        "{after}"
+    );
+    assert!(after.contains("wdt_build_info{version="), "{after}");
+    assert!(
         after.contains("# TYPE wdt_http_requests_in_flight gauge"),
         "{after}"
     );
