@@ -547,6 +547,7 @@ impl WdtClient {
             message: format!("cannot serialize the arguments of {}: {e}", R::METHOD),
         })?;
         let paging = request.paging();
+        self.flagship_creds()?;
         let body = self
             .guarded(Family::Flagship, R::METHOD, R::READ_ONLY, || {
                 self.flagship_exchange(R::METHOD, body.clone(), paging)
@@ -586,6 +587,7 @@ impl WdtClient {
             ))
         })?;
         let args = json::php_style(args);
+        self.flagship_creds()?;
         let body = self
             .guarded(Family::Flagship, method, false, || {
                 self.flagship_exchange(method, args.clone(), paging)
@@ -607,6 +609,7 @@ impl WdtClient {
             })?;
         let params = request.params();
         let refs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.check_enterprise(R::NAME, &refs)?;
         let body = self
             .guarded(Family::Enterprise, R::NAME, R::READ_ONLY, || {
                 self.enterprise_exchange(R::NAME, &refs)
@@ -625,12 +628,40 @@ impl WdtClient {
         name: &str,
         params: &[(&str, &str)],
     ) -> Result<String, VendorError> {
+        self.check_enterprise(name, params)?;
         let body = self
             .guarded(Family::Enterprise, name, false, || {
                 self.enterprise_exchange(name, params)
             })
             .await?;
         Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn flagship_creds(&self) -> Result<&FlagshipCredentials, VendorError> {
+        self.inner
+            .flagship
+            .as_ref()
+            .ok_or(VendorError::NotConfigured {
+                family: Family::Flagship,
+            })
+    }
+
+    /// Everything that can refuse an enterprise request before it is sent, checked before the
+    /// guard so that nothing unsendable spends quota or counts as a vendor call.
+    fn check_enterprise(&self, name: &str, params: &[(&str, &str)]) -> Result<(), VendorError> {
+        let creds = self
+            .inner
+            .enterprise
+            .as_ref()
+            .ok_or(VendorError::NotConfigured {
+                family: Family::Enterprise,
+            })?;
+        prepare_enterprise(creds, name, params, self.inner.clock.unix_now()).map(drop)
+    }
+
+    /// Whether each family's circuit breaker is open (or half-open) now.
+    pub fn circuits(&self) -> [(Family, bool); 2] {
+        self.inner.guard.circuits()
     }
 
     /// Runs one vendor exchange under the guard: quota and breaker first, then the call, its
@@ -647,6 +678,7 @@ impl WdtClient {
         Fut: std::future::Future<Output = Result<Vec<u8>, VendorError>>,
     {
         let guard = &self.inner.guard;
+        let first = std::time::Instant::now();
         let mut retry = 0;
         loop {
             guard.admit(family, method).await?;
@@ -663,6 +695,7 @@ impl WdtClient {
             let elapsed = started.elapsed();
             let outcome = result.as_ref().map_or_else(VendorError::label, |_| "ok");
             span.record("outcome", outcome);
+            span.in_scope(|| tracing::debug!(outcome, ?elapsed, "vendor call"));
             let labels = [
                 ("family", family.to_string()),
                 ("method", method.to_owned()),
@@ -672,10 +705,17 @@ impl WdtClient {
             metrics::histogram!("wdt_vendor_call_duration_seconds", &labels)
                 .record(elapsed.as_secs_f64());
             guard.record(family, method, Outcome::of(&result));
+            // A retry only starts if a whole further attempt fits in the read deadline.
+            let wait = guard.policy.backoff(retry + 1);
+            let fits = guard
+                .policy
+                .read_deadline
+                .is_none_or(|d| first.elapsed() + wait + self.inner.timeout <= d);
             match result {
-                Err(e) if read_only && e.is_outage() && retry < guard.policy.read_retries => {
+                Err(e)
+                    if read_only && e.is_outage() && retry < guard.policy.read_retries && fits =>
+                {
                     retry += 1;
-                    let wait = guard.policy.backoff(retry);
                     tracing::warn!(parent: &span, error = %e, ?wait, "vendor read failed; retrying");
                     metrics::counter!(
                         "wdt_vendor_retries_total",

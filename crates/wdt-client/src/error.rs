@@ -251,13 +251,14 @@ impl VendorError {
         }
     }
 
-    /// Whether the vendor could not be used at all (no answer, an HTTP error, an unreadable
+    /// Whether the vendor could not be used at all (no answer, an HTTP 5xx, an unreadable
     /// body): what the circuit breaker counts and reads are retried on.
     pub fn is_outage(&self) -> bool {
-        matches!(
-            self,
-            Self::Http { .. } | Self::Transport { .. } | Self::Timeout { .. } | Self::Decode { .. }
-        )
+        match self {
+            Self::Http { status, .. } => *status >= 500,
+            Self::Transport { .. } | Self::Timeout { .. } | Self::Decode { .. } => true,
+            _ => false,
+        }
     }
 
     /// Whether the same **read** may be tried again later: throttling, HTTP 5xx/429, transport

@@ -18,8 +18,9 @@ use tokio::time::Instant;
 
 use crate::error::{Family, ThrottleReason, VendorError};
 
-/// The quota window the vendor counts in.
-const MINUTE: Duration = Duration::from_secs(60);
+/// The quota window: the vendor's minute plus a second of margin, because a call's slot is when
+/// it leaves, not when the vendor counts it, and two calls can travel at different speeds.
+const MINUTE: Duration = Duration::from_secs(61);
 
 /// How the client treats the vendor: quotas, backoff, retries and the circuit breaker.
 ///
@@ -41,6 +42,10 @@ pub struct Policy {
     pub read_retries: u32,
     /// The first retry waits up to this long (full jitter), doubling each time.
     pub retry_backoff: Duration,
+    /// A read is retried only while its backoff plus a whole further attempt (the client's
+    /// timeout) ends within this time from its first attempt, so retries never outlast the
+    /// caller's own deadline; `None`: no limit.
+    pub read_deadline: Option<Duration>,
     /// Consecutive outages of a family that open its circuit breaker; 0 turns it off.
     pub breaker_threshold: u32,
     /// How long an open breaker fails calls fast before it lets one trial call through.
@@ -56,6 +61,7 @@ impl Default for Policy {
             throttle_pause: Duration::ZERO,
             read_retries: 0,
             retry_backoff: Duration::from_millis(200),
+            read_deadline: None,
             breaker_threshold: 0,
             breaker_cooldown: Duration::from_secs(30),
         }
@@ -94,6 +100,13 @@ struct Window {
 }
 
 impl Window {
+    /// Gives back a slot reserved for a call that never went out.
+    fn release(&mut self, at: Instant) {
+        if let Some(i) = self.slots.iter().rposition(|t| *t == at) {
+            self.slots.remove(i);
+        }
+    }
+
     /// Reserves the earliest slot that keeps at most `limit` calls in any minute, if it is no
     /// further than `max_wait` away; otherwise how long the caller would have had to wait.
     fn reserve(
@@ -151,9 +164,30 @@ pub(crate) enum Outcome {
 impl Outcome {
     pub(crate) fn of<T>(result: &Result<T, VendorError>) -> Self {
         match result {
-            Err(VendorError::RateLimited { .. }) => Self::Throttled,
+            Err(VendorError::RateLimited { .. } | VendorError::Http { status: 429, .. }) => {
+                Self::Throttled
+            }
             Err(e) if e.is_outage() => Self::Outage,
             _ => Self::Answered,
+        }
+    }
+}
+
+/// A quota slot reserved in the future; given back if the caller goes away before it is used.
+struct Pending<'a> {
+    guard: &'a Guard,
+    method: &'a str,
+    at: Instant,
+    used: bool,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.used {
+            let mut windows = self.guard.windows();
+            if let Some(window) = windows.get_mut(self.method) {
+                window.release(self.at);
+            }
         }
     }
 }
@@ -182,40 +216,137 @@ impl Guard {
         }
     }
 
+    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn breakers(&self) -> std::sync::MutexGuard<'_, [Breaker; 2]> {
+        self.breakers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Waits for permission to call `method`, or says why the call must not go out.
+    ///
+    /// The breaker is asked first (an open breaker spends no quota); if it lets this call through
+    /// as its trial but the pause or the quota then refuses, the trial is handed on to the next
+    /// caller. A call that waited for its slot checks the pause and the breaker again before it
+    /// goes, and a waiter that is dropped gives its slot back.
     pub(crate) async fn admit(&self, family: Family, method: &str) -> Result<(), VendorError> {
-        let now = Instant::now();
-        self.admit_breaker(family, now)?;
-        let at = {
-            let mut windows = self
-                .windows
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let trial = self.admit_breaker(family, Instant::now())?;
+        let reserved = {
+            let mut windows = self.windows();
+            let now = Instant::now();
             let window = windows.entry(method.to_owned()).or_default();
-            if let Some(until) = window.paused_until {
-                if until > now {
-                    return Err(self.held_back(
-                        family,
-                        method,
-                        ThrottleReason::VendorBackoff,
-                        until - now,
-                    ));
+            let refused = match window.paused_until {
+                Some(until) if until > now => {
+                    Some(self.held_back(family, method, ThrottleReason::VendorBackoff, until - now))
                 }
-                window.paused_until = None;
-            }
-            match self.policy.limit_for(method) {
-                None => now,
-                Some(limit) => window
+                _ => {
+                    window.paused_until = None;
+                    None
+                }
+            };
+            let reserved = match (refused, self.policy.limit_for(method)) {
+                (Some(e), _) => Err(e),
+                (None, None) => Ok((now, now)),
+                (None, Some(limit)) => window
                     .reserve(limit, now, self.policy.quota_wait)
-                    .map_err(|wait| self.held_back(family, method, ThrottleReason::Quota, wait))?,
+                    .map(|at| (now, at))
+                    .map_err(|wait| self.held_back(family, method, ThrottleReason::Quota, wait)),
+            };
+            drop(windows);
+            if reserved.is_err() && trial {
+                self.hand_on_trial(family);
             }
+            reserved?
         };
+        let (now, at) = reserved;
         if at > now {
+            let mut pending = Pending {
+                guard: self,
+                method,
+                at,
+                used: false,
+            };
             metrics::histogram!("wdt_vendor_quota_wait_seconds", "method" => method.to_owned())
                 .record((at - now).as_secs_f64());
             tokio::time::sleep_until(at).await;
+            pending.used = true;
+            // Things may have changed while this call waited.
+            let now = Instant::now();
+            let paused = self
+                .windows()
+                .get(method)
+                .and_then(|w| w.paused_until)
+                .filter(|until| *until > now);
+            if let Some(until) = paused {
+                return Err(self.held_back(
+                    family,
+                    method,
+                    ThrottleReason::VendorBackoff,
+                    until - now,
+                ));
+            }
+            if !trial {
+                self.check_breaker(family)?;
+            }
         }
         Ok(())
+    }
+
+    /// The breaker let a trial through that never went out: let the next caller try.
+    fn hand_on_trial(&self, family: Family) {
+        let mut breakers = self.breakers();
+        let breaker = &mut breakers[slot(family)];
+        if let Breaker::HalfOpen { .. } = *breaker {
+            *breaker = Breaker::Open {
+                until: Instant::now(),
+            };
+        }
+    }
+
+    /// Fails fast if the breaker opened (e.g. while this call waited for its quota slot).
+    fn check_breaker(&self, family: Family) -> Result<(), VendorError> {
+        let now = Instant::now();
+        let state = self.breakers()[slot(family)];
+        match state {
+            Breaker::Open { until } | Breaker::HalfOpen { deadline: until } if until > now => {
+                Err(self.circuit_open(family, until - now))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether each family's breaker is open or half-open now (for metrics).
+    pub(crate) fn circuits(&self) -> [(Family, bool); 2] {
+        let now = Instant::now();
+        let breakers = self.breakers();
+        let open = |b: Breaker| match b {
+            Breaker::Closed { .. } => false,
+            Breaker::Open { until } => until > now,
+            Breaker::HalfOpen { .. } => true,
+        };
+        [
+            (Family::Flagship, open(breakers[0])),
+            (Family::Enterprise, open(breakers[1])),
+        ]
+    }
+
+    fn circuit_open(&self, family: Family, wait: Duration) -> VendorError {
+        metrics::counter!(
+            "wdt_vendor_held_back_total",
+            "family" => family.to_string(),
+            "method" => "*",
+            "reason" => "circuit_open",
+        )
+        .increment(1);
+        VendorError::CircuitOpen {
+            family,
+            retry_after: wait,
+        }
     }
 
     fn held_back(
@@ -241,49 +372,35 @@ impl Guard {
         }
     }
 
-    fn admit_breaker(&self, family: Family, now: Instant) -> Result<(), VendorError> {
+    /// `Ok(true)` when this call is the half-open breaker's trial.
+    fn admit_breaker(&self, family: Family, now: Instant) -> Result<bool, VendorError> {
         if self.policy.breaker_threshold == 0 {
-            return Ok(());
+            return Ok(false);
         }
-        let mut breakers = self
-            .breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut breakers = self.breakers();
         let breaker = &mut breakers[slot(family)];
         let cooldown = self.policy.breaker_cooldown;
         let wait = match *breaker {
-            Breaker::Closed { .. } => return Ok(()),
+            Breaker::Closed { .. } => return Ok(false),
             Breaker::Open { until } | Breaker::HalfOpen { deadline: until } if now >= until => {
                 // Let one trial call through; the others keep failing fast until it reports.
                 *breaker = Breaker::HalfOpen {
                     deadline: now + cooldown,
                 };
                 tracing::info!(%family, "circuit breaker half-open: one trial call");
-                return Ok(());
+                return Ok(true);
             }
             Breaker::Open { until } | Breaker::HalfOpen { deadline: until } => until - now,
         };
-        metrics::counter!(
-            "wdt_vendor_held_back_total",
-            "family" => family.to_string(),
-            "method" => "*",
-            "reason" => "circuit_open",
-        )
-        .increment(1);
-        Err(VendorError::CircuitOpen {
-            family,
-            retry_after: wait,
-        })
+        drop(breakers);
+        Err(self.circuit_open(family, wait))
     }
 
     /// Records what a call that went out came back with.
     pub(crate) fn record(&self, family: Family, method: &str, outcome: Outcome) {
         let now = Instant::now();
         if outcome == Outcome::Throttled && !self.policy.throttle_pause.is_zero() {
-            let mut windows = self
-                .windows
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut windows = self.windows();
             let until = now + self.policy.throttle_pause;
             windows.entry(method.to_owned()).or_default().paused_until = Some(until);
             tracing::warn!(%family, method, pause = ?self.policy.throttle_pause, "the vendor is throttling: pausing the method");
@@ -291,10 +408,7 @@ impl Guard {
         if self.policy.breaker_threshold == 0 {
             return;
         }
-        let mut breakers = self
-            .breakers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut breakers = self.breakers();
         let breaker = &mut breakers[slot(family)];
         let next = match (*breaker, outcome) {
             (_, Outcome::Answered | Outcome::Throttled) => Breaker::Closed { failures: 0 },
@@ -337,27 +451,59 @@ mod tests {
         }
     }
 
-    #[test]
-    fn at_most_n_calls_in_any_minute() {
-        let start = Instant::now();
-        let mut w = Window::default();
-        let mut admitted = Vec::new();
-        // Ask every second for three minutes with a generous wait: every call is admitted at
-        // its reserved slot.
-        for s in 0..180u64 {
-            let now = start + Duration::from_secs(s);
-            if let Ok(at) = w.reserve(10, now, Duration::ZERO) {
-                admitted.push(at);
-            }
-        }
-        assert_eq!(admitted.len(), 30, "10 per minute over three minutes");
+    fn assert_at_most(admitted: &[Instant], limit: usize) {
         for (i, t) in admitted.iter().enumerate() {
             let in_window = admitted
                 .iter()
                 .filter(|u| **u >= *t && **u < *t + MINUTE)
                 .count();
-            assert!(in_window <= 10, "call {i}: {in_window} calls in one minute");
+            assert!(
+                in_window <= limit,
+                "call {i}: {in_window} calls in one minute"
+            );
         }
+    }
+
+    #[test]
+    fn at_most_n_calls_in_any_minute() {
+        let start = Instant::now();
+        for max_wait in [
+            Duration::ZERO,
+            Duration::from_secs(20),
+            Duration::from_secs(300),
+        ] {
+            let mut w = Window::default();
+            let mut admitted = Vec::new();
+            // Bursts and trickles for three minutes: refused, waiting and immediate calls mixed.
+            for ms in (0..180_000u64).step_by(700) {
+                let now = start + Duration::from_millis(ms);
+                let asks = if ms % 7_000 == 0 { 6 } else { 1 };
+                for _ in 0..asks {
+                    if let Ok(at) = w.reserve(10, now, max_wait) {
+                        assert!(at >= now && at - now <= max_wait);
+                        admitted.push(at);
+                    }
+                }
+            }
+            assert!(admitted.len() >= 25, "{max_wait:?}: {}", admitted.len());
+            assert!(admitted.windows(2).all(|p| p[0] <= p[1]), "slots in order");
+            assert_at_most(&admitted, 10);
+        }
+    }
+
+    #[test]
+    fn a_released_slot_is_free_again() {
+        let now = Instant::now();
+        let mut w = Window::default();
+        assert_eq!(w.reserve(1, now, Duration::ZERO), Ok(now));
+        let later = w.reserve(1, now, MINUTE).unwrap();
+        assert_eq!(later, now + MINUTE);
+        w.release(later);
+        assert_eq!(
+            w.reserve(1, now, MINUTE),
+            Ok(now + MINUTE),
+            "the same slot again"
+        );
     }
 
     #[test]
@@ -368,23 +514,17 @@ mod tests {
             assert_eq!(w.reserve(3, now, Duration::ZERO), Ok(now));
         }
         assert_eq!(w.reserve(3, now, Duration::from_secs(10)), Err(MINUTE));
-        let later = now + Duration::from_secs(55);
+        let later = now + MINUTE - Duration::from_secs(5);
+        for _ in 0..3 {
+            assert_eq!(
+                w.reserve(3, later, Duration::from_secs(10)),
+                Ok(now + MINUTE),
+                "the slots freed by the first calls"
+            );
+        }
         assert_eq!(
             w.reserve(3, later, Duration::from_secs(10)),
-            Ok(now + MINUTE),
-            "the slot freed by the first call"
-        );
-        assert_eq!(
-            w.reserve(3, later, Duration::from_secs(10)),
-            Ok(now + MINUTE)
-        );
-        assert_eq!(
-            w.reserve(3, later, Duration::from_secs(10)),
-            Ok(now + MINUTE)
-        );
-        assert_eq!(
-            w.reserve(3, later, Duration::from_secs(10)),
-            Err(MINUTE + MINUTE - Duration::from_secs(55)),
+            Err(MINUTE + Duration::from_secs(5)),
             "all slots of the next minute are reserved"
         );
     }
@@ -430,13 +570,53 @@ mod tests {
             .admit(Family::Flagship, "other")
             .await
             .expect("quotas are per method");
-        tokio::time::advance(Duration::from_secs(59)).await;
+        tokio::time::advance(MINUTE - Duration::from_secs(1)).await;
         let before = Instant::now();
         guard.admit(Family::Flagship, "m").await.unwrap();
         assert!(
             Instant::now() - before >= Duration::from_secs(1),
             "waited for the slot"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_goes_away_gives_its_slot_back() {
+        let guard = Guard::new(policy(1, Duration::from_secs(120)));
+        guard.admit(Family::Flagship, "m").await.unwrap();
+        let waiting =
+            tokio::time::timeout(Duration::from_secs(1), guard.admit(Family::Flagship, "m"));
+        assert!(waiting.await.is_err(), "still waiting: dropped");
+        let before = Instant::now();
+        guard.admit(Family::Flagship, "m").await.unwrap();
+        assert!(
+            Instant::now() - before < MINUTE,
+            "the next caller gets the released slot, not the one after it"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_refused_by_the_quota_is_handed_on() {
+        let guard = Guard::new(Policy {
+            calls_per_minute: 1,
+            breaker_threshold: 1,
+            breaker_cooldown: Duration::from_secs(10),
+            ..Policy::default()
+        });
+        let f = Family::Flagship;
+        guard.admit(f, "a").await.unwrap();
+        guard.record(f, "a", Outcome::Outage);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(
+            matches!(
+                guard.admit(f, "a").await,
+                Err(VendorError::Throttled { .. })
+            ),
+            "the trial is refused by a's quota"
+        );
+        guard
+            .admit(f, "b")
+            .await
+            .expect("the next caller gets the trial, not a closed door");
     }
 
     #[tokio::test(start_paused = true)]
@@ -497,5 +677,9 @@ mod tests {
         guard.record(f, "m", Outcome::Answered);
         guard.admit(f, "m").await.expect("closed again");
         guard.admit(f, "m").await.unwrap();
+        assert_eq!(
+            guard.circuits(),
+            [(Family::Flagship, false), (Family::Enterprise, false)]
+        );
     }
 }

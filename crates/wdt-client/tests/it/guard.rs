@@ -189,7 +189,7 @@ async fn a_dead_vendor_trips_the_breaker() {
         &server,
         Policy {
             breaker_threshold: 3,
-            breaker_cooldown: Duration::from_millis(300),
+            breaker_cooldown: Duration::from_secs(2),
             ..Policy::default()
         },
     );
@@ -218,7 +218,101 @@ async fn a_dead_vendor_trips_the_breaker() {
         .respond_with(calc_ok())
         .mount(&server)
         .await;
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     client.call(&CALC).await.unwrap();
     client.call(&CALC).await.unwrap();
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_read_deadline() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(200)))
+        .mount(&server)
+        .await;
+    let client = guarded(
+        &server,
+        Policy {
+            read_retries: 3,
+            retry_backoff: Duration::from_millis(5),
+            // The client's timeout is 5 s: after the first attempt no whole attempt fits.
+            read_deadline: Some(Duration::from_secs(5)),
+            ..Policy::default()
+        },
+    );
+    let err = client.call(&CALC).await.unwrap_err();
+    assert!(
+        matches!(err, VendorError::Http { status: 503, .. }),
+        "{err:?}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_http_429_is_throttling_not_an_outage() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429))
+        .mount(&server)
+        .await;
+    let client = guarded(
+        &server,
+        Policy {
+            read_retries: 3,
+            throttle_pause: Duration::from_secs(60),
+            breaker_threshold: 1,
+            ..Policy::default()
+        },
+    );
+    assert!(matches!(
+        client.call(&CALC).await,
+        Err(VendorError::Http { status: 429, .. })
+    ));
+    assert!(
+        matches!(
+            client.call(&CALC).await,
+            Err(VendorError::Throttled {
+                reason: ThrottleReason::VendorBackoff,
+                ..
+            })
+        ),
+        "paused, not retried, and the breaker stays closed"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert_eq!(client.circuits()[0], (Family::Flagship, false));
+}
+
+#[tokio::test]
+async fn nothing_unsendable_spends_quota() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(calc_ok())
+        .mount(&server)
+        .await;
+    let client = WdtClient::builder()
+        .enterprise(enterprise_creds(&server))
+        .policy(Policy {
+            calls_per_minute: 1,
+            ..Policy::default()
+        })
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            client.call(&CALC).await,
+            Err(VendorError::NotConfigured { .. })
+        ));
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let guarded_client = guarded(
+        &server,
+        Policy {
+            calls_per_minute: 1,
+            ..Policy::default()
+        },
+    );
+    guarded_client
+        .call(&CALC)
+        .await
+        .expect("the quota was not spent by refusals");
 }
