@@ -157,6 +157,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `GET /metrics` (open, Prometheus text).
+    pub async fn metrics(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "open, like the probes");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        r.text().await.unwrap()
+    }
+
     /// Waits a little (for TTL tests).
     pub async fn sleep(d: Duration) {
         tokio::time::sleep(d).await;
@@ -173,4 +186,22 @@ pub fn codes(body: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The sum of every sample of metric `name` whose labels include all of `labels`.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
 }

@@ -71,10 +71,10 @@ pub fn prepare_request(
     let stale = std::sync::Arc::new(StaleFields::default());
     let request = request
         .data(caller)
-        .data(DataLoader::new(
-            PlanLoader::new(service.clone()),
-            tokio::spawn,
-        ))
+        // The batch load runs in its own task: keep it in the request's span (request id, trace).
+        .data(DataLoader::new(PlanLoader::new(service.clone()), |f| {
+            tokio::spawn(tracing::Instrument::in_current_span(f))
+        }))
         .data(stale.clone());
     (request, stale)
 }

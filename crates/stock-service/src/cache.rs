@@ -150,10 +150,10 @@ where
             // Waited for another caller's load of the same key.
             _ => "coalesced",
         };
-        span.record("result", outcome);
-        self.count(outcome);
         match result {
             Ok(entry) => {
+                span.record("result", outcome);
+                self.count(outcome);
                 // A write overlapped this read and the value may predate it: answer with it (the
                 // read overlapped the write), but do not keep it.
                 let now = epoch.load(Ordering::Acquire);
@@ -172,23 +172,35 @@ where
                         code = error.code(),
                         "serving a stale entry while the vendor is unavailable"
                     );
+                    span.record("result", "stale");
                     self.count("stale");
                     return Ok(served(&entry, true, asked));
                 }
+                span.record("result", outcome);
+                self.count(outcome);
                 Err((*error).clone())
             }
         }
     }
 
-    /// The fresh value, if cached.
+    /// The fresh value, if cached (counted as a hit; a caller that then loads the value counts
+    /// the miss itself, through [`get`](Self::get) or [`count_misses`](Self::count_misses)).
     pub(crate) async fn peek(&self, key: &K) -> Option<Served<Arc<V>>> {
         let found = self
             .fresh
             .get(key)
             .await
             .map(|e| served(&e, false, Instant::now()));
-        self.count(if found.is_some() { "hit" } else { "miss" });
+        if found.is_some() {
+            self.count("hit");
+        }
         found
+    }
+
+    /// Counts lookups that missed and were loaded outside [`get`](Self::get) (a batch call).
+    pub(crate) fn count_misses(&self, n: usize) {
+        metrics::counter!("wdt_cache_requests_total", "cache" => self.name, "result" => "miss")
+            .increment(n as u64);
     }
 
     /// The last good value within the stale allowance.

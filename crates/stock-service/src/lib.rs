@@ -105,6 +105,11 @@ impl StockService {
         self.inner.client.probe().await.map_err(DomainError::from)
     }
 
+    /// Whether each vendor family's circuit breaker is open now (for metrics).
+    pub fn vendor_circuits(&self) -> [(wdt_client::Family, bool); 2] {
+        self.inner.client.circuits()
+    }
+
     /// Unix time of the vendor's last HTTP 2xx answer, if any (for metrics).
     pub fn vendor_last_answer_unix(&self) -> Option<i64> {
         self.inner.client.last_answer_unix()
@@ -400,6 +405,7 @@ impl StockService {
             }
             missing.clear();
         }
+        self.inner.plans.count_misses(missing.len());
         for chunk in missing.chunks(BATCH_CHUNK) {
             let items = chunk
                 .iter()
@@ -439,6 +445,9 @@ impl StockService {
                 }
                 Err(e) => {
                     let e = DomainError::from(e);
+                    if !e.allows_stale() {
+                        return Err(e);
+                    }
                     for &id in chunk {
                         match self.inner.plans.peek_stale(&(id, force)).await {
                             Some(p) if e.allows_stale() => {

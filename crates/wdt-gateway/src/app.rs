@@ -93,7 +93,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(rest)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
-        .layer(from_fn(observe::track))
         .layer(from_fn(request_id))
 }
 
@@ -125,7 +124,9 @@ pub fn edge(router: Router, http: &crate::config::HttpSettings) -> Router {
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(http.request_timeout_secs),
         ))
-        .layer(RequestBodyLimitLayer::new(http.max_body_bytes));
+        .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
+        // Outside the timeout and the body limit, so their 504 and 413 are counted too.
+        .layer(from_fn(observe::track));
     if http.compression {
         router = router.layer(CompressionLayer::new());
     }
@@ -201,10 +202,12 @@ async fn request_id(mut request: Request, next: Next) -> Response {
             str::to_owned,
         );
     request.extensions_mut().insert(RequestId(id.clone()));
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_owned(),
-        |p| p.as_str().to_owned(),
-    );
+    // The route pattern, never the raw path: span names must stay few.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
     let span = tracing::info_span!(
         "request",
         otel.name = format!("{} {route}", request.method()),

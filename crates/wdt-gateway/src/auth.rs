@@ -42,6 +42,11 @@ impl AuthError {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: Option<String>,
+    /// RFC 9068 / OAuth client-credential tokens name the client here when there is no `sub`.
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    azp: Option<String>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -257,10 +262,15 @@ impl Authenticator {
             _ => {}
         }
         let scopes: BTreeSet<Scope> = names.iter().filter_map(|n| Scope::parse(n)).collect();
-        Ok(Caller {
-            subject: claims.sub.unwrap_or_default(),
-            scopes,
-        })
+        // The subject keys the per-client rate limit and the logs: a token must name one.
+        let subject = [claims.sub, claims.client_id, claims.azp]
+            .into_iter()
+            .flatten()
+            .find(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                AuthError::Invalid("the token names no subject (sub or client_id)".into())
+            })?;
+        Ok(Caller { subject, scopes })
     }
 }
 

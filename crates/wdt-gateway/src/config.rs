@@ -574,7 +574,49 @@ impl Config {
                 )));
             }
         }
+        // Durations beyond a year are mistakes, and some would overflow the clock.
+        const YEAR: u64 = 365 * 24 * 3600;
+        let bounded = [
+            ("vendor.timeout_secs", self.vendor.timeout_secs),
+            (
+                "vendor.connect_timeout_secs",
+                self.vendor.connect_timeout_secs,
+            ),
+            ("vendor.quota_wait_secs", self.vendor.quota_wait_secs),
+            (
+                "vendor.throttle_pause_secs",
+                self.vendor.throttle_pause_secs,
+            ),
+            (
+                "vendor.breaker_cooldown_secs",
+                self.vendor.breaker_cooldown_secs,
+            ),
+            (
+                "vendor.retry_backoff_ms",
+                self.vendor.retry_backoff_ms / 1000,
+            ),
+            ("cache.stock_ttl_secs", self.cache.stock_ttl_secs),
+            ("cache.plan_ttl_secs", self.cache.plan_ttl_secs),
+            ("cache.stale_if_error_secs", self.cache.stale_if_error_secs),
+            ("auth.leeway_secs", self.auth.leeway_secs),
+            ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
+            ("http.request_timeout_secs", self.http.request_timeout_secs),
+            ("shutdown_grace_secs", self.shutdown_grace_secs),
+        ];
+        for (key, value) in bounded {
+            if value > YEAR {
+                return Err(ConfigError(format!(
+                    "{key} is {value}, more than a year ({YEAR} seconds); use a shorter time"
+                )));
+            }
+        }
         let v = &self.vendor;
+        if v.read_retries > 10 {
+            return Err(ConfigError(format!(
+                "vendor.read_retries is {}; at most 10 retries are allowed",
+                v.read_retries
+            )));
+        }
         if v.read_retries > 0 && v.retry_backoff_ms == 0 {
             return Err(ConfigError(
                 "vendor.retry_backoff_ms must be greater than 0 when vendor.read_retries is set"
@@ -648,6 +690,12 @@ impl Config {
             throttle_pause: Duration::from_secs(v.throttle_pause_secs),
             read_retries: v.read_retries,
             retry_backoff: Duration::from_millis(v.retry_backoff_ms),
+            // Retries never outlast the request: a second of the edge timeout is kept for
+            // answering (stale data, or the error).
+            read_deadline: Some(
+                Duration::from_secs(self.http.request_timeout_secs)
+                    .saturating_sub(Duration::from_secs(1)),
+            ),
             breaker_threshold: v.breaker_failures,
             breaker_cooldown: Duration::from_secs(v.breaker_cooldown_secs),
         }
@@ -998,6 +1046,15 @@ mod tests {
                 "method name",
             ),
             ("[limits]\nclient_burst = 0\n", "client_burst"),
+            (
+                "[vendor]\nthrottle_pause_secs = 99999999999\n",
+                "more than a year",
+            ),
+            (
+                "[cache]\nstock_ttl_secs = 99999999999\n",
+                "cache.stock_ttl_secs",
+            ),
+            ("[vendor]\nread_retries = 1000\n", "at most 10"),
         ] {
             let err = load(&[], Some(toml))
                 .unwrap()

@@ -301,6 +301,13 @@ pub(crate) async fn render(service: &stock_service::StockService) -> Option<Stri
         #[allow(clippy::cast_precision_loss, reason = "entry counts are small")]
         metrics::gauge!("wdt_cache_entries", "cache" => cache).set(entries as f64);
     }
+    for (family, open) in service.vendor_circuits() {
+        metrics::gauge!("wdt_vendor_circuit_open", "family" => family.to_string()).set(if open {
+            1.0
+        } else {
+            0.0
+        });
+    }
     if let Some(at) = service.vendor_last_answer_unix() {
         #[allow(clippy::cast_precision_loss, reason = "Unix seconds are exact in f64")]
         metrics::gauge!("wdt_vendor_last_answer_timestamp_seconds").set(at as f64);

@@ -8,11 +8,21 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{Config, LogFormat};
+
+/// The gateway's own spans at `info` and above.
+fn our_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.is_span()
+        && *meta.level() <= tracing::Level::INFO
+        && ["wdt_", "stock_"]
+            .iter()
+            .any(|p| meta.target().starts_with(p))
+}
 
 /// The installed trace pipeline; flush it with [`Telemetry::shutdown`] before exiting.
 #[derive(Debug, Default)]
@@ -42,16 +52,22 @@ pub fn init(config: &Config, json: bool) -> Result<Telemetry, String> {
             .map_err(|e| format!("log.filter (WDT_GATEWAY_LOG): {e}"))?,
     };
     let json = json || config.log.format == LogFormat::Json;
+    // The filter decides which events are written; the gateway's own spans (request, auth,
+    // graphql, cache, vendor_call) are always kept, so a line written at any level carries the
+    // request id, and traces are complete whatever the log level.
+    let filter = filter.or(filter_fn(our_span));
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(true)
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_filter(filter)
             .boxed()
     };
     let mut telemetry = Telemetry::default();
@@ -79,12 +95,15 @@ pub fn init(config: &Config, json: bool) -> Result<Telemetry, String> {
                 .build();
             let tracer = provider.tracer("wdt-gateway");
             telemetry.provider = Some(provider);
-            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+            Some(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(filter_fn(our_span)),
+            )
         }
         None => None,
     };
     tracing_subscriber::registry()
-        .with(filter)
         .with(fmt)
         .with(otel)
         .try_init()

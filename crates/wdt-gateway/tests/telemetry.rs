@@ -53,7 +53,8 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         .env("WDT_GATEWAY_LISTEN", "127.0.0.1:0")
         .env("WDT_GATEWAY_JWT_SECRET_FILE", &secret_file)
         .env("WDT_GATEWAY_LOG_FORMAT", "json")
-        .env("WDT_GATEWAY_LOG", "info,wdt_gateway=debug")
+        // Quiet, except the per-call line of the client: spans are kept at any level.
+        .env("WDT_GATEWAY_LOG", "warn,wdt_client=debug")
         .env("WDT_GATEWAY_OTLP_ENDPOINT", &endpoint)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log_file).unwrap())
@@ -93,6 +94,18 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01", "{body}");
 
+    // Plans are loaded in batches in a task of their own: still inside the request.
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&token)
+        .header("x-request-id", "e2e-trace-43")
+        .json(&serde_json::json!({ "query": "{ a: stockSyncPlan(apiGoodsId: \"2447\") { stockChangeCount } b: stockSyncPlan(apiGoodsId: \"2448\") { stockChangeCount } }" }))
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["errors"].is_null(), "{body}");
+
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")
@@ -121,17 +134,29 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    let in_request: Vec<&serde_json::Value> = lines
+    let calls: Vec<&serde_json::Value> = lines
         .iter()
-        .filter(|l| l["spans"][0]["request_id"] == "e2e-trace-42")
+        .filter(|l| l["fields"]["message"] == "vendor call")
         .collect();
-    assert!(
-        !in_request.is_empty(),
-        "a log line inside the request: {logs}"
-    );
-    for line in &in_request {
-        assert_eq!(line["spans"][0]["route"], "/graphql", "{line}");
+    let of = |id: &str| {
+        calls
+            .iter()
+            .filter(|l| l["spans"][0]["request_id"] == id)
+            .count()
+    };
+    assert_eq!(of("e2e-trace-42"), 1, "{logs}");
+    assert_eq!(of("e2e-trace-43"), 1, "one batch call: {logs}");
+    for line in &calls {
+        let spans = line["spans"].as_array().unwrap();
+        assert_eq!(spans[0]["name"], "request", "{line}");
+        assert_eq!(spans[0]["route"], "/graphql", "{line}");
+        assert_eq!(spans.last().unwrap()["name"], "vendor_call", "{line}");
     }
+    assert_eq!(
+        calls.len(),
+        2,
+        "every vendor call line is inside a request: {logs}"
+    );
     assert!(
         !logs.contains(SECRET) && !logs.contains(&token),
         "no secret in the logs"
