@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""The wdt-gateway benchmark: starts the emulator, the gateway and the bare-axum ceiling on
+loopback, runs every scenario, and writes one JSON record (bench/results/<date>-<mode>.json).
+`bench/report.py` turns a record into the tables of docs/PERFORMANCE.md.
+
+Servers run on CPU 1 and the load generator on CPU 0 (taskset), so they do not compete; the
+throughput targets are interleaved over several rounds and the medians reported. Run it through
+bench/run.sh, which builds the release binaries first.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release")
+SECRET = "bench-secret-0123456789abcdef0123456789"
+SCOPES = "stock:read stock:write stock-sync:read stock-sync:write"
+# The cached GraphQL query and REST read of the throughput scenarios: 10 SKUs.
+SPECS = [f"G{g:05}-01" for g in range(1, 11)]
+GRAPHQL = ("query Stock($specs: [String!]!) { stock(specNos: $specs) "
+           "{ specNo warehouseNo onHand available } }")
+
+SERVER_CPU = "1"
+LOAD_CPU = "0"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"bench: {url} did not come up")
+
+
+def wait_port(port, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"bench: nothing listens on {port}")
+
+
+def pinned(cpu, argv):
+    return ["taskset", "-c", cpu] + argv if shutil.which("taskset") and os.cpu_count() > 1 else argv
+
+
+class Servers:
+    """The processes under test; stopped on exit."""
+
+    def __init__(self, logdir):
+        self.procs = []
+        self.logdir = logdir
+
+    def start(self, name, argv, env=None):
+        log = open(os.path.join(self.logdir, f"{name}.log"), "w")
+        proc = subprocess.Popen(pinned(SERVER_CPU, argv), stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.remove(proc)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            self.stop(p)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wrk(url, seconds, connections, script=None, env=None):
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s"]
+    if script:
+        argv += ["-s", script]
+    out = subprocess.run(pinned(LOAD_CPU, argv + [url]), capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, check=True).stdout
+    return parse_wrk(out)
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out):
+    def latency(p):
+        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return {"rps": rps, "p50_ms": latency(50), "p99_ms": latency(99), "requests": requests,
+            "errors": errors}
+
+
+def get(url, token=None, data=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read()
+
+
+def counters(emulator):
+    return json.loads(get(f"{emulator}/__admin/counters"))["methods"]
+
+
+def vendor_calls(emulator, method="stock_query_detail.php"):
+    return counters(emulator).get(method, {}).get("calls", 0)
+
+
+def driver(args, gateway, emulator, token, scenario):
+    argv = [os.path.join(BIN, "wdt-bench-driver"), "--gateway", gateway, "--emulator", emulator,
+            "--token", token] + scenario
+    out = subprocess.run(pinned(LOAD_CPU, argv), capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"bench: driver {scenario[0]} failed: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+def version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except Exception:
+        return "unknown"
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except Exception:
+        pass
+    mem = "unknown"
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f"{int(f.readline().split()[1]) / 1024 / 1024:.1f} GiB"
+    except Exception:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "memory": mem, "kernel": platform.release(),
+            "rustc": version(["rustc", "--version"]), "wrk": version(["wrk", "--version"]),
+            "commit": version(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])}
+
+
+def gateway_env(port, emulator, extra=None):
+    env = {
+        "WDT_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+        "WDT_FLAGSHIP_URL": f"{emulator}/openapi", "WDT_SID": "wdtapi3", "WDT_APPKEY": "wdt_test",
+        "WDT_APPSECRET": "testsecret:testsalt",
+        "WDT_ENTERPRISE_URL": f"{emulator}/openapi2/", "WDT_ENTERPRISE_SID": "test2",
+        "WDT_ENTERPRISE_APPKEY": "test2-xx", "WDT_ENTERPRISE_APPSECRET": "12345",
+        "WDT_GATEWAY_JWT_SECRET": SECRET,
+        "WDT_GATEWAY_CLIENT_RATE_LIMIT": "0",
+        "WDT_GATEWAY_LOG": "warn",
+    }
+    env.update(extra or {})
+    return env
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--smoke", action="store_true", help="about a second per scenario (CI)")
+    ap.add_argument("--out", help="where to write the JSON record")
+    args = ap.parse_args()
+    smoke = args.smoke
+    seconds = 1 if smoke else 10
+    rounds = 1 if smoke else 5
+    connections = 32
+
+    logdir = tempfile.mkdtemp(prefix="wdt-bench-")
+    servers = Servers(logdir)
+    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "mode": "smoke" if smoke else "full", "machine": machine(),
+              "settings": {"seconds": seconds, "rounds": rounds, "connections": connections,
+                           "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU}}
+    try:
+        skus = 2_000 if smoke else 100_000
+        emu_port = free_port()
+        emulator = f"http://127.0.0.1:{emu_port}"
+        servers.start("emulator", [os.path.join(BIN, "wdt-emulator"), "--listen",
+                                   f"127.0.0.1:{emu_port}", "--skus", str(skus)])
+        wait_for(f"{emulator}/__admin/summary")
+
+        gw_port = free_port()
+        gateway = f"http://127.0.0.1:{gw_port}"
+        # Quota well above what the scenarios need: the quota is the mix scenario's subject.
+        gw = servers.start("gateway", [os.path.join(BIN, "wdt-gateway")],
+                           gateway_env(gw_port, emulator, {"WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": "0"}))
+        wait_for(f"{gateway}/healthz")
+        time.sleep(0.5)
+        record["memory"] = {"idle_rss_mib": rss_mib(gw.pid)}
+        token = subprocess.run([os.path.join(BIN, "wdt-gateway"), "token", "--sub", "bench",
+                                "--scope", SCOPES, "--ttl", "4h"], capture_output=True, text=True,
+                               env={**os.environ, "WDT_GATEWAY_JWT_SECRET": SECRET},
+                               check=True).stdout.strip()
+
+        # The cached answers, and the ceiling that serves the same bytes.
+        rest_path = "/v1/stock?" + "&".join(f"spec_no={s}" for s in SPECS)
+        body = json.dumps({"query": GRAPHQL, "variables": {"specs": SPECS}}).encode()
+        for _ in range(2):
+            graphql_answer = get(f"{gateway}/graphql", token, body)
+            rest_answer = get(f"{gateway}{rest_path}", token)
+        answers = os.path.join(logdir, "answers")
+        os.makedirs(answers)
+        with open(os.path.join(answers, "graphql.json"), "wb") as f:
+            f.write(graphql_answer)
+        with open(os.path.join(answers, "rest.json"), "wb") as f:
+            f.write(rest_answer)
+        ceil_port = free_port()
+        ceiling = f"http://127.0.0.1:{ceil_port}"
+        servers.start("ceiling", [os.path.join(BIN, "wdt-bench-ceiling"), "--listen",
+                                  f"127.0.0.1:{ceil_port}", "--graphql",
+                                  os.path.join(answers, "graphql.json"), "--rest",
+                                  os.path.join(answers, "rest.json")])
+        wait_port(ceil_port)
+        assert get(f"{ceiling}{rest_path}", token) == rest_answer
+        assert get(f"{ceiling}/graphql", token, body) == graphql_answer
+        record["answer_bytes"] = {"graphql": len(graphql_answer), "rest": len(rest_answer)}
+
+        # Cache hits against the ceiling, interleaved.
+        lua = os.path.join(ROOT, "bench", "graphql.lua")
+        wrk_env = {"WDT_BENCH_TOKEN": token, "WDT_BENCH_BODY": body.decode()}
+        rest_lua = os.path.join(ROOT, "bench", "bearer.lua")
+        targets = {
+            "gateway_graphql": (f"{gateway}/graphql", lua),
+            "ceiling_graphql": (f"{ceiling}/graphql", lua),
+            "gateway_rest": (f"{gateway}{rest_path}", rest_lua),
+            "ceiling_rest": (f"{ceiling}{rest_path}", rest_lua),
+        }
+        calls_before = vendor_calls(emulator)
+        runs = {name: [] for name in targets}
+        for r in range(rounds):
+            for name, (url, script) in targets.items():
+                runs[name].append(wrk(url, seconds, connections, script, wrk_env))
+                print(f"round {r + 1}/{rounds} {name}: {runs[name][-1]}", file=sys.stderr)
+        hit_calls = vendor_calls(emulator) - calls_before
+        hits = {}
+        for name, results in runs.items():
+            hits[name] = {k: statistics.median(x[k] for x in results)
+                          for k in ("rps", "p50_ms", "p99_ms")}
+            hits[name]["errors"] = sum(x["errors"] for x in results)
+            hits[name]["rounds"] = results
+        hits["graphql_vs_ceiling"] = hits["gateway_graphql"]["rps"] / hits["ceiling_graphql"]["rps"]
+        hits["rest_vs_ceiling"] = hits["gateway_rest"]["rps"] / hits["ceiling_rest"]["rps"]
+        hits["vendor_calls"] = hit_calls
+        record["cache_hits"] = hits
+
+        record["miss"] = driver(args, gateway, emulator, token,
+                                ["miss", "--n", "30" if smoke else "500"])
+        record["stampede"] = driver(args, gateway, emulator, token,
+                                    ["stampede", "--n", "100" if smoke else "1000"])
+
+        # Memory: fill the stock cache, then read the resident set.
+        entries = 1_000 if smoke else 100_000
+        fill = driver(args, gateway, emulator, token, ["fill", "--entries", str(entries)])
+        time.sleep(1)
+        record["memory"].update({"entries": entries, "fill": fill,
+                                 "rss_mib_with_entries": rss_mib(gw.pid)})
+        metrics = get(f"{gateway}/metrics").decode()
+        m = re.search(r'^wdt_cache_entries\{cache="stock"\} (\d+)', metrics, re.M)
+        record["memory"]["cached_stock_entries"] = int(m.group(1)) if m else None
+        servers.stop(gw)
+
+        # A realistic mix on a fresh gateway with the configured quota and TTL, against an
+        # emulator that throttles at the same quota (so going over it would show).
+        quota = 1200
+        ttl = 30
+        reset = urllib.request.Request(f"{emulator}/__admin/reset", method="POST",
+                                       data=json.dumps({"seed": 42, "skus": 2000}).encode(),
+                                       headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(reset, timeout=60).read()
+        mix_port = free_port()
+        mix_gateway = f"http://127.0.0.1:{mix_port}"
+        put = urllib.request.Request(f"{emulator}/__admin/faults", method="PUT",
+                                     data=json.dumps({"calls_per_minute": quota}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(put, timeout=10).read()
+        servers.start("gateway-mix", [os.path.join(BIN, "wdt-gateway")],
+                      gateway_env(mix_port, emulator, {
+                          "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": str(quota)}))
+        wait_for(f"{mix_gateway}/healthz")
+        mix = driver(args, mix_gateway, emulator, token, [
+            "mix", "--duration", "3" if smoke else "120", "--clients", "16" if smoke else "64",
+            "--rate", "10", "--zipf", "1.1", "--take-every", "1" if smoke else "5",
+            "--ttl", str(ttl)])
+        mix["quota_per_minute"] = quota
+        mix["vendor_rate_limited"] = counters(emulator).get(
+            "stock_query_detail.php", {}).get("rate_limited", 0)
+        record["mix"] = mix
+    finally:
+        servers.stop_all()
+
+    out = args.out or os.path.join(
+        ROOT, "bench", "results",
+        f"{record['date'][:19].replace(':', '')}-{record['mode']}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Prints the tables of docs/PERFORMANCE.md from a benchmark record (bench/results/*.json),
+each target with the number that meets it or misses it."""
+
+import json
+import sys
+
+
+def fmt(x, digits=2):
+    return f"{x:,.{digits}f}" if isinstance(x, (int, float)) else str(x)
+
+
+def check(ok):
+    return "met" if ok else "**missed**"
+
+
+def main():
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: report.py bench/results/<record>.json")
+    r = json.load(open(sys.argv[1]))
+    m = r["machine"]
+    s = r["settings"]
+    print(f"Recorded {r['date']} ({r['mode']} run) at commit `{m['commit']}` on {m['cpu']} "
+          f"({m['cpus']} CPUs, {m['memory']}), Linux {m['kernel']}, {m['rustc']}, {m['wrk']}. "
+          f"Servers on CPU {s['server_cpu']}, load generator on CPU {s['load_cpu']}; "
+          f"{s['rounds']} interleaved rounds of {s['seconds']} s at {s['connections']} connections, "
+          f"medians.\n")
+
+    h = r["cache_hits"]
+    print("### Cache hits against the ceiling\n")
+    print("| target | requests/s | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|")
+    for name in ("gateway_graphql", "ceiling_graphql", "gateway_rest", "ceiling_rest"):
+        t = h[name]
+        print(f"| {name.replace('_', ' ')} | {fmt(t['rps'], 0)} | {fmt(t['p50_ms'], 3)} | "
+              f"{fmt(t['p99_ms'], 3)} | {t['errors']} |")
+    print(f"\nVendor calls during the hit runs: {h['vendor_calls']}.\n")
+
+    mi, st, me, mx = r["miss"], r["stampede"], r["memory"], r["mix"]
+    errors = sum(h[n]["errors"] for n in ("gateway_graphql", "gateway_rest"))
+    worst_p99 = max(h["gateway_graphql"]["p99_ms"], h["gateway_rest"]["p99_ms"])
+    rows = [
+        ("cache-hit GraphQL ≥ 35 % of the ceiling (aim 50 %)",
+         f"{h['graphql_vs_ceiling'] * 100:.1f} %", h["graphql_vs_ceiling"] >= 0.35),
+        ("cache-hit REST ≥ 60 % of the ceiling (aim 75 %)",
+         f"{h['rest_vs_ceiling'] * 100:.1f} %", h["rest_vs_ceiling"] >= 0.60),
+        ("p99 ≤ 5 ms at 32 connections", f"{worst_p99:.2f} ms", worst_p99 <= 5.0),
+        ("zero errors", f"{errors}", errors == 0),
+        ("stampede: exactly 1 vendor call",
+         f"{st['vendor_calls']} call for {st['requests']} requests ({st['errors']} errors)",
+         st["vendor_calls"] == 1 and st["errors"] == 0),
+        ("mix: ≤ 1 vendor call per key per TTL window (+ writes)",
+         f"{mx['vendor_calls']} calls ≤ bound {mx['call_bound']}",
+         mx["vendor_calls"] <= mx["call_bound"]),
+        ("mix: never above the vendor quota",
+         f"max {mx['max_vendor_calls_in_any_minute']} in any minute, quota "
+         f"{mx['quota_per_minute']}; vendor throttled {mx['vendor_rate_limited']}×",
+         mx["max_vendor_calls_in_any_minute"] <= mx["quota_per_minute"]
+         and mx["vendor_rate_limited"] == 0),
+        ("RSS ≤ 64 MiB idle", f"{me['idle_rss_mib']:.1f} MiB", me["idle_rss_mib"] <= 64),
+        (f"RSS ≤ 150 MiB with {me['entries']:,} cached entries",
+         f"{me['rss_mib_with_entries']:.1f} MiB ({me['cached_stock_entries']} entries)",
+         me["rss_mib_with_entries"] <= 150),
+        ("miss path adds ≤ 1 ms at p50 over a direct call",
+         f"{mi['added_p50_ms']:.3f} ms ({mi['gateway_p50_ms']:.3f} vs {mi['direct_p50_ms']:.3f})",
+         mi["added_p50_ms"] <= 1.0),
+    ]
+    print("### Targets\n")
+    print("| target | measured | |")
+    print("|---|---|---|")
+    for name, value, ok in rows:
+        print(f"| {name} | {value} | {check(ok)} |")
+
+    print("\n### Realistic mix\n")
+    print("| clients | requests | req/s | errors | p50 ms | p99 ms | vendor calls | per 1,000 "
+          "requests | stale answers | age p50 / p99 / max s | stock takes | fresh read after take |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+    print(f"| {mx['clients']} | {mx['requests']:,} | {fmt(mx['rps'], 0)} | {mx['errors']} | "
+          f"{fmt(mx['p50_ms'], 3)} | {fmt(mx['p99_ms'], 3)} | {mx['vendor_calls']} | "
+          f"{fmt(mx['vendor_calls_per_1000'], 1)} | {mx['stale_answers']} | "
+          f"{fmt(mx['age_p50_s'], 0)} / {fmt(mx['age_p99_s'], 0)} / {fmt(mx['age_max_s'], 0)} | "
+          f"{mx['stock_takes']} | {mx['fresh_reads_after_take']}/{mx['stock_takes']} |")
+    print(f"\nZipf s = {mx['zipf']} over {mx['specs']:,} SKUs, TTL {mx['ttl_s']} s, "
+          f"{mx['duration_s']:.0f} s.")
+    print("\n### Miss path, stampede, memory\n")
+    print(f"- Miss: gateway p50 {mi['gateway_p50_ms']:.3f} ms / p99 {mi['gateway_p99_ms']:.3f} ms; "
+          f"direct signed call p50 {mi['direct_p50_ms']:.3f} ms / p99 {mi['direct_p99_ms']:.3f} ms "
+          f"({mi['requests']} each, interleaved).")
+    print(f"- Stampede: {st['requests']} concurrent identical misses with the vendor answering in "
+          f"{st['vendor_latency_ms']} ms: {st['vendor_calls']} vendor call, {st['ok']} answers, "
+          f"{st['elapsed_ms']:.0f} ms in all.")
+    print(f"- Memory: {me['idle_rss_mib']:.1f} MiB idle; {me['rss_mib_with_entries']:.1f} MiB after "
+          f"caching {me['entries']:,} SKUs ({me['fill']['vendor_calls']:,} vendor calls, "
+          f"{me['fill']['secs']:.1f} s).")
+
+
+if __name__ == "__main__":
+    main()
