@@ -1,5 +1,6 @@
 //! `QueryRoot` and `MutationRoot`.
 
+use std::sync::Arc;
 use std::sync::Mutex;
 
 use async_graphql::dataloader::DataLoader;
@@ -167,7 +168,7 @@ impl QueryRoot {
         spec_nos: Vec<String>,
         #[graphql(desc = "Only this warehouse (its code, at most 40 characters).")]
         warehouse_no: Option<String>,
-    ) -> async_graphql::Result<Vec<StockLevel>> {
+    ) -> async_graphql::Result<Vec<Arc<StockLevel>>> {
         let s = service(ctx)?
             .stock(&spec_nos, warehouse_no.as_deref())
             .await
@@ -182,7 +183,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The barcode (at most 50 characters).")] barcode: String,
         #[graphql(desc = "Only this warehouse (its code).")] warehouse_no: Option<String>,
-    ) -> async_graphql::Result<Vec<StockLevel>> {
+    ) -> async_graphql::Result<Vec<Arc<StockLevel>>> {
         let s = service(ctx)?
             .stock_by_barcode(&barcode, warehouse_no.as_deref())
             .await

@@ -53,7 +53,8 @@ pub struct WarehouseQueryParams {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StockListResponse {
     /// The rows: one per SKU and warehouse.
-    pub items: Vec<StockLevel>,
+    #[schema(value_type = Vec<StockLevel>)]
+    pub items: Vec<std::sync::Arc<StockLevel>>,
 }
 
 /// Query of `GET /v1/stock/changes`.

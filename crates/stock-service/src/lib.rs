@@ -28,8 +28,9 @@ use wdt_client::flagship::{
 pub use cache::CacheConfig;
 pub use error::{DomainError, ErrorKind, VENDOR_BACKOFF, VendorRefusal};
 use model::{
-    PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockSyncAck, StockSyncFailure,
-    StockSyncPlan, StockSyncPlanBatch, StockTakeInput, StockTakeMode, StockTakeResult,
+    PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockRows, StockSyncAck,
+    StockSyncFailure, StockSyncPlan, StockSyncPlanBatch, StockTakeInput, StockTakeMode,
+    StockTakeResult,
 };
 
 /// The vendor's page size for stock queries (its maximum).
@@ -52,8 +53,8 @@ pub struct StockService {
 #[derive(Debug)]
 struct Inner {
     client: WdtClient,
-    stock: cache::Layer<String, Vec<StockLevel>>,
-    barcode: cache::Layer<String, Vec<StockLevel>>,
+    stock: cache::Layer<String, StockRows>,
+    barcode: cache::Layer<String, StockRows>,
     plans: cache::Layer<(i64, bool), StockSyncPlan>,
     /// `calcStock` answers by (listing, stock_change_count): what acknowledgements echo.
     snapshots: Cache<(i64, i64), Arc<StockSyncCalc>>,
@@ -147,7 +148,19 @@ impl StockService {
         &self,
         spec_nos: &[String],
         warehouse_no: Option<&str>,
-    ) -> Result<Served<Vec<StockLevel>>> {
+    ) -> Result<Served<Vec<Arc<StockLevel>>>> {
+        let warehouse = validate::warehouse_no(warehouse_no)?;
+        let parts = self.stock_parts(spec_nos).await?;
+        Ok(flatten(parts, warehouse.as_deref()))
+    }
+
+    /// Stock of the given SKUs as the cached answers themselves, one per distinct SKU in the
+    /// order asked: their rows are shared and their JSON text is made once (REST answers are
+    /// assembled from it without serializing again).
+    ///
+    /// # Errors
+    /// Invalid input, or a vendor failure without a stale value to stand in.
+    pub async fn stock_parts(&self, spec_nos: &[String]) -> Result<Served<Vec<Arc<StockRows>>>> {
         if spec_nos.is_empty() || spec_nos.len() > validate::MAX_SPEC_NOS {
             return Err(DomainError::invalid(format!(
                 "specNos must list 1 to {} merchant codes, not {}",
@@ -155,7 +168,6 @@ impl StockService {
                 spec_nos.len()
             )));
         }
-        let warehouse = validate::warehouse_no(warehouse_no)?;
         let mut specs: Vec<String> = Vec::with_capacity(spec_nos.len());
         for s in spec_nos {
             let s = validate::spec_no(s)?;
@@ -163,29 +175,52 @@ impl StockService {
                 specs.push(s);
             }
         }
-        let parts: Vec<Result<Served<Arc<Vec<StockLevel>>>>> = futures::stream::iter(specs)
-            .map(|spec| async move {
-                let key = spec.clone();
-                self.inner
-                    .stock
-                    .get(key, &self.inner.epoch, || {
-                        let spec = spec.clone();
-                        async move {
-                            let rows = self
-                                .query_all(StockQueryDetail {
-                                    spec_no: Some(spec.clone()),
-                                    ..Default::default()
-                                })
-                                .await?;
-                            Ok(rows.into_iter().filter(|r| r.spec_no == spec).collect())
-                        }
+        // Cached specs first, without spawning anything; only misses go through the loader.
+        let mut parts: Vec<Option<Result<Served<Arc<StockRows>>>>> =
+            Vec::with_capacity(specs.len());
+        let mut misses = Vec::new();
+        for spec in &specs {
+            match self.inner.stock.peek(spec).await {
+                Some(hit) => parts.push(Some(Ok(hit))),
+                None => {
+                    misses.push((parts.len(), spec.clone()));
+                    parts.push(None);
+                }
+            }
+        }
+        if !misses.is_empty() {
+            let loaded: Vec<(usize, Result<Served<Arc<StockRows>>>)> =
+                futures::stream::iter(misses)
+                    .map(|(at, spec)| async move {
+                        let key = spec.clone();
+                        let part = self
+                            .inner
+                            .stock
+                            .get(key, &self.inner.epoch, || {
+                                let spec = spec.clone();
+                                async move {
+                                    let rows = self
+                                        .query_all(StockQueryDetail {
+                                            spec_no: Some(spec.clone()),
+                                            ..Default::default()
+                                        })
+                                        .await?;
+                                    Ok(StockRows::new(
+                                        rows.into_iter().filter(|r| r.spec_no == spec),
+                                    ))
+                                }
+                            })
+                            .await;
+                        (at, part)
                     })
-                    .await
-            })
-            .buffered(STOCK_FAN_OUT)
-            .collect()
-            .await;
-        combine(parts, warehouse.as_deref())
+                    .buffered(STOCK_FAN_OUT)
+                    .collect()
+                    .await;
+            for (at, part) in loaded {
+                parts[at] = Some(part);
+            }
+        }
+        combine(parts.into_iter().flatten().collect())
     }
 
     /// Stock of the SKUs with this barcode, optionally in one warehouse.
@@ -196,7 +231,7 @@ impl StockService {
         &self,
         barcode: &str,
         warehouse_no: Option<&str>,
-    ) -> Result<Served<Vec<StockLevel>>> {
+    ) -> Result<Served<Vec<Arc<StockLevel>>>> {
         let barcode = validate::code("barcode", barcode, 50)?;
         let warehouse = validate::warehouse_no(warehouse_no)?;
         let part = self
@@ -211,14 +246,13 @@ impl StockService {
                             ..Default::default()
                         })
                         .await?;
-                    Ok(rows
-                        .into_iter()
-                        .filter(|r| r.barcode.as_deref() == Some(barcode.as_str()))
-                        .collect())
+                    Ok(StockRows::new(rows.into_iter().filter(|r| {
+                        r.barcode.as_deref() == Some(barcode.as_str())
+                    })))
                 }
             })
             .await;
-        combine(vec![part], warehouse.as_deref())
+        Ok(flatten(combine(vec![part])?, warehouse.as_deref()))
     }
 
     /// Every page of a stock query.
@@ -749,12 +783,10 @@ impl StockService {
 }
 
 /// Joins per-key cache answers into one, filtered to a warehouse.
-fn combine(
-    parts: Vec<Result<Served<Arc<Vec<StockLevel>>>>>,
-    warehouse: Option<&str>,
-) -> Result<Served<Vec<StockLevel>>> {
+/// Several cached answers as one: stale if any is, as old as the oldest, cached if all were.
+fn combine(parts: Vec<Result<Served<Arc<StockRows>>>>) -> Result<Served<Vec<Arc<StockRows>>>> {
     let mut out = Served {
-        value: Vec::new(),
+        value: Vec::with_capacity(parts.len()),
         stale: false,
         age_secs: 0,
         cached: true,
@@ -764,12 +796,26 @@ fn combine(
         out.stale |= part.stale;
         out.cached &= part.cached;
         out.age_secs = out.age_secs.max(part.age_secs);
-        out.value.extend(
-            part.value
-                .iter()
-                .filter(|r| warehouse.is_none_or(|w| r.warehouse_no == w))
-                .cloned(),
-        );
+        out.value.push(part.value);
     }
     Ok(out)
+}
+
+/// The rows of several cached answers, shared (never copied), optionally of one warehouse.
+fn flatten(
+    parts: Served<Vec<Arc<StockRows>>>,
+    warehouse: Option<&str>,
+) -> Served<Vec<Arc<StockLevel>>> {
+    Served {
+        value: parts
+            .value
+            .iter()
+            .flat_map(|p| p.rows().iter())
+            .filter(|r| warehouse.is_none_or(|w| r.warehouse_no == w))
+            .cloned()
+            .collect(),
+        stale: parts.stale,
+        age_secs: parts.age_secs,
+        cached: parts.cached,
+    }
 }

@@ -146,3 +146,34 @@ pub(crate) fn plan(c: &StockSyncCalc) -> StockSyncPlan {
         },
     }
 }
+
+#[cfg(test)]
+mod rows_tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use wdt_client::enterprise::StockQueryDetailResponse;
+
+    use crate::model::{StockLevel, StockRows};
+
+    #[test]
+    fn cached_json_is_what_serde_writes() {
+        let page: StockQueryDetailResponse = serde_json::from_str(include_str!(
+            "../../wdt-client/tests/fixtures/stock_query_detail.json"
+        ))
+        .unwrap();
+        let rows: Vec<StockLevel> = page
+            .stocks
+            .into_iter()
+            .filter_map(super::stock_level)
+            .collect();
+        assert!(!rows.is_empty());
+        let twice: Vec<StockLevel> = rows.iter().chain(rows.iter()).cloned().collect();
+        let cached = StockRows::new(twice.clone());
+        assert_eq!(
+            format!("[{}]", cached.json()),
+            serde_json::to_string(&twice).unwrap()
+        );
+        assert_eq!(StockRows::new([]).json(), "");
+        assert_eq!(cached.rows().len(), twice.len());
+    }
+}

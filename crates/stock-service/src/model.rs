@@ -401,3 +401,44 @@ impl StockSyncFailure {
         self.api_goods_id.into()
     }
 }
+
+/// One SKU's (or barcode's) cached stock rows: shared by every answer that contains them, with
+/// their JSON text (the REST form) made once, on first use.
+#[derive(Debug, Default)]
+pub struct StockRows {
+    rows: Vec<std::sync::Arc<StockLevel>>,
+    json: std::sync::OnceLock<String>,
+}
+
+impl StockRows {
+    /// Rows as read from the vendor.
+    pub fn new(rows: impl IntoIterator<Item = StockLevel>) -> Self {
+        Self {
+            rows: rows.into_iter().map(std::sync::Arc::new).collect(),
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The rows.
+    pub fn rows(&self) -> &[std::sync::Arc<StockLevel>] {
+        &self.rows
+    }
+
+    /// The rows as JSON objects separated by commas, without brackets: exactly what
+    /// `serde_json` writes for them inside an array.
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            let mut out = String::new();
+            for (i, row) in self.rows.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                // Serializing plain data into a String cannot fail.
+                if let Ok(text) = serde_json::to_string(row) {
+                    out.push_str(&text);
+                }
+            }
+            out
+        })
+    }
+}

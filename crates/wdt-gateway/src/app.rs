@@ -36,6 +36,8 @@ pub struct AppState {
     pub idempotency: IdempotencyStore,
     /// The per-client rate limit, when on.
     pub limiter: Option<Arc<ClientLimiter>>,
+    /// Parsed GraphQL documents by query text.
+    pub documents: crate::documents::Documents,
 }
 
 impl AppState {
@@ -341,7 +343,8 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
             Ok(r) => r,
             Err(rejection) => return rejection.into_response(),
         };
-    let request = request.into_inner();
+    let mut request = request.into_inner();
+    state.documents.prepare(&mut request);
     let operation = observe::operation_label(observe::operation_name(
         request.operation_name.as_deref(),
         &request.query,

@@ -41,6 +41,9 @@ impl AuthError {
 
 #[derive(Debug, Deserialize)]
 struct Claims {
+    /// Required (checked by the validation; a NumericDate may have decimals); kept to bound the
+    /// verified-token cache.
+    exp: f64,
     sub: Option<String>,
     /// RFC 9068 / OAuth client-credential tokens name the client here when there is no `sub`.
     #[serde(default)]
@@ -78,6 +81,39 @@ struct Inner {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    /// Tokens verified lately, by their XXH3-128 (never the token itself), with their `exp`.
+    verified: VerifiedTokens,
+}
+
+/// How long a verified token is trusted without checking its signature again. Short, so that a
+/// key rotated out of the JWKS stops being accepted soon; the token's own `exp` still applies.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+
+struct VerifiedTokens(moka::sync::Cache<u128, (Caller, u64)>);
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens")
+            .field("entries", &self.0.entry_count())
+            .finish()
+    }
+}
+
+impl VerifiedTokens {
+    fn new() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+        )
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 enum Keys {
@@ -126,6 +162,7 @@ impl Authenticator {
                 issuer,
                 audience,
                 leeway,
+                verified: VerifiedTokens::new(),
             }),
         }
     }
@@ -157,16 +194,22 @@ impl Authenticator {
                 issuer,
                 audience,
                 leeway,
+                verified: VerifiedTokens::new(),
             }),
         };
         let weak = Arc::downgrade(&this.inner);
         tokio::spawn(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { break };
-                if let Keys::Jwks(j) = &inner.keys
-                    && let Err(e) = j.refresh().await
-                {
-                    tracing::warn!(error = %e, "JWKS refresh failed; keeping the keys we have");
+                if let Keys::Jwks(j) = &inner.keys {
+                    match j.refresh().await {
+                        // Keys may have been withdrawn: verify every token again.
+                        Ok(()) => inner.verified.0.invalidate_all(),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "JWKS refresh failed; keeping the keys we have"
+                        ),
+                    }
                 }
                 drop(inner);
                 tokio::time::sleep(refresh).await;
@@ -202,6 +245,20 @@ impl Authenticator {
     /// # Errors
     /// [`AuthError::Invalid`] with the reason.
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        // A token verified in the last minute is trusted until its `exp` (with the leeway):
+        // the same checks would give the same answer, minus the signature's cost.
+        let key = xxhash_rust::xxh3::xxh3_128(token.as_bytes());
+        if let Some((caller, exp)) = self.inner.verified.0.get(&key)
+            && unix_now() <= exp.saturating_add(self.inner.leeway)
+        {
+            return Ok(caller);
+        }
+        let (caller, exp) = self.verify_signature(token).await?;
+        self.inner.verified.0.insert(key, (caller.clone(), exp));
+        Ok(caller)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(reason(&e)))?;
         let (keys, alg) = match &self.inner.keys {
@@ -270,7 +327,14 @@ impl Authenticator {
             .ok_or_else(|| {
                 AuthError::Invalid("the token names no subject (sub or client_id)".into())
             })?;
-        Ok(Caller { subject, scopes })
+        // Whole seconds, rounded down: the cache never outlives the token.
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a validated exp is a positive time"
+        )]
+        let exp = claims.exp.max(0.0).floor() as u64;
+        Ok((Caller { subject, scopes }, exp))
     }
 }
 
@@ -435,6 +499,43 @@ mod tests {
         let caller = auth.verify(&token).await.unwrap();
         assert_eq!(caller.subject, "alice");
         assert!(caller.has(Scope::StockRead) && !caller.has(Scope::StockWrite));
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_remembered_until_their_exp() {
+        let auth = Authenticator::secret(&secret(), None, None, 5);
+        let token = mint(
+            &secret(),
+            "bob",
+            &["stock:read"],
+            Duration::from_secs(60),
+            None,
+            None,
+        )
+        .unwrap();
+        let caller = auth.verify(&token).await.unwrap();
+        let key = xxhash_rust::xxh3::xxh3_128(token.as_bytes());
+        let (cached, exp) = auth.inner.verified.0.get(&key).expect("remembered");
+        assert_eq!(cached, caller);
+        assert!(exp > unix_now() + 50 && exp <= unix_now() + 60);
+        // A forged token is refused; had it been remembered, it would be answered from memory,
+        // but only until its exp (plus leeway).
+        let forged = format!("{}x", &token[..token.len() - 1]);
+        assert!(auth.verify(&forged).await.is_err());
+        let forged_key = xxhash_rust::xxh3::xxh3_128(forged.as_bytes());
+        auth.inner
+            .verified
+            .0
+            .insert(forged_key, (caller.clone(), unix_now() + 60));
+        assert!(auth.verify(&forged).await.is_ok(), "the cache is consulted");
+        auth.inner
+            .verified
+            .0
+            .insert(forged_key, (caller, unix_now() - 6));
+        assert!(
+            auth.verify(&forged).await.is_err(),
+            "past its exp and leeway, a remembered token is verified again"
+        );
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 mod app;
 pub mod auth;
 pub mod config;
+mod documents;
 mod graphiql;
 pub mod observe;
 pub mod telemetry;
@@ -190,6 +191,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         service,
         auth,
         idempotency: stock_rest::IdempotencyStore::default(),
+        documents: documents::Documents::default(),
         limiter: observe::ClientLimiter::new(
             config.limits.client_rate_limit,
             config.limits.client_burst,

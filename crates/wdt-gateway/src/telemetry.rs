@@ -15,6 +15,13 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{Config, LogFormat};
 
+/// The spans whose fields log lines carry: the request (its id, route, subject) and the vendor
+/// call. The finer spans (auth, graphql, cache) cost a little on every request and go only to
+/// trace export.
+fn logged_span(meta: &tracing::Metadata<'_>) -> bool {
+    our_span(meta) && matches!(meta.name(), "request" | "vendor_call")
+}
+
 /// The gateway's own spans at `info` and above.
 fn our_span(meta: &tracing::Metadata<'_>) -> bool {
     meta.is_span()
@@ -52,10 +59,10 @@ pub fn init(config: &Config, json: bool) -> Result<Telemetry, String> {
             .map_err(|e| format!("log.filter (WDT_GATEWAY_LOG): {e}"))?,
     };
     let json = json || config.log.format == LogFormat::Json;
-    // The filter decides which events are written; the gateway's own spans (request, auth,
-    // graphql, cache, vendor_call) are always kept, so a line written at any level carries the
-    // request id, and traces are complete whatever the log level.
-    let filter = filter.or(filter_fn(our_span));
+    // The filter decides which events are written; the request and vendor-call spans are always
+    // kept, so a line written at any level carries the request id; traces get every span of the
+    // gateway whatever the log level.
+    let filter = filter.or(filter_fn(logged_span));
     let fmt = if json {
         tracing_subscriber::fmt::layer()
             .json()

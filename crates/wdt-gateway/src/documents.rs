@@ -1,0 +1,83 @@
+//! A bounded cache of parsed GraphQL documents, keyed by the query text: frontends send the
+//! same few queries over and over, and parsing is the largest fixed cost of a cached answer.
+//! Validation still runs on every request (it depends on the variables and the limits).
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::ExecutableDocument;
+
+/// Most bytes of query text kept (each entry is weighed by its text; the parsed form is a
+/// small multiple of it).
+const BUDGET_BYTES: u64 = 8 * 1024 * 1024;
+/// Longer queries are parsed every time rather than cached.
+const MAX_QUERY_BYTES: usize = 64 * 1024;
+
+/// Parsed documents by the XXH3-128 of their text (the text itself is compared on a hit).
+#[derive(Clone)]
+pub struct Documents(moka::sync::Cache<u128, Arc<(String, ExecutableDocument)>>);
+
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Documents")
+            .field("entries", &self.0.entry_count())
+            .finish()
+    }
+}
+
+impl Default for Documents {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(BUDGET_BYTES)
+                .weigher(|_, v: &Arc<(String, ExecutableDocument)>| {
+                    u32::try_from(v.0.len()).unwrap_or(u32::MAX).max(1)
+                })
+                .build(),
+        )
+    }
+}
+
+impl Documents {
+    /// Hands the request its parsed document, from the cache or parsed now (and kept). A query
+    /// that does not parse is left alone: the schema reports the syntax error as usual.
+    pub fn prepare(&self, request: &mut async_graphql::Request) {
+        let key = xxhash_rust::xxh3::xxh3_128(request.query.as_bytes());
+        if let Some(hit) = self.0.get(&key)
+            && hit.0 == request.query
+        {
+            request.set_parsed_query(hit.1.clone());
+            return;
+        }
+        if request.query.len() > MAX_QUERY_BYTES {
+            return;
+        }
+        if let Ok(doc) = async_graphql::parser::parse_query(&request.query) {
+            self.0
+                .insert(key, Arc::new((request.query.clone(), doc.clone())));
+            request.set_parsed_query(doc);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_parsed_once_and_bad_ones_never_kept() {
+        let docs = Documents::default();
+        let mut a = async_graphql::Request::new("{ stock(specNos: [\"A\"]) { specNo } }");
+        docs.prepare(&mut a);
+        assert!(a.parsed_query().is_ok());
+        docs.0.run_pending_tasks();
+        assert_eq!(docs.0.entry_count(), 1);
+        let mut again = async_graphql::Request::new("{ stock(specNos: [\"A\"]) { specNo } }");
+        docs.prepare(&mut again);
+        assert!(again.parsed_query().is_ok());
+        let mut bad = async_graphql::Request::new("{ stock(");
+        docs.prepare(&mut bad);
+        docs.0.run_pending_tasks();
+        assert_eq!(docs.0.entry_count(), 1, "a syntax error is not cached");
+        assert!(bad.parsed_query().is_err(), "and is reported as usual");
+    }
+}
