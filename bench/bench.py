@@ -178,7 +178,7 @@ def machine():
     except Exception:
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "memory": mem, "kernel": platform.release(),
-            "rustc": version(["rustc", "--version"]), "wrk": version(["wrk", "--version"]),
+            "rustc": version(["rustc", "--version"]), "wrk": version(["wrk", "--version"]).split(" Copyright")[0],
             "commit": version(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])}
 
 

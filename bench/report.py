@@ -3,6 +3,7 @@
 each target with the number that meets it or misses it."""
 
 import json
+import os
 import sys
 
 
@@ -14,10 +15,37 @@ def check(ok):
     return "met" if ok else "**missed**"
 
 
+BEGIN = "<!-- bench/report.py: begin -->"
+END = "<!-- bench/report.py: end -->"
+
+
 def main():
-    if len(sys.argv) != 2:
-        raise SystemExit("usage: report.py bench/results/<record>.json")
-    r = json.load(open(sys.argv[1]))
+    args = sys.argv[1:]
+    doc = None
+    if len(args) == 3 and args[0] == "--doc":
+        doc, args = args[1], args[2:]
+    if len(args) != 1:
+        raise SystemExit("usage: report.py [--doc docs/PERFORMANCE.md] bench/results/<record>.json")
+    if doc:
+        import contextlib
+        import io
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            tables(args[0])
+        text = open(doc).read()
+        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+        rel = os.path.relpath(args[0], os.path.dirname(os.path.abspath(doc)))
+        text = (text[:start] + f"\n_From [`{os.path.basename(args[0])}`]({rel})._\n\n"
+                + out.getvalue() + "\n" + text[end:])
+        with open(doc, "w") as f:
+            f.write(text)
+        print(f"updated {doc}")
+    else:
+        tables(args[0])
+
+
+def tables(path):
+    r = json.load(open(path))
     m = r["machine"]
     s = r["settings"]
     print(f"Recorded {r['date']} ({r['mode']} run) at commit `{m['commit']}` on {m['cpu']} "

@@ -9,7 +9,7 @@ mod schema;
 pub use auth::{Caller, Scope};
 pub use error::to_graphql_error;
 pub use loader::{PlanLoader, PlanOutcome};
-pub use schema::{MutationRoot, QueryRoot, StaleFields};
+pub use schema::{MutationRoot, QueryRoot, StaleFields, StockRead, StockReads};
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{EmptySubscription, Schema};

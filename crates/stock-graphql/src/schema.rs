@@ -41,6 +41,35 @@ impl StaleFields {
     }
 }
 
+/// The cached stock entries one request's `stock` fields were answered from, for callers that
+/// memoize whole answers: the answer stays the same while every one of them is still cached.
+#[derive(Debug, Default)]
+pub struct StockReads(Mutex<(bool, Vec<StockRead>)>);
+
+/// A SKU and the cached entry its rows came from.
+pub type StockRead = (String, Arc<stock_service::model::StockRows>);
+
+impl StockReads {
+    fn note(&self, stale: bool, deps: Vec<StockRead>) {
+        let mut reads = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reads.0 |= stale;
+        reads.1.extend(deps);
+    }
+
+    /// The entries read, unless any answer was stale.
+    pub fn take(&self) -> Option<Vec<StockRead>> {
+        let mut reads = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (stale, deps) = std::mem::take(&mut *reads);
+        (!stale).then_some(deps)
+    }
+}
+
 fn service<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a StockService> {
     ctx.data::<StockService>()
 }
@@ -169,10 +198,13 @@ impl QueryRoot {
         #[graphql(desc = "Only this warehouse (its code, at most 40 characters).")]
         warehouse_no: Option<String>,
     ) -> async_graphql::Result<Vec<Arc<StockLevel>>> {
-        let s = service(ctx)?
-            .stock(&spec_nos, warehouse_no.as_deref())
+        let (s, deps) = service(ctx)?
+            .stock_traced(&spec_nos, warehouse_no.as_deref())
             .await
             .gql()?;
+        if let Ok(reads) = ctx.data::<Arc<StockReads>>() {
+            reads.note(s.stale, deps);
+        }
         Ok(served(ctx, s))
     }
 

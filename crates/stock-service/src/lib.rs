@@ -149,9 +149,34 @@ impl StockService {
         spec_nos: &[String],
         warehouse_no: Option<&str>,
     ) -> Result<Served<Vec<Arc<StockLevel>>>> {
+        Ok(self.stock_traced(spec_nos, warehouse_no).await?.0)
+    }
+
+    /// [`stock`](Self::stock), and the cached entries the answer was made of (SKU and entry):
+    /// while [`stock_entry`](Self::stock_entry) still returns each of those very entries, the
+    /// same request would be answered with the same rows.
+    ///
+    /// # Errors
+    /// As [`stock`](Self::stock).
+    pub async fn stock_traced(
+        &self,
+        spec_nos: &[String],
+        warehouse_no: Option<&str>,
+    ) -> Result<(Served<Vec<Arc<StockLevel>>>, Vec<(String, Arc<StockRows>)>)> {
         let warehouse = validate::warehouse_no(warehouse_no)?;
-        let parts = self.stock_parts(spec_nos).await?;
-        Ok(flatten(parts, warehouse.as_deref()))
+        let keys = distinct_specs(spec_nos)?;
+        let parts = self.parts_of(&keys).await?;
+        let deps = keys.into_iter().zip(parts.value.iter().cloned()).collect();
+        Ok((flatten(parts, warehouse.as_deref()), deps))
+    }
+
+    /// The fresh cached entry of one SKU, if any (no vendor call, no stale entry).
+    pub async fn stock_entry(&self, spec_no: &str) -> Option<Arc<StockRows>> {
+        self.inner
+            .stock
+            .peek(&spec_no.to_owned())
+            .await
+            .map(|s| s.value)
     }
 
     /// Stock of the given SKUs as the cached answers themselves, one per distinct SKU in the
@@ -161,25 +186,17 @@ impl StockService {
     /// # Errors
     /// Invalid input, or a vendor failure without a stale value to stand in.
     pub async fn stock_parts(&self, spec_nos: &[String]) -> Result<Served<Vec<Arc<StockRows>>>> {
-        if spec_nos.is_empty() || spec_nos.len() > validate::MAX_SPEC_NOS {
-            return Err(DomainError::invalid(format!(
-                "specNos must list 1 to {} merchant codes, not {}",
-                validate::MAX_SPEC_NOS,
-                spec_nos.len()
-            )));
-        }
-        let mut specs: Vec<String> = Vec::with_capacity(spec_nos.len());
-        for s in spec_nos {
-            let s = validate::spec_no(s)?;
-            if !specs.contains(&s) {
-                specs.push(s);
-            }
-        }
+        let specs = distinct_specs(spec_nos)?;
+        self.parts_of(&specs).await
+    }
+
+    /// The cached answers of validated, distinct SKUs, loading the missing ones.
+    async fn parts_of(&self, specs: &[String]) -> Result<Served<Vec<Arc<StockRows>>>> {
         // Cached specs first, without spawning anything; only misses go through the loader.
         let mut parts: Vec<Option<Result<Served<Arc<StockRows>>>>> =
             Vec::with_capacity(specs.len());
         let mut misses = Vec::new();
-        for spec in &specs {
+        for spec in specs {
             match self.inner.stock.peek(spec).await {
                 Some(hit) => parts.push(Some(Ok(hit))),
                 None => {
@@ -783,6 +800,25 @@ impl StockService {
 }
 
 /// Joins per-key cache answers into one, filtered to a warehouse.
+/// The SKUs of a stock request, validated, without repeats, in the order asked.
+fn distinct_specs(spec_nos: &[String]) -> Result<Vec<String>> {
+    if spec_nos.is_empty() || spec_nos.len() > validate::MAX_SPEC_NOS {
+        return Err(DomainError::invalid(format!(
+            "specNos must list 1 to {} merchant codes, not {}",
+            validate::MAX_SPEC_NOS,
+            spec_nos.len()
+        )));
+    }
+    let mut specs: Vec<String> = Vec::with_capacity(spec_nos.len());
+    for s in spec_nos {
+        let s = validate::spec_no(s)?;
+        if !specs.contains(&s) {
+            specs.push(s);
+        }
+    }
+    Ok(specs)
+}
+
 /// Several cached answers as one: stale if any is, as old as the oldest, cached if all were.
 fn combine(parts: Vec<Result<Served<Arc<StockRows>>>>) -> Result<Served<Vec<Arc<StockRows>>>> {
     let mut out = Served {

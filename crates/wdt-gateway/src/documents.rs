@@ -41,21 +41,27 @@ impl Documents {
     /// Hands the request its parsed document, from the cache or parsed now (and kept). A query
     /// that does not parse is left alone: the schema reports the syntax error as usual.
     pub fn prepare(&self, request: &mut async_graphql::Request) {
-        let key = xxhash_rust::xxh3::xxh3_128(request.query.as_bytes());
+        if let Some(doc) = self.parsed(&request.query) {
+            request.set_parsed_query(doc.1.clone());
+        }
+    }
+
+    /// The parsed document of `query`, from the cache or parsed now (and kept); `None` when it
+    /// does not parse (or is too long to keep).
+    pub fn parsed(&self, query: &str) -> Option<Arc<(String, ExecutableDocument)>> {
+        let key = xxhash_rust::xxh3::xxh3_128(query.as_bytes());
         if let Some(hit) = self.0.get(&key)
-            && hit.0 == request.query
+            && hit.0 == query
         {
-            request.set_parsed_query(hit.1.clone());
-            return;
+            return Some(hit);
         }
-        if request.query.len() > MAX_QUERY_BYTES {
-            return;
+        if query.len() > MAX_QUERY_BYTES {
+            return None;
         }
-        if let Ok(doc) = async_graphql::parser::parse_query(&request.query) {
-            self.0
-                .insert(key, Arc::new((request.query.clone(), doc.clone())));
-            request.set_parsed_query(doc);
-        }
+        let doc = async_graphql::parser::parse_query(query).ok()?;
+        let entry = Arc::new((query.to_owned(), doc));
+        self.0.insert(key, entry.clone());
+        Some(entry)
     }
 }
 

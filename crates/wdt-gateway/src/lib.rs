@@ -2,6 +2,7 @@
 //! and a demo mode on the built-in emulator.
 #![warn(missing_docs)]
 
+mod answers;
 mod app;
 pub mod auth;
 pub mod config;
@@ -192,6 +193,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         auth,
         idempotency: stock_rest::IdempotencyStore::default(),
         documents: documents::Documents::default(),
+        answers: answers::Answers::default(),
         limiter: observe::ClientLimiter::new(
             config.limits.client_rate_limit,
             config.limits.client_burst,

@@ -167,3 +167,37 @@ async fn query_complexity_counts_list_sizes() {
     let body = app.query(q, json!({ "s": ["G00001-01"] })).await;
     assert!(body["errors"].is_null(), "{body}");
 }
+
+#[tokio::test]
+async fn memoized_graphql_answers_follow_the_cache() {
+    let app = TestApp::spawn_with(|c| c.cache.stock_ttl_secs = 2).await;
+    let q = "query S($s: [String!]!) { stock(specNos: $s, warehouseNo: \"WH-SH01\") { specNo onHand } }";
+    let vars = json!({ "s": ["G00001-01"] });
+    let first = app.query(q, vars.clone()).await;
+    let second = app.query(q, vars.clone()).await;
+    assert!(first["errors"].is_null(), "{first}");
+    assert_eq!(first, second);
+    assert_eq!(app.vendor_calls("stock_query_detail.php"), 1);
+
+    // Other variables, other answer.
+    let other = app.query(q, json!({ "s": ["G00002-01"] })).await;
+    assert_ne!(other, first);
+
+    // A write changes the answer at once.
+    let take = "mutation { createStockTake(input: {warehouseNo: \"WH-SH01\", mode: ALL, lines: [{specNo: \"G00001-01\", quantity: \"777\"}]}) { stockTakeNo } }";
+    let body = app.query(take, json!({})).await;
+    assert!(body["errors"].is_null(), "{body}");
+    let after = app.query(q, vars.clone()).await;
+    assert_eq!(after["data"]["stock"][0]["onHand"], "777.0000", "{after}");
+
+    // The TTL still applies: after it, the vendor is asked again.
+    let calls = app.vendor_calls("stock_query_detail.php");
+    TestApp::sleep(Duration::from_millis(2200)).await;
+    let later = app.query(q, vars.clone()).await;
+    assert_eq!(later, after);
+    assert_eq!(app.vendor_calls("stock_query_detail.php"), calls + 1);
+
+    // Scopes are part of the question: a token without stock:read is still refused.
+    let (status, _, body) = app.graphql(Some(&token("stock-sync:read")), q, vars).await;
+    assert_eq!(codes(&body), ["FORBIDDEN"], "{status} {body}");
+}
