@@ -185,7 +185,11 @@ where
 
     /// The fresh value, if cached (counted as a hit; a caller that then loads the value counts
     /// the miss itself, through [`get`](Self::get) or [`count_misses`](Self::count_misses)).
-    pub(crate) async fn peek(&self, key: &K) -> Option<Served<Arc<V>>> {
+    pub(crate) async fn peek<Q>(&self, key: &Q) -> Option<Served<Arc<V>>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let found = self
             .fresh
             .get(key)

@@ -172,11 +172,7 @@ impl StockService {
 
     /// The fresh cached entry of one SKU, if any (no vendor call, no stale entry).
     pub async fn stock_entry(&self, spec_no: &str) -> Option<Arc<StockRows>> {
-        self.inner
-            .stock
-            .peek(&spec_no.to_owned())
-            .await
-            .map(|s| s.value)
+        self.inner.stock.peek(spec_no).await.map(|s| s.value)
     }
 
     /// Stock of the given SKUs as the cached answers themselves, one per distinct SKU in the

@@ -649,14 +649,22 @@ impl WdtClient {
     /// Everything that can refuse an enterprise request before it is sent, checked before the
     /// guard so that nothing unsendable spends quota or counts as a vendor call.
     fn check_enterprise(&self, name: &str, params: &[(&str, &str)]) -> Result<(), VendorError> {
-        let creds = self
-            .inner
+        prepare_enterprise(
+            self.enterprise_creds()?,
+            name,
+            params,
+            self.inner.clock.unix_now(),
+        )
+        .map(drop)
+    }
+
+    fn enterprise_creds(&self) -> Result<&EnterpriseCredentials, VendorError> {
+        self.inner
             .enterprise
             .as_ref()
             .ok_or(VendorError::NotConfigured {
                 family: Family::Enterprise,
-            })?;
-        prepare_enterprise(creds, name, params, self.inner.clock.unix_now()).map(drop)
+            })
     }
 
     /// Whether each family's circuit breaker is open (or half-open) now.
@@ -736,13 +744,7 @@ impl WdtClient {
         body: String,
         paging: Option<Paging>,
     ) -> Result<Vec<u8>, VendorError> {
-        let creds = self
-            .inner
-            .flagship
-            .as_ref()
-            .ok_or(VendorError::NotConfigured {
-                family: Family::Flagship,
-            })?;
+        let creds = self.flagship_creds()?;
         let prepared = prepare_flagship(creds, method, body, paging, self.inner.clock.unix_now());
         let (status, body) = self.send(&prepared).await?;
         let envelope =
@@ -762,13 +764,7 @@ impl WdtClient {
         name: &str,
         params: &[(&str, &str)],
     ) -> Result<Vec<u8>, VendorError> {
-        let creds = self
-            .inner
-            .enterprise
-            .as_ref()
-            .ok_or(VendorError::NotConfigured {
-                family: Family::Enterprise,
-            })?;
+        let creds = self.enterprise_creds()?;
         let prepared = prepare_enterprise(creds, name, params, self.inner.clock.unix_now())?;
         let (status, body) = self.send(&prepared).await?;
         let envelope =

@@ -38,14 +38,6 @@ impl Default for Documents {
 }
 
 impl Documents {
-    /// Hands the request its parsed document, from the cache or parsed now (and kept). A query
-    /// that does not parse is left alone: the schema reports the syntax error as usual.
-    pub fn prepare(&self, request: &mut async_graphql::Request) {
-        if let Some(doc) = self.parsed(&request.query) {
-            request.set_parsed_query(doc.1.clone());
-        }
-    }
-
     /// The parsed document of `query`, from the cache or parsed now (and kept); `None` when it
     /// does not parse (or is too long to keep).
     pub fn parsed(&self, query: &str) -> Option<Arc<(String, ExecutableDocument)>> {
@@ -72,18 +64,14 @@ mod tests {
     #[test]
     fn documents_are_parsed_once_and_bad_ones_never_kept() {
         let docs = Documents::default();
-        let mut a = async_graphql::Request::new("{ stock(specNos: [\"A\"]) { specNo } }");
-        docs.prepare(&mut a);
-        assert!(a.parsed_query().is_ok());
+        let query = "{ stock(specNos: [\"A\"]) { specNo } }";
+        let first = docs.parsed(query).expect("parses");
         docs.0.run_pending_tasks();
         assert_eq!(docs.0.entry_count(), 1);
-        let mut again = async_graphql::Request::new("{ stock(specNos: [\"A\"]) { specNo } }");
-        docs.prepare(&mut again);
-        assert!(again.parsed_query().is_ok());
-        let mut bad = async_graphql::Request::new("{ stock(");
-        docs.prepare(&mut bad);
+        let again = docs.parsed(query).expect("cached");
+        assert!(Arc::ptr_eq(&first, &again), "parsed once");
+        assert!(docs.parsed("{ stock(").is_none());
         docs.0.run_pending_tasks();
         assert_eq!(docs.0.entry_count(), 1, "a syntax error is not cached");
-        assert!(bad.parsed_query().is_err(), "and is reported as usual");
     }
 }

@@ -1,6 +1,8 @@
 //! The `wdt-gateway` binary: `schema`, `token`, demo-mode start-up and graceful shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -135,26 +137,7 @@ async fn demo_mode_prints_a_working_token_and_shuts_down_gracefully() {
         health.success(),
         "the container healthcheck sees a live gateway"
     );
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        for _ in 0..100 {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        None
-    })
-    .await
-    .unwrap();
+    let status = common::terminate(child, Duration::from_secs(5)).await;
     assert!(
         status.is_some_and(|s| s.success()),
         "exits cleanly on SIGTERM: {status:?}"

@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 #![cfg(unix)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -106,26 +108,7 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["errors"].is_null(), "{body}");
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::task::spawn_blocking(move || {
-        for _ in 0..200 {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        None
-    })
-    .await
-    .unwrap();
+    let status = common::terminate(child, Duration::from_secs(10)).await;
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 
     let logs = std::fs::read_to_string(&log_file).unwrap();
