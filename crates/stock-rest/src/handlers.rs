@@ -1,5 +1,6 @@
 //! The `/v1` handlers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, State};
@@ -193,20 +194,16 @@ pub(crate) async fn get_stock(
         // Every row of every SKU: the answer is the cached JSON texts, assembled (the same
         // bytes `StockListResponse` serializes to, without serializing again).
         let parts = s.service.stock_parts(&q.spec_no).await?;
-        let len = parts
+        let texts: Vec<Arc<str>> = parts
             .value
             .iter()
-            .map(|p| p.json().len() + 1)
-            .sum::<usize>();
+            .map(|p| s.service.stock_json(p))
+            .collect();
+        let len = texts.iter().map(|t| t.len() + 1).sum::<usize>();
         let mut body = Vec::with_capacity(len + 12);
         body.extend_from_slice(b"{\"items\":[");
         let mut first = true;
-        for part in parts
-            .value
-            .iter()
-            .map(|p| p.json())
-            .filter(|j| !j.is_empty())
-        {
+        for part in texts.iter().filter(|j| !j.is_empty()) {
             if !first {
                 body.push(b',');
             }

@@ -1,10 +1,13 @@
 //! The caching layer: per-operation TTLs and bounded sizes, one vendor call for concurrent
 //! identical misses, and stale-if-error within a bounded age.
 //!
-//! Each [`Layer`] keeps two moka caches over the same values: `fresh` (time to live = the
-//! operation's TTL; `try_get_with` coalesces concurrent misses into one load) and `stale` (time
-//! to live = TTL + the stale allowance), consulted only when a load fails because the vendor is
-//! throttling or unreachable.
+//! Each [`Layer`] keeps one moka cache whose entries live for the operation's TTL plus the
+//! stale allowance: younger than the TTL an entry is fresh; older, it is only served (marked
+//! stale) when a reload fails because the vendor is throttling or unreachable. An entry past
+//! its TTL is moved to a small side cache while it is reloaded (`try_get_with` coalesces
+//! concurrent loads), so callers that arrive meanwhile still find it if the reload fails.
+//! One cache per operation, not a fresh and a stale copy of every key, halves the per-entry
+//! bookkeeping.
 
 use std::hash::Hash;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
 use tracing::Instrument;
 
 use crate::error::DomainError;
@@ -55,8 +59,12 @@ struct Entry<V> {
 pub(crate) struct Layer<K, V> {
     /// The cache's name in metrics and spans (`stock`, `barcode`, `plans`).
     name: &'static str,
-    fresh: Cache<K, Arc<Entry<V>>>,
+    /// Entries for TTL + stale allowance; fresh while younger than `ttl`.
+    cache: Cache<K, Arc<Entry<V>>>,
+    /// Entries past their TTL taken out of `cache` to be reloaded, until their stale
+    /// allowance ends (or a reload replaces them).
     stale: Cache<K, Arc<Entry<V>>>,
+    ttl: Duration,
     stale_allowed: bool,
 }
 
@@ -79,9 +87,11 @@ where
         stale_if_error: Duration,
         max_entries: u64,
     ) -> Self {
-        let fresh = Cache::builder()
+        let stale_allowed = !stale_if_error.is_zero();
+        let ttl = ttl.max(Duration::from_millis(1));
+        let cache = Cache::builder()
             .max_capacity(max_entries)
-            .time_to_live(ttl.max(Duration::from_millis(1)))
+            .time_to_live(ttl.saturating_add(stale_if_error))
             .eviction_listener(move |_, _, cause| {
                 let cause = match cause {
                     RemovalCause::Size => "size",
@@ -94,14 +104,41 @@ where
             .build();
         let stale = Cache::builder()
             .max_capacity(max_entries)
-            .time_to_live((ttl + stale_if_error).max(Duration::from_millis(1)))
+            .time_to_live(ttl.saturating_add(stale_if_error))
             .build();
         Self {
             name,
-            fresh,
+            cache,
             stale,
-            stale_allowed: !stale_if_error.is_zero(),
+            ttl,
+            stale_allowed,
         }
+    }
+
+    fn is_fresh(&self, entry: &Entry<V>) -> bool {
+        entry.fetched.elapsed() < self.ttl
+    }
+
+    /// The entry under `key` if it is fresh. One past its TTL is taken out of the cache (if
+    /// it is still the one there) and kept aside for stale-if-error while it is reloaded.
+    async fn fresh_or_retire(&self, key: &K) -> Option<Arc<Entry<V>>> {
+        let entry = self.cache.get(key).await?;
+        if self.is_fresh(&entry) {
+            return Some(entry);
+        }
+        if self.stale_allowed {
+            self.stale.insert(key.clone(), entry.clone()).await;
+        }
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| {
+                std::future::ready(match current {
+                    Some(c) if Arc::ptr_eq(c.value(), &entry) => Op::Remove,
+                    _ => Op::Nop,
+                })
+            })
+            .await;
+        None
     }
 
     fn count(&self, result: &'static str) {
@@ -122,7 +159,12 @@ where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<V, DomainError>>,
     {
-        let stale = &self.stale;
+        let before = epoch.load(Ordering::Acquire);
+        let asked = Instant::now();
+        if let Some(entry) = self.fresh_or_retire(&key).await {
+            self.count("hit");
+            return Ok(served(&entry, false, asked));
+        }
         let loaded = std::sync::atomic::AtomicBool::new(false);
         let init = async {
             loaded.store(true, Ordering::Relaxed);
@@ -133,14 +175,11 @@ where
                 fetched: Instant::now(),
                 epoch: started_at,
             });
-            stale.insert(key.clone(), entry.clone()).await;
             Ok::<_, DomainError>(entry)
         };
-        let before = epoch.load(Ordering::Acquire);
-        let asked = Instant::now();
         let span = tracing::info_span!("cache", cache = self.name, result = tracing::field::Empty);
         let result = self
-            .fresh
+            .cache
             .try_get_with(key.clone(), init)
             .instrument(span.clone())
             .await;
@@ -152,6 +191,10 @@ where
         };
         match result {
             Ok(entry) => {
+                if loaded.load(Ordering::Relaxed) {
+                    // The reload replaced what was kept aside.
+                    self.stale.invalidate(&key).await;
+                }
                 span.record("result", outcome);
                 self.count(outcome);
                 // A write overlapped this read and the value may predate it: answer with it (the
@@ -191,9 +234,10 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let found = self
-            .fresh
+            .cache
             .get(key)
             .await
+            .filter(|e| self.is_fresh(e))
             .map(|e| served(&e, false, Instant::now()));
         if found.is_some() {
             self.count("hit");
@@ -212,11 +256,11 @@ where
         if !self.stale_allowed {
             return None;
         }
-        let found = self
-            .stale
-            .get(key)
-            .await
-            .map(|e| served(&e, true, Instant::now()));
+        let entry = match self.stale.get(key).await {
+            Some(e) => Some(e),
+            None => self.cache.get(key).await,
+        };
+        let found = entry.map(|e| served(&e, true, Instant::now()));
         if found.is_some() {
             self.count("stale");
         }
@@ -230,29 +274,29 @@ where
             fetched: Instant::now(),
             epoch,
         });
-        self.stale.insert(key.clone(), entry.clone()).await;
-        self.fresh.insert(key, entry).await;
+        self.stale.invalidate(&key).await;
+        self.cache.insert(key, entry).await;
     }
 
     pub(crate) async fn invalidate(&self, key: &K) {
-        self.fresh.invalidate(key).await;
+        self.cache.invalidate(key).await;
         self.stale.invalidate(key).await;
     }
 
     pub(crate) fn invalidate_all(&self) {
-        self.fresh.invalidate_all();
+        self.cache.invalidate_all();
         self.stale.invalidate_all();
     }
 
-    /// Entries in the fresh cache (approximate until pending tasks run).
+    /// Entries held, fresh or kept for stale-if-error (approximate until pending tasks run).
     pub(crate) fn entry_count(&self) -> u64 {
-        self.fresh.entry_count()
+        self.cache.entry_count()
     }
 
-    /// Entries in the fresh cache, after its pending maintenance ran.
+    /// Entries held, fresh or kept for stale-if-error, after pending maintenance ran.
     pub(crate) async fn settled_entry_count(&self) -> u64 {
-        self.fresh.run_pending_tasks().await;
-        self.fresh.entry_count()
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
     }
 }
 
@@ -320,5 +364,40 @@ mod tests {
             layer.get("k", &epoch, refused).await.is_err(),
             "a refusal is never papered over"
         );
+    }
+
+    #[tokio::test]
+    async fn every_waiter_of_a_failed_reload_gets_the_stale_entry() {
+        let layer: Layer<&str, u32> =
+            Layer::new("t", Duration::from_millis(50), Duration::from_secs(60), 100);
+        let epoch = AtomicU64::new(0);
+        layer.get("k", &epoch, || async { Ok(1) }).await.unwrap();
+        assert_eq!(layer.settled_entry_count().await, 1);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(layer.peek(&"k").await.is_none(), "past its TTL");
+        let loads = AtomicUsize::new(0);
+        let down = || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(DomainError {
+                kind: crate::ErrorKind::VendorUnavailable,
+                message: "down".into(),
+                vendor: None,
+                retry_after: None,
+            })
+        };
+        let (a, b) = tokio::join!(layer.get("k", &epoch, down), async {
+            // Arrives after the first caller took the entry out to reload it.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            layer.get("k", &epoch, down).await
+        });
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.stale && b.stale && *a.value == 1 && *b.value == 1);
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one reload for both");
+        // A successful reload replaces it; the side copy is gone.
+        let fresh = layer.get("k", &epoch, || async { Ok(2) }).await.unwrap();
+        assert!(!fresh.stale && *fresh.value == 2);
+        assert_eq!(*layer.peek(&"k").await.unwrap().value, 2);
+        assert!(layer.stale.get(&"k").await.is_none());
     }
 }

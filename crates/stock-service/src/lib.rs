@@ -7,6 +7,7 @@ mod cursor;
 mod error;
 mod mapping;
 pub mod model;
+mod packed;
 pub mod validate;
 
 use std::collections::{HashMap, HashSet};
@@ -39,6 +40,9 @@ const VENDOR_PAGE: u32 = 100;
 const BATCH_CHUNK: usize = 100;
 /// Concurrent vendor calls for one `stock` query.
 const STOCK_FAN_OUT: usize = 8;
+/// Bytes of JSON text kept for recently read stock entries (REST answers are assembled from
+/// it); the entries themselves are kept compact.
+const STOCK_JSON_BYTES: u64 = 8 << 20;
 /// How long an acknowledgement can still find the plan snapshot it echoes.
 const SNAPSHOT_TTL: Duration = Duration::from_secs(3600);
 
@@ -58,6 +62,8 @@ struct Inner {
     plans: cache::Layer<(i64, bool), StockSyncPlan>,
     /// `calcStock` answers by (listing, stock_change_count): what acknowledgements echo.
     snapshots: Cache<(i64, i64), Arc<StockSyncCalc>>,
+    /// The JSON text of recently read stock entries, by entry id, bounded by bytes.
+    stock_json: moka::sync::Cache<u64, Arc<str>>,
     /// Bumped by every write, so loads that overlap a write never cache what it changed.
     epoch: AtomicU64,
     cache_config: CacheConfig,
@@ -82,6 +88,11 @@ impl StockService {
                 snapshots: Cache::builder()
                     .max_capacity(cache.max_entries)
                     .time_to_live(SNAPSHOT_TTL)
+                    .build(),
+                stock_json: moka::sync::Cache::builder()
+                    .max_capacity(STOCK_JSON_BYTES)
+                    .weigher(|_, text: &Arc<str>| u32::try_from(text.len()).unwrap_or(u32::MAX))
+                    .time_to_live(cache.stock_ttl.max(Duration::from_millis(1)))
                     .build(),
                 epoch: AtomicU64::new(0),
                 cache_config: cache.clone(),
@@ -114,6 +125,15 @@ impl StockService {
     /// Unix time of the vendor's last HTTP 2xx answer, if any (for metrics).
     pub fn vendor_last_answer_unix(&self) -> Option<i64> {
         self.inner.client.last_answer_unix()
+    }
+
+    /// A cached stock entry as JSON objects separated by commas, without brackets: exactly
+    /// what `serde_json` writes for its rows inside an array. Made once per entry while the
+    /// entry is read (kept for the most recently read entries, up to 8 MiB).
+    pub fn stock_json(&self, rows: &StockRows) -> Arc<str> {
+        self.inner
+            .stock_json
+            .get_with(rows.id(), || Arc::from(rows.render_json()))
     }
 
     /// The cache settings (TTLs drive the REST cache headers).
@@ -833,7 +853,7 @@ fn combine(parts: Vec<Result<Served<Arc<StockRows>>>>) -> Result<Served<Vec<Arc<
     Ok(out)
 }
 
-/// The rows of several cached answers, shared (never copied), optionally of one warehouse.
+/// The rows of several cached answers, optionally of one warehouse.
 fn flatten(
     parts: Served<Vec<Arc<StockRows>>>,
     warehouse: Option<&str>,
@@ -842,9 +862,9 @@ fn flatten(
         value: parts
             .value
             .iter()
-            .flat_map(|p| p.rows().iter())
+            .flat_map(|p| p.rows())
             .filter(|r| warehouse.is_none_or(|w| r.warehouse_no == w))
-            .cloned()
+            .map(Arc::new)
             .collect(),
         stale: parts.stale,
         age_secs: parts.age_secs,

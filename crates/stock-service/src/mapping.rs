@@ -170,10 +170,13 @@ mod rows_tests {
         let twice: Vec<StockLevel> = rows.iter().chain(rows.iter()).cloned().collect();
         let cached = StockRows::new(twice.clone());
         assert_eq!(
-            format!("[{}]", cached.json()),
+            format!("[{}]", cached.render_json()),
             serde_json::to_string(&twice).unwrap()
         );
-        assert_eq!(StockRows::new([]).json(), "");
-        assert_eq!(cached.rows().len(), twice.len());
+        assert_eq!(StockRows::new([]).render_json(), "");
+        assert_eq!(cached.rows(), twice);
+        // Kept compact, not as a copy of the rows.
+        assert!(format!("{cached:?}").contains("\"packed\""), "{cached:?}");
+        assert!(cached.size() * 3 < serde_json::to_string(&twice).unwrap().len());
     }
 }

@@ -402,43 +402,105 @@ impl StockSyncFailure {
     }
 }
 
-/// One SKU's (or barcode's) cached stock rows: shared by every answer that contains them, with
-/// their JSON text (the REST form) made once, on first use.
-#[derive(Debug, Default)]
+/// One SKU's (or barcode's) cached stock rows, kept compact (see `packed.rs`): a cache of
+/// 100,000 SKUs takes about a tenth of what the rows take as values. Every answer decodes its
+/// own copy; the REST form (JSON text) is kept for recently read entries by the service.
 pub struct StockRows {
-    rows: Vec<std::sync::Arc<StockLevel>>,
-    json: std::sync::OnceLock<String>,
+    /// Unique in this process: names this very entry (its JSON text is cached under it).
+    id: u64,
+    form: Form,
+}
+
+enum Form {
+    /// The compact form.
+    Packed(Box<[u8]>),
+    /// Rows the compact form could not hold exactly (none known; kept as they are).
+    Plain(Vec<StockLevel>),
+}
+
+impl std::fmt::Debug for StockRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (form, bytes) = match &self.form {
+            Form::Packed(b) => ("packed", b.len()),
+            Form::Plain(rows) => ("plain", rows.len()),
+        };
+        f.debug_struct("StockRows")
+            .field("id", &self.id)
+            .field("form", &form)
+            .field("size", &bytes)
+            .finish()
+    }
+}
+
+impl Default for StockRows {
+    fn default() -> Self {
+        Self::new([])
+    }
+}
+
+/// Rows as JSON objects separated by commas, without brackets: exactly what `serde_json`
+/// writes for them inside an array.
+fn rows_json(rows: &[StockLevel]) -> String {
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Serializing plain data into a String cannot fail.
+        if let Ok(text) = serde_json::to_string(row) {
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 impl StockRows {
-    /// Rows as read from the vendor.
+    /// Rows as read from the vendor. The compact form is checked against them (decoded and
+    /// compared by their JSON, which shows every digit of scale and every time offset) before
+    /// it replaces them.
     pub fn new(rows: impl IntoIterator<Item = StockLevel>) -> Self {
-        Self {
-            rows: rows.into_iter().map(std::sync::Arc::new).collect(),
-            json: std::sync::OnceLock::new(),
-        }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rows: Vec<StockLevel> = rows.into_iter().collect();
+        let packed = crate::packed::encode(&rows);
+        let exact = crate::packed::decode(&packed)
+            .is_some_and(|back| back == rows && rows_json(&back) == rows_json(&rows));
+        let form = if exact {
+            Form::Packed(packed.into_boxed_slice())
+        } else {
+            Form::Plain(rows)
+        };
+        Self { id, form }
     }
 
-    /// The rows.
-    pub fn rows(&self) -> &[std::sync::Arc<StockLevel>] {
-        &self.rows
+    /// Names this very entry: two entries never share an id, even over time.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The rows, decoded (a copy of their own for each caller).
+    pub fn rows(&self) -> Vec<StockLevel> {
+        match &self.form {
+            // Checked when the entry was made: it decodes.
+            Form::Packed(b) => crate::packed::decode(b).unwrap_or_default(),
+            Form::Plain(rows) => rows.clone(),
+        }
     }
 
     /// The rows as JSON objects separated by commas, without brackets: exactly what
     /// `serde_json` writes for them inside an array.
-    pub fn json(&self) -> &str {
-        self.json.get_or_init(|| {
-            let mut out = String::new();
-            for (i, row) in self.rows.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                // Serializing plain data into a String cannot fail.
-                if let Ok(text) = serde_json::to_string(row) {
-                    out.push_str(&text);
-                }
-            }
-            out
-        })
+    pub fn render_json(&self) -> String {
+        match &self.form {
+            Form::Packed(_) => rows_json(&self.rows()),
+            Form::Plain(rows) => rows_json(rows),
+        }
+    }
+
+    /// Bytes the entry's rows take (for tests and sizing).
+    pub fn size(&self) -> usize {
+        match &self.form {
+            Form::Packed(b) => b.len(),
+            Form::Plain(rows) => rows.len() * std::mem::size_of::<StockLevel>(),
+        }
     }
 }
