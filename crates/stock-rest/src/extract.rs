@@ -26,6 +26,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// The query string of `uri` as `T`, with the same error as the [`Query`] extractor.
+#[allow(
+    clippy::result_large_err,
+    reason = "returned straight to the handler, as the extractors do"
+)]
+pub(crate) fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    axum_extra::extract::Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| {
+            ApiError::bad_input(format!(
+                "invalid query parameters: {}",
+                inner_text(&e.body_text())
+            ))
+        })
+}
+
 /// A JSON body; a bad body is a `400 BAD_USER_INPUT` that says what is wrong.
 #[derive(Debug)]
 pub(crate) struct Json<T>(pub(crate) T);

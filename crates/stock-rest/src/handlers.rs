@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,7 +20,7 @@ use crate::dto::{
     StockQueryParams, WarehouseQueryParams,
 };
 use crate::error::{ApiError, Problem};
-use crate::extract::{Json, Path, Query};
+use crate::extract::{Json, Path, Query, query_of};
 
 /// Errors every route may answer.
 #[derive(IntoResponses)]
@@ -84,6 +85,11 @@ fn etag(body: &[u8]) -> String {
     format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body))
 }
 
+fn etag_value(body: &[u8]) -> HeaderValue {
+    // Quotes and hex digits only: always a valid header value.
+    HeaderValue::from_str(&etag(body)).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+}
+
 fn matches(if_none_match: Option<&HeaderValue>, tag: &str) -> bool {
     if_none_match
         .and_then(|v| v.to_str().ok())
@@ -118,11 +124,19 @@ fn read_response_body(
     body: Vec<u8>,
     cache: Option<(&Served<()>, Duration)>,
 ) -> Response {
-    let tag = etag(&body);
+    let body = Bytes::from(body);
+    let tag = etag_value(&body);
+    respond(request, body, tag, cache)
+}
+
+/// A GET answer from its bytes and ETag.
+fn respond(
+    request: &HeaderMap,
+    body: Bytes,
+    tag: HeaderValue,
+    cache: Option<(&Served<()>, Duration)>,
+) -> Response {
     let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&tag) {
-        headers.insert(header::ETAG, v);
-    }
     match cache {
         Some((served, ttl)) => {
             let remaining = ttl.as_secs().saturating_sub(served.age_secs);
@@ -154,7 +168,11 @@ fn read_response_body(
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
     }
-    if matches(request.get(header::IF_NONE_MATCH), &tag) {
+    let not_modified = tag
+        .to_str()
+        .is_ok_and(|t| matches(request.get(header::IF_NONE_MATCH), t));
+    headers.insert(header::ETAG, tag);
+    if not_modified {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     headers.insert(
@@ -187,9 +205,19 @@ pub(crate) async fn get_stock(
     State(s): State<RestState>,
     _auth: Authorized<{ STOCK_READ }>,
     headers: HeaderMap,
-    Query(q): Query<StockQueryParams>,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let ttl = s.service.cache_config().stock_ttl;
+    let raw = uri.query().unwrap_or_default();
+    if let Some(hit) = s.answers.get(raw, &s.service).await {
+        return Ok(respond(
+            &headers,
+            hit.body,
+            hit.etag,
+            Some((&hit.served, ttl)),
+        ));
+    }
+    let q: StockQueryParams = query_of(&uri)?;
     if q.warehouse_no.is_none() {
         // Every row of every SKU: the answer is the cached JSON texts, assembled (the same
         // bytes `StockListResponse` serializes to, without serializing again).
@@ -197,7 +225,7 @@ pub(crate) async fn get_stock(
         let texts: Vec<Arc<str>> = parts
             .value
             .iter()
-            .map(|p| s.service.stock_json(p))
+            .map(|(_, p)| s.service.stock_json(p))
             .collect();
         let len = texts.iter().map(|t| t.len() + 1).sum::<usize>();
         let mut body = Vec::with_capacity(len + 12);
@@ -211,11 +239,13 @@ pub(crate) async fn get_stock(
             body.extend_from_slice(part.as_bytes());
         }
         body.extend_from_slice(b"]}");
-        return Ok(read_response_body(
-            &headers,
-            body,
-            Some((&meta(&parts), ttl)),
-        ));
+        let body = Bytes::from(body);
+        let tag = etag_value(&body);
+        let meta = meta(&parts);
+        if !parts.stale {
+            s.answers.put(raw, body.clone(), tag.clone(), parts.value);
+        }
+        return Ok(respond(&headers, body, tag, Some((&meta, ttl))));
     }
     let served = s
         .service

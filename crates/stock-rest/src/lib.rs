@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod handlers;
 mod idempotency;
+mod memo;
 
 use axum::Router;
 use stock_service::StockService;
@@ -16,6 +17,7 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, Problem, RequestId};
 pub use idempotency::IdempotencyStore;
+pub use memo::StockAnswers;
 
 /// What the REST handlers share.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct RestState {
     pub service: StockService,
     /// Stored first results of idempotent writes.
     pub idempotency: IdempotencyStore,
+    /// Memoized `GET /v1/stock` answers.
+    pub answers: StockAnswers,
 }
 
 #[derive(OpenApi)]

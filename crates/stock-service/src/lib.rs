@@ -192,18 +192,33 @@ impl StockService {
 
     /// The fresh cached entry of one SKU, if any (no vendor call, no stale entry).
     pub async fn stock_entry(&self, spec_no: &str) -> Option<Arc<StockRows>> {
-        self.inner.stock.peek(spec_no).await.map(|s| s.value)
+        self.cached_stock(spec_no).await.map(|s| s.value)
     }
 
-    /// Stock of the given SKUs as the cached answers themselves, one per distinct SKU in the
-    /// order asked: their rows are shared and their JSON text is made once (REST answers are
-    /// assembled from it without serializing again).
+    /// The fresh cached entry of one SKU with its age, if any (no vendor call, no stale
+    /// entry; counted as a cache hit).
+    pub async fn cached_stock(&self, spec_no: &str) -> Option<Served<Arc<StockRows>>> {
+        self.inner.stock.peek(spec_no).await
+    }
+
+    /// Stock of the given SKUs as the cached entries themselves, one per distinct SKU in the
+    /// order asked, with that SKU (REST answers are assembled from the entries' JSON text,
+    /// see [`stock_json`](Self::stock_json), without serializing again).
     ///
     /// # Errors
     /// Invalid input, or a vendor failure without a stale value to stand in.
-    pub async fn stock_parts(&self, spec_nos: &[String]) -> Result<Served<Vec<Arc<StockRows>>>> {
+    pub async fn stock_parts(
+        &self,
+        spec_nos: &[String],
+    ) -> Result<Served<Vec<(String, Arc<StockRows>)>>> {
         let specs = distinct_specs(spec_nos)?;
-        self.parts_of(&specs).await
+        let parts = self.parts_of(&specs).await?;
+        Ok(Served {
+            value: specs.into_iter().zip(parts.value).collect(),
+            stale: parts.stale,
+            age_secs: parts.age_secs,
+            cached: parts.cached,
+        })
     }
 
     /// The cached answers of validated, distinct SKUs, loading the missing ones.

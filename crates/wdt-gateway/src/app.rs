@@ -23,9 +23,27 @@ use crate::auth::{AuthError, Authenticator};
 use crate::graphiql;
 use crate::observe::{self, ClientLimiter};
 
-/// What every handler shares.
+/// What every handler shares (cheap to clone: one reference count).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppShared>);
+
+impl AppState {
+    /// The state over these parts.
+    pub fn new(shared: AppShared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppShared {
     /// The schema.
     pub schema: AppSchema,
     /// The stock service (also inside the schema).
@@ -42,7 +60,7 @@ pub struct AppState {
     pub answers: crate::answers::Answers,
 }
 
-impl AppState {
+impl AppShared {
     /// Authenticates the request's bearer token (in an `auth` span) and applies the caller's
     /// rate limit.
     async fn admit(&self, headers: &axum::http::HeaderMap) -> Result<Caller, Refusal> {
@@ -73,6 +91,12 @@ enum Refusal {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for AppShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("service", &self.service)
             .field("auth", &self.auth)
@@ -80,12 +104,13 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The gateway's routes: GraphQL, the REST facade with its OpenAPI document and docs UI, and
-/// the health probe. Every response carries `x-request-id`.
+/// The gateway's routes: GraphQL, the REST facade with its OpenAPI document and docs UI, the
+/// probes and the metrics. [`edge`] adds what every route gets.
 pub fn router(state: AppState) -> Router {
     let (rest, api) = stock_rest::router(RestState {
         service: state.service.clone(),
         idempotency: state.idempotency.clone(),
+        answers: stock_rest::StockAnswers::default(),
     });
     let rest = rest.layer(from_fn_with_state(state.clone(), authenticate_rest));
     Router::new()
@@ -97,7 +122,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(rest)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
-        .layer(from_fn(request_id))
 }
 
 /// The HTTP edge around every route: body size limit, request timeout, CORS for configured
@@ -108,29 +132,18 @@ pub fn edge(router: Router, http: &crate::config::HttpSettings) -> Router {
     use tower_http::compression::CompressionLayer;
     use tower_http::cors::{AllowOrigin, CorsLayer};
     use tower_http::limit::RequestBodyLimitLayer;
-    use tower_http::set_header::SetResponseHeaderLayer;
     use tower_http::timeout::TimeoutLayer;
 
     let mut router = router
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,
             Duration::from_secs(http.request_timeout_secs),
         ))
         .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
-        // Outside the timeout and the body limit, so their 504 and 413 are counted too.
-        .layer(from_fn(observe::track));
+        // Outside the timeout and the body limit, so their 504 and 413 are counted, logged
+        // and carry the request id too. One middleware, not one layer per concern: each layer
+        // is cloned for every request.
+        .layer(from_fn(front));
     if http.compression {
         router = router.layer(CompressionLayer::new());
     }
@@ -193,9 +206,10 @@ fn valid_request_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-/// Accepts a caller's `x-request-id` (or makes one), returns it, and puts it into problem
-/// documents.
-async fn request_id(mut request: Request, next: Next) -> Response {
+/// The outermost middleware of every route: counts and times the request, accepts the caller's
+/// `x-request-id` (or makes one), runs the request in its span, returns the id (also inside
+/// problem documents), and adds the security headers.
+async fn front(mut request: Request, next: Next) -> Response {
     let id = request
         .headers()
         .get("x-request-id")
@@ -212,9 +226,10 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
+    let tracked = observe::Tracked::start(&route, request.method());
     let span = tracing::info_span!(
         "request",
-        otel.name = format!("{} {route}", request.method()),
+        otel.name = tracing::field::Empty,
         otel.kind = "server",
         request_id = %id,
         method = %request.method(),
@@ -222,6 +237,9 @@ async fn request_id(mut request: Request, next: Next) -> Response {
         subject = tracing::field::Empty,
         status = tracing::field::Empty,
     );
+    if crate::telemetry::exporting() {
+        span.record("otel.name", format!("{} {route}", request.method()));
+    }
     let mut response = next.run(request).instrument(span.clone()).await;
     span.record("status", response.status().as_u16());
     span.in_scope(|| {
@@ -244,9 +262,20 @@ async fn request_id(mut request: Request, next: Next) -> Response {
             axum::body::Body::from(serde_json::to_vec(&problem).unwrap_or_default()),
         );
     }
+    let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
+        headers.insert("x-request-id", v);
     }
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    tracked.finish(response.status());
     response
 }
 

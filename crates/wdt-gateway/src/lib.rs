@@ -23,7 +23,7 @@ use stock_service::{CacheConfig, StockService};
 use wdt_client::{EnterpriseCredentials, FlagshipCredentials, WdtClient};
 use wdt_emulator::{EmulatorConfig, EnterpriseAccount, FlagshipAccount, RunningEmulator};
 
-pub use app::{AppState, edge, router};
+pub use app::{AppShared, AppState, edge, router};
 use auth::Authenticator;
 use config::{AuthMode, Config, ConfigError};
 
@@ -187,7 +187,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             max_complexity: config.graphql.max_complexity,
         },
     );
-    let state = AppState {
+    let state = AppState::new(AppShared {
         schema,
         service,
         auth,
@@ -198,7 +198,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             config.limits.client_rate_limit,
             config.limits.client_burst,
         ),
-    };
+    });
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,
         token: demo_token.unwrap_or_default(),

@@ -10,9 +10,6 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -156,31 +153,31 @@ fn record_request(route: &str, method: &str, status: &str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Counts and times every request by its route pattern (never the raw path, which would let
-/// callers create unbounded series).
-pub(crate) async fn track(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().as_str().to_owned();
-    metrics::gauge!("wdt_http_requests_in_flight").increment(1.0);
-    let mut guard = InFlight {
-        route,
-        method,
-        started: Instant::now(),
-        done: false,
-    };
-    let response = next.run(request).await;
-    guard.done = true;
-    record_request(
-        &guard.route,
-        &guard.method,
-        response.status().as_str(),
-        guard.started,
-    );
-    response
+/// Counts and times one request by its route pattern (never the raw path, which would let
+/// callers create unbounded series); a request dropped before [`finish`](Self::finish) is
+/// counted as `cancelled`.
+pub(crate) struct Tracked(InFlight);
+
+impl Tracked {
+    pub(crate) fn start(route: &str, method: &axum::http::Method) -> Self {
+        metrics::gauge!("wdt_http_requests_in_flight").increment(1.0);
+        Self(InFlight {
+            route: route.to_owned(),
+            method: method.as_str().to_owned(),
+            started: Instant::now(),
+            done: false,
+        })
+    }
+
+    pub(crate) fn finish(mut self, status: axum::http::StatusCode) {
+        self.0.done = true;
+        record_request(
+            &self.0.route,
+            &self.0.method,
+            status.as_str(),
+            self.0.started,
+        );
+    }
 }
 
 /// Most distinct GraphQL operation names kept as labels; later ones count as `other`.

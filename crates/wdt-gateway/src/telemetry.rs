@@ -18,6 +18,14 @@ use crate::config::{Config, LogFormat};
 /// The spans whose fields log lines carry: the request (its id, route, subject) and the vendor
 /// call. The finer spans (auth, graphql, cache) cost a little on every request and go only to
 /// trace export.
+/// Whether spans are exported over OTLP (then request spans get an `otel.name`).
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are exported over OTLP.
+pub(crate) fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn logged_span(meta: &tracing::Metadata<'_>) -> bool {
     our_span(meta) && matches!(meta.name(), "request" | "vendor_call")
 }
@@ -72,7 +80,10 @@ pub fn init(config: &Config, json: bool) -> Result<Telemetry, String> {
             .with_filter(filter)
             .boxed()
     } else {
+        // Colours only for a terminal: escape codes in a log file are noise, and styling every
+        // span field costs time on every request.
         tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed()
@@ -80,6 +91,7 @@ pub fn init(config: &Config, json: bool) -> Result<Telemetry, String> {
     let mut telemetry = Telemetry::default();
     let otel = match &config.telemetry.otlp_endpoint {
         Some(base) => {
+            EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
             let endpoint = format!("{}/v1/traces", base.trim_end_matches('/'));
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()

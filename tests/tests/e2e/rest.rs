@@ -480,3 +480,100 @@ async fn a_write_whose_client_went_away_still_finishes_and_replays() {
     );
     assert_eq!(app.vendor_calls("wms.StockPd.stockSyncByPd"), 1);
 }
+
+/// Answers of `GET /v1/stock` are memoized while the entries they were assembled from stay
+/// cached: the same bytes and ETag, fresh cache headers, and a new answer after a write, after
+/// the TTL, and for other query strings; scopes are still checked first.
+#[tokio::test]
+async fn memoized_stock_answers_follow_the_cache() {
+    let app = TestApp::spawn_with(|c| c.cache.stock_ttl_secs = 3).await;
+    let path = "/v1/stock?spec_no=G00001-01&spec_no=G00002-01";
+    let raw = |app: &TestApp, path: &str| {
+        let url = app.url(path);
+        async move {
+            let r = Client::new()
+                .get(url)
+                .bearer_auth(token(ALL_SCOPES))
+                .send()
+                .await
+                .unwrap();
+            let headers = r.headers().clone();
+            (r.status(), headers, r.bytes().await.unwrap())
+        }
+    };
+    let (_, _, first) = raw(&app, path).await;
+    let (status, headers, second) = raw(&app, path).await;
+    assert_eq!(status, 200);
+    assert_eq!(first, second, "same bytes");
+    assert!(
+        headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("wdt-gateway; hit; ttl=")
+    );
+    let tag = headers["etag"].to_str().unwrap().to_owned();
+    let (_, again, third) = raw(&app, path).await;
+    assert_eq!(third, first);
+    assert_eq!(again["etag"].to_str().unwrap(), tag);
+    assert_eq!(app.vendor_calls("stock_query_detail.php"), 2);
+
+    // The memo answers If-None-Match like the assembled answer.
+    let (status, _, _) = call(
+        &app,
+        Method::GET,
+        path,
+        Some(&token(ALL_SCOPES)),
+        None,
+        &[("if-none-match", &tag)],
+    )
+    .await;
+    assert_eq!(status, 304);
+
+    // Another query string for the same SKUs is answered on its own, with the same rows.
+    let (_, _, reordered) = get(&app, "/v1/stock?spec_no=G00002-01&spec_no=G00001-01").await;
+    let (_, _, body) = get(&app, path).await;
+    assert_eq!(
+        reordered["items"].as_array().unwrap().len(),
+        body["items"].as_array().unwrap().len()
+    );
+    assert_ne!(
+        reordered["items"][0]["spec_no"],
+        body["items"][0]["spec_no"]
+    );
+
+    // A write changes the answer at once.
+    let (status, _, done) = post(&app, "/v1/stock-takes", take("G00001-01", "777"), &[]).await;
+    assert_eq!(status, 201, "{done}");
+    let (_, headers, after) = get(&app, path).await;
+    let row = after["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["spec_no"] == "G00001-01" && r["warehouse_no"] == "WH-SH01")
+        .unwrap();
+    assert_eq!(row["on_hand"], "777.0000", "{after}");
+    assert_ne!(headers["etag"].to_str().unwrap(), tag);
+
+    // The TTL still applies: after it, the vendor is asked again.
+    let calls = app.vendor_calls("stock_query_detail.php");
+    TestApp::sleep(std::time::Duration::from_millis(3200)).await;
+    let (_, headers, later) = get(&app, path).await;
+    assert_eq!(later, after);
+    assert_eq!(headers["cache-status"], "wdt-gateway; fwd=miss; stored");
+    assert_eq!(app.vendor_calls("stock_query_detail.php"), calls + 2);
+
+    // Scopes are checked before the memo: a token without stock:read is refused.
+    let (status, _, problem) = call(
+        &app,
+        Method::GET,
+        path,
+        Some(&token("stock-sync:read")),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    // A bad query string is refused as before.
+    let (status, _, problem) = get(&app, "/v1/stock?spec_no=G00001-01&bogus=1").await;
+    assert_eq!(status, 400, "{problem}");
+}
