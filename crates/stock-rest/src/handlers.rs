@@ -221,6 +221,7 @@ pub(crate) async fn get_stock(
     if q.warehouse_no.is_none() {
         // Every row of every SKU: the answer is the cached JSON texts, assembled (the same
         // bytes `StockListResponse` serializes to, without serializing again).
+        let generation = s.service.stock_generation();
         let parts = s.service.stock_parts(&q.spec_no).await?;
         let texts: Vec<Arc<str>> = parts
             .value
@@ -242,8 +243,10 @@ pub(crate) async fn get_stock(
         let body = Bytes::from(body);
         let tag = etag_value(&body);
         let meta = meta(&parts);
-        if !parts.stale {
-            s.answers.put(raw, body.clone(), tag.clone(), parts.value);
+        if !parts.stale
+            && let Some(reads) = stock_service::CachedReads::new(parts.value, generation)
+        {
+            s.answers.put(raw, body.clone(), tag.clone(), reads);
         }
         return Ok(respond(&headers, body, tag, Some((&meta, ttl))));
     }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::HeaderValue;
-use stock_service::StockService;
-use stock_service::model::{Served, StockRows};
+use stock_service::model::Served;
+use stock_service::{CachedReads, StockService};
 
 /// Most bytes of answers kept.
 const BUDGET_BYTES: u64 = 8 * 1024 * 1024;
@@ -20,8 +20,8 @@ const MAX_ANSWER_BYTES: usize = 256 * 1024;
 struct Answer {
     body: Bytes,
     etag: HeaderValue,
-    /// The cached entries it was assembled from, by SKU, in order.
-    reads: Vec<(String, Arc<StockRows>)>,
+    /// The cached entries it was assembled from.
+    reads: CachedReads,
 }
 
 /// Memoized `GET /v1/stock` answers by query string.
@@ -62,24 +62,10 @@ impl StockAnswers {
     /// as it was.
     pub(crate) async fn get(&self, query: &str, service: &StockService) -> Option<Hit> {
         let answer = self.0.get(query)?;
-        let mut served = Served {
-            value: (),
-            stale: false,
-            age_secs: 0,
-            cached: true,
+        let Some(served) = answer.reads.still_cached(service).await else {
+            self.0.invalidate(query);
+            return None;
         };
-        for (spec, rows) in &answer.reads {
-            let current = service.cached_stock(spec).await;
-            match current {
-                Some(c) if Arc::ptr_eq(&c.value, rows) => {
-                    served.age_secs = served.age_secs.max(c.age_secs);
-                }
-                _ => {
-                    self.0.invalidate(query);
-                    return None;
-                }
-            }
-        }
         Some(Hit {
             body: answer.body.clone(),
             etag: answer.etag.clone(),
@@ -88,14 +74,8 @@ impl StockAnswers {
     }
 
     /// Keeps an answer assembled from these cached entries (not a stale one).
-    pub(crate) fn put(
-        &self,
-        query: &str,
-        body: Bytes,
-        etag: HeaderValue,
-        reads: Vec<(String, Arc<StockRows>)>,
-    ) {
-        if reads.is_empty() || body.len() > MAX_ANSWER_BYTES {
+    pub(crate) fn put(&self, query: &str, body: Bytes, etag: HeaderValue, reads: CachedReads) {
+        if body.len() > MAX_ANSWER_BYTES {
             return;
         }
         self.0

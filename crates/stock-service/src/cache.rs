@@ -68,6 +68,10 @@ pub(crate) struct Layer<K, V> {
     stale_allowed: bool,
     /// `wdt_cache_requests_total` for this cache by result: hit, miss, coalesced, stale.
     counters: [metrics::Counter; 4],
+    /// Bumped after every change of what the cache holds (a load stored, a write's
+    /// invalidation, an entry retired or evicted): while it stands still, every entry read
+    /// before is still the one cached.
+    changes: Arc<AtomicU64>,
 }
 
 impl<K, V> std::fmt::Debug for Layer<K, V> {
@@ -91,10 +95,13 @@ where
     ) -> Self {
         let stale_allowed = !stale_if_error.is_zero();
         let ttl = ttl.max(Duration::from_millis(1));
+        let changes = Arc::new(AtomicU64::new(0));
+        let changed = changes.clone();
         let cache = Cache::builder()
             .max_capacity(max_entries)
             .time_to_live(ttl.saturating_add(stale_if_error))
             .eviction_listener(move |_, _, cause| {
+                changed.fetch_add(1, Ordering::AcqRel);
                 let cause = match cause {
                     RemovalCause::Size => "size",
                     RemovalCause::Expired => "expired",
@@ -116,7 +123,22 @@ where
             ttl,
             stale_allowed,
             counters: ["hit", "miss", "coalesced", "stale"].map(counter),
+            changes,
         }
+    }
+
+    /// How many times what the cache holds has changed (see `changes`).
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts `n` hits answered without looking the entries up again.
+    pub(crate) fn count_hits(&self, n: usize) {
+        self.counters[0].increment(n as u64);
     }
 
     fn is_fresh(&self, entry: &Entry<V>) -> bool {
@@ -142,6 +164,7 @@ where
                 })
             })
             .await;
+        self.changed();
         None
     }
 
@@ -201,6 +224,7 @@ where
         match result {
             Ok(entry) => {
                 if loaded.load(Ordering::Relaxed) {
+                    self.changed();
                     // The reload replaced what was kept aside.
                     self.stale.invalidate(&key).await;
                 }
@@ -284,16 +308,19 @@ where
         });
         self.stale.invalidate(&key).await;
         self.cache.insert(key, entry).await;
+        self.changed();
     }
 
     pub(crate) async fn invalidate(&self, key: &K) {
         self.cache.invalidate(key).await;
         self.stale.invalidate(key).await;
+        self.changed();
     }
 
     pub(crate) fn invalidate_all(&self) {
         self.cache.invalidate_all();
         self.stale.invalidate_all();
+        self.changed();
     }
 
     /// Entries held, fresh or kept for stale-if-error (approximate until pending tasks run).

@@ -195,6 +195,20 @@ impl StockService {
         self.cached_stock(spec_no).await.map(|s| s.value)
     }
 
+    /// A number that changes after every change of the cached stock entries (a load stored, an
+    /// invalidation, an expiry or eviction). Read it before reading entries: while it is
+    /// unchanged afterwards, each of those entries is still the one cached (until its
+    /// [`StockRows::fetched`] + the stock TTL).
+    pub fn stock_generation(&self) -> u64 {
+        self.inner.stock.changes()
+    }
+
+    /// Counts `n` stock cache hits answered from entries already in hand (a memoized answer
+    /// checked with [`stock_generation`](Self::stock_generation)).
+    pub fn count_stock_hits(&self, n: usize) {
+        self.inner.stock.count_hits(n);
+    }
+
     /// The fresh cached entry of one SKU with its age, if any (no vendor call, no stale
     /// entry; counted as a cache hit).
     pub async fn cached_stock(&self, spec_no: &str) -> Option<Served<Arc<StockRows>>> {
@@ -848,6 +862,68 @@ fn distinct_specs(spec_nos: &[String]) -> Result<Vec<String>> {
         }
     }
     Ok(specs)
+}
+
+/// The cached stock entries an answer was made of, so the answer can be given again while
+/// every one of them is still the entry cached: checked in O(1) while the cache has not
+/// changed since (see [`StockService::stock_generation`]), else entry by entry.
+#[derive(Debug)]
+pub struct CachedReads {
+    reads: Vec<(String, Arc<StockRows>)>,
+    /// The cache generation at which every read was last seen cached.
+    generation: AtomicU64,
+    /// When the oldest read was fetched.
+    oldest: std::time::Instant,
+}
+
+impl CachedReads {
+    /// The entries read (SKU and entry), with the cache generation read before they were.
+    /// `None` when there are none.
+    pub fn new(reads: Vec<(String, Arc<StockRows>)>, generation: u64) -> Option<Self> {
+        let oldest = reads.iter().map(|(_, r)| r.fetched()).min()?;
+        Some(Self {
+            reads,
+            generation: AtomicU64::new(generation),
+            oldest,
+        })
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.reads.len()
+    }
+
+    /// Whether there are none (never, by construction).
+    pub fn is_empty(&self) -> bool {
+        self.reads.is_empty()
+    }
+
+    /// Whether every entry is still the fresh one cached; if so, where the answer stands
+    /// (its age is the oldest entry's). Counted as cache hits.
+    pub async fn still_cached(&self, service: &StockService) -> Option<Served<()>> {
+        let age = self.oldest.elapsed();
+        if age >= service.inner.cache_config.stock_ttl {
+            return None;
+        }
+        let generation = service.stock_generation();
+        if self.generation.load(Ordering::Acquire) == generation {
+            service.count_stock_hits(self.reads.len());
+        } else {
+            for (spec, rows) in &self.reads {
+                let current = service.cached_stock(spec).await?;
+                if !Arc::ptr_eq(&current.value, rows) {
+                    return None;
+                }
+            }
+            self.generation.store(generation, Ordering::Release);
+        }
+        Some(Served {
+            value: (),
+            stale: false,
+            age_secs: age.as_secs(),
+            cached: true,
+        })
+    }
 }
 
 /// Several cached answers as one: stale if any is, as old as the oldest, cached if all were.

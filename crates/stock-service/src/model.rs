@@ -408,6 +408,8 @@ impl StockSyncFailure {
 pub struct StockRows {
     /// Unique in this process: names this very entry (its JSON text is cached under it).
     id: u64,
+    /// When the rows were read from the vendor.
+    fetched: std::time::Instant,
     form: Form,
 }
 
@@ -470,7 +472,16 @@ impl StockRows {
         } else {
             Form::Plain(rows)
         };
-        Self { id, form }
+        Self {
+            id,
+            fetched: std::time::Instant::now(),
+            form,
+        }
+    }
+
+    /// When the rows were read from the vendor (just before they were cached).
+    pub fn fetched(&self) -> std::time::Instant {
+        self.fetched
     }
 
     /// Names this very entry: two entries never share an id, even over time.

@@ -11,9 +11,8 @@ use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection,
 };
 use axum::body::Bytes;
-use stock_service::StockService;
 use stock_service::access::Caller;
-use stock_service::model::StockRows;
+use stock_service::{CachedReads, StockService};
 
 /// Most bytes of answers kept.
 const BUDGET_BYTES: u64 = 32 * 1024 * 1024;
@@ -97,8 +96,8 @@ fn stock_only(doc: &ExecutableDocument, operation: Option<&str>) -> bool {
 struct Answer {
     key: Key,
     body: Bytes,
-    /// The cached entries it was made of, by SKU.
-    reads: Vec<(String, Arc<StockRows>)>,
+    /// The cached entries it was made of.
+    reads: CachedReads,
 }
 
 /// Memoized answers by the XXH3-128 of their key (the key itself is compared on a hit).
@@ -132,21 +131,15 @@ impl Answers {
     pub(crate) async fn get(&self, key: &Key, service: &StockService) -> Option<Bytes> {
         let hash = key.hash();
         let answer = self.0.get(&hash).filter(|a| a.key == *key)?;
-        for (spec, rows) in &answer.reads {
-            let current = service.stock_entry(spec).await?;
-            if !Arc::ptr_eq(&current, rows) {
-                self.0.invalidate(&hash);
-                return None;
-            }
+        if answer.reads.still_cached(service).await.is_none() {
+            self.0.invalidate(&hash);
+            return None;
         }
         Some(answer.body.clone())
     }
 
     /// Keeps an answer made only of cached entries.
-    pub(crate) fn put(&self, key: Key, body: Bytes, reads: Vec<(String, Arc<StockRows>)>) {
-        if reads.is_empty() {
-            return;
-        }
+    pub(crate) fn put(&self, key: Key, body: Bytes, reads: CachedReads) {
         self.0
             .insert(key.hash(), Arc::new(Answer { key, body, reads }));
     }

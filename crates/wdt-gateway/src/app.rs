@@ -418,6 +418,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     if let Some(doc) = doc {
         request.set_parsed_query(doc.1.clone());
     }
+    let generation = state.service.stock_generation();
     let reads = Arc::new(stock_graphql::StockReads::default());
     if memo.is_some() {
         request = request.data(reads.clone());
@@ -439,6 +440,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         && response.http_headers.is_empty()
         && stale.is_empty()
         && let Some(reads) = reads.take()
+        && let Some(reads) = stock_service::CachedReads::new(reads, generation)
         && let Ok(body) = serde_json::to_vec(&response)
     {
         let body = axum::body::Bytes::from(body);
