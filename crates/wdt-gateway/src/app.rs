@@ -230,7 +230,7 @@ async fn front(mut request: Request, next: Next) -> Response {
     let span = tracing::info_span!(
         "request",
         otel.name = tracing::field::Empty,
-        otel.kind = "server",
+        otel.kind = tracing::field::Empty,
         request_id = %id,
         method = %request.method(),
         route,
@@ -239,6 +239,7 @@ async fn front(mut request: Request, next: Next) -> Response {
     );
     if crate::telemetry::exporting() {
         span.record("otel.name", format!("{} {route}", request.method()));
+        span.record("otel.kind", "server");
     }
     let mut response = next.run(request).instrument(span.clone()).await;
     span.record("status", response.status().as_u16());

@@ -128,7 +128,7 @@ fn describe() {
 /// away, or the edge timeout fired).
 struct InFlight {
     route: String,
-    method: String,
+    method: &'static str,
     started: Instant,
     done: bool,
 }
@@ -137,20 +137,81 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         metrics::gauge!("wdt_http_requests_in_flight").decrement(1.0);
         if !self.done {
-            record_request(&self.route, &self.method, "cancelled", self.started);
+            record_request(&self.route, self.method, "cancelled", self.started);
         }
     }
 }
 
-fn record_request(route: &str, method: &str, status: &str, started: Instant) {
+/// The request counter and duration histogram of one route, method and status.
+struct RequestSeries {
+    route: Box<str>,
+    method: Box<str>,
+    status: Box<str>,
+    count: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Handles of the series seen so far, by the XXH3 of their labels: registering labels on
+/// every request costs more than the request's own bookkeeping. Bounded: routes are
+/// patterns, methods are the standard ones or `other`, statuses are three digits.
+static REQUEST_SERIES: std::sync::LazyLock<
+    std::sync::RwLock<std::collections::HashMap<u64, Arc<RequestSeries>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn request_series(route: &str, method: &str, status: &str) -> Arc<RequestSeries> {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [route, method, status] {
+        h.update(part.as_bytes());
+        h.update(&[0xff]);
+    }
+    let key = h.digest();
+    let same =
+        |s: &RequestSeries| &*s.route == route && &*s.method == method && &*s.status == status;
+    if let Ok(seen) = REQUEST_SERIES.read()
+        && let Some(series) = seen.get(&key).filter(|s| same(s))
+    {
+        return series.clone();
+    }
     let labels = [
         ("route", route.to_owned()),
         ("method", method.to_owned()),
         ("status", status.to_owned()),
     ];
-    metrics::counter!("wdt_http_requests_total", &labels).increment(1);
-    metrics::histogram!("wdt_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    let series = Arc::new(RequestSeries {
+        route: route.into(),
+        method: method.into(),
+        status: status.into(),
+        count: metrics::counter!("wdt_http_requests_total", &labels),
+        duration: metrics::histogram!("wdt_http_request_duration_seconds", &labels),
+    });
+    if let Ok(mut seen) = REQUEST_SERIES.write() {
+        // A colliding hash keeps the first series cached; the other still counts, uncached.
+        seen.entry(key).or_insert_with(|| series.clone());
+    }
+    series
+}
+
+fn record_request(route: &str, method: &str, status: &str, started: Instant) {
+    let series = request_series(route, method, status);
+    series.count.increment(1);
+    series.duration.record(started.elapsed().as_secs_f64());
+}
+
+/// The method as a label: the standard methods by name, anything else as `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 /// Counts and times one request by its route pattern (never the raw path, which would let
@@ -163,7 +224,7 @@ impl Tracked {
         metrics::gauge!("wdt_http_requests_in_flight").increment(1.0);
         Self(InFlight {
             route: route.to_owned(),
-            method: method.as_str().to_owned(),
+            method: method_label(method),
             started: Instant::now(),
             done: false,
         })
@@ -173,7 +234,7 @@ impl Tracked {
         self.0.done = true;
         record_request(
             &self.0.route,
-            &self.0.method,
+            self.0.method,
             status.as_str(),
             self.0.started,
         );
