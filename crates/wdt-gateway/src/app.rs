@@ -72,7 +72,9 @@ impl AppShared {
             .await
             .map_err(Refusal::Unauthenticated)?;
         span.record("subject", caller.subject.as_str());
-        tracing::Span::current().record("subject", caller.subject.as_str());
+        if crate::telemetry::detailed_spans() {
+            tracing::Span::current().record("subject", caller.subject.as_str());
+        }
         if let Some(limiter) = &self.limiter {
             limiter
                 .check(&caller.subject)
@@ -227,26 +229,41 @@ async fn front(mut request: Request, next: Next) -> Response {
         .map_or("unmatched", MatchedPath::as_str)
         .to_owned();
     let tracked = observe::Tracked::start(&route, request.method());
-    let span = tracing::info_span!(
-        "request",
-        otel.name = tracing::field::Empty,
-        otel.kind = tracing::field::Empty,
-        request_id = %id,
-        method = %request.method(),
-        route,
-        subject = tracing::field::Empty,
-        status = tracing::field::Empty,
-    );
-    if crate::telemetry::exporting() {
+    // Formatting span fields costs on every request: see `telemetry::detailed_spans`.
+    let span = if crate::telemetry::detailed_spans() {
+        tracing::info_span!(
+            "request",
+            otel.name = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            request_id = %id,
+            method = observe::method_label(request.method()),
+            route = route.as_str(),
+            subject = tracing::field::Empty,
+            status = tracing::field::Empty,
+        )
+    } else {
+        tracing::info_span!("request", request_id = %id)
+    };
+
+    let exporting = crate::telemetry::exporting();
+    if exporting {
         span.record("otel.name", format!("{} {route}", request.method()));
         span.record("otel.kind", "server");
     }
+    let method = request.method().clone();
     let mut response = next.run(request).instrument(span.clone()).await;
-    span.record("status", response.status().as_u16());
+    if exporting {
+        span.record("status", response.status().as_u16());
+    }
     span.in_scope(|| {
         let status = response.status().as_u16();
         if response.status().is_server_error() {
-            tracing::warn!(status, "request failed");
+            tracing::warn!(
+                status,
+                method = observe::method_label(&method),
+                route = route.as_str(),
+                "request failed"
+            );
         } else {
             tracing::debug!(status, "request served");
         }

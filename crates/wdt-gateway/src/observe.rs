@@ -198,7 +198,7 @@ fn record_request(route: &str, method: &str, status: &str, started: Instant) {
 }
 
 /// The method as a label: the standard methods by name, anything else as `other`.
-fn method_label(method: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
         Method::GET => "GET",

@@ -26,6 +26,17 @@ pub(crate) fn exporting() -> bool {
     EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Whether request spans carry every detail (method, route, subject, status).
+static DETAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether request spans carry method, route, subject and status: when traces are exported
+/// or the log filter lets `info` lines through. At `warn` and above they carry the request id
+/// only (formatting span fields costs on every request; the `request failed` line has the
+/// status, method and route itself).
+pub(crate) fn detailed_spans() -> bool {
+    DETAILED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn logged_span(meta: &tracing::Metadata<'_>) -> bool {
     our_span(meta) && matches!(meta.name(), "request" | "vendor_call")
 }
@@ -70,6 +81,13 @@ pub fn init(config: &Config, json: bool) -> Result<Telemetry, String> {
     // The filter decides which events are written; the request and vendor-call spans are always
     // kept, so a line written at any level carries the request id; traces get every span of the
     // gateway whatever the log level.
+    let verbose = filter
+        .max_level_hint()
+        .is_none_or(|level| level >= tracing_subscriber::filter::LevelFilter::INFO);
+    DETAILED.store(
+        verbose || config.telemetry.otlp_endpoint.is_some(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let filter = filter.or(filter_fn(logged_span));
     let fmt = if json {
         tracing_subscriber::fmt::layer()
