@@ -129,6 +129,42 @@ fn read_response_body(
     respond(request, body, tag, cache)
 }
 
+/// Header values that carry a number of seconds.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// `Cache-Control: private, max-age=N`.
+    MaxAge,
+    /// `Cache-Status: wdt-gateway; hit; ttl=N`.
+    HitTtl,
+}
+
+/// The header value for `n` seconds; made once for the first few thousand values (every cache
+/// hit needs two of them).
+fn counted(kind: Counted, n: u64) -> HeaderValue {
+    const MADE: u64 = 1024;
+    static TABLES: std::sync::OnceLock<[Vec<HeaderValue>; 2]> = std::sync::OnceLock::new();
+    let text = |kind: Counted, n: u64| match kind {
+        Counted::MaxAge => format!("private, max-age={n}"),
+        Counted::HitTtl => format!("wdt-gateway; hit; ttl={n}"),
+    };
+    // Letters, digits, spaces and punctuation only: always a valid header value.
+    let value = |kind, n| {
+        HeaderValue::from_str(&text(kind, n)).unwrap_or_else(|_| HeaderValue::from_static(""))
+    };
+    if n >= MADE {
+        return value(kind, n);
+    }
+    let tables = TABLES.get_or_init(|| {
+        [Counted::MaxAge, Counted::HitTtl].map(|k| (0..MADE).map(|i| value(k, i)).collect())
+    });
+    let table = &tables[kind as usize];
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
+        .cloned()
+        .unwrap_or_else(|| value(kind, n))
+}
+
 /// A GET answer from its bytes and ETag.
 fn respond(
     request: &HeaderMap,
@@ -141,28 +177,20 @@ fn respond(
         Some((served, ttl)) => {
             let remaining = ttl.as_secs().saturating_sub(served.age_secs);
             let status = if served.stale {
-                "wdt-gateway; hit; detail=stale-if-error".to_owned()
+                HeaderValue::from_static("wdt-gateway; hit; detail=stale-if-error")
             } else if served.cached {
-                format!("wdt-gateway; hit; ttl={remaining}")
+                counted(Counted::HitTtl, remaining)
             } else {
-                "wdt-gateway; fwd=miss; stored".to_owned()
+                HeaderValue::from_static("wdt-gateway; fwd=miss; stored")
             };
             let control = if served.stale {
-                "private, max-age=0".to_owned()
+                HeaderValue::from_static("private, max-age=0")
             } else {
-                format!("private, max-age={remaining}")
+                counted(Counted::MaxAge, remaining)
             };
-            for (name, value) in [
-                (header::CACHE_CONTROL, control),
-                (header::AGE, served.age_secs.to_string()),
-            ] {
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    headers.insert(name, v);
-                }
-            }
-            if let Ok(v) = HeaderValue::from_str(&status) {
-                headers.insert("cache-status", v);
-            }
+            headers.insert(header::CACHE_CONTROL, control);
+            headers.insert(header::AGE, HeaderValue::from(served.age_secs));
+            headers.insert("cache-status", status);
         }
         None => {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

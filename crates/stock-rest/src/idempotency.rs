@@ -24,7 +24,8 @@ const MAX_BODY: usize = 1024 * 1024;
 /// Where first results live.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
-    slots: Cache<String, Arc<Slot>>,
+    /// Shared: the handlers' state is cloned for every request.
+    slots: Arc<Cache<String, Arc<Slot>>>,
 }
 
 #[derive(Debug)]
@@ -44,10 +45,12 @@ impl IdempotencyStore {
     /// A store keeping at most `max_keys` results for `retention`.
     pub fn new(max_keys: u64, retention: Duration) -> Self {
         Self {
-            slots: Cache::builder()
-                .max_capacity(max_keys)
-                .time_to_live(retention)
-                .build(),
+            slots: Arc::new(
+                Cache::builder()
+                    .max_capacity(max_keys)
+                    .time_to_live(retention)
+                    .build(),
+            ),
         }
     }
 }

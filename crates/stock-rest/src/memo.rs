@@ -26,7 +26,7 @@ struct Answer {
 
 /// Memoized `GET /v1/stock` answers by query string.
 #[derive(Clone)]
-pub struct StockAnswers(moka::sync::Cache<String, Arc<Answer>>);
+pub struct StockAnswers(Arc<moka::sync::Cache<String, Arc<Answer>>>);
 
 impl std::fmt::Debug for StockAnswers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,7 +38,7 @@ impl std::fmt::Debug for StockAnswers {
 
 impl Default for StockAnswers {
     fn default() -> Self {
-        Self(
+        Self(Arc::new(
             moka::sync::Cache::builder()
                 .max_capacity(BUDGET_BYTES)
                 .weigher(|query: &String, a: &Arc<Answer>| {
@@ -46,7 +46,7 @@ impl Default for StockAnswers {
                     u32::try_from(weight).unwrap_or(u32::MAX).max(1)
                 })
                 .build(),
-        )
+        ))
     }
 }
 

@@ -15,7 +15,7 @@ use stock_service::access::Caller;
 use stock_service::{CachedReads, StockService};
 
 /// Most bytes of answers kept.
-const BUDGET_BYTES: u64 = 32 * 1024 * 1024;
+const BUDGET_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What identifies a request's answer.
 #[derive(Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRequest, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rand::Rng;
@@ -134,18 +134,15 @@ pub fn edge(router: Router, http: &crate::config::HttpSettings) -> Router {
     use tower_http::compression::CompressionLayer;
     use tower_http::cors::{AllowOrigin, CorsLayer};
     use tower_http::limit::RequestBodyLimitLayer;
-    use tower_http::timeout::TimeoutLayer;
 
     let mut router = router
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            Duration::from_secs(http.request_timeout_secs),
-        ))
         .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
-        // Outside the timeout and the body limit, so their 504 and 413 are counted, logged
-        // and carry the request id too. One middleware, not one layer per concern: each layer
-        // is cloned for every request.
-        .layer(from_fn(front));
+        // Outside the body limit, so its 413 is counted, logged and carries the request id too;
+        // the timeout is the front middleware's own (each layer is cloned for every request).
+        .layer(from_fn_with_state(
+            Duration::from_secs(http.request_timeout_secs),
+            front,
+        ));
     if http.compression {
         router = router.layer(CompressionLayer::new());
     }
@@ -209,9 +206,14 @@ fn valid_request_id(id: &str) -> bool {
 }
 
 /// The outermost middleware of every route: counts and times the request, accepts the caller's
-/// `x-request-id` (or makes one), runs the request in its span, returns the id (also inside
-/// problem documents), and adds the security headers.
-async fn front(mut request: Request, next: Next) -> Response {
+/// `x-request-id` (or makes one), runs the request in its span within the request timeout
+/// (504 when it runs out), returns the id (also inside problem documents), and adds the
+/// security headers.
+async fn front(
+    State(timeout): State<std::time::Duration>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id = request
         .headers()
         .get("x-request-id")
@@ -251,7 +253,9 @@ async fn front(mut request: Request, next: Next) -> Response {
         span.record("otel.kind", "server");
     }
     let method = request.method().clone();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let mut response = tokio::time::timeout(timeout, next.run(request).instrument(span.clone()))
+        .await
+        .unwrap_or_else(|_| StatusCode::GATEWAY_TIMEOUT.into_response());
     if exporting {
         span.record("status", response.status().as_u16());
     }
