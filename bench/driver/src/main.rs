@@ -354,8 +354,11 @@ impl Bench {
                 next += take_every;
                 let k = sample(&cdf, rand::rng().random::<f64>());
                 let quantity = rand::rng().random_range(1..1000u32);
+                // Good stock counted, defective stock counted as none: on hand is then exactly
+                // the count.
                 let body = json!({ "warehouse_no": "WH-SH01", "mode": "all", "remark": "bench",
-                    "lines": [{ "spec_no": specs[k], "quantity": quantity.to_string() }] });
+                    "lines": [{ "spec_no": specs[k], "quantity": quantity.to_string() },
+                              { "spec_no": specs[k], "quantity": "0", "defect": true }] });
                 let ok = self
                     .http
                     .post(format!("{}/v1/stock-takes", self.args.gateway))

@@ -155,17 +155,22 @@ where
         if self.stale_allowed {
             self.stale.insert(key.clone(), entry.clone()).await;
         }
+        self.remove_if_same(key, &entry).await;
+        None
+    }
+
+    /// Removes `entry` if it is still the one cached under `key`.
+    async fn remove_if_same(&self, key: &K, entry: &Arc<Entry<V>>) {
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|current| {
                 std::future::ready(match current {
-                    Some(c) if Arc::ptr_eq(c.value(), &entry) => Op::Remove,
+                    Some(c) if Arc::ptr_eq(c.value(), entry) => Op::Remove,
                     _ => Op::Nop,
                 })
             })
             .await;
         self.changed();
-        None
     }
 
     fn count(&self, result: &'static str) {
@@ -198,7 +203,7 @@ where
             return Ok(served(&entry, false, asked));
         }
         let loaded = std::sync::atomic::AtomicBool::new(false);
-        let init = async {
+        let init = || async {
             loaded.store(true, Ordering::Relaxed);
             let started_at = epoch.load(Ordering::Acquire);
             let value = load().await?;
@@ -210,11 +215,28 @@ where
             Ok::<_, DomainError>(entry)
         };
         let span = tracing::info_span!("cache", cache = self.name, result = tracing::field::Empty);
-        let result = self
+        let mut result = self
             .cache
-            .try_get_with(key.clone(), init)
+            .try_get_with(key.clone(), init())
             .instrument(span.clone())
             .await;
+        // Joined a load that started before a write which finished before this caller asked:
+        // the value may predate that write, which this caller must see. Take it out (the
+        // loader does not keep it either) and load again, once: a load starting now follows
+        // the write. (Rare: a write landing while a load of the same key is in flight.)
+        if let Ok(entry) = &result
+            && !loaded.load(Ordering::Relaxed)
+            && entry.fetched >= asked
+            && entry.epoch < before
+        {
+            let joined = entry.clone();
+            self.remove_if_same(&key, &joined).await;
+            result = self
+                .cache
+                .try_get_with(key.clone(), init())
+                .instrument(span.clone())
+                .await;
+        }
         let outcome = match (&result, loaded.load(Ordering::Relaxed)) {
             (_, true) => "miss",
             (Ok(entry), false) if entry.fetched < asked => "hit",
@@ -434,5 +456,33 @@ mod tests {
         assert!(!fresh.stale && *fresh.value == 2);
         assert_eq!(*layer.peek(&"k").await.unwrap().value, 2);
         assert!(layer.stale.get(&"k").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_joins_a_load_older_than_a_write_loads_again() {
+        let layer: Layer<&str, usize> =
+            Layer::new("t", Duration::from_secs(60), Duration::from_secs(60), 100);
+        let epoch = AtomicU64::new(0);
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            let n = loads.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(n)
+        };
+        let (a, b) = tokio::join!(layer.get("k", &epoch, load), async {
+            // A write lands while the first load is in flight; then B asks.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            epoch.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            layer.get("k", &epoch, load).await
+        });
+        assert_eq!(*a.unwrap().value, 1, "A overlapped the write: answered");
+        assert_eq!(
+            *b.unwrap().value,
+            2,
+            "B asked after the write: sees a newer load"
+        );
+        assert_eq!(*layer.peek(&"k").await.unwrap().value, 2);
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
     }
 }
