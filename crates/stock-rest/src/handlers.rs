@@ -81,13 +81,10 @@ impl<const S: usize, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
 
 /// A strong validator of the body: its 128-bit XXH3, which a changed body changes with
 /// overwhelming probability (a validator, not a signature: nobody gains from forging one).
-fn etag(body: &[u8]) -> String {
-    format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body))
-}
-
 fn etag_value(body: &[u8]) -> HeaderValue {
+    let tag = format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(body));
     // Quotes and hex digits only: always a valid header value.
-    HeaderValue::from_str(&etag(body)).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+    HeaderValue::from_str(&tag).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
 fn matches(if_none_match: Option<&HeaderValue>, tag: &str) -> bool {

@@ -173,7 +173,7 @@ impl StockService {
     }
 
     /// [`stock`](Self::stock), and the cached entries the answer was made of (SKU and entry):
-    /// while [`stock_entry`](Self::stock_entry) still returns each of those very entries, the
+    /// while [`cached_stock`](Self::cached_stock) still returns each of those very entries, the
     /// same request would be answered with the same rows.
     ///
     /// # Errors
@@ -188,11 +188,6 @@ impl StockService {
         let parts = self.parts_of(&keys).await?;
         let deps = keys.into_iter().zip(parts.value.iter().cloned()).collect();
         Ok((flatten(parts, warehouse.as_deref()), deps))
-    }
-
-    /// The fresh cached entry of one SKU, if any (no vendor call, no stale entry).
-    pub async fn stock_entry(&self, spec_no: &str) -> Option<Arc<StockRows>> {
-        self.cached_stock(spec_no).await.map(|s| s.value)
     }
 
     /// A number that changes after every change of the cached stock entries (a load stored, an

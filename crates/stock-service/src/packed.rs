@@ -331,41 +331,70 @@ impl Reader<'_> {
                 self.str(prev.map(|p| p.$field.as_deref()))?
             };
         }
-        let spec_no = self.required(prev.map(|p| p.spec_no.as_str()))?;
-        let spec_name = text!(spec_name);
-        let spec_code = text!(spec_code);
-        let barcode = text!(barcode);
-        let goods_no = text!(goods_no);
-        let goods_name = text!(goods_name);
-        let brand_no = text!(brand_no);
-        let brand_name = text!(brand_name);
-        let warehouse_no = self.required(prev.map(|p| p.warehouse_no.as_str()))?;
-        let warehouse_name = text!(warehouse_name);
-        let warehouse_kind = match self.byte()? {
-            0 => None,
-            1 => Some(WarehouseKind::Normal),
-            2 => Some(WarehouseKind::ExternalWms),
-            _ => return None,
-        };
-        let mut q = [None; 24];
-        for slot in &mut q {
-            *slot = self.dec()?;
-        }
-        let image_url = text!(image_url);
-        let wms = match self.byte()? {
-            0 => None,
-            1 => Some(WmsStock {
-                synced_stock: self.dec()?,
-                reserved: self.dec()?,
-                difference: self.dec()?,
-                synced_at: self.time()?,
-            }),
-            _ => return None,
-        };
-        let mut t = [None; 5];
-        for slot in &mut t {
-            *slot = self.time()?;
-        }
+        // Fields are read in the order they were written, which is the order of the struct's
+        // fields: a struct expression evaluates its fields in the order they are written.
+        Some(StockLevel {
+            spec_no: self.required(prev.map(|p| p.spec_no.as_str()))?,
+            spec_name: text!(spec_name),
+            spec_code: text!(spec_code),
+            barcode: text!(barcode),
+            goods_no: text!(goods_no),
+            goods_name: text!(goods_name),
+            brand_no: text!(brand_no),
+            brand_name: text!(brand_name),
+            warehouse_no: self.required(prev.map(|p| p.warehouse_no.as_str()))?,
+            warehouse_name: text!(warehouse_name),
+            warehouse_kind: match self.byte()? {
+                0 => None,
+                1 => Some(WarehouseKind::Normal),
+                2 => Some(WarehouseKind::ExternalWms),
+                _ => return None,
+            },
+            on_hand: self.dec()?,
+            available: self.dec()?,
+            locked: self.dec()?,
+            unpaid: self.dec()?,
+            part_paid: self.dec()?,
+            preordered: self.dec()?,
+            awaiting_review: self.dec()?,
+            awaiting_shipment: self.dec()?,
+            purchase_in_transit: self.dec()?,
+            purchase_arrived: self.dec()?,
+            to_purchase: self.dec()?,
+            purchase_returns: self.dec()?,
+            transfer_in_transit: self.dec()?,
+            to_transfer: self.dec()?,
+            sales_returns: self.dec()?,
+            sales_returns_in_transit: self.dec()?,
+            outsourced_reserved: self.dec()?,
+            outsourced_in_transit: self.dec()?,
+            production_in_transit: self.dec()?,
+            negative_stock_out: self.dec()?,
+            sold_today: self.dec()?,
+            safety_stock: self.dec()?,
+            cost_price: self.dec()?,
+            weight: self.dec()?,
+            image_url: text!(image_url),
+            wms: match self.byte()? {
+                0 => None,
+                1 => Some(WmsStock {
+                    synced_stock: self.dec()?,
+                    reserved: self.dec()?,
+                    difference: self.dec()?,
+                    synced_at: self.time()?,
+                }),
+                _ => return None,
+            },
+            modified_at: self.time()?,
+            created_at: self.time()?,
+            last_counted_at: self.time()?,
+            last_movement_at: self.time()?,
+            last_sold_at: self.time()?,
+            details: self.details()?,
+        })
+    }
+
+    fn details(&mut self) -> Option<Vec<StockDetail>> {
         let n = usize::try_from(self.uint()?).ok()?;
         let mut details: Vec<StockDetail> = Vec::with_capacity(n.min(self.buf.len()));
         for _ in 0..n {
@@ -379,84 +408,7 @@ impl Reader<'_> {
                 quantity: self.dec()?,
             });
         }
-        let [
-            on_hand,
-            available,
-            locked,
-            unpaid,
-            part_paid,
-            preordered,
-            awaiting_review,
-            awaiting_shipment,
-            purchase_in_transit,
-            purchase_arrived,
-            to_purchase,
-            purchase_returns,
-            transfer_in_transit,
-            to_transfer,
-            sales_returns,
-            sales_returns_in_transit,
-            outsourced_reserved,
-            outsourced_in_transit,
-            production_in_transit,
-            negative_stock_out,
-            sold_today,
-            safety_stock,
-            cost_price,
-            weight,
-        ] = q;
-        let [
-            modified_at,
-            created_at,
-            last_counted_at,
-            last_movement_at,
-            last_sold_at,
-        ] = t;
-        Some(StockLevel {
-            spec_no,
-            spec_name,
-            spec_code,
-            barcode,
-            goods_no,
-            goods_name,
-            brand_no,
-            brand_name,
-            warehouse_no,
-            warehouse_name,
-            warehouse_kind,
-            on_hand,
-            available,
-            locked,
-            unpaid,
-            part_paid,
-            preordered,
-            awaiting_review,
-            awaiting_shipment,
-            purchase_in_transit,
-            purchase_arrived,
-            to_purchase,
-            purchase_returns,
-            transfer_in_transit,
-            to_transfer,
-            sales_returns,
-            sales_returns_in_transit,
-            outsourced_reserved,
-            outsourced_in_transit,
-            production_in_transit,
-            negative_stock_out,
-            sold_today,
-            safety_stock,
-            cost_price,
-            weight,
-            image_url,
-            wms,
-            modified_at,
-            created_at,
-            last_counted_at,
-            last_movement_at,
-            last_sold_at,
-            details,
-        })
+        Some(details)
     }
 }
 
