@@ -66,6 +66,8 @@ fn title(code: &str) -> &'static str {
         "VENDOR_UNAVAILABLE" => "The ERP is unavailable",
         "VENDOR_MISCONFIGURED" => "The gateway's ERP configuration is wrong",
         "IDEMPOTENCY_KEY_REUSED" => "The idempotency key was used with another request",
+        "IDEMPOTENCY_KEY_IN_USE" => "A request with this idempotency key is still running",
+        "IDEMPOTENCY_UNAVAILABLE" => "Idempotency keys cannot be honoured right now",
         "RATE_LIMITED" => "Too many requests",
         _ => "Internal error",
     }

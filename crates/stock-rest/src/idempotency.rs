@@ -21,11 +21,20 @@ use crate::error::ApiError;
 /// Largest write body accepted.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// Where first results live.
+/// How long an in-flight record lasts without renewal (the owner renews it every third of
+/// that): a replica that dies mid-write frees its keys after this.
+const IN_FLIGHT: Duration = Duration::from_secs(10);
+/// Longest a duplicate waits for the first request with its key before it is told to retry.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(8);
+
+/// Where first results live: in this process, or in Redis for all replicas.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
     /// Shared: the handlers' state is cloned for every request.
     slots: Arc<Cache<String, Arc<Slot>>>,
+    /// With several replicas: the records in Redis.
+    shared: Option<wdt_redis::Shared>,
+    retention: Duration,
 }
 
 #[derive(Debug)]
@@ -51,7 +60,19 @@ impl IdempotencyStore {
                     .time_to_live(retention)
                     .build(),
             ),
+            shared: None,
+            retention,
         }
+    }
+
+    /// Keeps the records in Redis, so a retry that reaches another replica replays the first
+    /// result and concurrent duplicates across replicas make one write. While Redis is
+    /// unavailable, writes with an `Idempotency-Key` are refused (503) rather than risking a
+    /// second write.
+    #[must_use]
+    pub fn shared(mut self, shared: wdt_redis::Shared) -> Self {
+        self.shared = Some(shared);
+        self
     }
 }
 
@@ -118,9 +139,15 @@ pub(crate) async fn idempotency(
     md5.update(&bytes);
     let fingerprint: [u8; 16] = md5.finalize().into();
 
+    let scope = format!("{subject}\u{0}{key}");
+    if let Some(shared) = &store.shared {
+        let request = Request::from_parts(parts, Body::from(bytes));
+        return shared_idempotency(shared, store.retention, scope, fingerprint, request, next)
+            .await;
+    }
     let slot = store
         .slots
-        .get_with(format!("{subject}\u{0}{key}"), async {
+        .get_with(scope, async {
             Arc::new(Slot {
                 fingerprint,
                 result: OnceCell::new(),
@@ -128,12 +155,7 @@ pub(crate) async fn idempotency(
         })
         .await;
     if slot.fingerprint != fingerprint {
-        return ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "IDEMPOTENCY_KEY_REUSED",
-            "this Idempotency-Key was used with a different request; use a new key for a new request",
-        )
-        .into_response();
+        return reused();
     }
     let request = Request::from_parts(parts, Body::from(bytes));
     // The first request runs in its own task: if its client goes away mid-write, the write still
@@ -192,6 +214,152 @@ pub(crate) async fn idempotency(
             response
         }
         Err(not_stored) => respond(&not_stored),
+    }
+}
+
+/// The records in Redis: the first request with a key runs (renewing its in-flight record);
+/// duplicates on any replica wait for its result and replay it.
+async fn shared_idempotency(
+    shared: &wdt_redis::Shared,
+    retention: Duration,
+    scope: String,
+    fingerprint: [u8; 16],
+    request: Request,
+    next: Next,
+) -> Response {
+    let owner = wdt_redis::token();
+    let give_up = tokio::time::Instant::now() + DUPLICATE_WAIT;
+    loop {
+        let begun = shared
+            .idempotency_begin(&scope, &owner, &fingerprint, IN_FLIGHT)
+            .await;
+        match begun {
+            Err(_) => return unavailable(),
+            Ok(wdt_redis::Begin::Mismatch) => return reused(),
+            Ok(wdt_redis::Begin::Done(replay)) => {
+                let mut response = respond(&from_replay(&replay));
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                return response;
+            }
+            Ok(wdt_redis::Begin::InFlight(left)) => {
+                let now = tokio::time::Instant::now();
+                if now >= give_up {
+                    let mut e = ApiError::new(
+                        StatusCode::CONFLICT,
+                        "IDEMPOTENCY_KEY_IN_USE",
+                        "a request with this Idempotency-Key is still running; retry it in a moment to get its result",
+                    );
+                    e.0.retry_after_seconds = Some(1);
+                    return e.into_response();
+                }
+                let pause = left.clamp(Duration::from_millis(10), Duration::from_millis(50));
+                tokio::time::sleep(pause).await;
+            }
+            Ok(wdt_redis::Begin::New) => break,
+        }
+    }
+    // The first request runs in its own task, so a client that goes away does not stop the
+    // write from finishing and its result from being kept.
+    let shared = shared.clone();
+    let task = tokio::spawn(
+        async move {
+            let running = next.run(request);
+            tokio::pin!(running);
+            let every = IN_FLIGHT / 3;
+            let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let response = loop {
+                tokio::select! {
+                    response = &mut running => break response,
+                    _ = renew.tick() => {
+                        let _ = shared.idempotency_renew(&scope, &owner, IN_FLIGHT).await;
+                    }
+                }
+            };
+            let (parts, body) = response.into_parts();
+            let body = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            let stored = Stored {
+                status: parts.status,
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                body,
+            };
+            let replay = storable(stored.status).then(|| to_replay(&stored));
+            if shared
+                .idempotency_finish(&scope, &owner, replay.as_ref(), retention)
+                .await
+                .is_err()
+            {
+                tracing::warn!("Redis is unavailable: the write's result could not be kept for retries; its in-flight record expires in {IN_FLIGHT:?}");
+            }
+            stored
+        }
+        .in_current_span(),
+    );
+    match task.await {
+        Ok(stored) => respond(&stored),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_SERVER_ERROR",
+            "the write failed unexpectedly",
+        )
+        .into_response(),
+    }
+}
+
+fn unavailable() -> Response {
+    let mut e = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "IDEMPOTENCY_UNAVAILABLE",
+        "the shared store of Idempotency-Keys (Redis) is unavailable, so this write could run twice; retry shortly, or send it without an Idempotency-Key if a duplicate is harmless",
+    );
+    e.0.retry_after_seconds = Some(1);
+    e.into_response()
+}
+
+fn reused() -> Response {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "IDEMPOTENCY_KEY_REUSED",
+        "this Idempotency-Key was used with a different request; use a new key for a new request",
+    )
+    .into_response()
+}
+
+/// Headers as JSON pairs (values that are not text are left out).
+fn to_replay(stored: &Stored) -> wdt_redis::Replay {
+    let head: Vec<(&str, &str)> = stored
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    wdt_redis::Replay {
+        status: stored.status.as_u16(),
+        head: serde_json::to_vec(&head).unwrap_or_default(),
+        body: stored.body.to_vec(),
+    }
+}
+
+fn from_replay(replay: &wdt_redis::Replay) -> Stored {
+    let head: Vec<(String, String)> = serde_json::from_slice(&replay.head).unwrap_or_default();
+    Stored {
+        status: StatusCode::from_u16(replay.status).unwrap_or(StatusCode::OK),
+        headers: head
+            .into_iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(&v).ok()?,
+                ))
+            })
+            .collect(),
+        body: Bytes::from(replay.body.clone()),
     }
 }
 

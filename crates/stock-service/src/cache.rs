@@ -19,8 +19,46 @@ use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use tracing::Instrument;
 
+use wdt_redis::{Fetch, Shared, Stored};
+
 use crate::error::DomainError;
 use crate::model::Served;
+
+/// A cached value that can live in the shared L2 cache (Redis), as bytes.
+pub(crate) trait Shareable: Sized {
+    fn encode(&self) -> Vec<u8>;
+    /// The value read from the vendor at `fetched`; `None` when the bytes are not a value of
+    /// this version (treated as a miss).
+    fn decode(bytes: &[u8], fetched: Instant) -> Option<Self>;
+}
+
+/// A cache key as a string in the shared L2 cache.
+pub(crate) trait SharedKey {
+    fn shared_key(&self) -> String;
+}
+
+impl SharedKey for String {
+    fn shared_key(&self) -> String {
+        self.clone()
+    }
+}
+
+impl SharedKey for (i64, bool) {
+    fn shared_key(&self) -> String {
+        format!("{}:{}", self.0, u8::from(self.1))
+    }
+}
+
+/// How long a lease holder's failure is shared with the callers that waited for it.
+const SHARED_FAILURE: Duration = Duration::from_secs(1);
+
+/// The shared L2 tier behind a layer.
+#[derive(Debug, Clone)]
+pub(crate) struct Tier {
+    pub(crate) redis: Shared,
+    /// Longest a caller waits for another replica's load before loading itself.
+    pub(crate) wait: Duration,
+}
 
 /// Sizes and times of the caches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +103,16 @@ pub(crate) struct Layer<K, V> {
     /// allowance ends (or a reload replaces them).
     stale: Cache<K, Arc<Entry<V>>>,
     ttl: Duration,
+    /// TTL + stale allowance: how long the shared cache keeps an entry.
+    keep: Duration,
     stale_allowed: bool,
     /// `wdt_cache_requests_total` for this cache by result: hit, miss, coalesced, stale.
     counters: [metrics::Counter; 4],
+    /// `wdt_shared_cache_requests_total` for this cache by result: hit, lead, wait, failed,
+    /// unavailable.
+    shared_counters: [metrics::Counter; 5],
+    /// The shared L2 cache, with several replicas.
+    tier: Option<Tier>,
     /// Bumped after every change of what the cache holds (a load stored, a write's
     /// invalidation, an entry retired or evicted): while it stands still, every entry read
     /// before is still the one cached.
@@ -84,8 +129,8 @@ impl<K, V> std::fmt::Debug for Layer<K, V> {
 
 impl<K, V> Layer<K, V>
 where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + SharedKey + 'static,
+    V: Send + Sync + Shareable + 'static,
 {
     pub(crate) fn new(
         name: &'static str,
@@ -116,15 +161,30 @@ where
             .time_to_live(ttl.saturating_add(stale_if_error))
             .build();
         let counter = |result: &'static str| metrics::counter!("wdt_cache_requests_total", "cache" => name, "result" => result);
+        let shared_counter = |result: &'static str| metrics::counter!("wdt_shared_cache_requests_total", "cache" => name, "result" => result);
         Self {
             name,
             cache,
             stale,
             ttl,
+            keep: ttl.saturating_add(stale_if_error),
             stale_allowed,
             counters: ["hit", "miss", "coalesced", "stale"].map(counter),
+            shared_counters: ["hit", "lead", "wait", "failed", "unavailable"].map(shared_counter),
+            tier: None,
             changes,
         }
+    }
+
+    /// Puts the shared L2 cache behind this layer.
+    pub(crate) fn with_tier(mut self, tier: Option<Tier>) -> Self {
+        self.tier = tier;
+        self
+    }
+
+    /// The shared L2 tier, if any.
+    pub(crate) fn tier(&self) -> Option<&Tier> {
+        self.tier.as_ref()
     }
 
     /// How many times what the cache holds has changed (see `changes`).
@@ -206,10 +266,13 @@ where
         let init = || async {
             loaded.store(true, Ordering::Relaxed);
             let started_at = epoch.load(Ordering::Acquire);
-            let value = load().await?;
+            let (value, fetched) = match &self.tier {
+                None => (load().await?, Instant::now()),
+                Some(tier) => self.load_shared(tier, &key, &load).await?,
+            };
             let entry = Arc::new(Entry {
                 value: Arc::new(value),
-                fetched: Instant::now(),
+                fetched,
                 epoch: started_at,
             });
             Ok::<_, DomainError>(entry)
@@ -321,8 +384,22 @@ where
         found
     }
 
-    /// Caches a value fetched elsewhere (e.g. by a batch call) while the epoch was `epoch`.
-    pub(crate) async fn put(&self, key: K, value: V, epoch: u64) {
+    /// Caches a value fetched elsewhere (e.g. by a batch call) while the epoch was `epoch`
+    /// (and the shared cache's write generation was `generation`, when there is one).
+    pub(crate) async fn put(&self, key: K, value: V, epoch: u64, generation: Option<&str>) {
+        if let (Some(tier), Some(generation)) = (&self.tier, generation) {
+            let _ = tier
+                .redis
+                .store(
+                    self.name,
+                    &key.shared_key(),
+                    None,
+                    generation,
+                    &value.encode(),
+                    self.keep,
+                )
+                .await;
+        }
         let entry = Arc::new(Entry {
             value: Arc::new(value),
             fetched: Instant::now(),
@@ -357,6 +434,244 @@ where
     }
 }
 
+impl<K, V> Layer<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + SharedKey + 'static,
+    V: Send + Sync + Shareable + 'static,
+{
+    fn count_shared(&self, result: &'static str) {
+        let i = match result {
+            "hit" => 0,
+            "lead" => 1,
+            "wait" => 2,
+            "failed" => 3,
+            _ => 4,
+        };
+        self.shared_counters[i].increment(1);
+    }
+
+    /// A miss with the shared tier: the L2 entry if fresh; else this replica loads under the
+    /// cluster-wide lease and stores the value for all, or waits (bounded) for the replica that
+    /// holds the lease. Without Redis, loads locally.
+    async fn load_shared<F, Fut>(
+        &self,
+        tier: &Tier,
+        key: &K,
+        load: &F,
+    ) -> Result<(V, Instant), DomainError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<V, DomainError>>,
+    {
+        let shared_key = key.shared_key();
+        let token = wdt_redis::token();
+        // Listen before asking, so a completion between the two is not missed.
+        let mut events = tier.redis.events();
+        let give_up = Instant::now() + tier.wait;
+        loop {
+            let fetched = match tier
+                .redis
+                .fetch(self.name, &shared_key, &token, self.ttl)
+                .await
+            {
+                Ok(f) => f,
+                Err(_) => {
+                    self.count_shared("unavailable");
+                    return Ok((load().await?, Instant::now()));
+                }
+            };
+            match fetched {
+                Fetch::Hit(stored) => {
+                    if let Some(value) = V::decode(&stored.value, fetched_at(&stored)) {
+                        self.count_shared("hit");
+                        return Ok((value, fetched_at(&stored)));
+                    }
+                    tracing::warn!(
+                        cache = self.name,
+                        "an unreadable entry in the shared cache: loading it again"
+                    );
+                    let generation = tier.redis.generation().await.ok();
+                    let value = load().await?;
+                    if let Some(generation) = generation {
+                        let _ = tier
+                            .redis
+                            .store(
+                                self.name,
+                                &shared_key,
+                                None,
+                                &generation,
+                                &value.encode(),
+                                self.keep,
+                            )
+                            .await;
+                    }
+                    return Ok((value, Instant::now()));
+                }
+                Fetch::Failed { error, stale } => {
+                    self.count_shared("failed");
+                    self.keep_stale(key, stale).await;
+                    return Err(DomainError::from_shared(&error));
+                }
+                Fetch::Lead { generation, stale } => {
+                    self.count_shared("lead");
+                    self.keep_stale(key, stale).await;
+                    return self
+                        .lead(tier, &shared_key, &token, &generation, load)
+                        .await;
+                }
+                Fetch::Wait { lease_left, stale } => {
+                    self.count_shared("wait");
+                    self.keep_stale(key, stale).await;
+                    if Instant::now() >= give_up {
+                        tracing::warn!(
+                            cache = self.name,
+                            "another replica's load takes too long: loading here"
+                        );
+                        return Ok((load().await?, Instant::now()));
+                    }
+                    // Woken by the holder's completion, or looks again soon (pub/sub is lossy).
+                    let pause =
+                        lease_left.clamp(Duration::from_millis(5), Duration::from_millis(100));
+                    let _ = tokio::time::timeout(pause, async {
+                        loop {
+                            match events.recv().await {
+                                Ok(wdt_redis::Event::Done(c, k))
+                                    if c == self.name && k == shared_key =>
+                                {
+                                    break;
+                                }
+                                Ok(_) => {}
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await;
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                }
+            }
+        }
+    }
+
+    /// Loads under the lease, renewing it meanwhile, and stores (or shares the failure).
+    async fn lead<F, Fut>(
+        &self,
+        tier: &Tier,
+        shared_key: &str,
+        token: &str,
+        generation: &str,
+        load: &F,
+    ) -> Result<(V, Instant), DomainError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<V, DomainError>>,
+    {
+        let every = (tier.redis.lease() / 3).max(Duration::from_millis(10));
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let loading = load();
+        tokio::pin!(loading);
+        let result = loop {
+            tokio::select! {
+                result = &mut loading => break result,
+                _ = renew.tick() => {
+                    let _ = tier.redis.renew(self.name, shared_key, token).await;
+                }
+            }
+        };
+        match result {
+            Ok(value) => {
+                let _ = tier
+                    .redis
+                    .store(
+                        self.name,
+                        shared_key,
+                        Some(token),
+                        generation,
+                        &value.encode(),
+                        self.keep,
+                    )
+                    .await;
+                Ok((value, Instant::now()))
+            }
+            Err(error) => {
+                let _ = tier
+                    .redis
+                    .fail(
+                        self.name,
+                        shared_key,
+                        token,
+                        &error.to_shared(),
+                        SHARED_FAILURE.min(self.ttl),
+                    )
+                    .await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Keeps a past-TTL shared entry aside for stale-if-error, unless one is kept already.
+    async fn keep_stale(&self, key: &K, stale: Option<Stored>) {
+        let Some(stored) = stale.filter(|_| self.stale_allowed) else {
+            return;
+        };
+        if self.stale.contains_key(key) {
+            return;
+        }
+        if let Some(value) = V::decode(&stored.value, fetched_at(&stored)) {
+            let entry = Arc::new(Entry {
+                value: Arc::new(value),
+                fetched: fetched_at(&stored),
+                epoch: 0,
+            });
+            self.stale.insert(key.clone(), entry).await;
+        }
+    }
+
+    /// The fresh shared entries of `keys` (a batch load looks there first), stored in this
+    /// layer too. Empty without the shared tier or when Redis is unavailable.
+    pub(crate) async fn peek_shared(
+        &self,
+        keys: &[K],
+        epoch: &AtomicU64,
+    ) -> Vec<(K, Served<Arc<V>>)> {
+        let Some(tier) = &self.tier else {
+            return Vec::new();
+        };
+        let names: Vec<String> = keys.iter().map(SharedKey::shared_key).collect();
+        let before = epoch.load(Ordering::Acquire);
+        let Ok(found) = tier.redis.peek(self.name, &names, self.ttl).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, stored) in keys.iter().zip(found) {
+            let Some(stored) = stored else { continue };
+            let Some(value) = V::decode(&stored.value, fetched_at(&stored)) else {
+                continue;
+            };
+            let entry = Arc::new(Entry {
+                value: Arc::new(value),
+                fetched: fetched_at(&stored),
+                epoch: before,
+            });
+            if epoch.load(Ordering::Acquire) == before {
+                self.stale.invalidate(key).await;
+                self.cache.insert(key.clone(), entry.clone()).await;
+                self.changed();
+            }
+            self.count_shared("hit");
+            out.push((key.clone(), served(&entry, false, Instant::now())));
+        }
+        out
+    }
+}
+
+/// When a shared entry was fetched, on this replica's clock.
+fn fetched_at(stored: &Stored) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(stored.age).unwrap_or(now)
+}
+
 fn served<V>(entry: &Entry<V>, stale: bool, asked: Instant) -> Served<Arc<V>> {
     Served {
         value: entry.value.clone(),
@@ -371,6 +686,30 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+
+    impl SharedKey for &str {
+        fn shared_key(&self) -> String {
+            (*self).to_owned()
+        }
+    }
+
+    impl Shareable for u32 {
+        fn encode(&self) -> Vec<u8> {
+            self.to_string().into_bytes()
+        }
+        fn decode(bytes: &[u8], _: Instant) -> Option<Self> {
+            std::str::from_utf8(bytes).ok()?.parse().ok()
+        }
+    }
+
+    impl Shareable for usize {
+        fn encode(&self) -> Vec<u8> {
+            self.to_string().into_bytes()
+        }
+        fn decode(bytes: &[u8], _: Instant) -> Option<Self> {
+            std::str::from_utf8(bytes).ok()?.parse().ok()
+        }
+    }
 
     #[tokio::test]
     async fn a_load_that_overlaps_a_write_is_answered_but_not_kept() {

@@ -121,6 +121,57 @@ impl DomainError {
             ErrorKind::VendorRateLimited | ErrorKind::VendorUnavailable
         )
     }
+
+    /// The error as bytes, for the replicas that waited for the load that failed.
+    pub(crate) fn to_shared(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "code": self.kind.code(),
+            "message": self.message,
+            "vendor": self.vendor.as_ref().map(|v| (v.status, &v.message)),
+            "retryAfterMs": self.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }))
+        .unwrap_or_default()
+    }
+
+    /// An error another replica shared (see [`to_shared`](Self::to_shared)).
+    pub(crate) fn from_shared(bytes: &[u8]) -> Self {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Shared {
+            code: String,
+            message: String,
+            vendor: Option<(i64, String)>,
+            retry_after_ms: Option<u64>,
+        }
+        let Ok(shared) = serde_json::from_slice::<Shared>(bytes) else {
+            return Self {
+                kind: ErrorKind::VendorUnavailable,
+                message: "the ERP call made for this request by another replica failed".into(),
+                vendor: None,
+                retry_after: None,
+            };
+        };
+        let kind = [
+            ErrorKind::InvalidInput,
+            ErrorKind::NotFound,
+            ErrorKind::VendorRejected,
+            ErrorKind::VendorRateLimited,
+            ErrorKind::VendorUnavailable,
+            ErrorKind::VendorMisconfigured,
+            ErrorKind::Internal,
+        ]
+        .into_iter()
+        .find(|k| k.code() == shared.code)
+        .unwrap_or(ErrorKind::VendorUnavailable);
+        Self {
+            kind,
+            message: shared.message,
+            vendor: shared
+                .vendor
+                .map(|(status, message)| VendorRefusal { status, message }),
+            retry_after: shared.retry_after_ms.map(Duration::from_millis),
+        }
+    }
 }
 
 impl fmt::Display for DomainError {
@@ -214,6 +265,34 @@ impl From<VendorError> for DomainError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_shared_between_replicas_come_back_whole() {
+        let errors = [
+            DomainError {
+                kind: ErrorKind::VendorRejected,
+                message: "refused".into(),
+                vendor: Some(VendorRefusal {
+                    status: 100,
+                    message: "货品不存在".into(),
+                }),
+                retry_after: None,
+            },
+            DomainError {
+                kind: ErrorKind::VendorRateLimited,
+                message: "slow down".into(),
+                vendor: None,
+                retry_after: Some(Duration::from_millis(1500)),
+            },
+        ];
+        for e in errors {
+            assert_eq!(DomainError::from_shared(&e.to_shared()), e);
+        }
+        assert_eq!(
+            DomainError::from_shared(b"garbage").kind,
+            ErrorKind::VendorUnavailable
+        );
+    }
     use wdt_client::{Family, RateLimitKind};
 
     #[test]

@@ -72,8 +72,31 @@ struct Inner {
 impl StockService {
     /// A service over `client` with the given cache settings.
     pub fn new(client: WdtClient, cache: &CacheConfig) -> Self {
-        let stock =
-            |name, ttl| cache::Layer::new(name, ttl, cache.stale_if_error, cache.max_entries);
+        Self::build(client, cache, None)
+    }
+
+    /// A service whose caches share a Redis-backed L2 cache with the other replicas of the same
+    /// vendor account: a miss on any replica is loaded once for all (a caller waits at most
+    /// `wait` for another replica's load before loading itself), and every write drops the
+    /// entries it changed on all replicas. When Redis is unavailable the service behaves as
+    /// [`new`](Self::new). Call inside a Tokio runtime.
+    pub fn with_redis(
+        client: WdtClient,
+        cache: &CacheConfig,
+        redis: wdt_redis::Shared,
+        wait: Duration,
+    ) -> Self {
+        let events = redis.events();
+        let service = Self::build(client, cache, Some(cache::Tier { redis, wait }));
+        tokio::spawn(follow(Arc::downgrade(&service.inner), events));
+        service
+    }
+
+    fn build(client: WdtClient, cache: &CacheConfig, tier: Option<cache::Tier>) -> Self {
+        let stock = |name, ttl| {
+            cache::Layer::new(name, ttl, cache.stale_if_error, cache.max_entries)
+                .with_tier(tier.clone())
+        };
         Self {
             inner: Arc::new(Inner {
                 client,
@@ -84,7 +107,8 @@ impl StockService {
                     cache.plan_ttl,
                     cache.stale_if_error,
                     cache.max_entries,
-                ),
+                )
+                .with_tier(tier.clone()),
                 snapshots: Cache::builder()
                     .max_capacity(cache.max_entries)
                     .time_to_live(SNAPSHOT_TTL)
@@ -496,6 +520,14 @@ impl StockService {
             }
             missing.clear();
         }
+        // Another replica may have loaded them.
+        if !missing.is_empty() && self.inner.plans.tier().is_some() {
+            let keys: Vec<(i64, bool)> = missing.iter().map(|&id| (id, force)).collect();
+            for ((id, _), plan) in self.inner.plans.peek_shared(&keys, &self.inner.epoch).await {
+                found.insert(id, plan);
+            }
+            missing.retain(|id| !found.contains_key(id));
+        }
         self.inner.plans.count_misses(missing.len());
         for chunk in missing.chunks(BATCH_CHUNK) {
             let items = chunk
@@ -506,6 +538,10 @@ impl StockService {
                 })
                 .collect();
             let epoch = self.inner.epoch.load(Ordering::Acquire);
+            let generation = match self.inner.plans.tier() {
+                Some(tier) => tier.redis.generation().await.ok(),
+                None => None,
+            };
             let result = self.inner.client.call(&BatchCalcStock { items }).await;
             // Plans fetched while a write ran may predate it: answer with them, but do not cache.
             let settled = self.inner.epoch.load(Ordering::Acquire) == epoch;
@@ -517,7 +553,12 @@ impl StockService {
                         if settled {
                             self.inner
                                 .plans
-                                .put((calc.rec_id, force), plan.clone(), epoch)
+                                .put(
+                                    (calc.rec_id, force),
+                                    plan.clone(),
+                                    epoch,
+                                    generation.as_deref(),
+                                )
                                 .await;
                         }
                         found.insert(
@@ -714,12 +755,24 @@ impl StockService {
         self.inner.barcode.invalidate_all();
         // Which listings a SKU feeds (directly or through suites) is the ERP's knowledge.
         self.inner.plans.invalidate_all();
+        if let Some(tier) = self.inner.stock.tier() {
+            let keys: Vec<(&str, &str)> = spec_nos.iter().map(|s| ("stock", s.as_str())).collect();
+            tier.redis.invalidate(&["barcode", "plans"], &keys).await;
+        }
     }
 
     async fn plan_written(&self, api_goods_id: i64) {
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
-        self.inner.plans.invalidate(&(api_goods_id, false)).await;
-        self.inner.plans.invalidate(&(api_goods_id, true)).await;
+        let keys = [(api_goods_id, false), (api_goods_id, true)];
+        for key in &keys {
+            self.inner.plans.invalidate(key).await;
+        }
+        if let Some(tier) = self.inner.plans.tier() {
+            let names = keys.map(|k| cache::SharedKey::shared_key(&k));
+            tier.redis
+                .invalidate(&[], &[("plans", &names[0]), ("plans", &names[1])])
+                .await;
+        }
     }
 
     /// Records a successful push of a plan's quantity.
@@ -955,5 +1008,76 @@ fn flatten(
         stale: parts.stale,
         age_secs: parts.age_secs,
         cached: parts.cached,
+    }
+}
+
+impl cache::Shareable for StockRows {
+    fn encode(&self) -> Vec<u8> {
+        self.to_shared()
+    }
+
+    fn decode(bytes: &[u8], fetched: std::time::Instant) -> Option<Self> {
+        Self::from_shared(bytes, fetched)
+    }
+}
+
+impl cache::Shareable for StockSyncPlan {
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn decode(bytes: &[u8], _: std::time::Instant) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// Applies other replicas' writes to this replica's caches until the service is gone.
+async fn follow(
+    inner: std::sync::Weak<Inner>,
+    mut events: tokio::sync::broadcast::Receiver<wdt_redis::Event>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = match events.recv().await {
+            Ok(event) => event,
+            // Some were dropped: anything may have changed.
+            Err(RecvError::Lagged(_)) => wdt_redis::Event::Reset,
+            Err(RecvError::Closed) => break,
+        };
+        let Some(inner) = inner.upgrade() else { break };
+        match event {
+            wdt_redis::Event::Invalidated { caches, keys } => {
+                inner.epoch.fetch_add(1, Ordering::AcqRel);
+                for cache in &caches {
+                    match cache.as_str() {
+                        "stock" => inner.stock.invalidate_all(),
+                        "barcode" => inner.barcode.invalidate_all(),
+                        "plans" => inner.plans.invalidate_all(),
+                        _ => {}
+                    }
+                }
+                for (cache, key) in keys {
+                    match cache.as_str() {
+                        "stock" => inner.stock.invalidate(&key).await,
+                        "barcode" => inner.barcode.invalidate(&key).await,
+                        "plans" => {
+                            if let Some((id, force)) = key.split_once(':')
+                                && let Ok(id) = id.parse::<i64>()
+                            {
+                                inner.plans.invalidate(&(id, force == "1")).await;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            wdt_redis::Event::Reset => {
+                inner.epoch.fetch_add(1, Ordering::AcqRel);
+                inner.stock.invalidate_all();
+                inner.barcode.invalidate_all();
+                inner.plans.invalidate_all();
+            }
+            wdt_redis::Event::Done(..) => {}
+        }
     }
 }

@@ -456,13 +456,18 @@ fn rows_json(rows: &[StockLevel]) -> String {
     out
 }
 
+/// A new entry id, unique in this process.
+fn next_entry_id() -> u64 {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 impl StockRows {
     /// Rows as read from the vendor. The compact form is checked against them (decoded and
     /// compared by their JSON, which shows every digit of scale and every time offset) before
     /// it replaces them.
     pub fn new(rows: impl IntoIterator<Item = StockLevel>) -> Self {
-        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = next_entry_id();
         let rows: Vec<StockLevel> = rows.into_iter().collect();
         let packed = crate::packed::encode(&rows);
         let exact = crate::packed::decode(&packed)
@@ -505,6 +510,42 @@ impl StockRows {
             Form::Packed(_) => rows_json(&self.rows()),
             Form::Plain(rows) => rows_json(rows),
         }
+    }
+
+    /// The rows as bytes for the shared cache: the compact form (tag 1) or JSON (tag 2).
+    pub(crate) fn to_shared(&self) -> Vec<u8> {
+        match &self.form {
+            Form::Packed(b) => {
+                let mut out = Vec::with_capacity(b.len() + 1);
+                out.push(1);
+                out.extend_from_slice(b);
+                out
+            }
+            Form::Plain(rows) => {
+                let mut out = vec![2];
+                // Serializing plain data into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut out, rows);
+                out
+            }
+        }
+    }
+
+    /// Rows from the shared cache, read from the vendor at `fetched`; `None` unless the bytes
+    /// decode completely.
+    pub(crate) fn from_shared(bytes: &[u8], fetched: std::time::Instant) -> Option<Self> {
+        let form = match bytes.split_first()? {
+            (1, packed) => {
+                crate::packed::decode(packed)?;
+                Form::Packed(packed.into())
+            }
+            (2, json) => Form::Plain(serde_json::from_slice(json).ok()?),
+            _ => return None,
+        };
+        Some(Self {
+            id: next_entry_id(),
+            fetched,
+            form,
+        })
     }
 
     /// Bytes the entry's rows take (for tests and sizing).

@@ -359,6 +359,7 @@ pub struct WdtClientBuilder {
     max_response_bytes: usize,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    shared: Option<wdt_redis::Shared>,
 }
 
 impl Default for WdtClientBuilder {
@@ -371,6 +372,7 @@ impl Default for WdtClientBuilder {
             max_response_bytes: 32 * 1024 * 1024,
             clock: Arc::new(SystemClock),
             policy: Policy::default(),
+            shared: None,
         }
     }
 }
@@ -425,6 +427,15 @@ impl WdtClientBuilder {
         self
     }
 
+    /// Shares the per-method quota and the back-off after throttling with every client on the
+    /// same Redis: one budget for the whole vendor account. While Redis is unavailable, this
+    /// client takes its share ([`wdt_redis::Shared::local_share`]) of each quota locally.
+    #[must_use]
+    pub fn shared_quota(mut self, shared: wdt_redis::Shared) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
     /// Builds the client and its connection pool.
     ///
     /// # Errors
@@ -448,7 +459,7 @@ impl WdtClientBuilder {
                 max_response_bytes: self.max_response_bytes,
                 clock: self.clock,
                 last_answer: std::sync::atomic::AtomicI64::new(0),
-                guard: Guard::new(self.policy),
+                guard: Guard::new(self.policy).with_shared(self.shared),
             }),
         })
     }

@@ -192,12 +192,36 @@ impl Drop for Pending<'_> {
     }
 }
 
+/// A slot reserved in the cluster-wide quota; given back if the caller goes away first.
+struct SharedPending<'a> {
+    shared: &'a wdt_redis::Shared,
+    method: &'a str,
+    member: String,
+    used: bool,
+}
+
+impl Drop for SharedPending<'_> {
+    fn drop(&mut self) {
+        if self.used {
+            return;
+        }
+        let shared = self.shared.clone();
+        let method = self.method.to_owned();
+        let member = std::mem::take(&mut self.member);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { shared.release(&method, &member).await });
+        }
+    }
+}
+
 /// The shared state behind a [`Policy`].
 #[derive(Debug)]
 pub(crate) struct Guard {
     pub(crate) policy: Policy,
     windows: Mutex<HashMap<String, Window>>,
     breakers: Mutex<[Breaker; 2]>,
+    /// The cluster-wide quota and back-off, with several replicas.
+    shared: Option<wdt_redis::Shared>,
 }
 
 fn slot(family: Family) -> usize {
@@ -213,7 +237,13 @@ impl Guard {
             policy,
             windows: Mutex::new(HashMap::new()),
             breakers: Mutex::new([Breaker::Closed { failures: 0 }; 2]),
+            shared: None,
         }
+    }
+
+    pub(crate) fn with_shared(mut self, shared: Option<wdt_redis::Shared>) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
@@ -236,6 +266,118 @@ impl Guard {
     /// goes, and a waiter that is dropped gives its slot back.
     pub(crate) async fn admit(&self, family: Family, method: &str) -> Result<(), VendorError> {
         let trial = self.admit_breaker(family, Instant::now())?;
+        let mut limit = self.policy.limit_for(method);
+        if let (Some(shared), Some(cluster_limit)) = (&self.shared, limit) {
+            match self
+                .admit_shared(shared, family, method, cluster_limit, trial)
+                .await
+            {
+                Some(result) => return result,
+                // Redis is unavailable: this replica's share of the quota, kept here.
+                None => limit = Some(shared.local_share(cluster_limit)),
+            }
+        }
+        self.admit_local(family, method, trial, limit).await
+    }
+
+    /// The cluster-wide quota in Redis; `None` when Redis is unavailable.
+    async fn admit_shared(
+        &self,
+        shared: &wdt_redis::Shared,
+        family: Family,
+        method: &str,
+        limit: u32,
+        trial: bool,
+    ) -> Option<Result<(), VendorError>> {
+        // This replica saw the vendor throttle, even if Redis did not hear of it.
+        if let Some(left) = self.paused_here(method) {
+            if trial {
+                self.hand_on_trial(family);
+            }
+            return Some(Err(self.held_back(
+                family,
+                method,
+                ThrottleReason::VendorBackoff,
+                left,
+            )));
+        }
+        let reservation = shared
+            .reserve(method, limit, MINUTE, self.policy.quota_wait)
+            .await
+            .ok()?;
+        let (wait, member) = match reservation {
+            wdt_redis::Reservation::Slot { wait, member } => (wait, member),
+            wdt_redis::Reservation::Refused(wait) => {
+                if trial {
+                    self.hand_on_trial(family);
+                }
+                return Some(Err(self.held_back(
+                    family,
+                    method,
+                    ThrottleReason::Quota,
+                    wait,
+                )));
+            }
+            wdt_redis::Reservation::Paused(left) => {
+                if trial {
+                    self.hand_on_trial(family);
+                }
+                return Some(Err(self.held_back(
+                    family,
+                    method,
+                    ThrottleReason::VendorBackoff,
+                    left,
+                )));
+            }
+        };
+        if wait.is_zero() {
+            return Some(Ok(()));
+        }
+        let mut pending = SharedPending {
+            shared,
+            method,
+            member,
+            used: false,
+        };
+        metrics::histogram!("wdt_vendor_quota_wait_seconds", "method" => method.to_owned())
+            .record(wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
+        pending.used = true;
+        // The vendor may have throttled another replica meanwhile.
+        let paused: Option<Duration> = shared.paused(method).await.unwrap_or_default();
+        let paused = paused.or_else(|| self.paused_here(method));
+        if let Some(left) = paused {
+            return Some(Err(self.held_back(
+                family,
+                method,
+                ThrottleReason::VendorBackoff,
+                left,
+            )));
+        }
+        if !trial && let Err(e) = self.check_breaker(family) {
+            return Some(Err(e));
+        }
+        Some(Ok(()))
+    }
+
+    /// How much longer this replica leaves `method` alone after the vendor throttled it.
+    fn paused_here(&self, method: &str) -> Option<Duration> {
+        let now = Instant::now();
+        self.windows()
+            .get(method)
+            .and_then(|w| w.paused_until)
+            .filter(|until| *until > now)
+            .map(|until| until - now)
+    }
+
+    /// The quota kept in this process: `limit` calls of `method` in any minute.
+    async fn admit_local(
+        &self,
+        family: Family,
+        method: &str,
+        trial: bool,
+        limit: Option<u32>,
+    ) -> Result<(), VendorError> {
         let reserved = {
             let mut windows = self.windows();
             let now = Instant::now();
@@ -249,7 +391,7 @@ impl Guard {
                     None
                 }
             };
-            let reserved = match (refused, self.policy.limit_for(method)) {
+            let reserved = match (refused, limit) {
                 (Some(e), _) => Err(e),
                 (None, None) => Ok((now, now)),
                 (None, Some(limit)) => window
@@ -404,6 +546,17 @@ impl Guard {
             let until = now + self.policy.throttle_pause;
             windows.entry(method.to_owned()).or_default().paused_until = Some(until);
             tracing::warn!(%family, method, pause = ?self.policy.throttle_pause, "the vendor is throttling: pausing the method");
+            // Every replica backs off.
+            if let (Some(shared), Ok(runtime)) =
+                (&self.shared, tokio::runtime::Handle::try_current())
+            {
+                let (shared, method, pause) = (
+                    shared.clone(),
+                    method.to_owned(),
+                    self.policy.throttle_pause,
+                );
+                runtime.spawn(async move { shared.pause(&method, pause).await });
+            }
         }
         if self.policy.breaker_threshold == 0 {
             return;

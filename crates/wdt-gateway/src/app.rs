@@ -58,6 +58,8 @@ pub struct AppShared {
     pub documents: crate::documents::Documents,
     /// Memoized answers of stock-only queries.
     pub answers: crate::answers::Answers,
+    /// The state shared with other replicas, when Redis is configured.
+    pub redis: Option<wdt_redis::Shared>,
 }
 
 impl AppShared {
@@ -78,6 +80,7 @@ impl AppShared {
         if let Some(limiter) = &self.limiter {
             limiter
                 .check(&caller.subject)
+                .await
                 .map_err(Refusal::RateLimited)?;
         }
         Ok(caller)
@@ -340,11 +343,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     match state.service.ready(READY_WINDOW, now).await {
-        Ok(()) => (
-            [(header::CACHE_CONTROL, "no-store")],
-            axum::Json(serde_json::json!({ "status": "ready" })),
-        )
-            .into_response(),
+        // Without Redis a replica still serves (from its cache and the vendor, with its share
+        // of the quota): ready, but saying it runs degraded.
+        Ok(()) => {
+            let body = match &state.redis {
+                None => serde_json::json!({ "status": "ready" }),
+                Some(redis) if redis.is_up() => {
+                    serde_json::json!({ "status": "ready", "redis": "up" })
+                }
+                Some(_) => serde_json::json!({
+                    "status": "degraded",
+                    "redis": "unavailable",
+                    "detail": "Redis is unavailable: reads are served from this replica's cache and the ERP with this replica's share of the quota; writes with an Idempotency-Key are refused until it returns"
+                }),
+            };
+            ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
+        }
         Err(e) => {
             let mut response = ApiError::from(e).into_response();
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;

@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The environment variables the gateway reads, and the configuration keys they set.
-pub const ENV_KEYS: [(&str, &str); 19] = [
+pub const ENV_KEYS: [(&str, &str); 21] = [
     ("WDT_GATEWAY_LISTEN", "listen"),
     ("WDT_FLAGSHIP_URL", "flagship.url"),
     ("WDT_SID", "flagship.sid"),
@@ -34,11 +34,17 @@ pub const ENV_KEYS: [(&str, &str); 19] = [
     ("WDT_GATEWAY_LOG", "log.filter"),
     ("WDT_GATEWAY_LOG_FORMAT", "log.format"),
     ("WDT_GATEWAY_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+    ("WDT_GATEWAY_REDIS_URL", "redis.url"),
+    ("WDT_GATEWAY_REPLICAS", "redis.replicas"),
     ("WDT_GATEWAY_CONFIG", "-"),
 ];
 
 /// The keys set by environment variables that hold numbers.
-const NUMERIC_KEYS: [&str; 2] = ["limits.client_rate_limit", "vendor.calls_per_minute"];
+const NUMERIC_KEYS: [&str; 3] = [
+    "limits.client_rate_limit",
+    "vendor.calls_per_minute",
+    "redis.replicas",
+];
 
 /// One vendor family's credentials; all four are needed once any is given.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -279,6 +285,33 @@ impl Default for HttpSettings {
     }
 }
 
+/// Shared state for several replicas (off without a URL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS) or `redis+unix:///path`.
+    pub url: Option<SecretString>,
+    /// Replicas running (the HPA's maximum): while Redis is unavailable each replica keeps to
+    /// this share of every vendor quota and client rate limit.
+    pub replicas: u32,
+    /// Longest wait for one Redis command, milliseconds.
+    pub timeout_ms: u64,
+    /// How long a replica's claim on a vendor load lasts without renewal, milliseconds: the
+    /// longest the others wait when that replica dies mid-load.
+    pub lease_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            replicas: 2,
+            timeout_ms: 250,
+            lease_ms: 3_000,
+        }
+    }
+}
+
 /// Demo-mode settings (used only when no vendor URL is configured).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -326,6 +359,8 @@ pub struct Config {
     pub log: LogSettings,
     /// Trace export.
     pub telemetry: TelemetrySettings,
+    /// Shared state for several replicas.
+    pub redis: RedisSettings,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
 }
@@ -345,6 +380,7 @@ impl Default for Config {
             limits: LimitSettings::default(),
             log: LogSettings::default(),
             telemetry: TelemetrySettings::default(),
+            redis: RedisSettings::default(),
             shutdown_grace_secs: 30,
         }
     }
@@ -432,7 +468,6 @@ impl Config {
     /// # Errors
     /// Naming the first such variable.
     pub fn check_environment(names: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
-        const PLANNED: [&str; 1] = ["WDT_GATEWAY_REDIS_URL"];
         for name in names {
             let base = name.strip_suffix("_FILE").unwrap_or(&name);
             if !name.starts_with("WDT_GATEWAY_")
@@ -441,11 +476,6 @@ impl Config {
                     .any(|(var, key)| *var == name || (*var == base && *key != "-"))
             {
                 continue;
-            }
-            if PLANNED.contains(&name.as_str()) {
-                return Err(ConfigError(format!(
-                    "{name} is not supported by this version of wdt-gateway yet; unset it"
-                )));
             }
             let known: Vec<&str> = ENV_KEYS
                 .iter()
@@ -672,6 +702,26 @@ impl Config {
                 "telemetry.service_name must not be empty".into(),
             ));
         }
+        let r = &self.redis;
+        if let Some(url) = &r.url {
+            wdt_redis::check_url(url.expose_secret())
+                .map_err(|e| ConfigError(format!("redis.url (WDT_GATEWAY_REDIS_URL): {e}")))?;
+        }
+        if r.replicas == 0 || r.replicas > 1000 {
+            return Err(ConfigError(
+                "redis.replicas (WDT_GATEWAY_REPLICAS) must be between 1 and 1000: the replicas running (the autoscaler's maximum)".into(),
+            ));
+        }
+        if !(10..=10_000).contains(&r.timeout_ms) {
+            return Err(ConfigError(
+                "redis.timeout_ms must be between 10 and 10000".into(),
+            ));
+        }
+        if !(100..=60_000).contains(&r.lease_ms) {
+            return Err(ConfigError(
+                "redis.lease_ms must be between 100 and 60000".into(),
+            ));
+        }
         if self.demo.skus == 0 || self.demo.skus > 1_000_000 {
             return Err(ConfigError(
                 "demo.skus must be between 1 and 1000000".into(),
@@ -704,6 +754,22 @@ impl Config {
     /// The vendor timeout.
     pub fn vendor_timeout(&self) -> Duration {
         Duration::from_secs(self.vendor.timeout_secs)
+    }
+
+    /// Names the vendor account in Redis keys, so gateways of different accounts can share one
+    /// Redis: a digest of the endpoints and seller accounts (demo mode: of the demo data).
+    pub fn redis_namespace(&self) -> String {
+        let mut id = String::new();
+        if self.is_demo() {
+            id.push_str(&format!("demo:{}:{}", self.demo.seed, self.demo.skus));
+        }
+        for account in [&self.flagship, &self.enterprise] {
+            for part in [&account.url, &account.sid, &account.appkey] {
+                id.push_str(part.as_deref().unwrap_or_default());
+                id.push('\u{0}');
+            }
+        }
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
     }
 }
 
@@ -940,10 +1006,14 @@ mod tests {
             err.contains("WDT_GATEWAY_JWT_AUDEINCE") && err.contains("WDT_GATEWAY_JWT_AUDIENCE"),
             "{err}"
         );
-        let err = Config::check_environment(["WDT_GATEWAY_REDIS_URL".into()])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not supported"), "{err}");
+        assert!(
+            Config::check_environment([
+                "WDT_GATEWAY_REDIS_URL".into(),
+                "WDT_GATEWAY_REDIS_URL_FILE".into(),
+                "WDT_GATEWAY_REPLICAS".into(),
+            ])
+            .is_ok()
+        );
         let err = load(
             &[("WDT_GATEWAY_JWKS_URL", "http://idp.example.com/jwks")],
             None,
@@ -1063,6 +1133,44 @@ mod tests {
                 .to_string();
             assert!(err.contains(needle), "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn redis_settings_are_checked_without_echoing_the_url() {
+        let c = load(
+            &[
+                (
+                    "WDT_GATEWAY_REDIS_URL",
+                    "rediss://:hunter2@redis.internal:6380/0",
+                ),
+                ("WDT_GATEWAY_REPLICAS", "3"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.redis.replicas, 3);
+        assert!(
+            !format!("{c:?}").contains("hunter2"),
+            "the password stays out of Debug"
+        );
+        let bad = load(
+            &[("WDT_GATEWAY_REDIS_URL", "http://:hunter2@redis.internal")],
+            None,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("redis://") && !bad.contains("hunter2"),
+            "{bad}"
+        );
+        let zero = load(&[("WDT_GATEWAY_REPLICAS", "0")], None)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(zero.contains("WDT_GATEWAY_REPLICAS"), "{zero}");
     }
 
     #[test]

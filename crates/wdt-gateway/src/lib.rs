@@ -135,6 +135,33 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             tracing::warn!("no enterprise credentials: stock reads will fail");
         }
     }
+    let redis = match &config.redis.url {
+        Some(url) => {
+            let redis = wdt_redis::Shared::connect(&wdt_redis::Settings {
+                url: url.clone(),
+                namespace: config.redis_namespace(),
+                replicas: config.redis.replicas,
+                timeout: Duration::from_millis(config.redis.timeout_ms),
+                lease: Duration::from_millis(config.redis.lease_ms),
+            })
+            .map_err(|e| ConfigError(format!("redis.url (WDT_GATEWAY_REDIS_URL): {e}")))?;
+            if redis.ping().await {
+                tracing::info!(
+                    replicas = config.redis.replicas,
+                    "sharing cache, quota, idempotency keys and client limits through Redis"
+                );
+            } else {
+                tracing::warn!(
+                    "Redis does not answer yet: starting degraded (this replica's cache and quota share); retrying every second"
+                );
+            }
+            Some(redis)
+        }
+        None => None,
+    };
+    if let Some(redis) = &redis {
+        builder = builder.shared_quota(redis.clone());
+    }
     let client = builder
         .policy(config.vendor_policy())
         .build()
@@ -147,7 +174,16 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         stale_if_error: Duration::from_secs(config.cache.stale_if_error_secs),
         max_entries: config.cache.max_entries,
     };
-    let service = StockService::new(client, &cache);
+    let service = match &redis {
+        // A replica waits for another's vendor load at most as long as that load may take.
+        Some(redis) => StockService::with_redis(
+            client,
+            &cache,
+            redis.clone(),
+            config.vendor_timeout() + redis.lease(),
+        ),
+        None => StockService::new(client, &cache),
+    };
     let a = &config.auth;
     let (auth, demo_token) = match config.auth_mode()? {
         Some(AuthMode::Secret(secret)) => {
@@ -191,13 +227,18 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         schema,
         service,
         auth,
-        idempotency: stock_rest::IdempotencyStore::default(),
+        idempotency: match &redis {
+            Some(redis) => stock_rest::IdempotencyStore::default().shared(redis.clone()),
+            None => stock_rest::IdempotencyStore::default(),
+        },
         documents: documents::Documents::default(),
         answers: answers::Answers::default(),
         limiter: observe::ClientLimiter::new(
             config.limits.client_rate_limit,
             config.limits.client_burst,
+            redis.clone(),
         ),
+        redis,
     });
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,

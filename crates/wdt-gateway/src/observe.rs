@@ -122,6 +122,22 @@ fn describe() {
         "Unix time of the ERP's last HTTP 2xx answer"
     );
     describe_gauge!("wdt_build_info", "1, labelled with the gateway's version");
+    describe_gauge!(
+        "wdt_redis_up",
+        "With several replicas: 1 while Redis answers, 0 while this replica runs degraded on its own cache and quota share"
+    );
+    describe_counter!(
+        "wdt_redis_errors_total",
+        "Redis commands that failed or timed out, by operation"
+    );
+    describe_counter!(
+        "wdt_redis_invalidations_received_total",
+        "Writes on other replicas applied to this replica's cache"
+    );
+    describe_counter!(
+        "wdt_shared_cache_requests_total",
+        "Local misses looked up in the shared (Redis) cache, by cache and result: hit, lead (this replica loads for all), wait (another replica was loading), failed (another replica's load just failed), unavailable (Redis down: loaded locally)"
+    );
 }
 
 /// Decrements the in-flight gauge and records a request that never finished (its client went
@@ -299,27 +315,40 @@ pub(crate) fn operation_label(name: Option<&str>) -> String {
     }
 }
 
-/// Requests per second per token subject, with a burst allowance (GCRA).
+/// Requests per second per token subject, with a burst allowance (GCRA). With Redis the
+/// allowance is shared by all replicas; while Redis is unavailable each replica allows its
+/// share.
 pub struct ClientLimiter {
     limiter: DefaultKeyedRateLimiter<String>,
+    shared: Option<wdt_redis::Shared>,
+    rate: u32,
+    burst: u32,
 }
 
 impl std::fmt::Debug for ClientLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientLimiter")
             .field("subjects", &self.limiter.len())
+            .field("shared", &self.shared.is_some())
             .finish()
     }
 }
 
 impl ClientLimiter {
-    /// A limiter of `rate` requests per second with bursts of `burst`; `None` when `rate` is 0.
-    /// Subjects idle for a while are forgotten by a background task (inside a Tokio runtime).
-    pub fn new(rate: u32, burst: u32) -> Option<Arc<Self>> {
-        let rate = NonZeroU32::new(rate)?;
-        let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    /// A limiter of `rate` requests per second with bursts of `burst`, across the replicas
+    /// sharing `shared`; `None` when `rate` is 0. Subjects idle for a while are forgotten by a
+    /// background task (inside a Tokio runtime).
+    pub fn new(rate: u32, burst: u32, shared: Option<wdt_redis::Shared>) -> Option<Arc<Self>> {
+        NonZeroU32::new(rate)?;
+        let burst = if burst == 0 { rate } else { burst };
+        let share = |n: u32| shared.as_ref().map_or(n, |s| s.local_share(n));
+        let local_rate = NonZeroU32::new(share(rate)).unwrap_or(NonZeroU32::MIN);
+        let local_burst = NonZeroU32::new(share(burst)).unwrap_or(local_rate);
         let limiter = Arc::new(Self {
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            limiter: RateLimiter::keyed(Quota::per_second(local_rate).allow_burst(local_burst)),
+            shared,
+            rate,
+            burst,
         });
         let weak: Weak<Self> = Arc::downgrade(&limiter);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -338,16 +367,29 @@ impl ClientLimiter {
     }
 
     /// `Err(seconds to wait)` when `subject` is over its allowance.
-    pub fn check(&self, subject: &str) -> Result<(), u64> {
-        // Keyed by the subject only: the limiter never sees the token.
-        match self.limiter.check_key(&subject.to_owned()) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
+    pub async fn check(&self, subject: &str) -> Result<(), u64> {
+        let wait = match &self.shared {
+            Some(shared) => match shared.allow(subject, self.rate, self.burst).await {
+                Ok(verdict) => verdict.err(),
+                Err(_) => self.check_here(subject).err(),
+            },
+            None => self.check_here(subject).err(),
+        };
+        match wait {
+            None => Ok(()),
+            Some(wait) => {
                 metrics::counter!("wdt_rate_limited_total", "limiter" => "client").increment(1);
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Err((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
             }
         }
+    }
+
+    /// The allowance kept in this process.
+    fn check_here(&self, subject: &str) -> Result<(), Duration> {
+        // Keyed by the subject only: the limiter never sees the token.
+        self.limiter
+            .check_key(&subject.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 }
 
@@ -408,15 +450,16 @@ mod tests {
 
     #[tokio::test]
     async fn the_client_limit_is_per_subject_and_says_when_to_retry() {
-        let limiter = ClientLimiter::new(1, 3).unwrap();
+        let limiter = ClientLimiter::new(1, 3, None).unwrap();
         for _ in 0..3 {
-            limiter.check("alice").unwrap();
+            limiter.check("alice").await.unwrap();
         }
-        let wait = limiter.check("alice").unwrap_err();
+        let wait = limiter.check("alice").await.unwrap_err();
         assert!((1..=2).contains(&wait), "{wait}");
         limiter
             .check("bob")
+            .await
             .expect("another subject has its own allowance");
-        assert!(ClientLimiter::new(0, 10).is_none(), "0 turns it off");
+        assert!(ClientLimiter::new(0, 10, None).is_none(), "0 turns it off");
     }
 }

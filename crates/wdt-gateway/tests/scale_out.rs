@@ -1,0 +1,589 @@
+//! Several replicas on one Redis: two real gateway processes, one emulator, one real
+//! `redis-server` (started and stopped here on a free port).
+//!
+//! Every test builds its own cluster, so counts on the emulator belong to that test alone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use wdt_emulator::{EmulatorConfig, Faults, RunningEmulator};
+
+const SECRET: &str = "scale-out-test-secret-0123456789abcdef";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` child process without persistence.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = Self::spawn_on(port) {
+                return Self {
+                    port,
+                    child: Some(child),
+                };
+            }
+        }
+        panic!("redis-server did not start (is it installed? `apt-get install redis-server`)");
+    }
+
+    fn spawn_on(port: u16) -> Option<Child> {
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (`apt-get install redis-server`)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(child);
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Some(Self::spawn_on(self.port).expect("redis-server restarts on its port"));
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A gateway process.
+struct Replica {
+    base: String,
+    child: Child,
+}
+
+impl Replica {
+    async fn start(emulator: &RunningEmulator, redis: &Redis, extra: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wdt-gateway"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WDT_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WDT_FLAGSHIP_URL", emulator.flagship_url())
+            .env("WDT_SID", "wdtapi3")
+            .env("WDT_APPKEY", "wdt_test")
+            .env("WDT_APPSECRET", "testsecret:testsalt")
+            .env("WDT_ENTERPRISE_URL", emulator.enterprise_url())
+            .env("WDT_ENTERPRISE_SID", "test2")
+            .env("WDT_ENTERPRISE_APPKEY", "test2-xx")
+            .env("WDT_ENTERPRISE_APPSECRET", "12345")
+            .env("WDT_GATEWAY_JWT_SECRET", SECRET)
+            .env("WDT_GATEWAY_REDIS_URL", redis.url())
+            .env("WDT_GATEWAY_REPLICAS", "2")
+            .env("WDT_GATEWAY_CLIENT_RATE_LIMIT", "0")
+            .env("WDT_GATEWAY_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("the gateway binary starts");
+        let replica = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http().get(replica.url("/healthz")).send().await
+                && r.status().is_success()
+            {
+                return replica;
+            }
+            assert!(Instant::now() < deadline, "the gateway did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let r = http()
+            .get(self.url(path))
+            .bearer_auth(token("alice"))
+            .send()
+            .await
+            .unwrap();
+        let (status, headers) = (r.status(), r.headers().clone());
+        let text = r.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = http()
+            .post(self.url(path))
+            .bearer_auth(token("alice"))
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let r = request.send().await.unwrap();
+        let (status, headers) = (r.status(), r.headers().clone());
+        let text = r.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn plain(&self, path: &str) -> (StatusCode, String) {
+        let r = http().get(self.url(path)).send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn token(subject: &str) -> String {
+    let scopes: Vec<&str> = stock_graphql::Scope::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    wdt_gateway::auth::mint(
+        &SecretString::from(SECRET),
+        subject,
+        &scopes,
+        Duration::from_secs(600),
+        None,
+        None,
+    )
+    .unwrap()
+}
+
+async fn emulator() -> RunningEmulator {
+    wdt_emulator::Emulator::spawn(
+        EmulatorConfig {
+            skus: 400,
+            ..EmulatorConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn calls(emulator: &RunningEmulator, method: &str) -> u64 {
+    emulator
+        .emulator
+        .counters()
+        .get(method)
+        .map_or(0, |c| c.calls)
+}
+
+const STOCK: &str = "stock_query_detail.php";
+const TAKE: &str = "wms.StockPd.stockSyncByPd";
+
+fn take(spec: &str, qty: &str) -> Value {
+    json!({ "warehouse_no": "WH-SH01", "mode": "all", "remark": "盘点", "lines": [{ "spec_no": spec, "quantity": qty }] })
+}
+
+async fn cluster(extra: &[(&str, &str)]) -> (RunningEmulator, Redis, Replica, Replica) {
+    let emulator = emulator().await;
+    let redis = Redis::start();
+    let a = Replica::start(&emulator, &redis, extra).await;
+    let b = Replica::start(&emulator, &redis, extra).await;
+    (emulator, redis, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_on_both_replicas_make_one_vendor_call() {
+    let (emulator, _redis, a, b) = cluster(&[]).await;
+    emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: 200,
+            latency_max_ms: 200,
+            ..Faults::default()
+        })
+        .unwrap();
+    let path = "/v1/stock?spec_no=G00001-01";
+    let answers = futures::future::join_all((0..20).map(|i| {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        replica.get(path)
+    }))
+    .await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(body["items"], answers[0].2["items"], "one answer for all");
+    }
+    assert_eq!(
+        calls(&emulator, STOCK),
+        1,
+        "one vendor call for 20 misses on 2 replicas"
+    );
+    // A later miss on the other replica is an L2 hit, not a vendor call.
+    let (status, _, _) = b
+        .get("/v1/stock?spec_no=G00001-01&warehouse_no=WH-SH01")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(calls(&emulator, STOCK), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_vendor_quota_is_one_budget_for_the_cluster() {
+    let (emulator, _redis, a, b) = cluster(&[
+        ("WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE", "10"),
+        // Refuse at once rather than wait for a slot a minute away.
+    ])
+    .await;
+    let started = Instant::now();
+    let answers = futures::future::join_all((1..=30).map(|i| {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let path = format!("/v1/stock?spec_no=G{i:05}-01");
+        async move { replica.get(&path).await }
+    }))
+    .await;
+    let vendor = calls(&emulator, STOCK);
+    assert!(started.elapsed() < Duration::from_secs(30), "nobody hung");
+    assert!(
+        vendor <= 10,
+        "{vendor} vendor calls for a quota of 10 per minute"
+    );
+    let ok = answers
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::OK)
+        .count();
+    assert_eq!(ok as u64, vendor, "each vendor call answered one caller");
+    assert!(ok >= 5, "the quota was used: {ok}");
+    for (status, headers, body) in &answers {
+        if *status != StatusCode::OK {
+            assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(body["code"], "VENDOR_RATE_LIMITED", "{body}");
+            let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(retry > 0, "says when to come back");
+        }
+    }
+    assert_eq!(
+        emulator
+            .emulator
+            .counters()
+            .get(STOCK)
+            .map_or(0, |c| c.rate_limited),
+        0,
+        "the vendor never had to throttle"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_on_one_replica_is_seen_on_the_other() {
+    let (_emulator, _redis, a, b) = cluster(&[]).await;
+    let path = "/v1/stock?spec_no=G00002-01&warehouse_no=WH-SH01";
+    let (status, _, before) = a.get(path).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    let (status, _, _) = b.get(path).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, written) = b
+        .post("/v1/stock-takes", &take("G00002-01", "777"), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{written}");
+    // The invalidation reaches A's own cache (pub/sub), not only Redis.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (_, _, after) = a.get(path).await;
+        if after["items"][0]["available"] == "777.0000" {
+            assert_ne!(after["items"], before["items"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica A still shows {after}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_identical_writes_over_both_replicas_make_one_vendor_write() {
+    let (emulator, _redis, a, b) = cluster(&[]).await;
+    emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: 300,
+            latency_max_ms: 300,
+            ..Faults::default()
+        })
+        .unwrap();
+    let body = take("G00003-01", "42");
+    let answers = futures::future::join_all((0..5).map(|i| {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        replica.post("/v1/stock-takes", &body, Some("take-cluster-1"))
+    }))
+    .await;
+    assert_eq!(calls(&emulator, TAKE), 1, "one vendor write");
+    let replayed = answers
+        .iter()
+        .filter(|(_, h, _)| h.contains_key("idempotent-replayed"))
+        .count();
+    assert_eq!(replayed, 4);
+    for (status, _, answer) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{answer}");
+        assert_eq!(*answer, answers[0].2, "the first result, replayed");
+    }
+    // A retry later, on either replica, replays it too; another body with the key is refused.
+    let (status, headers, _) = b
+        .post("/v1/stock-takes", &body, Some("take-cluster-1"))
+        .await;
+    assert_eq!(
+        (status, headers.contains_key("idempotent-replayed")),
+        (StatusCode::CREATED, true)
+    );
+    let (status, _, problem) = a
+        .post(
+            "/v1/stock-takes",
+            &take("G00003-01", "43"),
+            Some("take-cluster-1"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["code"], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(calls(&emulator, TAKE), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_limit_is_shared_by_the_replicas() {
+    let (_emulator, _redis, a, b) = cluster(&[("WDT_GATEWAY_CLIENT_RATE_LIMIT", "1")]).await;
+    let mut allowed = 0;
+    for i in 0..400 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let (status, headers, _) = replica.get("/v1/stock?spec_no=G00001-01").await;
+        match status {
+            StatusCode::OK => allowed += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(headers.contains_key("retry-after"));
+                break;
+            }
+            other => panic!("{other}"),
+        }
+    }
+    // One subject's burst (100) across both replicas, not 100 on each.
+    assert!(
+        (90..=110).contains(&allowed),
+        "{allowed} allowed before the first 429"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_dies_mid_load_is_taken_over() {
+    let (emulator, _redis, mut a, b) = cluster(&[]).await;
+    emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: 1500,
+            latency_max_ms: 1500,
+            ..Faults::default()
+        })
+        .unwrap();
+    let path = "/v1/stock?spec_no=G00004-01";
+    let url = a.url(path);
+    // A takes the lease and calls the vendor; it dies before it can store the answer.
+    let doomed = tokio::spawn(async move {
+        let _ = http().get(url).bearer_auth(token("alice")).send().await;
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let started = Instant::now();
+    let (status, _, body) = b.get(path).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let took = started.elapsed();
+    // B waited for A's lease (3 s by default, taken 0.3 s before A died) to run out, then
+    // loaded itself (1.5 s of vendor latency): without the lease it would have taken 1.5 s.
+    assert!(
+        took > Duration::from_millis(3500) && took < Duration::from_secs(8),
+        "took over after {took:?}"
+    );
+    assert!(calls(&emulator, STOCK) >= 1);
+    doomed.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_survive_redis_going_away_and_recover() {
+    let (emulator, mut redis, a, b) = cluster(&[]).await;
+    let specs: Vec<String> = (10..20).map(|i| format!("G{i:05}-01")).collect();
+    for spec in &specs {
+        let (status, _, _) = a.get(&format!("/v1/stock?spec_no={spec}")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, ready) = a.plain("/readyz").await;
+    assert!(ready.contains("\"redis\":\"up\""), "{ready}");
+
+    // Reads keep coming while Redis dies: cached and uncached SKUs, on both replicas.
+    let load = {
+        let (a, b) = (a.base.clone(), b.base.clone());
+        let specs = specs.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            let started = Instant::now();
+            let mut i = 0usize;
+            while started.elapsed() < Duration::from_secs(3) {
+                let base = if i.is_multiple_of(2) { &a } else { &b };
+                let spec = if i.is_multiple_of(3) {
+                    format!("G{:05}-02", 100 + i % 50)
+                } else {
+                    specs[i % specs.len()].clone()
+                };
+                let r = http()
+                    .get(format!("{base}/v1/stock?spec_no={spec}"))
+                    .bearer_auth(token("alice"))
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status());
+                i += 1;
+            }
+            statuses
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill();
+    let statuses = load.await.unwrap();
+    assert!(statuses.len() > 20, "{} reads", statuses.len());
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "no 5xx for servable reads: {statuses:?}"
+    );
+
+    // Degraded, and says so.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, ready) = b.plain("/readyz").await;
+        if ready.contains("unavailable") {
+            assert_eq!(status, StatusCode::OK, "still serving: {ready}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = b.plain("/metrics").await;
+    assert!(metrics.contains("wdt_redis_up 0"), "metrics show it");
+    let (status, headers, problem) = a
+        .post(
+            "/v1/stock-takes",
+            &take("G00005-01", "5"),
+            Some("take-during-outage"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["code"], "IDEMPOTENCY_UNAVAILABLE");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(calls(&emulator, TAKE), 0, "never risks a duplicate");
+
+    // Redis returns: the replicas reconnect by themselves and share again.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for replica in [&a, &b] {
+        loop {
+            let (_, ready) = replica.plain("/readyz").await;
+            if ready.contains("\"redis\":\"up\"") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{ready}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (status, _, _) = a
+        .post(
+            "/v1/stock-takes",
+            &take("G00005-01", "5"),
+            Some("take-after-outage"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let before = calls(&emulator, STOCK);
+    emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: 200,
+            latency_max_ms: 200,
+            ..Faults::default()
+        })
+        .unwrap();
+    let answers = futures::future::join_all((0..10).map(|i| {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        replica.get("/v1/stock?spec_no=G00399-01")
+    }))
+    .await;
+    assert!(answers.iter().all(|(s, _, _)| *s == StatusCode::OK));
+    assert_eq!(
+        calls(&emulator, STOCK) - before,
+        1,
+        "coalesced across replicas again"
+    );
+}
