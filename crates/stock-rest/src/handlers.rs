@@ -45,9 +45,21 @@ pub(crate) enum Errors {
     /// The gateway's ERP credentials or clock are wrong (`VENDOR_MISCONFIGURED`).
     #[response(status = 502, content_type = "application/problem+json")]
     BadGateway(Problem),
-    /// The ERP is throttling or unavailable (`VENDOR_RATE_LIMITED`, `VENDOR_UNAVAILABLE`); see `Retry-After`.
+    /// The ERP is throttling or unavailable (`VENDOR_RATE_LIMITED`, `VENDOR_UNAVAILABLE`), or,
+    /// with several replicas, a write with an `Idempotency-Key` cannot be kept from running twice
+    /// because Redis is unavailable (`IDEMPOTENCY_UNAVAILABLE`); see `Retry-After`.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
+}
+
+/// What `Idempotency-Key` adds to a write's answers.
+#[derive(IntoResponses)]
+#[allow(dead_code, reason = "documentation only")]
+pub(crate) enum IdempotentWrite {
+    /// Another request with this `Idempotency-Key` is still running (`IDEMPOTENCY_KEY_IN_USE`);
+    /// retry to get its result.
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
 }
 
 /// The caller holds scope number `S` (see [`SCOPES`]); checked before anything else is read.
@@ -474,7 +486,7 @@ fn ack(id: i64, body: AckRequest) -> StockSyncAck {
     post, path = "/v1/stock-sync/plans/{api_goods_id}/confirm", tag = "stock-sync",
     params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
     request_body = AckRequest,
-    responses((status = 200, description = "Recorded.", body = AckResponse), Errors),
+    responses((status = 200, description = "Recorded.", body = AckResponse), Errors, IdempotentWrite),
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_confirm(
@@ -491,7 +503,7 @@ pub(crate) async fn post_confirm(
     post, path = "/v1/stock-sync/plans/{api_goods_id}/fail", tag = "stock-sync",
     params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
     request_body = AckRequest,
-    responses((status = 200, description = "Recorded.", body = AckResponse), Errors),
+    responses((status = 200, description = "Recorded.", body = AckResponse), Errors, IdempotentWrite),
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_fail(
@@ -508,7 +520,7 @@ pub(crate) async fn post_fail(
     post, path = "/v1/stock-sync/plans/{api_goods_id}/cancel", tag = "stock-sync",
     params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
     request_body = CancelRequest,
-    responses((status = 200, description = "Cancelled.", body = AckResponse), Errors),
+    responses((status = 200, description = "Cancelled.", body = AckResponse), Errors, IdempotentWrite),
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_cancel(
@@ -533,7 +545,7 @@ pub(crate) async fn post_cancel(
     post, path = "/v1/stock-takes", tag = "stock",
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request; the same key with another body is 422.")),
     request_body(content = StockTakeInput, example = json!({"warehouse_no": "WH-SH01", "mode": "all", "remark": "年终盘点", "strict": false, "lines": [{"spec_no": "G00001-01", "quantity": "120", "defect": false, "remark": null}]})),
-    responses((status = 201, description = "Recorded.", body = StockTakeResult), Errors),
+    responses((status = 201, description = "Recorded.", body = StockTakeResult), Errors, IdempotentWrite),
     security(("bearer" = ["stock:write"]))
 )]
 pub(crate) async fn post_stock_take(

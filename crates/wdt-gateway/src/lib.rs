@@ -152,7 +152,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
                 );
             } else {
                 tracing::warn!(
-                    "Redis does not answer yet: starting degraded (this replica's cache and quota share); retrying every second"
+                    "Redis does not answer yet: starting degraded (this replica's cache and quota share); retrying every half second"
                 );
             }
             Some(redis)

@@ -587,3 +587,65 @@ async fn replicas_survive_redis_going_away_and_recover() {
         "coalesced across replicas again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_redis_costs_a_timeout_not_a_hang() {
+    let (_emulator, redis, a, b) = cluster(&[]).await;
+    let (status, _, _) = a.get("/v1/stock?spec_no=G00006-01").await;
+    assert_eq!(status, StatusCode::OK);
+    let counted = "/v1/stock?spec_no=G00007-01&warehouse_no=WH-SH01";
+    let (status, _, before) = b.get(counted).await;
+    assert_eq!(status, StatusCode::OK);
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        Command::new("kill")
+            .args([sig, pid.as_str()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    // A cached read, a miss and a write without a key: each answers within the Redis timeout
+    // (250 ms) plus the vendor's time; after the first timeout, without waiting at all.
+    for path in ["/v1/stock?spec_no=G00006-01", "/v1/stock?spec_no=G00007-01"] {
+        let started = Instant::now();
+        let (status, _, body) = a.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+    }
+    let (status, _, body) = a
+        .post("/v1/stock-takes", &take("G00007-01", "3"), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, ready) = a.plain("/readyz").await;
+    assert!(ready.contains("unavailable"), "{ready}");
+    signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, ready) = a.plain("/readyz").await;
+        if ready.contains("\"redis\":\"up\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The invalidation held while Redis hung was sent: the other replica, which had the SKU
+    // cached, reads the new count.
+    let (_, _, fresh) = a.get(counted).await;
+    assert_ne!(
+        fresh["items"], before["items"],
+        "the take changed the stock"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, _, seen) = b.get(counted).await;
+        if seen["items"] == fresh["items"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B still shows {seen}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

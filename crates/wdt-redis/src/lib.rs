@@ -369,7 +369,7 @@ impl Shared {
     /// Asks Redis whether it is there (and notes the answer).
     pub async fn ping(&self) -> bool {
         let mut con = self.inner.con.clone();
-        self.run("ping", async move {
+        run(&self.inner, "ping", async move {
             redis::cmd("PING").query_async::<Value>(&mut con).await
         })
         .await
