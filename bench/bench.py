@@ -318,9 +318,9 @@ def main():
                                      data=json.dumps({"calls_per_minute": quota}).encode(),
                                      headers={"Content-Type": "application/json"})
         urllib.request.urlopen(put, timeout=10).read()
-        servers.start("gateway-mix", [os.path.join(BIN, "wdt-gateway")],
-                      gateway_env(mix_port, emulator, {
-                          "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": str(quota)}))
+        mix_gw = servers.start("gateway-mix", [os.path.join(BIN, "wdt-gateway")],
+                               gateway_env(mix_port, emulator, {
+                                   "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": str(quota)}))
         wait_for(f"{mix_gateway}/healthz")
         mix = driver(args, mix_gateway, emulator, token, [
             "mix", "--duration", "3" if smoke else "120", "--clients", "16" if smoke else "64",
@@ -330,6 +330,41 @@ def main():
         mix["vendor_rate_limited"] = counters(emulator).get(
             "stock_query_detail.php", {}).get("rate_limited", 0)
         record["mix"] = mix
+        servers.stop(mix_gw)
+
+        # Two replicas behind one vendor quota, the same mix spread over both: each on its own
+        # (every replica misses, spends the quota and keeps stale stock after the other's
+        # writes), then sharing Redis.
+        redis_port = free_port()
+        servers.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        wait_port(redis_port)
+        record["replicas"] = {}
+        for name, extra in [("without_redis", {}),
+                            ("with_redis", {"WDT_GATEWAY_REDIS_URL": f"redis://127.0.0.1:{redis_port}/",
+                                            "WDT_GATEWAY_REPLICAS": "2"})]:
+            urllib.request.urlopen(reset, timeout=60).read()
+            urllib.request.urlopen(put, timeout=10).read()
+            replicas = []
+            for i in range(2):
+                port = free_port()
+                replicas.append((servers.start(f"gateway-{name}-{i}", [os.path.join(BIN, "wdt-gateway")],
+                                               gateway_env(port, emulator, {
+                                                   "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": str(quota),
+                                                   **extra})),
+                                 f"http://127.0.0.1:{port}"))
+            for _, url in replicas:
+                wait_for(f"{url}/healthz")
+            run = driver(args, ",".join(url for _, url in replicas), emulator, token, [
+                "mix", "--duration", "3" if smoke else "60", "--clients", "16" if smoke else "64",
+                "--rate", "10", "--zipf", "1.1", "--take-every", "1" if smoke else "5",
+                "--ttl", str(ttl)])
+            run["quota_per_minute"] = quota
+            run["vendor_rate_limited"] = counters(emulator).get(
+                "stock_query_detail.php", {}).get("rate_limited", 0)
+            record["replicas"][name] = run
+            for proc, _ in replicas:
+                servers.stop(proc)
     finally:
         servers.stop_all()
 

@@ -110,6 +110,22 @@ def tables(path):
           f"{mx['stock_takes']} | {mx['fresh_reads_after_take']}/{mx['stock_takes']} |")
     print(f"\nZipf s = {mx['zipf']} over {mx['specs']:,} SKUs, TTL {mx['ttl_s']} s, "
           f"{mx['duration_s']:.0f} s.")
+    rp = r.get("replicas")
+    if rp:
+        print("\n### Two replicas, one vendor quota\n")
+        print("The same mix spread over two gateway processes against one emulator that "
+              "throttles at the account's quota; a stock take's check read goes to the other "
+              "replica.\n")
+        print("| | requests | errors | vendor calls | per 1,000 requests | most in any minute "
+              "(quota) | throttled by the ERP | fresh read after take on the other replica |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for name, label in [("without_redis", "each replica on its own"),
+                            ("with_redis", "sharing Redis")]:
+            x = rp[name]
+            print(f"| {label} | {x['requests']:,} | {x['errors']} | {x['vendor_calls']:,} | "
+                  f"{fmt(x['vendor_calls_per_1000'], 1)} | {x['max_vendor_calls_in_any_minute']:,} "
+                  f"({x['quota_per_minute']:,}) | {x['vendor_rate_limited']:,} | "
+                  f"{x['fresh_reads_after_take']}/{x['stock_takes']} |")
     print("\n### Miss path, stampede, memory\n")
     print(f"- Miss: gateway p50 {mi['gateway_p50_ms']:.3f} ms / p99 {mi['gateway_p99_ms']:.3f} ms; "
           f"direct signed call p50 {mi['direct_p50_ms']:.3f} ms / p99 {mi['direct_p99_ms']:.3f} ms "

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark suite: builds the release binaries, then runs bench/bench.py, which starts the
-# emulator, the gateway and the bare-axum ceiling on loopback and writes a JSON record under
+# emulator, the gateway (also two replicas with and without Redis) and the bare-axum ceiling on loopback and writes a JSON record under
 # bench/results/ (or --out FILE). `bench/run.sh --smoke` runs about a second per scenario (CI).
 # Then `python3 bench/report.py bench/results/<record>.json` prints the tables of
 # docs/PERFORMANCE.md.
@@ -12,6 +12,12 @@ if ! command -v wrk >/dev/null 2>&1; then
   echo "== installing wrk (load generator)"
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "== installing redis-server (the two-replica scenario)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq redis-server >/dev/null
 fi
 
 echo "== building release binaries"

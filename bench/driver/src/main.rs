@@ -22,9 +22,10 @@ use wdt_client::{EnterpriseCredentials, SecretString, WdtClient};
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// The gateway's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    gateway: String,
+    /// The gateway's base URL; several, separated by commas, are replicas the requests are
+    /// spread over in turn (a stock take's check read goes to the next replica).
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_delimiter = ',')]
+    gateway: Vec<String>,
     /// The emulator's base URL (its admin API and its enterprise endpoint).
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     emulator: String,
@@ -102,9 +103,31 @@ fn ms(d: Duration) -> f64 {
 struct Bench {
     args: Args,
     http: reqwest::Client,
+    /// Which replica the next request goes to.
+    turn: std::sync::atomic::AtomicUsize,
 }
 
 impl Bench {
+    /// The next replica's base URL, in turn.
+    fn gateway(&self) -> &str {
+        self.nth(self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn nth(&self, i: usize) -> &str {
+        let n = self.args.gateway.len().max(1);
+        self.args
+            .gateway
+            .get(i % n)
+            .map_or("http://127.0.0.1:8080", String::as_str)
+    }
+
+    /// A replica for a write and the next one (another, when there are several) for the read
+    /// that checks it.
+    fn write_and_check(&self) -> (&str, &str) {
+        let i = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (self.nth(i), self.nth(i + 1))
+    }
+
     async fn admin(&self, path: &str) -> Result<Value, Failure> {
         let url = format!("{}/__admin/{path}", self.args.emulator);
         self.http
@@ -159,7 +182,7 @@ impl Bench {
     fn stock(&self, specs: &[&str]) -> reqwest::RequestBuilder {
         let query: Vec<(&str, &str)> = specs.iter().map(|s| ("spec_no", *s)).collect();
         self.http
-            .get(format!("{}/v1/stock", self.args.gateway))
+            .get(format!("{}/v1/stock", self.gateway()))
             .query(&query)
             .bearer_auth(&self.args.token)
     }
@@ -359,9 +382,10 @@ impl Bench {
                 let body = json!({ "warehouse_no": "WH-SH01", "mode": "all", "remark": "bench",
                     "lines": [{ "spec_no": specs[k], "quantity": quantity.to_string() },
                               { "spec_no": specs[k], "quantity": "0", "defect": true }] });
+                let (writer, checker) = self.write_and_check();
                 let ok = self
                     .http
-                    .post(format!("{}/v1/stock-takes", self.args.gateway))
+                    .post(format!("{writer}/v1/stock-takes"))
                     .bearer_auth(&self.args.token)
                     .json(&body)
                     .send()
@@ -375,7 +399,7 @@ impl Bench {
                 // The next read of that SKU must show the count (invalidation, not a TTL).
                 let read: Option<Value> = match self
                     .http
-                    .get(format!("{}/v1/stock", self.args.gateway))
+                    .get(format!("{checker}/v1/stock"))
                     .query(&[("spec_no", specs[k].as_str()), ("warehouse_no", "WH-SH01")])
                     .bearer_auth(&self.args.token)
                     .send()
@@ -492,7 +516,11 @@ async fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
-    let bench = Bench { args, http };
+    let bench = Bench {
+        args,
+        http,
+        turn: std::sync::atomic::AtomicUsize::new(0),
+    };
     let result = match &bench.args.scenario {
         Scenario::Miss { n } => bench.miss(*n).await,
         Scenario::Stampede {

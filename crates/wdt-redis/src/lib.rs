@@ -35,6 +35,9 @@ use tokio::sync::broadcast;
 /// versions never read each other's entries.
 pub const LAYOUT_VERSION: u32 = 1;
 
+/// How often a replica probes Redis while it is down (and checks its subscription).
+const PROBE_EVERY: Duration = Duration::from_millis(500);
+
 /// Most invalidations remembered while Redis is unreachable; beyond that whole caches are
 /// dropped when it returns.
 const MAX_PENDING: usize = 10_000;
@@ -376,11 +379,16 @@ impl Shared {
         .is_ok()
     }
 
+    /// Runs a command, unless Redis is known to be down: then callers fall back at once
+    /// instead of each waiting for a timeout, and the watcher finds out when it is back.
     async fn run<T>(
         &self,
         op: &'static str,
         command: impl Future<Output = RedisResult<T>>,
     ) -> Result<T, Unavailable> {
+        if !self.is_up() {
+            return Err(Unavailable);
+        }
         run(&self.inner, op, command).await
     }
 
@@ -656,6 +664,9 @@ impl Shared {
         caches: &[String],
         keys: &[(String, String)],
     ) -> Result<(), Unavailable> {
+        if !self.is_up() {
+            return Err(Unavailable);
+        }
         send_invalidation(&self.inner, caches, keys).await
     }
 
@@ -1068,7 +1079,7 @@ async fn listen(
 /// Keeps the subscription up, probes Redis while it is away, and replays the invalidations
 /// that could not be sent.
 async fn watch(inner: std::sync::Weak<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

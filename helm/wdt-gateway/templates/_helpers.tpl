@@ -54,7 +54,7 @@ The secret files the pods get, as JSON {"files": [{key, path, env, value}, ...]}
 in the Secret, `path` the file name under secretDir, `env` the *_FILE variable naming it, `value`
 the secret itself when this chart renders the Secret. A secret is
 used only where the gateway needs it: an appsecret when its family's url is set, the JWT secret
-when auth.jwksUrl is empty (the two are exclusive).
+when auth.jwksUrl is empty (the two are exclusive), the Redis URL when redis.enabled is true.
 */}}
 {{- define "wdt-gateway.secretFiles" -}}
 {{- $v := .Values -}}
@@ -62,6 +62,7 @@ when auth.jwksUrl is empty (the two are exclusive).
   (dict "used" (not (empty $v.vendor.flagship.url)) "value" $v.secrets.flagshipAppsecret "existingKey" $v.existingSecretKeys.flagshipAppsecret "key" "flagship-appsecret" "env" "WDT_APPSECRET_FILE")
   (dict "used" (not (empty $v.vendor.enterprise.url)) "value" $v.secrets.enterpriseAppsecret "existingKey" $v.existingSecretKeys.enterpriseAppsecret "key" "enterprise-appsecret" "env" "WDT_ENTERPRISE_APPSECRET_FILE")
   (dict "used" (empty $v.auth.jwksUrl) "value" $v.secrets.jwtSecret "existingKey" $v.existingSecretKeys.jwtSecret "key" "jwt-secret" "env" "WDT_GATEWAY_JWT_SECRET_FILE")
+  (dict "used" $v.redis.enabled "value" $v.secrets.redisUrl "existingKey" $v.existingSecretKeys.redisUrl "key" "redis-url" "env" "WDT_GATEWAY_REDIS_URL_FILE")
 -}}
 {{- $files := list -}}
 {{- range $candidates -}}
@@ -85,11 +86,32 @@ when auth.jwksUrl is empty (the two are exclusive).
 {{- end }}
 
 {{/*
+The replicas that share Redis (WDT_GATEWAY_REPLICAS): redis.replicas when set, else the most the
+HPA may run (autoscaling.maxReplicas), else replicaCount. While Redis is unavailable each replica
+keeps to this share of every vendor quota and client limit, so it must not be below the pods that
+actually run.
+*/}}
+{{- define "wdt-gateway.redisReplicas" -}}
+{{- $v := .Values -}}
+{{- if and (not (kindIs "invalid" $v.redis.replicas)) (ne (toString $v.redis.replicas) "") -}}
+{{- int64 $v.redis.replicas -}}
+{{- else if $v.autoscaling.enabled -}}
+{{- max 1 (int64 $v.autoscaling.maxReplicas) -}}
+{{- else -}}
+{{- max 1 (int64 $v.replicaCount) -}}
+{{- end -}}
+{{- end }}
+
+{{/*
 Plain environment variables as a JSON list of {name, value}; a variable whose value is empty or
 null is left out (0 is kept: it turns a limit off).
 */}}
 {{- define "wdt-gateway.env" -}}
 {{- $v := .Values -}}
+{{- $replicas := "" -}}
+{{- if $v.redis.enabled -}}
+{{- $replicas = include "wdt-gateway.redisReplicas" . -}}
+{{- end -}}
 {{- $vars := list
   (list "WDT_FLAGSHIP_URL" $v.vendor.flagship.url)
   (list "WDT_SID" $v.vendor.flagship.sid)
@@ -105,6 +127,7 @@ null is left out (0 is kept: it turns a limit off).
   (list "WDT_GATEWAY_LOG_FORMAT" $v.logFormat)
   (list "WDT_GATEWAY_LOG" $v.logLevel)
   (list "WDT_GATEWAY_OTLP_ENDPOINT" $v.otlp.endpoint)
+  (list "WDT_GATEWAY_REPLICAS" $replicas)
 -}}
 {{- $env := list -}}
 {{- range $vars -}}
@@ -147,9 +170,39 @@ null is left out (0 is kept: it turns a limit off).
 {{- end }}
 {{- end }}
 {{- if $existing }}
-{{- if or $v.secrets.flagshipAppsecret $v.secrets.enterpriseAppsecret $v.secrets.jwtSecret }}
-{{- fail "existingSecret is set: leave secrets.flagshipAppsecret, secrets.enterpriseAppsecret and secrets.jwtSecret empty (put them in that Secret)" }}
+{{- if or $v.secrets.flagshipAppsecret $v.secrets.enterpriseAppsecret $v.secrets.jwtSecret $v.secrets.redisUrl }}
+{{- fail "existingSecret is set: leave secrets.flagshipAppsecret, secrets.enterpriseAppsecret, secrets.jwtSecret and secrets.redisUrl empty (put them in that Secret)" }}
 {{- end }}
+{{- end }}
+{{- if $v.redis.enabled }}
+{{- if not (include "wdt-gateway.hasSecretFile" (dict "root" . "path" "redis-url")) }}
+{{- if $existing }}
+{{- fail (printf "redis.enabled is true but existingSecretKeys.redisUrl is empty: name the key of %q that holds the Redis URL" $existing) }}
+{{- else }}
+{{- fail "redis.enabled is true but there is no Redis URL: set existingSecret with a redis-url key (recommended) or secrets.create=true with secrets.redisUrl" }}
+{{- end }}
+{{- end }}
+{{- if and (not $existing) $v.secrets.redisUrl (not (regexMatch "^(redis|rediss|redis\\+unix|unix|valkey|valkeys)://" $v.secrets.redisUrl)) }}
+{{- fail "secrets.redisUrl must start with redis://, rediss:// (TLS) or redis+unix://; Cluster and Sentinel URLs are not supported: point it at one primary or a proxy" }}
+{{- end }}
+{{- $explicit := and (not (kindIs "invalid" $v.redis.replicas)) (ne (toString $v.redis.replicas) "") }}
+{{- $replicas := int64 (include "wdt-gateway.redisReplicas" .) }}
+{{- if or (lt $replicas 1) (gt $replicas 1000) }}
+{{- if $explicit }}
+{{- fail (printf "redis.replicas must be between 1 and 1000, not %d" $replicas) }}
+{{- else }}
+{{- fail (printf "WDT_GATEWAY_REPLICAS would be %d (autoscaling.maxReplicas or replicaCount): the gateway accepts 1 to 1000; set redis.replicas" $replicas) }}
+{{- end }}
+{{- end }}
+{{- $running := ternary (dict "name" "autoscaling.maxReplicas" "n" $v.autoscaling.maxReplicas) (dict "name" "replicaCount" "n" $v.replicaCount) (eq $v.autoscaling.enabled true) }}
+{{- if and $explicit (lt $replicas (int64 $running.n)) }}
+{{- fail (printf "redis.replicas (%d) is below %s (%d): while Redis is unavailable the replicas together would exceed the vendor quota and client limits; leave redis.replicas empty or raise it" $replicas $running.name (int64 $running.n)) }}
+{{- end }}
+{{- else if and (not $existing) $v.secrets.redisUrl }}
+{{- fail "secrets.redisUrl is set but redis.enabled is false" }}
+{{- end }}
+{{- if regexMatch "(?ms)^\\s*\\[redis\\][^\\[]*^\\s*url\\s*=" $v.configToml }}
+{{- fail "configToml: leave the Redis URL out (it may hold a password); set redis.enabled with existingSecret's redis-url key or secrets.redisUrl" }}
 {{- end }}
 {{- if $v.auth.jwksUrl }}
 {{- $loopback := or (hasPrefix "http://127.0.0.1" $v.auth.jwksUrl) (hasPrefix "http://localhost" $v.auth.jwksUrl) (hasPrefix "http://[::1]" $v.auth.jwksUrl) }}
