@@ -334,19 +334,21 @@ def main():
 
         # Two replicas behind one vendor quota, the same mix spread over both: each on its own
         # (every replica misses, spends the quota and keeps stale stock after the other's
-        # writes), then sharing Redis.
+        # writes), then sharing Redis; and one replica for reference (the same duration, so the
+        # same share of first misses).
         redis_port = free_port()
         servers.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                                 "--save", "", "--appendonly", "no", "--protected-mode", "no"])
         wait_port(redis_port)
         record["replicas"] = {}
-        for name, extra in [("without_redis", {}),
-                            ("with_redis", {"WDT_GATEWAY_REDIS_URL": f"redis://127.0.0.1:{redis_port}/",
-                                            "WDT_GATEWAY_REPLICAS": "2"})]:
+        shared = {"WDT_GATEWAY_REDIS_URL": f"redis://127.0.0.1:{redis_port}/",
+                  "WDT_GATEWAY_REPLICAS": "2"}
+        for name, count, extra in [("one_replica", 1, {}), ("without_redis", 2, {}),
+                                   ("with_redis", 2, shared)]:
             urllib.request.urlopen(reset, timeout=60).read()
             urllib.request.urlopen(put, timeout=10).read()
             replicas = []
-            for i in range(2):
+            for i in range(count):
                 port = free_port()
                 replicas.append((servers.start(f"gateway-{name}-{i}", [os.path.join(BIN, "wdt-gateway")],
                                                gateway_env(port, emulator, {

@@ -267,15 +267,32 @@ impl Guard {
     pub(crate) async fn admit(&self, family: Family, method: &str) -> Result<(), VendorError> {
         let trial = self.admit_breaker(family, Instant::now())?;
         let mut limit = self.policy.limit_for(method);
-        if let (Some(shared), Some(cluster_limit)) = (&self.shared, limit) {
-            match self
-                .admit_shared(shared, family, method, cluster_limit, trial)
-                .await
-            {
-                Some(result) => return result,
-                // Redis is unavailable: this replica's share of the quota, kept here.
-                None => limit = Some(shared.local_share(cluster_limit)),
+        match (&self.shared, limit) {
+            (Some(shared), Some(cluster_limit)) => {
+                match self
+                    .admit_shared(shared, family, method, cluster_limit, trial)
+                    .await
+                {
+                    Some(result) => return result,
+                    // Redis is unavailable: this replica's share of the quota, kept here.
+                    None => limit = Some(shared.local_share(cluster_limit)),
+                }
             }
+            // No quota, but another replica may have been told the vendor is throttling.
+            (Some(shared), None) => {
+                if let Ok(Some(left)) = shared.paused(method).await {
+                    if trial {
+                        self.hand_on_trial(family);
+                    }
+                    return Err(self.held_back(
+                        family,
+                        method,
+                        ThrottleReason::VendorBackoff,
+                        left,
+                    ));
+                }
+            }
+            (None, _) => {}
         }
         self.admit_local(family, method, trial, limit).await
     }

@@ -649,3 +649,86 @@ async fn a_hung_redis_costs_a_timeout_not_a_hang() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_vendor_throttles_one_replica_every_replica_backs_off() {
+    let (emulator, _redis, a, b) = cluster(&[("WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE", "0")]).await;
+    emulator
+        .emulator
+        .set_faults(Faults {
+            method_calls_per_minute: [(STOCK.to_owned(), 2)].into_iter().collect(),
+            ..Faults::default()
+        })
+        .unwrap();
+    for spec in ["G00020-01", "G00021-01"] {
+        let (status, _, body) = a.get(&format!("/v1/stock?spec_no={spec}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _, body) = a.get("/v1/stock?spec_no=G00022-01").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "VENDOR_RATE_LIMITED");
+    assert_eq!(
+        calls(&emulator, STOCK),
+        3,
+        "the third call was throttled by the ERP"
+    );
+    // B never called the vendor for this method, yet leaves it alone too (the back-off is
+    // written to Redis as A records the answer; give it a moment).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, headers, body) = b.get("/v1/stock?spec_no=G00023-01").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "VENDOR_RATE_LIMITED", "{body}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry > 60, "the vendor's pause, not a quota slot: {retry}");
+    assert_eq!(calls(&emulator, STOCK), 3, "B did not call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_plans_loaded_on_one_replica_serve_the_other() {
+    let (emulator, _redis, a, b) = cluster(&[]).await;
+    let (status, _, pending) = a.get("/v1/stock-sync/pending?limit=10").await;
+    assert_eq!(status, StatusCode::OK, "{pending}");
+    let ids: Vec<i64> = pending["api_goods_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 10);
+    let batch = json!({ "api_goods_ids": ids[..4] });
+    let (status, _, first) = a.post("/v1/stock-sync/plans", &batch, None).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(calls(&emulator, "sales.StockSync.batchCalcStock"), 1);
+    // The same batch on B, and one of its plans alone: all from the shared cache.
+    let (status, _, second) = b.post("/v1/stock-sync/plans", &batch, None).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["plans"], first["plans"]);
+    let (status, _, plan) = b.get(&format!("/v1/stock-sync/plans/{}", ids[0])).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(calls(&emulator, "sales.StockSync.batchCalcStock"), 1);
+    assert_eq!(calls(&emulator, "sales.StockSync.calcStock"), 0);
+    // Confirming on A drops that plan everywhere: B computes it again.
+    let ack = json!({ "stock_change_count": plan["stock_change_count"], "quantity": plan["quantity_to_sync"], "message": "ok" });
+    let (status, _, body) = a
+        .post(
+            &format!("/v1/stock-sync/plans/{}/confirm", ids[0]),
+            &ack,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let before = calls(&emulator, "sales.StockSync.calcStock");
+        let (status, _, _) = b.get(&format!("/v1/stock-sync/plans/{}", ids[0])).await;
+        assert_eq!(status, StatusCode::OK);
+        if calls(&emulator, "sales.StockSync.calcStock") > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B still serves the acknowledged plan"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
