@@ -272,10 +272,23 @@ fn ms(d: Duration) -> u64 {
 /// # Errors
 /// What is wrong with it (never the URL itself, which may hold a password).
 pub fn check_url(url: &str) -> Result<(), BadUrl> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    if !["redis", "rediss", "redis+unix", "unix", "valkey", "valkeys"].contains(&scheme) {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if !scheme.is_some_and(|s| {
+        ["redis", "rediss", "redis+unix", "unix", "valkey", "valkeys"].contains(&s)
+    }) {
+        // Name the scheme only when it is one (the rest may hold a password).
+        let found = match scheme {
+            Some(s)
+                if s.len() <= 20
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-') =>
+            {
+                format!("{s}://")
+            }
+            _ => "no scheme".to_owned(),
+        };
         return Err(BadUrl(format!(
-            "the Redis URL must start with redis://, rediss:// (TLS) or redis+unix://, not {scheme:?}://; Cluster and Sentinel URLs are not supported (the redis crate has no URL for them): point it at one primary or a proxy"
+            "the Redis URL must start with redis://, rediss:// (TLS) or redis+unix://, not {found}; Cluster and Sentinel URLs are not supported (the redis crate has no URL for them): point it at one primary or a proxy"
         )));
     }
     url.into_connection_info().map(|_| ()).map_err(|e| {
@@ -1142,4 +1155,66 @@ pub fn token() -> String {
         rand::random::<u64>(),
         rand::random::<u64>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_without_echoing_them() {
+        for good in [
+            "redis://127.0.0.1:6379/",
+            "rediss://:secret@redis.internal:6380/2",
+            "redis+unix:///run/redis.sock",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://:hunter2@redis.internal",
+            "redis-cluster://:hunter2@a:1,b:2",
+            "hunter2",
+        ] {
+            let e = check_url(bad).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("redis://"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_is_not_there_degrades_at_once() {
+        // Nothing listens on port 1.
+        let shared = Shared::connect(&Settings {
+            url: SecretString::from("redis://:hunter2@127.0.0.1:1/"),
+            namespace: "test".into(),
+            replicas: 3,
+            timeout: Duration::from_millis(100),
+            lease: Duration::from_secs(1),
+        })
+        .unwrap();
+        assert!(!shared.ping().await);
+        assert!(!shared.is_up());
+        let started = std::time::Instant::now();
+        assert!(
+            shared
+                .fetch("stock", "A", "t", Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+        assert!(
+            shared
+                .reserve("m", 10, Duration::from_secs(60), Duration::ZERO)
+                .await
+                .is_err()
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "no waiting once it is known down"
+        );
+        assert_eq!(shared.local_share(10), 3);
+        assert_eq!(shared.local_share(2), 1, "never zero");
+        assert!(!format!("{shared:?}").contains("hunter2"));
+    }
 }
