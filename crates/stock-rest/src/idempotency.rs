@@ -273,7 +273,13 @@ async fn shared_idempotency(
                 tokio::select! {
                     response = &mut running => break response,
                     _ = renew.tick() => {
-                        let _ = shared.idempotency_renew(&scope, &owner, IN_FLIGHT).await;
+                        // In its own task: a slow Redis never holds up the write.
+                        let (shared, scope, owner) = (shared.clone(), scope.clone(), owner.clone());
+                        tokio::spawn(async move {
+                            if let Ok(false) = shared.idempotency_renew(&scope, &owner, IN_FLIGHT).await {
+                                tracing::warn!("the Idempotency-Key's in-flight record expired while the write ran; a retry may run it again");
+                            }
+                        });
                     }
                 }
             };
@@ -291,12 +297,17 @@ async fn shared_idempotency(
                 body,
             };
             let replay = storable(stored.status).then(|| to_replay(&stored));
-            if shared
+            match shared
                 .idempotency_finish(&scope, &owner, replay.as_ref(), retention)
                 .await
-                .is_err()
             {
-                tracing::warn!("Redis is unavailable: the write's result could not be kept for retries; its in-flight record expires in {IN_FLIGHT:?}");
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    "the Idempotency-Key's in-flight record expired before the write finished: its result is not kept, and a retry may run it again"
+                ),
+                Err(_) => tracing::warn!(
+                    "Redis is unavailable: the write's result could not be kept for retries; its in-flight record expires in {IN_FLIGHT:?}"
+                ),
             }
             stored
         }

@@ -88,7 +88,10 @@ impl Default for CacheConfig {
 #[derive(Debug)]
 struct Entry<V> {
     value: Arc<V>,
+    /// When the value was read from the vendor (by this or another replica).
     fetched: Instant,
+    /// When this entry was made here.
+    made: Instant,
     /// The write epoch when the load started.
     epoch: u64,
 }
@@ -273,6 +276,7 @@ where
             let entry = Arc::new(Entry {
                 value: Arc::new(value),
                 fetched,
+                made: Instant::now(),
                 epoch: started_at,
             });
             Ok::<_, DomainError>(entry)
@@ -289,7 +293,7 @@ where
         // the write. (Rare: a write landing while a load of the same key is in flight.)
         if let Ok(entry) = &result
             && !loaded.load(Ordering::Relaxed)
-            && entry.fetched >= asked
+            && entry.made >= asked
             && entry.epoch < before
         {
             let joined = entry.clone();
@@ -302,7 +306,7 @@ where
         }
         let outcome = match (&result, loaded.load(Ordering::Relaxed)) {
             (_, true) => "miss",
-            (Ok(entry), false) if entry.fetched < asked => "hit",
+            (Ok(entry), false) if entry.made < asked => "hit",
             // Waited for another caller's load of the same key.
             _ => "coalesced",
         };
@@ -385,24 +389,27 @@ where
     }
 
     /// Caches a value fetched elsewhere (e.g. by a batch call) while the epoch was `epoch`
-    /// (and the shared cache's write generation was `generation`, when there is one).
-    pub(crate) async fn put(&self, key: K, value: V, epoch: u64, generation: Option<&str>) {
-        if let (Some(tier), Some(generation)) = (&self.tier, generation) {
+    /// (and, with the shared tier, the key's write token was `write_token`: see
+    /// [`peek_shared`](Self::peek_shared)).
+    pub(crate) async fn put(&self, key: K, value: V, epoch: u64, write_token: Option<&str>) {
+        if let (Some(tier), Some(write_token)) = (&self.tier, write_token) {
             let _ = tier
                 .redis
                 .store(
                     self.name,
                     &key.shared_key(),
                     None,
-                    generation,
+                    write_token,
                     &value.encode(),
                     self.keep,
                 )
                 .await;
         }
+        let now = Instant::now();
         let entry = Arc::new(Entry {
             value: Arc::new(value),
-            fetched: Instant::now(),
+            fetched: now,
+            made: now,
             epoch,
         });
         self.stale.invalidate(&key).await;
@@ -486,37 +493,24 @@ where
                         self.count_shared("hit");
                         return Ok((value, fetched_at(&stored)));
                     }
+                    // Another layout wrote it (the version in the key prefix should prevent
+                    // that): load here, and leave the entry to its TTL.
                     tracing::warn!(
                         cache = self.name,
-                        "an unreadable entry in the shared cache: loading it again"
+                        "an unreadable entry in the shared cache: loading it here"
                     );
-                    let generation = tier.redis.generation().await.ok();
-                    let value = load().await?;
-                    if let Some(generation) = generation {
-                        let _ = tier
-                            .redis
-                            .store(
-                                self.name,
-                                &shared_key,
-                                None,
-                                &generation,
-                                &value.encode(),
-                                self.keep,
-                            )
-                            .await;
-                    }
-                    return Ok((value, Instant::now()));
+                    return Ok((load().await?, Instant::now()));
                 }
                 Fetch::Failed { error, stale } => {
                     self.count_shared("failed");
                     self.keep_stale(key, stale).await;
                     return Err(DomainError::from_shared(&error));
                 }
-                Fetch::Lead { generation, stale } => {
+                Fetch::Lead { write_token, stale } => {
                     self.count_shared("lead");
                     self.keep_stale(key, stale).await;
                     return self
-                        .lead(tier, &shared_key, &token, &generation, load)
+                        .lead(tier, &shared_key, &token, &write_token, load)
                         .await;
                 }
                 Fetch::Wait { lease_left, stale } => {
@@ -554,19 +548,28 @@ where
         }
     }
 
-    /// Loads under the lease, renewing it meanwhile, and stores (or shares the failure).
+    /// Loads under the lease, renewing it meanwhile, and stores (or shares the failure). A
+    /// caller that goes away mid-load gives the lease up, so the waiters need not wait for it
+    /// to run out.
     async fn lead<F, Fut>(
         &self,
         tier: &Tier,
         shared_key: &str,
         token: &str,
-        generation: &str,
+        write_token: &str,
         load: &F,
     ) -> Result<(V, Instant), DomainError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<V, DomainError>>,
     {
+        let mut held = Lease {
+            redis: tier.redis.clone(),
+            cache: self.name,
+            key: shared_key.to_owned(),
+            token: token.to_owned(),
+            ended: false,
+        };
         let every = (tier.redis.lease() / 3).max(Duration::from_millis(10));
         let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let loading = load();
@@ -575,10 +578,16 @@ where
             tokio::select! {
                 result = &mut loading => break result,
                 _ = renew.tick() => {
-                    let _ = tier.redis.renew(self.name, shared_key, token).await;
+                    // In its own task: a slow Redis never holds up the vendor call.
+                    let (redis, cache, key, token) =
+                        (tier.redis.clone(), self.name, shared_key.to_owned(), token.to_owned());
+                    tokio::spawn(async move {
+                        let _ = redis.renew(cache, &key, &token).await;
+                    });
                 }
             }
         };
+        held.ended = true;
         match result {
             Ok(value) => {
                 let _ = tier
@@ -587,7 +596,7 @@ where
                         self.name,
                         shared_key,
                         Some(token),
-                        generation,
+                        write_token,
                         &value.encode(),
                         self.keep,
                     )
@@ -622,6 +631,7 @@ where
             let entry = Arc::new(Entry {
                 value: Arc::new(value),
                 fetched: fetched_at(&stored),
+                made: Instant::now(),
                 epoch: 0,
             });
             self.stale.insert(key.clone(), entry).await;
@@ -629,29 +639,35 @@ where
     }
 
     /// The fresh shared entries of `keys` (a batch load looks there first), stored in this
-    /// layer too. Empty without the shared tier or when Redis is unavailable.
+    /// layer too, and for every key the write token to [`put`](Self::put) a value loaded from
+    /// now on with. Empty without the shared tier or when Redis is unavailable.
     pub(crate) async fn peek_shared(
         &self,
         keys: &[K],
         epoch: &AtomicU64,
-    ) -> Vec<(K, Served<Arc<V>>)> {
+    ) -> (Vec<(K, Served<Arc<V>>)>, Vec<(K, String)>) {
         let Some(tier) = &self.tier else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let names: Vec<String> = keys.iter().map(SharedKey::shared_key).collect();
         let before = epoch.load(Ordering::Acquire);
         let Ok(found) = tier.redis.peek(self.name, &names, self.ttl).await else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
         let mut out = Vec::new();
-        for (key, stored) in keys.iter().zip(found) {
-            let Some(stored) = stored else { continue };
+        let mut tokens = Vec::new();
+        for (key, peeked) in keys.iter().zip(found) {
+            tokens.push((key.clone(), peeked.write_token));
+            let Some(stored) = peeked.stored else {
+                continue;
+            };
             let Some(value) = V::decode(&stored.value, fetched_at(&stored)) else {
                 continue;
             };
             let entry = Arc::new(Entry {
                 value: Arc::new(value),
                 fetched: fetched_at(&stored),
+                made: Instant::now(),
                 epoch: before,
             });
             if epoch.load(Ordering::Acquire) == before {
@@ -662,7 +678,32 @@ where
             self.count_shared("hit");
             out.push((key.clone(), served(&entry, false, Instant::now())));
         }
-        out
+        (out, tokens)
+    }
+}
+
+/// A single-flight lease this replica holds; given up if its load is dropped unfinished.
+struct Lease {
+    redis: Shared,
+    cache: &'static str,
+    key: String,
+    token: String,
+    ended: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let (redis, cache) = (self.redis.clone(), self.cache);
+        let (key, token) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { redis.release_lease(cache, &key, &token).await });
+        }
     }
 }
 

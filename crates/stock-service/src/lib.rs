@@ -520,12 +520,16 @@ impl StockService {
             }
             missing.clear();
         }
-        // Another replica may have loaded them.
+        // Another replica may have loaded them; the rest are stored for all with the write
+        // tokens read now.
+        let mut write_tokens: HashMap<i64, String> = HashMap::new();
         if !missing.is_empty() && self.inner.plans.tier().is_some() {
             let keys: Vec<(i64, bool)> = missing.iter().map(|&id| (id, force)).collect();
-            for ((id, _), plan) in self.inner.plans.peek_shared(&keys, &self.inner.epoch).await {
+            let (hits, tokens) = self.inner.plans.peek_shared(&keys, &self.inner.epoch).await;
+            for ((id, _), plan) in hits {
                 found.insert(id, plan);
             }
+            write_tokens.extend(tokens.into_iter().map(|((id, _), token)| (id, token)));
             missing.retain(|id| !found.contains_key(id));
         }
         self.inner.plans.count_misses(missing.len());
@@ -538,10 +542,6 @@ impl StockService {
                 })
                 .collect();
             let epoch = self.inner.epoch.load(Ordering::Acquire);
-            let generation = match self.inner.plans.tier() {
-                Some(tier) => tier.redis.generation().await.ok(),
-                None => None,
-            };
             let result = self.inner.client.call(&BatchCalcStock { items }).await;
             // Plans fetched while a write ran may predate it: answer with them, but do not cache.
             let settled = self.inner.epoch.load(Ordering::Acquire) == epoch;
@@ -557,7 +557,7 @@ impl StockService {
                                     (calc.rec_id, force),
                                     plan.clone(),
                                     epoch,
-                                    generation.as_deref(),
+                                    write_tokens.get(&calc.rec_id).map(String::as_str),
                                 )
                                 .await;
                         }
@@ -747,6 +747,17 @@ impl StockService {
     }
 
     async fn stock_written(&self, spec_nos: &[String]) {
+        self.drop_stock(spec_nos).await;
+        if let Some(tier) = self.inner.stock.tier() {
+            let keys: Vec<(&str, &str)> = spec_nos.iter().map(|s| ("stock", s.as_str())).collect();
+            tier.redis.invalidate(&["barcode", "plans"], &keys).await;
+            // A read here between the first drop and Redis' may have brought the old entries
+            // back from the shared cache.
+            self.drop_stock(spec_nos).await;
+        }
+    }
+
+    async fn drop_stock(&self, spec_nos: &[String]) {
         self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         for s in spec_nos {
             self.inner.stock.invalidate(s).await;
@@ -755,23 +766,25 @@ impl StockService {
         self.inner.barcode.invalidate_all();
         // Which listings a SKU feeds (directly or through suites) is the ERP's knowledge.
         self.inner.plans.invalidate_all();
-        if let Some(tier) = self.inner.stock.tier() {
-            let keys: Vec<(&str, &str)> = spec_nos.iter().map(|s| ("stock", s.as_str())).collect();
-            tier.redis.invalidate(&["barcode", "plans"], &keys).await;
-        }
     }
 
     async fn plan_written(&self, api_goods_id: i64) {
-        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
         let keys = [(api_goods_id, false), (api_goods_id, true)];
-        for key in &keys {
-            self.inner.plans.invalidate(key).await;
-        }
+        self.drop_plans(&keys).await;
         if let Some(tier) = self.inner.plans.tier() {
             let names = keys.map(|k| cache::SharedKey::shared_key(&k));
             tier.redis
                 .invalidate(&[], &[("plans", &names[0]), ("plans", &names[1])])
                 .await;
+            // As for stock: drop what a read may have brought back meanwhile.
+            self.drop_plans(&keys).await;
+        }
+    }
+
+    async fn drop_plans(&self, keys: &[(i64, bool)]) {
+        self.inner.epoch.fetch_add(1, Ordering::AcqRel);
+        for key in keys {
+            self.inner.plans.invalidate(key).await;
         }
     }
 

@@ -7,7 +7,8 @@
 //!
 //! - the **L2 cache** behind each replica's moka, with a lease per key so concurrent misses on
 //!   all replicas make one vendor call (a lease whose holder dies expires and another replica
-//!   takes over), and a write generation so a load that overlapped a write is never stored;
+//!   takes over), and a record of each key's last write so a load that overlapped a write is
+//!   never stored;
 //! - **invalidation**: a write drops the entries in Redis and tells every replica (pub/sub);
 //! - the **vendor quota** per method over any sliding minute, and the back-off after the vendor
 //!   throttled, in Lua scripts on the server's clock;
@@ -34,6 +35,10 @@ use tokio::sync::broadcast;
 /// The layout of everything stored; bump it when an encoding changes, so replicas of different
 /// versions never read each other's entries.
 pub const LAYOUT_VERSION: u32 = 1;
+
+/// How long a key's last write is remembered: longer than any load can take, so a load that
+/// began before the write is never stored.
+const WRITE_MEMORY: Duration = Duration::from_secs(3600);
 
 /// How often a replica probes Redis while it is down (and checks its subscription).
 const PROBE_EVERY: Duration = Duration::from_millis(500);
@@ -122,6 +127,15 @@ pub struct Stored {
     pub value: Vec<u8>,
 }
 
+/// One key's answer to [`Shared::peek`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    /// The fresh entry, if any.
+    pub stored: Option<Stored>,
+    /// Store a value loaded from now on with this ([`Shared::store`]).
+    pub write_token: String,
+}
+
 /// The answer to [`Shared::fetch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fetch {
@@ -134,10 +148,10 @@ pub enum Fetch {
         /// For stale-if-error.
         stale: Option<Stored>,
     },
-    /// This caller holds the lease and loads; store with this generation.
+    /// This caller holds the lease and loads; store with this write token.
     Lead {
-        /// The write generation when the lease was taken.
-        generation: String,
+        /// The key's writes when the lease was taken.
+        write_token: String,
         /// For stale-if-error.
         stale: Option<Stored>,
     },
@@ -196,6 +210,7 @@ struct Scripts {
     peek: Script,
     store: Script,
     fail: Script,
+    release: Script,
     renew: Script,
     invalidate: Script,
     quota: Script,
@@ -212,6 +227,7 @@ impl Scripts {
             peek: Script::new(include_str!("lua/peek.lua")),
             store: Script::new(include_str!("lua/store.lua")),
             fail: Script::new(include_str!("lua/fail.lua")),
+            release: Script::new(include_str!("lua/release.lua")),
             renew: Script::new(include_str!("lua/renew.lua")),
             invalidate: Script::new(include_str!("lua/invalidate.lua")),
             quota: Script::new(include_str!("lua/quota.lua")),
@@ -242,6 +258,8 @@ struct Inner {
     replicas: u32,
     up: AtomicBool,
     subscribed: AtomicBool,
+    /// Subscribed at least once (a later subscription is a resubscription).
+    ever_subscribed: AtomicBool,
     events: broadcast::Sender<Event>,
     pending: Mutex<Pending>,
     scripts: Scripts,
@@ -346,6 +364,7 @@ impl Shared {
                 replicas: settings.replicas.max(1),
                 up: AtomicBool::new(false),
                 subscribed: AtomicBool::new(false),
+                ever_subscribed: AtomicBool::new(false),
                 events,
                 pending: Mutex::new(Pending::default()),
                 scripts: Scripts::new(),
@@ -409,9 +428,15 @@ impl Shared {
         format!("{}:{kind}:{rest}", self.inner.prefix)
     }
 
-    fn entry_keys(&self, cache: &str, key: &str) -> [String; 3] {
+    /// The entry, its lease, its failure marker and its last write.
+    fn entry_keys(&self, cache: &str, key: &str) -> [String; 4] {
         let id = format!("{cache}:{key}");
-        [self.key("c", &id), self.key("l", &id), self.key("f", &id)]
+        [
+            self.key("c", &id),
+            self.key("l", &id),
+            self.key("f", &id),
+            self.key("w", &id),
+        ]
     }
 
     // -----------------------------------------------------------------------------------------
@@ -429,8 +454,7 @@ impl Shared {
         token: &str,
         ttl: Duration,
     ) -> Result<Fetch, Unavailable> {
-        let [entry, lease, failure] = self.entry_keys(cache, key);
-        let generation = self.key("gen", "");
+        let [entry, lease, failure, written] = self.entry_keys(cache, key);
         let cleared = self.key("cleared", cache);
         let mut con = self.inner.con.clone();
         let script = &self.inner.scripts.fetch;
@@ -440,7 +464,7 @@ impl Shared {
                     .key(entry)
                     .key(lease)
                     .key(failure)
-                    .key(generation)
+                    .key(written)
                     .key(cleared)
                     .arg(token)
                     .arg(ms(self.inner.lease))
@@ -468,7 +492,7 @@ impl Shared {
                 stale: stored,
             },
             b"lead" => Fetch::Lead {
-                generation: String::from_utf8_lossy(&extra).into_owned(),
+                write_token: String::from_utf8_lossy(&extra).into_owned(),
                 stale: stored,
             },
             b"wait" => Fetch::Wait {
@@ -484,7 +508,8 @@ impl Shared {
         })
     }
 
-    /// The fresh entries of `keys` in `cache` (no leases are taken), in order.
+    /// The fresh entries of `keys` in `cache` (no leases are taken), in order, with the write
+    /// token to store a value loaded for each.
     ///
     /// # Errors
     /// Redis is unavailable.
@@ -493,13 +518,14 @@ impl Shared {
         cache: &str,
         keys: &[String],
         ttl: Duration,
-    ) -> Result<Vec<Option<Stored>>, Unavailable> {
+    ) -> Result<Vec<Peeked>, Unavailable> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let mut invocation = self.inner.scripts.peek.key(self.key("cleared", cache));
         for key in keys {
-            invocation.key(self.key("c", &format!("{cache}:{key}")));
+            let [entry, _, _, written] = self.entry_keys(cache, key);
+            invocation.key(entry).key(written);
         }
         invocation.arg(ms(ttl));
         let mut con = self.inner.con.clone();
@@ -512,25 +538,29 @@ impl Shared {
         let Value::Array(entries) = value else {
             return Err(self.garbled("peek"));
         };
-        Ok(entries
+        entries
             .into_iter()
             .map(|entry| {
-                let Value::Array(pair) = entry else {
-                    return None;
+                let Value::Array(parts) = entry else {
+                    return Err(self.garbled("peek"));
                 };
-                let [age, value] = <[Value; 2]>::try_from(pair).ok()?;
-                let age = u64::try_from(int(&age)?).ok()?;
-                Some(Stored {
-                    age: Duration::from_millis(age),
-                    value: bytes(value),
+                let [age, value, token] =
+                    <[Value; 3]>::try_from(parts).map_err(|_| self.garbled("peek"))?;
+                let age = int(&age).ok_or_else(|| self.garbled("peek"))?;
+                Ok(Peeked {
+                    stored: u64::try_from(age).ok().map(|age| Stored {
+                        age: Duration::from_millis(age),
+                        value: bytes(value),
+                    }),
+                    write_token: String::from_utf8_lossy(&bytes(token)).into_owned(),
                 })
             })
-            .collect())
+            .collect()
     }
 
-    /// Stores a loaded value for `keep` (TTL + stale allowance) unless a write happened since
-    /// `generation` was read, ends the lease `token` (if any) and tells the waiters. `Ok(false)`:
-    /// not stored because of a write.
+    /// Stores a loaded value for `keep` (TTL + stale allowance) unless the key (or its whole
+    /// cache) was written since `write_token` was read ([`Fetch::Lead`], [`Peeked`]), ends the
+    /// lease `token` (if any) and tells the waiters. `Ok(false)`: not stored because of a write.
     ///
     /// # Errors
     /// Redis is unavailable.
@@ -539,11 +569,12 @@ impl Shared {
         cache: &str,
         key: &str,
         token: Option<&str>,
-        generation: &str,
+        write_token: &str,
         value: &[u8],
         keep: Duration,
     ) -> Result<bool, Unavailable> {
-        let [entry, lease, failure] = self.entry_keys(cache, key);
+        let [entry, lease, failure, written] = self.entry_keys(cache, key);
+        let cleared = self.key("cleared", cache);
         let message = self.done_message(cache, key);
         let mut con = self.inner.con.clone();
         let script = &self.inner.scripts.store;
@@ -552,10 +583,11 @@ impl Shared {
                 script
                     .key(entry)
                     .key(lease)
-                    .key(self.key("gen", ""))
+                    .key(written)
+                    .key(cleared)
                     .key(failure)
                     .arg(token.unwrap_or(""))
-                    .arg(generation)
+                    .arg(write_token)
                     .arg(value)
                     .arg(ms(keep))
                     .arg(&self.inner.channel)
@@ -580,7 +612,7 @@ impl Shared {
         error: &[u8],
         remember: Duration,
     ) -> Result<(), Unavailable> {
-        let [_, lease, failure] = self.entry_keys(cache, key);
+        let [_, lease, failure, _] = self.entry_keys(cache, key);
         let message = self.done_message(cache, key);
         let mut con = self.inner.con.clone();
         let script = &self.inner.scripts.fail;
@@ -605,7 +637,7 @@ impl Shared {
     /// # Errors
     /// Redis is unavailable.
     pub async fn renew(&self, cache: &str, key: &str, token: &str) -> Result<bool, Unavailable> {
-        let [_, lease, _] = self.entry_keys(cache, key);
+        let [_, lease, _, _] = self.entry_keys(cache, key);
         let mut con = self.inner.con.clone();
         let script = &self.inner.scripts.renew;
         let renewed: i64 = self
@@ -621,20 +653,24 @@ impl Shared {
         Ok(renewed == 1)
     }
 
-    /// The current write generation (read it before a load stored with [`store`](Self::store)
-    /// without a lease).
-    ///
-    /// # Errors
-    /// Redis is unavailable.
-    pub async fn generation(&self) -> Result<String, Unavailable> {
-        let key = self.key("gen", "");
+    /// Gives up the lease `token` holds without a result (its caller went away), so the
+    /// waiters need not wait for it to run out (best effort).
+    pub async fn release_lease(&self, cache: &str, key: &str, token: &str) {
+        let [_, lease, _, _] = self.entry_keys(cache, key);
+        let message = self.done_message(cache, key);
         let mut con = self.inner.con.clone();
-        let value: Option<String> = self
-            .run("generation", async move {
-                redis::cmd("GET").arg(key).query_async(&mut con).await
+        let script = &self.inner.scripts.release;
+        let _ = self
+            .run("release", async move {
+                script
+                    .key(lease)
+                    .arg(token)
+                    .arg(&self.inner.channel)
+                    .arg(message)
+                    .invoke_async::<i64>(&mut con)
+                    .await
             })
-            .await?;
-        Ok(value.unwrap_or_else(|| "0".into()))
+            .await;
     }
 
     fn done_message(&self, cache: &str, key: &str) -> String {
@@ -842,6 +878,7 @@ impl Shared {
     }
 
     /// The owner stores its result for `keep` (`None`: gives the key up, so a retry runs).
+    /// `Ok(false)`: the record was no longer this owner's (it expired meanwhile).
     ///
     /// # Errors
     /// Redis is unavailable.
@@ -851,7 +888,7 @@ impl Shared {
         owner: &str,
         result: Option<&Replay>,
         keep: Duration,
-    ) -> Result<(), Unavailable> {
+    ) -> Result<bool, Unavailable> {
         let mut con = self.inner.con.clone();
         let script = &self.inner.scripts.idem_finish;
         let key = self.record_key(scope);
@@ -873,7 +910,7 @@ impl Shared {
                 .await
         })
         .await
-        .map(|_| ())
+        .map(|finished| finished == 1)
     }
 
     /// The owner is still running the request: its record lasts `in_flight` longer.
@@ -1017,7 +1054,18 @@ fn mark_up(inner: &Inner) {
     if !inner.up.swap(true, Ordering::AcqRel) {
         metrics::gauge!("wdt_redis_up").set(1.0);
         tracing::info!("Redis is available: state is shared across replicas");
-        // Invalidations published while this replica was away were lost.
+    }
+}
+
+/// The channel is subscribed (again): after a lost subscription, invalidations published
+/// meanwhile were missed, so everything held locally goes.
+fn subscribed(inner: &Inner) {
+    if !inner.subscribed.swap(true, Ordering::AcqRel)
+        && inner.ever_subscribed.swap(true, Ordering::AcqRel)
+    {
+        tracing::info!(
+            "subscribed to Redis again: dropping this replica's cache, which may have missed invalidations"
+        );
         let _ = inner.events.send(Event::Reset);
     }
 }
@@ -1041,12 +1089,15 @@ async fn send_invalidation(
         invocation.key(format!("{}:cleared:{cache}", inner.prefix));
     }
     for (cache, key) in keys {
-        invocation.key(format!("{}:c:{cache}:{key}", inner.prefix));
+        invocation
+            .key(format!("{}:c:{cache}:{key}", inner.prefix))
+            .key(format!("{}:w:{cache}:{key}", inner.prefix));
     }
     invocation
         .arg(caches.len())
         .arg(&inner.channel)
-        .arg(message);
+        .arg(message)
+        .arg(ms(WRITE_MEMORY));
     let mut con = inner.con.clone();
     run(inner, "invalidate", async move {
         invocation.invoke_async::<i64>(&mut con).await
@@ -1083,7 +1134,7 @@ async fn listen(
                     Err(_) => tracing::warn!("an unreadable message on the Redis channel"),
                 }
             }
-            PushKind::Subscribe => inner.subscribed.store(true, Ordering::Release),
+            PushKind::Subscribe => subscribed(&inner),
             _ => {}
         }
     }
@@ -1108,7 +1159,7 @@ async fn watch(inner: std::sync::Weak<Inner>) {
             .await
             .is_ok()
             {
-                inner.subscribed.store(true, Ordering::Release);
+                subscribed(&inner);
             }
         } else if !inner.up.load(Ordering::Acquire) {
             let mut con = inner.con.clone();
@@ -1135,6 +1186,8 @@ async fn watch(inner: std::sync::Weak<Inner>) {
                     .collect();
                 if send_invalidation(&inner, &caches, &keys).await.is_ok() {
                     tracing::info!("sent the invalidations held while Redis was away");
+                    // Until now this replica may have re-read what they drop from Redis.
+                    let _ = inner.events.send(Event::Reset);
                 } else {
                     let mut back = inner
                         .pending
