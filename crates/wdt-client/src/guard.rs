@@ -100,6 +100,16 @@ struct Window {
 }
 
 impl Window {
+    /// Notes a call admitted elsewhere (by the cluster-wide quota) at `at`, so that if this
+    /// replica has to fall back to its local share, its own recent calls count against it.
+    fn note(&mut self, at: Instant, now: Instant) {
+        while self.slots.front().is_some_and(|t| *t + MINUTE <= now) {
+            self.slots.pop_front();
+        }
+        let i = self.slots.partition_point(|t| *t <= at);
+        self.slots.insert(i, at);
+    }
+
     /// Gives back a slot reserved for a call that never went out.
     fn release(&mut self, at: Instant) {
         if let Some(i) = self.slots.iter().rposition(|t| *t == at) {
@@ -323,7 +333,14 @@ impl Guard {
             .await
             .ok()?;
         let (wait, member) = match reservation {
-            wdt_redis::Reservation::Slot { wait, member } => (wait, member),
+            wdt_redis::Reservation::Slot { wait, member } => {
+                let now = Instant::now();
+                self.windows()
+                    .entry(method.to_owned())
+                    .or_default()
+                    .note(now + wait, now);
+                (wait, member)
+            }
             wdt_redis::Reservation::Refused(wait) => {
                 if trial {
                     self.hand_on_trial(family);
@@ -659,6 +676,30 @@ mod tests {
             assert!(admitted.windows(2).all(|p| p[0] <= p[1]), "slots in order");
             assert_at_most(&admitted, 10);
         }
+    }
+
+    #[test]
+    fn calls_admitted_by_the_cluster_count_against_the_local_share() {
+        let start = Instant::now();
+        let mut w = Window::default();
+        w.note(start + Duration::from_secs(2), start);
+        w.note(start, start);
+        w.note(start + Duration::from_secs(1), start);
+        assert!(
+            w.slots
+                .iter()
+                .zip(w.slots.iter().skip(1))
+                .all(|(a, b)| a <= b),
+            "in order"
+        );
+        // Falling back to a local share of 3: those three calls fill it for a minute.
+        assert!(
+            w.reserve(3, start + Duration::from_secs(3), Duration::ZERO)
+                .is_err()
+        );
+        // Old notes are dropped as new ones come.
+        w.note(start + MINUTE * 3, start + MINUTE * 3);
+        assert_eq!(w.slots.len(), 1);
     }
 
     #[test]
