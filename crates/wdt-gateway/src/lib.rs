@@ -77,6 +77,8 @@ fn random_secret() -> SecretString {
 /// When the configuration cannot work or the emulator cannot start.
 pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     config.validate()?;
+    // Metrics are recorded from the start (the Redis connection reports its state at once).
+    let _ = observe::recorder();
     let mut builder = WdtClient::builder()
         .timeout(config.vendor_timeout())
         .connect_timeout(Duration::from_secs(config.vendor.connect_timeout_secs));
@@ -166,8 +168,6 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         .policy(config.vendor_policy())
         .build()
         .map_err(|e| ConfigError(e.to_string()))?;
-    // Metrics are recorded from the first request on.
-    let _ = observe::recorder();
     let cache = CacheConfig {
         stock_ttl: Duration::from_secs(config.cache.stock_ttl_secs),
         plan_ttl: Duration::from_secs(config.cache.plan_ttl_secs),

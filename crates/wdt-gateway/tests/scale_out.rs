@@ -509,6 +509,8 @@ async fn replicas_survive_redis_going_away_and_recover() {
     }
     let (_, ready) = a.plain("/readyz").await;
     assert!(ready.contains("\"redis\":\"up\""), "{ready}");
+    let (_, metrics) = a.plain("/metrics").await;
+    assert!(metrics.contains("wdt_redis_up 1"), "metrics show Redis up");
 
     // Reads keep coming while Redis dies: cached and uncached SKUs, on both replicas.
     let load = {
