@@ -50,6 +50,25 @@ struct Stored {
     body: Bytes,
 }
 
+impl Stored {
+    /// A response as kept for replays.
+    async fn of(response: Response) -> Self {
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .unwrap_or_default();
+        Self {
+            status: parts.status,
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            body,
+        }
+    }
+}
+
 impl IdempotencyStore {
     /// A store keeping at most `max_keys` results for `retention`.
     pub fn new(max_keys: u64, retention: Duration) -> Self {
@@ -168,20 +187,7 @@ pub(crate) async fn idempotency(
                 .get_or_try_init(|| {
                     ran_here = true;
                     async move {
-                        let response = next.run(request).await;
-                        let (parts, body) = response.into_parts();
-                        let body = axum::body::to_bytes(body, usize::MAX)
-                            .await
-                            .unwrap_or_default();
-                        let stored = Stored {
-                            status: parts.status,
-                            headers: parts
-                                .headers
-                                .iter()
-                                .map(|(k, v)| (k.clone(), v.clone()))
-                                .collect(),
-                            body,
-                        };
+                        let stored = Stored::of(next.run(request).await).await;
                         if storable(stored.status) {
                             Ok(stored)
                         } else {
@@ -283,19 +289,7 @@ async fn shared_idempotency(
                     }
                 }
             };
-            let (parts, body) = response.into_parts();
-            let body = axum::body::to_bytes(body, usize::MAX)
-                .await
-                .unwrap_or_default();
-            let stored = Stored {
-                status: parts.status,
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-                body,
-            };
+            let stored = Stored::of(response).await;
             let replay = storable(stored.status).then(|| to_replay(&stored));
             match shared
                 .idempotency_finish(&scope, &owner, replay.as_ref(), retention)

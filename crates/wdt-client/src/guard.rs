@@ -291,14 +291,12 @@ impl Guard {
             // No quota, but another replica may have been told the vendor is throttling.
             (Some(shared), None) => {
                 if let Ok(Some(left)) = shared.paused(method).await {
-                    if trial {
-                        self.hand_on_trial(family);
-                    }
-                    return Err(self.held_back(
+                    return Err(self.refuse(
                         family,
                         method,
                         ThrottleReason::VendorBackoff,
                         left,
+                        trial,
                     ));
                 }
             }
@@ -318,14 +316,12 @@ impl Guard {
     ) -> Option<Result<(), VendorError>> {
         // This replica saw the vendor throttle, even if Redis did not hear of it.
         if let Some(left) = self.paused_here(method) {
-            if trial {
-                self.hand_on_trial(family);
-            }
-            return Some(Err(self.held_back(
+            return Some(Err(self.refuse(
                 family,
                 method,
                 ThrottleReason::VendorBackoff,
                 left,
+                trial,
             )));
         }
         let reservation = shared
@@ -342,25 +338,21 @@ impl Guard {
                 (wait, member)
             }
             wdt_redis::Reservation::Refused(wait) => {
-                if trial {
-                    self.hand_on_trial(family);
-                }
-                return Some(Err(self.held_back(
+                return Some(Err(self.refuse(
                     family,
                     method,
                     ThrottleReason::Quota,
                     wait,
+                    trial,
                 )));
             }
             wdt_redis::Reservation::Paused(left) => {
-                if trial {
-                    self.hand_on_trial(family);
-                }
-                return Some(Err(self.held_back(
+                return Some(Err(self.refuse(
                     family,
                     method,
                     ThrottleReason::VendorBackoff,
                     left,
+                    trial,
                 )));
             }
         };
@@ -471,6 +463,21 @@ impl Guard {
             }
         }
         Ok(())
+    }
+
+    /// Refuses a call before it went out; a breaker trial it held is handed on.
+    fn refuse(
+        &self,
+        family: Family,
+        method: &str,
+        reason: ThrottleReason,
+        wait: Duration,
+        trial: bool,
+    ) -> VendorError {
+        if trial {
+            self.hand_on_trial(family);
+        }
+        self.held_back(family, method, reason, wait)
     }
 
     /// The breaker let a trial through that never went out: let the next caller try.

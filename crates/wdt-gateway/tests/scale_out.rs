@@ -250,6 +250,18 @@ fn calls(emulator: &RunningEmulator, method: &str) -> u64 {
         .map_or(0, |c| c.calls)
 }
 
+/// Every vendor call takes `ms`.
+fn latency(emulator: &RunningEmulator, ms: u64) {
+    emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: ms,
+            latency_max_ms: ms,
+            ..Faults::default()
+        })
+        .unwrap();
+}
+
 const STOCK: &str = "stock_query_detail.php";
 const TAKE: &str = "wms.StockPd.stockSyncByPd";
 
@@ -268,14 +280,7 @@ async fn cluster(extra: &[(&str, &str)]) -> (RunningEmulator, Redis, Replica, Re
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_misses_on_both_replicas_make_one_vendor_call() {
     let (emulator, _redis, a, b) = cluster(&[]).await;
-    emulator
-        .emulator
-        .set_faults(Faults {
-            latency_min_ms: 200,
-            latency_max_ms: 200,
-            ..Faults::default()
-        })
-        .unwrap();
+    latency(&emulator, 200);
     let path = "/v1/stock?spec_no=G00001-01";
     let answers = futures::future::join_all((0..20).map(|i| {
         let replica = if i % 2 == 0 { &a } else { &b };
@@ -396,14 +401,7 @@ async fn a_write_on_one_replica_is_seen_on_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_identical_writes_over_both_replicas_make_one_vendor_write() {
     let (emulator, _redis, a, b) = cluster(&[]).await;
-    emulator
-        .emulator
-        .set_faults(Faults {
-            latency_min_ms: 300,
-            latency_max_ms: 300,
-            ..Faults::default()
-        })
-        .unwrap();
+    latency(&emulator, 300);
     let body = take("G00003-01", "42");
     let answers = futures::future::join_all((0..5).map(|i| {
         let replica = if i % 2 == 0 { &a } else { &b };
@@ -477,14 +475,7 @@ async fn a_client_limit_is_shared_by_the_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_dies_mid_load_is_taken_over() {
     let (emulator, _redis, mut a, b) = cluster(&[]).await;
-    emulator
-        .emulator
-        .set_faults(Faults {
-            latency_min_ms: 1500,
-            latency_max_ms: 1500,
-            ..Faults::default()
-        })
-        .unwrap();
+    latency(&emulator, 1500);
     let path = "/v1/stock?spec_no=G00004-01";
     let url = a.url(path);
     // A takes the lease and calls the vendor; it dies before it can store the answer.
@@ -604,14 +595,7 @@ async fn replicas_survive_redis_going_away_and_recover() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     let before = calls(&emulator, STOCK);
-    emulator
-        .emulator
-        .set_faults(Faults {
-            latency_min_ms: 200,
-            latency_max_ms: 200,
-            ..Faults::default()
-        })
-        .unwrap();
+    latency(&emulator, 200);
     let answers = futures::future::join_all((0..10).map(|i| {
         let replica = if i % 2 == 0 { &a } else { &b };
         replica.get("/v1/stock?spec_no=G00399-01")

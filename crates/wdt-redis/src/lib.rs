@@ -381,11 +381,6 @@ impl Shared {
         self.inner.up.load(Ordering::Acquire)
     }
 
-    /// The replicas configured (for the local share of the quota while Redis is down).
-    pub fn replicas(&self) -> u32 {
-        self.inner.replicas
-    }
-
     /// How long a single-flight lease lasts without renewal.
     pub fn lease(&self) -> Duration {
         self.inner.lease
