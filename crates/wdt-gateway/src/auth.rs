@@ -54,6 +54,69 @@ struct Claims {
     scope: Option<String>,
     #[serde(default)]
     scp: Option<serde_json::Value>,
+    /// Checked by hand: the validation would accept an array here, which RFC 7519 §4.1.1 does
+    /// not allow.
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
+    /// Issued-at: a token issued in the future (beyond the leeway) is refused.
+    #[serde(default)]
+    iat: Option<serde_json::Value>,
+}
+
+/// Refuses JOSE headers this verifier does not understand: `crit` names extensions that must be
+/// understood (RFC 7515 §4.1.11) and none is; `b64` (RFC 7797) changes what was signed.
+fn check_header(token: &str) -> Result<(), AuthError> {
+    use base64::Engine as _;
+    let malformed = || AuthError::Invalid("the token is malformed".into());
+    let segment = token.split('.').next().ok_or_else(malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .map_err(|_| malformed())?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| malformed())?;
+    if header.contains_key("crit") {
+        return Err(AuthError::Invalid(
+            "the token's header lists critical extensions (crit) this gateway does not understand"
+                .into(),
+        ));
+    }
+    if header.contains_key("b64") {
+        return Err(AuthError::Invalid(
+            "the token uses the unencoded-payload option (b64), which is not accepted".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// `iss` must be a string (when present) and `iat` must not lie in the future beyond `leeway`.
+fn check_claims(claims: &Claims, now: u64, leeway: u64) -> Result<(), AuthError> {
+    match &claims.iss {
+        None | Some(serde_json::Value::String(_)) => {}
+        Some(_) => {
+            return Err(AuthError::Invalid(
+                "the token's issuer (iss) must be a string".into(),
+            ));
+        }
+    }
+    match &claims.iat {
+        None => {}
+        Some(serde_json::Value::Number(n)) => {
+            let iat = n.as_f64().unwrap_or(f64::INFINITY);
+            #[allow(clippy::cast_precision_loss, reason = "seconds since 1970 fit an f64")]
+            let latest = now.saturating_add(leeway) as f64;
+            if iat > latest {
+                return Err(AuthError::Invalid(
+                    "the token was issued in the future (iat); check the issuer's clock".into(),
+                ));
+            }
+        }
+        Some(_) => {
+            return Err(AuthError::Invalid(
+                "the token's issued-at time (iat) must be a number".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a minted token says.
@@ -261,6 +324,7 @@ impl Authenticator {
     async fn verify_signature(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(reason(&e)))?;
+        check_header(token)?;
         let (keys, alg) = match &self.inner.keys {
             Keys::Secret(key) => (vec![(key.clone(), Algorithm::HS256)], Algorithm::HS256),
             Keys::Jwks(j) => (
@@ -302,6 +366,7 @@ impl Authenticator {
         }
         let data = outcome?;
         let claims = data.claims;
+        check_claims(&claims, unix_now(), self.inner.leeway)?;
         let mut names: Vec<String> = claims
             .scope
             .unwrap_or_default()
@@ -499,6 +564,72 @@ mod tests {
         let caller = auth.verify(&token).await.unwrap();
         assert_eq!(caller.subject, "alice");
         assert!(caller.has(Scope::StockRead) && !caller.has(Scope::StockWrite));
+    }
+
+    /// An HS256 token with exactly this header and these claims.
+    fn raw_token(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        use base64::Engine as _;
+        let b64 = |v: &serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let input = format!("{}.{}", b64(header), b64(claims));
+        let key = EncodingKey::from_secret(secret().expose_secret().as_bytes());
+        let signature =
+            jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{input}.{signature}")
+    }
+
+    #[tokio::test]
+    async fn headers_and_claims_it_does_not_understand_are_refused() {
+        let auth = Authenticator::secret(&secret(), Some("idp".into()), None, 30);
+        let now = unix_now();
+        let good = serde_json::json!({"sub": "a", "iss": "idp", "exp": now + 60, "iat": now});
+        let hs = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        assert!(
+            auth.verify(&raw_token(&hs, &good)).await.is_ok(),
+            "the control token verifies"
+        );
+        let cases = [
+            (
+                serde_json::json!({"alg": "HS256", "crit": ["exp"], "exp": 1}),
+                good.clone(),
+                "crit",
+            ),
+            (
+                serde_json::json!({"alg": "HS256", "crit": ["b64"], "b64": false}),
+                good.clone(),
+                "crit",
+            ),
+            (
+                serde_json::json!({"alg": "HS256", "b64": true}),
+                good.clone(),
+                "b64",
+            ),
+            (
+                hs.clone(),
+                serde_json::json!({"sub": "a", "iss": ["idp"], "exp": now + 60}),
+                "iss",
+            ),
+            (
+                hs.clone(),
+                serde_json::json!({"sub": "a", "iss": "idp", "exp": now + 600, "iat": now + 120}),
+                "iat",
+            ),
+            (
+                hs.clone(),
+                serde_json::json!({"sub": "a", "iss": "idp", "exp": now + 600, "iat": "yesterday"}),
+                "iat",
+            ),
+        ];
+        for (header, claims, needle) in cases {
+            let token = raw_token(&header, &claims);
+            let error = auth.verify(&token).await.unwrap_err().to_string();
+            assert!(error.contains(needle), "{header} {claims}: {error}");
+        }
+        // Within the leeway, a clock a little ahead is fine.
+        let skewed =
+            serde_json::json!({"sub": "a", "iss": "idp", "exp": now + 600, "iat": now + 20});
+        assert!(auth.verify(&raw_token(&hs, &skewed)).await.is_ok());
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The environment variables the gateway reads, and the configuration keys they set.
-pub const ENV_KEYS: [(&str, &str); 21] = [
+pub const ENV_KEYS: [(&str, &str); 22] = [
     ("WDT_GATEWAY_LISTEN", "listen"),
     ("WDT_FLAGSHIP_URL", "flagship.url"),
     ("WDT_SID", "flagship.sid"),
@@ -36,6 +36,7 @@ pub const ENV_KEYS: [(&str, &str); 21] = [
     ("WDT_GATEWAY_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
     ("WDT_GATEWAY_REDIS_URL", "redis.url"),
     ("WDT_GATEWAY_REPLICAS", "redis.replicas"),
+    ("WDT_GATEWAY_DEMO", "demo.enabled"),
     ("WDT_GATEWAY_CONFIG", "-"),
 ];
 
@@ -45,6 +46,9 @@ const NUMERIC_KEYS: [&str; 3] = [
     "vendor.calls_per_minute",
     "redis.replicas",
 ];
+
+/// The keys set by environment variables that hold `true` or `false`.
+const BOOLEAN_KEYS: [&str; 1] = ["demo.enabled"];
 
 /// One vendor family's credentials; all four are needed once any is given.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -316,6 +320,10 @@ impl Default for RedisSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoSettings {
+    /// Run on the built-in emulator although auth is configured (`WDT_GATEWAY_DEMO=true`). Without
+    /// auth settings and vendor URLs, demo mode needs no flag; with auth settings it must be
+    /// asked for, and then prints no token: tokens come from the configured secret or issuer.
+    pub enabled: bool,
     /// Seed of the emulator's data.
     pub seed: u64,
     /// SKUs the emulator generates.
@@ -325,6 +333,7 @@ pub struct DemoSettings {
 impl Default for DemoSettings {
     fn default() -> Self {
         Self {
+            enabled: false,
             seed: 42,
             skus: 2_000,
         }
@@ -449,6 +458,17 @@ impl Config {
                     ))
                 })?;
                 figment = figment.merge((key, n));
+            } else if BOOLEAN_KEYS.contains(&key) {
+                let b = match value.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" | "" => false,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{var} ({key}) must be true or false, not {value:?}"
+                        )));
+                    }
+                };
+                figment = figment.merge((key, b));
             } else {
                 figment = figment.merge((key, value));
             }
@@ -493,6 +513,32 @@ impl Config {
     /// No vendor credentials at all: the built-in emulator stands in.
     pub fn is_demo(&self) -> bool {
         self.flagship.is_empty() && self.enterprise.is_empty()
+    }
+
+    /// Whether any auth setting is given (secret, JWKS URL, issuer or audience).
+    fn auth_configured(&self) -> bool {
+        let a = &self.auth;
+        a.jwt_secret.is_some() || a.jwks_url.is_some() || a.issuer.is_some() || a.audience.is_some()
+    }
+
+    /// Demo mode is unambiguous: with auth configured and no vendor, the operator most likely
+    /// forgot the vendor settings of a production deployment, so the gateway refuses to start
+    /// unless demo mode is asked for; and asking for it beside a vendor is a contradiction.
+    fn check_demo(&self) -> Result<(), ConfigError> {
+        if self.is_demo() && self.auth_configured() && !self.demo.enabled {
+            return Err(ConfigError(
+                "auth is configured (auth.jwt_secret/WDT_GATEWAY_JWT_SECRET, auth.jwks_url, issuer or audience) but no ERP account is: \
+                 set the flagship (WDT_FLAGSHIP_URL, WDT_SID, WDT_APPKEY, WDT_APPSECRET) and/or enterprise (WDT_ENTERPRISE_URL, …) settings, \
+                 or set demo.enabled (WDT_GATEWAY_DEMO=true) to run on the built-in emulator with the configured auth (no token is printed then)"
+                    .into(),
+            ));
+        }
+        if !self.is_demo() && self.demo.enabled {
+            return Err(ConfigError(
+                "demo.enabled (WDT_GATEWAY_DEMO) is set but an ERP account is configured: unset one of them".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The flagship credentials, if configured.
@@ -569,6 +615,7 @@ impl Config {
         self.flagship_account()?;
         self.enterprise_account()?;
         self.auth_mode()?;
+        self.check_demo()?;
         let positive = [
             ("vendor.timeout_secs", self.vendor.timeout_secs),
             (
@@ -980,13 +1027,67 @@ mod tests {
             let values = std::fs::read_to_string(chart.join(file)).unwrap();
             let toml = helm_config_toml(&values).unwrap_or_else(|| panic!("{file}: no configToml"));
             assert!(toml.contains("[cache]"), "{file}: {toml}");
+            // The chart always sets the ERP account (from its Secret) beside the auth secret.
             let config = load(
-                &[("WDT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef")],
+                &[
+                    ("WDT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                    ("WDT_FLAGSHIP_URL", "https://wdt.example.com/openapi"),
+                    ("WDT_SID", "sid"),
+                    ("WDT_APPKEY", "key"),
+                    ("WDT_APPSECRET", "secret:salt"),
+                ],
                 Some(&toml),
             )
             .unwrap_or_else(|e| panic!("{file}: {e}"));
             config.validate().unwrap_or_else(|e| panic!("{file}: {e}"));
         }
+    }
+
+    #[test]
+    fn auth_without_an_erp_account_needs_demo_mode_asked_for() {
+        let secret = ("WDT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        for auth in [
+            secret,
+            ("WDT_GATEWAY_JWKS_URL", "https://idp.example.com/jwks.json"),
+            ("WDT_GATEWAY_JWT_ISSUER", "https://idp.example.com"),
+        ] {
+            let e = load(&[auth], None)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("WDT_GATEWAY_DEMO=true") && e.contains("WDT_FLAGSHIP_URL"),
+                "{e}"
+            );
+        }
+        let c = load(&[secret, ("WDT_GATEWAY_DEMO", "true")], None).unwrap();
+        assert!(c.validate().is_ok() && c.is_demo() && c.demo.enabled);
+        let e = load(&[secret, ("WDT_GATEWAY_DEMO", "yes please")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("true or false"), "{e}");
+        let vendor = load(
+            &[
+                ("WDT_GATEWAY_DEMO", "true"),
+                secret,
+                ("WDT_FLAGSHIP_URL", "https://wdt.example.com/openapi"),
+                ("WDT_SID", "sid"),
+                ("WDT_APPKEY", "key"),
+                ("WDT_APPSECRET", "secret:salt"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert!(
+            vendor
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("unset one of them")
+        );
+        // Without auth settings, demo mode needs no flag (cargo run --release).
+        assert!(load(&[], None).unwrap().validate().is_ok());
     }
 
     #[test]

@@ -35,7 +35,8 @@ pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct Demo {
     /// The emulator serving in-process.
     pub emulator: RunningEmulator,
-    /// A development token with every scope.
+    /// A development token with every scope, signed with a key made at start-up; empty when
+    /// auth is configured (`demo.enabled`), whose keys never sign a printed token.
     pub token: String,
 }
 
@@ -186,16 +187,12 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     };
     let a = &config.auth;
     let (auth, demo_token) = match config.auth_mode()? {
-        Some(AuthMode::Secret(secret)) => {
-            let token = demo_emulator
-                .is_some()
-                .then(|| demo_token(&secret, config))
-                .transpose()?;
-            (
-                Authenticator::secret(&secret, a.issuer.clone(), a.audience.clone(), a.leeway_secs),
-                token,
-            )
-        }
+        // A configured secret never signs a printed token: whoever reads the console or the
+        // logs must not get a token that the production secret would accept.
+        Some(AuthMode::Secret(secret)) => (
+            Authenticator::secret(&secret, a.issuer.clone(), a.audience.clone(), a.leeway_secs),
+            None,
+        ),
         Some(AuthMode::Jwks(url)) => (
             Authenticator::jwks(
                 url,

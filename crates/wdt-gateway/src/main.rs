@@ -184,8 +184,10 @@ async fn serve(config: &Config) -> ExitCode {
     if let Some(demo) = &gateway.demo {
         if demo.token.is_empty() {
             let _ = out(&format!(
-                "wdt-gateway {} in demo mode on http://{addr}/graphql (tokens come from the configured JWKS issuer)",
-                env!("CARGO_PKG_VERSION")
+                "wdt-gateway {} in demo mode on http://{addr}/graphql, on the built-in WDT emulator at http://{}; \
+                 tokens come from the configured auth (`wdt-gateway token` mints one with the configured secret)",
+                env!("CARGO_PKG_VERSION"),
+                demo.emulator.addr,
             ));
         }
         let token = &demo.token;

@@ -145,6 +145,77 @@ async fn demo_mode_prints_a_working_token_and_shuts_down_gracefully() {
 }
 
 #[test]
+fn a_configured_secret_without_an_erp_account_does_not_start_demo_mode() {
+    let out = gateway()
+        .env("WDT_GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("WDT_GATEWAY_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("WDT_GATEWAY_DEMO=true") && stderr.contains("WDT_FLAGSHIP_URL"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("eyJ"),
+        "no token printed"
+    );
+}
+
+/// With demo mode asked for beside a configured secret, no token is printed (none is signed with
+/// the secret) and tokens minted with the secret work.
+#[cfg(unix)]
+#[tokio::test]
+async fn demo_mode_with_a_configured_secret_prints_no_token() {
+    let mut child = gateway()
+        .env("WDT_GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("WDT_GATEWAY_JWT_SECRET", SECRET)
+        .env("WDT_GATEWAY_DEMO", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (first, rest) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().unwrap().unwrap();
+        (first, lines)
+    })
+    .await
+    .unwrap();
+    assert!(!first.contains("eyJ"), "{first}");
+    assert!(first.contains("wdt-gateway token"), "{first}");
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.contains("/graphql"))
+        .unwrap()
+        .trim_end_matches(',')
+        .to_owned();
+    let minted = gateway()
+        .args(["token", "--sub", "ops", "--scope", "stock:read"])
+        .env("WDT_GATEWAY_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "query": "{ stock(specNos: [\"G00001-01\"]) { specNo } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01", "{body}");
+    let status = common::terminate(child, Duration::from_secs(5)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let rest: Vec<String> = rest.map_while(Result::ok).collect();
+    assert!(rest.iter().all(|l| !l.contains("eyJ")), "{rest:?}");
+}
+
+#[test]
 fn healthcheck_fails_when_nothing_listens() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
