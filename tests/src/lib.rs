@@ -129,6 +129,37 @@ impl TestApp {
         (status, headers, body)
     }
 
+    /// A REST request (JSON body when given, extra headers); returns status, headers and the
+    /// JSON body (`null` when there is none).
+    pub async fn rest(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
     /// A GraphQL request with every scope; returns the JSON body.
     pub async fn query(&self, query: &str, variables: Value) -> Value {
         self.graphql(Some(&token(ALL_SCOPES)), query, variables)

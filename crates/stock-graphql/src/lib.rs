@@ -40,11 +40,18 @@ const DECIMAL: &str = "An exact decimal number (never a float), written as a JSO
 const DATE_TIME: &str = "A date and time in RFC 3339 with its offset, e.g. \"2026-11-23T18:02:43+08:00\". The ERP's times are Beijing time (+08:00).";
 
 fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
-        .override_output_type_description::<rust_decimal::Decimal>(DECIMAL)
-        .override_input_type_description::<rust_decimal::Decimal>(DECIMAL)
-        .override_output_type_description::<chrono::DateTime<chrono::FixedOffset>>(DATE_TIME)
-        .override_input_type_description::<chrono::DateTime<chrono::FixedOffset>>(DATE_TIME)
+    // Written quantities (`Quantity`, strict) and answered decimals (rust_decimal's scalar) are
+    // both the schema's `Decimal`: one scalar for clients, two parsers inside.
+    Schema::build_with_ignore_name_conflicts(
+        QueryRoot,
+        MutationRoot,
+        EmptySubscription,
+        ["Decimal"],
+    )
+    .override_output_type_description::<rust_decimal::Decimal>(DECIMAL)
+    .override_input_type_description::<rust_decimal::Decimal>(DECIMAL)
+    .override_output_type_description::<chrono::DateTime<chrono::FixedOffset>>(DATE_TIME)
+    .override_input_type_description::<chrono::DateTime<chrono::FixedOffset>>(DATE_TIME)
 }
 
 /// Builds the schema over `service`.

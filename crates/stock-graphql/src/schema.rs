@@ -6,7 +6,6 @@ use std::sync::Mutex;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, FixedOffset};
-use rust_decimal::Decimal;
 use stock_service::model::{
     PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockSyncAck, StockSyncPlan,
     StockSyncPlanBatch, StockTakeInput, StockTakeResult,
@@ -156,7 +155,7 @@ pub(crate) struct StockSyncAckInput {
     /// The `stockChangeCount` of the plan that was pushed.
     pub(crate) stock_change_count: i64,
     /// The quantity that was pushed: 0 or more, at most 4 decimal places.
-    pub(crate) quantity: Decimal,
+    pub(crate) quantity: stock_service::quantity::Quantity,
     /// What the storefront answered (at most 1024 characters).
     pub(crate) message: Option<String>,
     /// Whether a person pushed it by hand.
@@ -169,7 +168,7 @@ impl StockSyncAckInput {
         Ok(StockSyncAck {
             api_goods_id: listing_id("apiGoodsId", &self.api_goods_id)?,
             stock_change_count: self.stock_change_count,
-            quantity: self.quantity,
+            quantity: self.quantity.get(),
             message: self.message,
             manual: self.manual,
         })

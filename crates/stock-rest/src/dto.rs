@@ -1,7 +1,6 @@
 //! Request and response bodies of the REST facade (snake_case twins of the GraphQL types).
 
 use chrono::{DateTime, FixedOffset};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use stock_service::model::{StockLevel, StockSyncFailure, StockSyncPlan};
 use utoipa::{IntoParams, ToSchema};
@@ -150,7 +149,7 @@ pub struct AckRequest {
     pub stock_change_count: i64,
     /// The quantity that was pushed: a decimal string, 0 or more, at most 4 decimal places.
     #[schema(value_type = String, example = "200", pattern = r"^[0-9]{1,15}(\.[0-9]{1,4})?$")]
-    pub quantity: Decimal,
+    pub quantity: stock_service::quantity::Quantity,
     /// What the storefront answered (at most 1024 characters).
     pub message: Option<String>,
     /// Whether a person pushed it by hand.

@@ -125,14 +125,66 @@ impl ApiError {
     }
 }
 
+/// The service names fields as GraphQL spells them; REST callers read their own names.
+const REST_NAMES: [(&str, &str); 9] = [
+    ("specNos", "spec_no"),
+    ("specNo", "spec_no"),
+    ("warehouseNo", "warehouse_no"),
+    ("apiGoodsIds", "api_goods_ids"),
+    ("apiGoodsId", "api_goods_id"),
+    ("stockChangeCount", "stock_change_count"),
+    ("nextCursor", "next_cursor"),
+    ("stockChanges", "GET /v1/stock/changes"),
+    ("pendingStockSyncs", "GET /v1/stock-sync/pending"),
+];
+
+/// `message` with every whole identifier in `names` (then [`REST_NAMES`]) replaced by its REST
+/// twin.
+fn in_rest_words(message: &str, names: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if end == 0 {
+            let c = rest.chars().next().unwrap_or_default();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let word = &rest[..end];
+        let twin = names
+            .iter()
+            .chain(REST_NAMES.iter())
+            .find(|(graphql, _)| *graphql == word)
+            .map_or(word, |(_, rest)| rest);
+        out.push_str(twin);
+        rest = &rest[end..];
+    }
+    out
+}
+
+impl ApiError {
+    /// A use case's error, with the fields of `names` (GraphQL spelling → this route's spelling)
+    /// and the common ones named as REST callers write them.
+    pub(crate) fn from_domain(e: DomainError, names: &[(&str, &str)]) -> Self {
+        let mut out = Self::from(e);
+        if out.0.code == "BAD_USER_INPUT" && !names.is_empty() {
+            out.0.detail = in_rest_words(&out.0.detail, names);
+        }
+        out
+    }
+}
+
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let status =
             StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let detail = if e.kind == ErrorKind::Internal {
-            "internal error".to_owned()
-        } else {
-            e.message.clone()
+        let detail = match e.kind {
+            ErrorKind::Internal => "internal error".to_owned(),
+            ErrorKind::InvalidInput => in_rest_words(&e.message, &[]),
+            _ => e.message.clone(),
         };
         let mut out = Self::new(status, e.code(), detail);
         if let Some(v) = e.vendor {
@@ -171,5 +223,30 @@ impl IntoResponse for ApiError {
         // The request id is filled in by the gateway's outer layer, which knows it.
         response.extensions_mut().insert(self.0);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_fields_as_rest_spells_them() {
+        assert_eq!(
+            in_rest_words("lines[2]: specNo has 41 characters; warehouseNo too", &[]),
+            "lines[2]: spec_no has 41 characters; warehouse_no too"
+        );
+        assert_eq!(
+            in_rest_words(
+                "after belongs to another stockChanges query; first must be 1 to 500",
+                &[("first", "page_size"), ("after", "cursor")]
+            ),
+            "cursor belongs to another GET /v1/stock/changes query; page_size must be 1 to 500"
+        );
+        assert_eq!(
+            in_rest_words("specNos 商家编码 specNosX", &[]),
+            "spec_no 商家编码 specNosX",
+            "whole identifiers only, any text around them kept"
+        );
     }
 }

@@ -358,7 +358,8 @@ pub(crate) async fn get_stock_changes(
             q.page_size.unwrap_or(100),
             q.cursor.as_deref(),
         )
-        .await?;
+        .await
+        .map_err(|e| ApiError::from_domain(e, &[("first", "page_size"), ("after", "cursor")]))?;
     let body = StockChangesResponse {
         items: page.nodes,
         next_cursor: page.end_cursor,
@@ -386,7 +387,8 @@ pub(crate) async fn get_pending(
     let page = s
         .service
         .pending_stock_syncs(q.limit.unwrap_or(100), q.cursor.as_deref())
-        .await?;
+        .await
+        .map_err(|e| ApiError::from_domain(e, &[("first", "limit"), ("after", "cursor")]))?;
     Ok(read_response(
         &headers,
         &PendingResponse {
@@ -475,7 +477,7 @@ fn ack(id: i64, body: AckRequest) -> StockSyncAck {
     StockSyncAck {
         api_goods_id: id,
         stock_change_count: body.stock_change_count,
-        quantity: body.quantity,
+        quantity: body.quantity.get(),
         message: body.message,
         manual: body.manual,
     }

@@ -8,6 +8,7 @@ mod error;
 mod mapping;
 pub mod model;
 mod packed;
+pub mod quantity;
 pub mod validate;
 
 use std::collections::{HashMap, HashSet};
@@ -689,7 +690,7 @@ impl StockService {
         for (i, line) in input.lines.iter().enumerate() {
             let spec_no = validate::spec_no(&line.spec_no)
                 .map_err(|e| DomainError::invalid(format!("lines[{i}]: {}", e.message)))?;
-            validate::quantity(&format!("lines[{i}].quantity"), line.quantity)?;
+            validate::quantity(&format!("lines[{i}].quantity"), line.quantity.get())?;
             validate::text(
                 &format!("lines[{i}].remark"),
                 line.remark.as_deref().unwrap_or_default(),
@@ -703,7 +704,7 @@ impl StockService {
             spec_list.push(PdSpec {
                 spec_no,
                 remark: line.remark.clone().unwrap_or_default(),
-                new_num: line.quantity.round_dp(4),
+                new_num: line.quantity.get().round_dp(4),
                 defect: line.defect,
             });
         }

@@ -310,12 +310,13 @@ pub enum StockTakeMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(InputObject))]
+#[serde(deny_unknown_fields)]
 pub struct StockTakeLine {
     /// Merchant code of the SKU (at most 40 characters).
     pub spec_no: String,
     /// Counted quantity: 0 or more, at most 4 decimal places.
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "120", pattern = r"^[0-9]{1,15}(\.[0-9]{1,4})?$"))]
-    pub quantity: Decimal,
+    pub quantity: crate::quantity::Quantity,
     /// Whether this line counts defective stock.
     #[cfg_attr(feature = "graphql", graphql(default))]
     #[serde(default)]
@@ -328,6 +329,7 @@ pub struct StockTakeLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[cfg_attr(feature = "graphql", derive(InputObject))]
+#[serde(deny_unknown_fields)]
 pub struct StockTakeInput {
     /// Warehouse code (at most 40 characters).
     pub warehouse_no: String,

@@ -11,3 +11,4 @@ mod mutations;
 mod production;
 mod queries;
 mod rest;
+mod trust;
