@@ -4,6 +4,7 @@
 mod auth;
 mod error;
 mod loader;
+pub mod operation;
 mod schema;
 
 pub use auth::{Caller, Scope};

@@ -69,6 +69,8 @@ fn title(code: &str) -> &'static str {
         "IDEMPOTENCY_KEY_IN_USE" => "A request with this idempotency key is still running",
         "IDEMPOTENCY_UNAVAILABLE" => "Idempotency keys cannot be honoured right now",
         "RATE_LIMITED" => "Too many requests",
+        "WRITE_OUTCOME_UNKNOWN" => "The write's outcome is unknown",
+        "COST_LIMIT_EXCEEDED" => "The request could make too many ERP calls",
         _ => "Internal error",
     }
 }

@@ -1,7 +1,15 @@
-//! `Idempotency-Key` on writes: the first result is stored and replayed for the same key and
-//! body; the same key with another body is `422`; a duplicate while the first runs waits for it.
-//! Keys are scoped to the caller (token subject) and kept for a bounded time.
+//! `Idempotency-Key` on writes, for both facades: the first result is stored and replayed for
+//! the same key and request; the same key with another request is `422`; a duplicate while the
+//! first runs waits for it. Keys are scoped to the caller (token subject) and kept for a bounded
+//! time.
+//!
+//! Only outcomes are kept, never refusals of the caller: a request refused for its token (401),
+//! its scopes (403), its input (400), its size (413) or its rate (429) is not stored, so a
+//! corrected retry with the same key runs. The caller's scopes are checked on every request,
+//! before any replay. A write whose ERP answer was lost after it was sent
+//! (`WRITE_OUTCOME_UNKNOWN`) is kept like an outcome: it is never sent again for that key.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -11,10 +19,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use md5::{Digest, Md5};
 use moka::future::Cache;
-use stock_service::access::Caller;
-use tokio::sync::OnceCell;
+use stock_service::access::{Caller, Scope};
 
 use crate::error::ApiError;
 
@@ -31,16 +37,21 @@ const DUPLICATE_WAIT: Duration = Duration::from_secs(8);
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
     /// Shared: the handlers' state is cloned for every request.
-    slots: Arc<Cache<String, Arc<Slot>>>,
+    slots: Arc<Cache<String, Arc<tokio::sync::Mutex<Slot>>>>,
     /// With several replicas: the records in Redis.
     shared: Option<wdt_redis::Shared>,
     retention: Duration,
 }
 
-#[derive(Debug)]
+/// One key's record in this process. Its lock is held while a request with the key runs, so
+/// duplicates wait for the result.
+#[derive(Debug, Default)]
 struct Slot {
+    /// The request that produced `result`, or that runs (or last ran) now.
     fingerprint: [u8; 16],
-    result: OnceCell<Stored>,
+    /// The kept outcome; `None` until one is kept (a run whose result is not kept leaves it
+    /// `None`, so the next request with the key runs, whatever its body).
+    result: Option<Stored>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +80,39 @@ impl Stored {
     }
 }
 
+/// Whether a first result is an outcome to replay (`true`) or a refusal the caller may correct
+/// and retry under the same key (`false`); given the status and the body.
+pub type Keep = fn(StatusCode, &[u8]) -> bool;
+
+/// The fingerprint of a request: what a retry must repeat exactly (XXH3-128 of its parts).
+pub fn fingerprint(parts: &[&[u8]]) -> [u8; 16] {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.digest128().to_le_bytes()
+}
+
+/// Checks an `Idempotency-Key` header value.
+///
+/// # Errors
+/// A `400 BAD_USER_INPUT` saying what a key looks like.
+#[allow(
+    clippy::result_large_err,
+    reason = "returned straight to the caller, as the extractors do"
+)]
+pub fn key_of(value: &HeaderValue) -> Result<String, ApiError> {
+    value
+        .to_str()
+        .ok()
+        .filter(|k| valid_key(k))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::bad_input("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })
+}
+
 impl IdempotencyStore {
     /// A store keeping at most `max_keys` results for `retention`.
     pub fn new(max_keys: u64, retention: Duration) -> Self {
@@ -93,6 +137,55 @@ impl IdempotencyStore {
         self.shared = Some(shared);
         self
     }
+
+    /// Runs `work` at most once for `subject`'s `key` and the request `fingerprint`: the first
+    /// request runs it (to the end, in its own task, even when its client goes away) and its
+    /// result is replayed to retries (`Idempotent-Replayed: true`) when `keep` says it is an
+    /// outcome; a retry with another fingerprint is `422 IDEMPOTENCY_KEY_REUSED`. The caller
+    /// checks the requester's scopes first: a replay is an answer like any other.
+    pub async fn run<F>(
+        &self,
+        subject: &str,
+        key: &str,
+        fingerprint: [u8; 16],
+        keep: Keep,
+        work: F,
+    ) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let scope = format!("{subject}\u{0}{key}");
+        if let Some(shared) = &self.shared {
+            return shared_idempotency(shared, self.retention, scope, fingerprint, keep, work)
+                .await;
+        }
+        let slot = self.slots.get_with(scope, async { Arc::default() }).await;
+        // In its own task: if the client goes away mid-write, the write still finishes and its
+        // result is kept, so a retry replays it instead of writing twice.
+        let task = tokio::spawn(
+            async move {
+                let mut slot = slot.lock_owned().await;
+                match &slot.result {
+                    Some(stored) if slot.fingerprint == fingerprint => {
+                        let mut response = respond(stored);
+                        replayed(&mut response);
+                        return response;
+                    }
+                    Some(_) => return reused(),
+                    None => {}
+                }
+                slot.fingerprint = fingerprint;
+                let stored = Stored::of(work.await).await;
+                let response = respond(&stored);
+                if keep(stored.status, &stored.body) {
+                    slot.result = Some(stored);
+                }
+                response
+            }
+            .in_current_span(),
+        );
+        task.await.unwrap_or_else(|_| failed())
+    }
 }
 
 impl Default for IdempotencyStore {
@@ -105,18 +198,32 @@ fn valid_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Whether a result may be replayed: successes and the caller's own mistakes. Throttling and
-/// outages are not stored, so a retry with the same key can still succeed.
-fn storable(status: StatusCode) -> bool {
-    status.is_success()
-        || (status.is_client_error()
-            && status != StatusCode::TOO_MANY_REQUESTS
-            && status != StatusCode::UNAUTHORIZED)
+/// Whether a REST result is an outcome: successes, the ERP's refusals and what the caller
+/// cannot fix by retrying (404, 422), and writes whose outcome is unknown. Refusals of the
+/// caller (400, 401, 403, 413, 429) and failures known to have happened before the ERP acted
+/// (503, other 5xx) are not kept, so a retry with the same key can still succeed.
+pub(crate) fn rest_keep(status: StatusCode, body: &[u8]) -> bool {
+    if status.is_success() {
+        return true;
+    }
+    if status.is_client_error() {
+        return ![
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::TOO_MANY_REQUESTS,
+        ]
+        .contains(&status);
+    }
+    status == StatusCode::BAD_GATEWAY
+        && serde_json::from_slice::<serde_json::Value>(body)
+            .is_ok_and(|p| p["code"] == "WRITE_OUTCOME_UNKNOWN")
 }
 
-/// The middleware for write routes.
+/// The middleware for write routes needing `scope`.
 pub(crate) async fn idempotency(
-    State(store): State<IdempotencyStore>,
+    State((store, scope)): State<(IdempotencyStore, Scope)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -127,20 +234,15 @@ pub(crate) async fn idempotency(
     let Some(key) = request.headers().get("idempotency-key") else {
         return next.run(request).await;
     };
-    let Some(key) = key
-        .to_str()
-        .ok()
-        .filter(|k| valid_key(k))
-        .map(str::to_owned)
-    else {
-        return ApiError::bad_input("Idempotency-Key must be 1 to 255 visible ASCII characters")
-            .into_response();
+    // Without the scope the handler refuses (401/403): never stored, never a replay.
+    let subject = match request.extensions().get::<Caller>() {
+        Some(caller) if caller.has(scope) => caller.subject.clone(),
+        _ => return next.run(request).await,
     };
-    let subject = request
-        .extensions()
-        .get::<Caller>()
-        .map(|c| c.subject.clone())
-        .unwrap_or_default();
+    let key = match key_of(key) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return ApiError::new(
@@ -150,89 +252,45 @@ pub(crate) async fn idempotency(
         )
         .into_response();
     };
-    let mut md5 = Md5::new();
-    md5.update(parts.method.as_str().as_bytes());
-    md5.update([0]);
-    md5.update(parts.uri.path().as_bytes());
-    md5.update([0]);
-    md5.update(&bytes);
-    let fingerprint: [u8; 16] = md5.finalize().into();
-
-    let scope = format!("{subject}\u{0}{key}");
-    if let Some(shared) = &store.shared {
-        let request = Request::from_parts(parts, Body::from(bytes));
-        return shared_idempotency(shared, store.retention, scope, fingerprint, request, next)
-            .await;
-    }
-    let slot = store
-        .slots
-        .get_with(scope, async {
-            Arc::new(Slot {
-                fingerprint,
-                result: OnceCell::new(),
-            })
-        })
-        .await;
-    if slot.fingerprint != fingerprint {
-        return reused();
-    }
+    let fingerprint = fingerprint(&[
+        parts.method.as_str().as_bytes(),
+        parts.uri.path().as_bytes(),
+        &bytes,
+    ]);
     let request = Request::from_parts(parts, Body::from(bytes));
-    // The first request runs in its own task: if its client goes away mid-write, the write still
-    // finishes and its result is stored, so a retry replays it instead of writing twice.
-    let task = tokio::spawn(
-        async move {
-            let mut ran_here = false;
-            let outcome = slot
-                .result
-                .get_or_try_init(|| {
-                    ran_here = true;
-                    async move {
-                        let stored = Stored::of(next.run(request).await).await;
-                        if storable(stored.status) {
-                            Ok(stored)
-                        } else {
-                            Err(stored)
-                        }
-                    }
-                })
-                .await
-                .cloned();
-            (outcome, ran_here)
-        }
-        .in_current_span(),
-    );
-    let Ok((outcome, ran_here)) = task.await else {
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_SERVER_ERROR",
-            "the write failed unexpectedly",
-        )
-        .into_response();
-    };
-    match outcome {
-        Ok(stored) => {
-            let mut response = respond(&stored);
-            if !ran_here {
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            }
-            response
-        }
-        Err(not_stored) => respond(&not_stored),
-    }
+    store
+        .run(&subject, &key, fingerprint, rest_keep, next.run(request))
+        .await
+}
+
+fn replayed(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+}
+
+fn failed() -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_SERVER_ERROR",
+        "the write failed unexpectedly",
+    )
+    .into_response()
 }
 
 /// The records in Redis: the first request with a key runs (renewing its in-flight record);
 /// duplicates on any replica wait for its result and replay it.
-async fn shared_idempotency(
+async fn shared_idempotency<F>(
     shared: &wdt_redis::Shared,
     retention: Duration,
     scope: String,
     fingerprint: [u8; 16],
-    request: Request,
-    next: Next,
-) -> Response {
+    keep: Keep,
+    work: F,
+) -> Response
+where
+    F: Future<Output = Response> + Send + 'static,
+{
     let owner = wdt_redis::token();
     let give_up = tokio::time::Instant::now() + DUPLICATE_WAIT;
     loop {
@@ -244,9 +302,7 @@ async fn shared_idempotency(
             Ok(wdt_redis::Begin::Mismatch) => return reused(),
             Ok(wdt_redis::Begin::Done(replay)) => {
                 let mut response = respond(&from_replay(&replay));
-                response
-                    .headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                replayed(&mut response);
                 return response;
             }
             Ok(wdt_redis::Begin::InFlight(left)) => {
@@ -271,7 +327,7 @@ async fn shared_idempotency(
     let shared = shared.clone();
     let task = tokio::spawn(
         async move {
-            let running = next.run(request);
+            let running = work;
             tokio::pin!(running);
             let every = IN_FLIGHT / 3;
             let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -290,7 +346,7 @@ async fn shared_idempotency(
                 }
             };
             let stored = Stored::of(response).await;
-            let replay = storable(stored.status).then(|| to_replay(&stored));
+            let replay = keep(stored.status, &stored.body).then(|| to_replay(&stored));
             match shared
                 .idempotency_finish(&scope, &owner, replay.as_ref(), retention)
                 .await
@@ -309,12 +365,7 @@ async fn shared_idempotency(
     );
     match task.await {
         Ok(stored) => respond(&stored),
-        Err(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_SERVER_ERROR",
-            "the write failed unexpectedly",
-        )
-        .into_response(),
+        Err(_) => failed(),
     }
 }
 
@@ -381,15 +432,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_and_storable_statuses() {
+    #[allow(clippy::unwrap_used, reason = "tests")]
+    fn keys_and_kept_outcomes() {
         assert!(valid_key("take-2026-11-23-001"));
         assert!(!valid_key(""));
         assert!(!valid_key("has space"));
         assert!(!valid_key(&"k".repeat(256)));
-        assert!(storable(StatusCode::CREATED));
-        assert!(storable(StatusCode::UNPROCESSABLE_ENTITY));
-        assert!(!storable(StatusCode::SERVICE_UNAVAILABLE));
-        assert!(!storable(StatusCode::BAD_GATEWAY));
-        assert!(!storable(StatusCode::TOO_MANY_REQUESTS));
+        assert!(rest_keep(StatusCode::CREATED, b""));
+        assert!(rest_keep(StatusCode::UNPROCESSABLE_ENTITY, b""));
+        assert!(rest_keep(StatusCode::NOT_FOUND, b""));
+        for refusal in [400, 401, 403, 413, 429] {
+            let status = StatusCode::from_u16(refusal).unwrap();
+            assert!(!rest_keep(status, b""), "{refusal} is the caller's to fix");
+        }
+        assert!(!rest_keep(StatusCode::SERVICE_UNAVAILABLE, b""));
+        assert!(!rest_keep(
+            StatusCode::BAD_GATEWAY,
+            br#"{"code":"VENDOR_MISCONFIGURED"}"#
+        ));
+        assert!(rest_keep(
+            StatusCode::BAD_GATEWAY,
+            br#"{"code":"WRITE_OUTCOME_UNKNOWN","status":502}"#
+        ));
+        assert_ne!(
+            fingerprint(&[b"ab", b"c"]),
+            fingerprint(&[b"a", b"bc"]),
+            "parts are delimited"
+        );
     }
 }

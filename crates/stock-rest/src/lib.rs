@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, Problem, RequestId};
-pub use idempotency::IdempotencyStore;
+pub use idempotency::{IdempotencyStore, Keep, fingerprint, key_of};
 pub use memo::StockAnswers;
 
 /// What the REST handlers share.
@@ -65,16 +65,24 @@ impl Modify for BearerAuth {
 }
 
 fn api_router(state: RestState) -> OpenApiRouter {
-    let store = state.idempotency.clone();
+    // Each group of writes knows its scope, so a replay is never given to a caller who lacks
+    // it now.
+    let idempotent = |scope| {
+        axum::middleware::from_fn_with_state(
+            (state.idempotency.clone(), scope),
+            idempotency::idempotency,
+        )
+    };
     let writes = OpenApiRouter::new()
         .routes(routes!(handlers::post_stock_take))
-        .routes(routes!(handlers::post_confirm))
-        .routes(routes!(handlers::post_fail))
-        .routes(routes!(handlers::post_cancel))
-        .layer(axum::middleware::from_fn_with_state(
-            store,
-            idempotency::idempotency,
-        ));
+        .layer(idempotent(stock_service::access::Scope::StockWrite))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(handlers::post_confirm))
+                .routes(routes!(handlers::post_fail))
+                .routes(routes!(handlers::post_cancel))
+                .layer(idempotent(stock_service::access::Scope::StockSyncWrite)),
+        );
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::get_stock))
         .routes(routes!(handlers::get_stock_by_barcode))

@@ -22,6 +22,9 @@ pub enum ErrorKind {
     VendorUnavailable,
     /// The vendor refused the gateway's own credentials or clock (`VENDOR_MISCONFIGURED`, 502).
     VendorMisconfigured,
+    /// A write was sent to the vendor and its answer was lost (timeout, broken connection,
+    /// unreadable answer): it may or may not have taken effect (`WRITE_OUTCOME_UNKNOWN`, 502).
+    WriteOutcomeUnknown,
     /// A bug or an impossible state (`INTERNAL_SERVER_ERROR`, 500).
     Internal,
 }
@@ -36,6 +39,7 @@ impl ErrorKind {
             Self::VendorRateLimited => "VENDOR_RATE_LIMITED",
             Self::VendorUnavailable => "VENDOR_UNAVAILABLE",
             Self::VendorMisconfigured => "VENDOR_MISCONFIGURED",
+            Self::WriteOutcomeUnknown => "WRITE_OUTCOME_UNKNOWN",
             Self::Internal => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -47,7 +51,7 @@ impl ErrorKind {
             Self::NotFound => 404,
             Self::VendorRejected => 422,
             Self::VendorRateLimited | Self::VendorUnavailable => 503,
-            Self::VendorMisconfigured => 502,
+            Self::VendorMisconfigured | Self::WriteOutcomeUnknown => 502,
             Self::Internal => 500,
         }
     }
@@ -114,6 +118,23 @@ impl DomainError {
         self.kind.code()
     }
 
+    /// The error of a write that failed with `e`: when the write may have taken effect at the
+    /// vendor although its answer was lost, [`ErrorKind::WriteOutcomeUnknown`], which callers
+    /// must check before writing again; otherwise as any vendor error.
+    pub fn of_write(e: VendorError) -> Self {
+        if !e.may_have_acted() {
+            return Self::from(e);
+        }
+        tracing::warn!(error = %e, "the answer to a write was lost after it was sent: it may or may not have taken effect");
+        Self {
+            kind: ErrorKind::WriteOutcomeUnknown,
+            message: "the ERP's answer to this write was lost after the write was sent (a timeout, a broken connection or an unreadable answer), so it may or may not have taken effect. \
+                      It is not sent again under this Idempotency-Key: check the ERP's current state (e.g. read the stock or the sync plan) before writing again with a new key".to_owned(),
+            vendor: None,
+            retry_after: None,
+        }
+    }
+
     /// Whether stale data may stand in (the vendor is throttling or unreachable).
     pub fn allows_stale(&self) -> bool {
         matches!(
@@ -158,6 +179,7 @@ impl DomainError {
             ErrorKind::VendorRateLimited,
             ErrorKind::VendorUnavailable,
             ErrorKind::VendorMisconfigured,
+            ErrorKind::WriteOutcomeUnknown,
             ErrorKind::Internal,
         ]
         .into_iter()
@@ -340,6 +362,7 @@ mod tests {
                 VendorError::Timeout {
                     family: f,
                     after: Duration::from_secs(1),
+                    connected: true,
                 },
                 "VENDOR_UNAVAILABLE",
                 503,

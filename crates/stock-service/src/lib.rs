@@ -740,7 +740,7 @@ impl StockService {
         )
         .await
         .map_err(|_| DomainError::internal("the stock-take task failed"))?;
-        let out = result?;
+        let out = result.map_err(DomainError::of_write)?;
         Ok(StockTakeResult {
             stock_take_no: out.pd_no,
             skipped_spec_nos: out.skip_spec_no,
@@ -871,7 +871,7 @@ impl StockService {
         )
         .await
         .map_err(|_| DomainError::internal("the acknowledgement task failed"))?
-        .map_err(DomainError::from)
+        .map_err(DomainError::of_write)
     }
 
     /// Drops a pending push of `stock_change_count`.
@@ -902,7 +902,7 @@ impl StockService {
         )
         .await
         .map_err(|_| DomainError::internal("the cancellation task failed"))?
-        .map_err(DomainError::from)
+        .map_err(DomainError::of_write)
     }
 }
 

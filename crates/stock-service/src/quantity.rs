@@ -38,9 +38,20 @@ impl Quantity {
         };
         if !digits(whole, 15) || fraction.is_some_and(|f| !digits(f, 4)) {
             let shown: String = text.chars().take(40).collect();
-            return Err(format!(
-                "{shown:?} is not a quantity: write digits with at most 4 decimals, such as \"120\" or \"12.5\" (no sign, exponent, separators or spaces; at most 15 digits before the point)"
-            ));
+            let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            let why = match (whole.strip_prefix('-'), fraction) {
+                (Some(w), f) if all_digits(w) && f.is_none_or(all_digits) => {
+                    "a quantity must be 0 or more".to_owned()
+                }
+                (None, Some(f)) if all_digits(whole) && all_digits(f) && whole.len() <= 15 => {
+                    format!("it has {} decimal places; at most 4 decimal places are allowed", f.len())
+                }
+                (None, f) if all_digits(whole) && f.is_none_or(all_digits) => {
+                    "at most 15 digits are allowed before the point".to_owned()
+                }
+                _ => "write digits with at most 4 decimals, such as \"120\" or \"12.5\" (no sign, exponent, separators or spaces)".to_owned(),
+            };
+            return Err(format!("{shown:?} is not a quantity: {why}"));
         }
         Decimal::from_str(text)
             .map(Self)
@@ -145,6 +156,12 @@ mod tests {
             let e = Quantity::parse(bad).unwrap_err();
             assert!(e.contains("is not a quantity"), "{bad}: {e}");
         }
+        let why = |t: &str| Quantity::parse(t).unwrap_err();
+        assert!(why("-1").contains("0 or more"));
+        assert!(why("-1.5").contains("0 or more"));
+        assert!(why("1.23456").contains("4 decimal places"));
+        assert!(why("1234567890123456").contains("15 digits"));
+        assert!(why("1e3").contains("no sign, exponent"));
     }
 
     #[test]

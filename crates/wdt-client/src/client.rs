@@ -802,11 +802,17 @@ impl WdtClient {
                 } else {
                     self.inner.timeout
                 };
-                VendorError::Timeout { family, after }
+                VendorError::Timeout {
+                    family,
+                    after,
+                    connected: !e.is_connect(),
+                }
             } else {
+                let connected = !e.is_connect();
                 VendorError::Transport {
                     family,
                     message: error_chain(&e.without_url()),
+                    connected,
                 }
             }
         };

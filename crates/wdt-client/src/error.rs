@@ -115,6 +115,9 @@ pub enum VendorError {
         family: Family,
         /// What went wrong, without the URL.
         message: String,
+        /// The connection was made, so the request may have reached the vendor (and a write
+        /// may have taken effect); `false` when connecting failed and nothing was sent.
+        connected: bool,
     },
     /// No complete answer within the configured timeout.
     #[error("the {family} API did not answer within {after:?}")]
@@ -123,6 +126,9 @@ pub enum VendorError {
         family: Family,
         /// The timeout that expired.
         after: Duration,
+        /// The connection was made before the time ran out: the request may have reached the
+        /// vendor; `false` for a connect timeout.
+        connected: bool,
     },
     /// The answer is not what the vendor documents.
     #[error("could not decode the {family} API answer: {message}; body starts with: {excerpt}")]
@@ -257,6 +263,20 @@ impl VendorError {
         match self {
             Self::Http { status, .. } => *status >= 500,
             Self::Transport { .. } | Self::Timeout { .. } | Self::Decode { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether a **write** that failed this way may nevertheless have taken effect at the
+    /// vendor: the request may have reached it and its answer was lost (a timeout or a broken
+    /// connection after connecting, or an unreadable answer). A write failing otherwise is
+    /// known not to have acted: nothing was sent (guard, breaker, connect failure, invalid
+    /// request), the vendor refused it, or answered an HTTP error, which the vendor documents
+    /// as answered before anything is done.
+    pub fn may_have_acted(&self) -> bool {
+        match self {
+            Self::Transport { connected, .. } | Self::Timeout { connected, .. } => *connected,
+            Self::Decode { .. } => true,
             _ => false,
         }
     }

@@ -409,6 +409,19 @@ fn unauthenticated(e: &AuthError) -> Response {
     response
 }
 
+/// A GraphQL-shaped refusal of the request itself (HTTP 400, `BAD_USER_INPUT`).
+fn bad_request(message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": "BAD_USER_INPUT" } }]
+    });
+    let mut response = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/graphql-response+json"),
+    );
+    response
+}
+
 async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     // Authenticate before reading the body.
     let caller = match state.admit(request.headers()).await {
@@ -416,6 +429,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Err(Refusal::Unauthenticated(e)) => return unauthenticated(&e),
         Err(Refusal::RateLimited(secs)) => return rate_limited(secs),
     };
+    let key = request.headers().get("idempotency-key").cloned();
     let request =
         match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
             request, &state,
@@ -425,8 +439,135 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
             Ok(r) => r,
             Err(rejection) => return rejection.into_response(),
         };
-    let mut request = request.into_inner();
+    let request = request.into_inner();
     let doc = state.documents.parsed(&request.query);
+    if let Some(key) = key
+        && let Some(parsed) = &doc
+        && let stock_graphql::operation::Writes::Mutation(fields) =
+            stock_graphql::operation::writes(&parsed.1, request.operation_name.as_deref())
+    {
+        return keyed_mutation(state, caller, &key, request, parsed.clone(), &fields).await;
+    }
+    execute_graphql(state, caller, request, doc).await
+}
+
+/// A mutation sent with an `Idempotency-Key`: the same store and rules as REST writes. A key
+/// covers one mutation field (a document with several is refused: each write gets its own
+/// request and key); the caller's scope for it is checked before anything is replayed.
+async fn keyed_mutation(
+    state: AppState,
+    caller: Caller,
+    key: &HeaderValue,
+    request: async_graphql::Request,
+    doc: Arc<(String, async_graphql::parser::types::ExecutableDocument)>,
+    fields: &[String],
+) -> Response {
+    let key = match stock_rest::key_of(key) {
+        Ok(key) => key,
+        Err(e) => return bad_request(&e.0.detail),
+    };
+    let [field] = fields else {
+        return bad_request(&format!(
+            "an Idempotency-Key covers one mutation field, and this operation has {}: send each write in its own request with its own key",
+            fields.len()
+        ));
+    };
+    // Without the scope (or for a field the schema lacks) the execution refuses; refusals are
+    // never kept, so nothing is stored or replayed.
+    let allowed = stock_graphql::operation::mutation_scope(field).is_some_and(|s| caller.has(s));
+    if !allowed {
+        return execute_graphql(state, caller, request, Some(doc)).await;
+    }
+    let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
+    let fingerprint = stock_rest::fingerprint(&[
+        b"POST /graphql",
+        request.query.as_bytes(),
+        request
+            .operation_name
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes(),
+        &variables,
+    ]);
+    let subject = caller.subject.clone();
+    let idempotency = state.idempotency.clone();
+    let response = idempotency
+        .run(
+            &subject,
+            &key,
+            fingerprint,
+            graphql_keep,
+            execute_graphql(state, caller, request, Some(doc)),
+        )
+        .await;
+    graphql_shaped(response).await
+}
+
+/// The key store's own refusals (`IDEMPOTENCY_KEY_REUSED`, `…_IN_USE`, `…_UNAVAILABLE`) are
+/// problem documents; GraphQL callers get them as GraphQL errors with the same status, code
+/// and `Retry-After`.
+async fn graphql_shaped(response: Response) -> Response {
+    let problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let mut extensions = serde_json::json!({ "code": problem["code"] });
+    if let Some(secs) = problem["retry_after_seconds"].as_u64() {
+        extensions["retryAfterSeconds"] = secs.into();
+    }
+    let body = serde_json::json!({
+        "errors": [{ "message": problem["detail"], "extensions": extensions }]
+    });
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/graphql-response+json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.extensions.remove::<Problem>();
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default()),
+    )
+}
+
+/// Whether a keyed mutation's answer is an outcome to replay: it succeeded, the ERP refused it
+/// (or found nothing), or its outcome is unknown. Refusals of the caller (input, scope,
+/// validation, rate, cost) and failures known to have happened before the ERP acted are not
+/// kept, so a corrected retry with the same key runs.
+fn graphql_keep(status: StatusCode, body: &[u8]) -> bool {
+    if !status.is_success() {
+        return false;
+    }
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let Some(errors) = answer["errors"].as_array() else {
+        return true;
+    };
+    errors.iter().all(|e| {
+        matches!(
+            e["extensions"]["code"].as_str(),
+            Some("VENDOR_REJECTED" | "NOT_FOUND" | "WRITE_OUTCOME_UNKNOWN")
+        )
+    })
+}
+
+/// Executes a GraphQL request (answers of stock-only queries are memoized) and post-processes
+/// the answer: codes on engine errors, stale fields, 403 when nothing could be answered.
+async fn execute_graphql(
+    state: AppState,
+    caller: Caller,
+    mut request: async_graphql::Request,
+    doc: Option<Arc<(String, async_graphql::parser::types::ExecutableDocument)>>,
+) -> Response {
     let operation = observe::operation_label(observe::operation_name(
         request.operation_name.as_deref(),
         &request.query,

@@ -54,6 +54,8 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         .env_clear()
         .env("WDT_GATEWAY_LISTEN", "127.0.0.1:0")
         .env("WDT_GATEWAY_JWT_SECRET_FILE", &secret_file)
+        // Demo mode beside a configured secret must be asked for (and prints no token).
+        .env("WDT_GATEWAY_DEMO", "true")
         .env("WDT_GATEWAY_LOG_FORMAT", "json")
         // Quiet, except the per-call line of the client: spans are kept at any level.
         .env("WDT_GATEWAY_LOG", "warn,wdt_client=debug")
@@ -63,26 +65,27 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (url, token) = tokio::task::spawn_blocking(move || {
-        let line = BufReader::new(stdout)
-            .lines()
-            .map(Result::unwrap)
-            .find(|l| l.trim().starts_with("GraphiQL"))
-            .unwrap();
-        let url = line.trim().trim_start_matches("GraphiQL").trim().to_owned();
-        let (base, token) = url.split_once("#token=").unwrap();
-        (base.to_owned(), token.to_owned())
+    let url = tokio::task::spawn_blocking(move || {
+        let line = BufReader::new(stdout).lines().next().unwrap().unwrap();
+        assert!(!line.contains("eyJ"), "no token is printed: {line}");
+        line.split_whitespace()
+            .find(|w| w.starts_with("http://") && w.contains("/graphql"))
+            .unwrap()
+            .trim_end_matches(',')
+            .to_owned()
     })
     .await
     .unwrap();
-    // The demo token is signed with the secret from the file.
-    let auth = wdt_gateway::auth::Authenticator::secret(
+    // The gateway verifies with the secret from the file.
+    let token = wdt_gateway::auth::mint(
         &secrecy::SecretString::from(SECRET),
+        "telemetry",
+        &["stock:read", "stock-sync:read"],
+        Duration::from_secs(300),
         None,
         None,
-        0,
-    );
-    assert!(auth.verify(&token).await.is_ok());
+    )
+    .unwrap();
 
     let response = reqwest::Client::new()
         .post(&url)

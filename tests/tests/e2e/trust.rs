@@ -188,3 +188,299 @@ async fn rest_messages_name_fields_as_rest_spells_them() {
         "{answer}"
     );
 }
+
+fn take(spec: &str, quantity: &str) -> serde_json::Value {
+    json!({"warehouse_no": "WH-SH01", "mode": "all", "lines": [{"spec_no": spec, "quantity": quantity}]})
+}
+
+/// POSTs a stock take with an `Idempotency-Key`.
+async fn keyed_take(
+    app: &TestApp,
+    tok: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    app.rest(
+        Method::POST,
+        "/v1/stock-takes",
+        Some(tok),
+        Some(body),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+/// A GraphQL request with an `Idempotency-Key`.
+async fn keyed_graphql(
+    app: &TestApp,
+    tok: &str,
+    key: &str,
+    query: &str,
+    variables: serde_json::Value,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    app.rest(
+        Method::POST,
+        "/graphql",
+        Some(tok),
+        Some(json!({ "query": query, "variables": variables })),
+        &[("idempotency-key", key)],
+    )
+    .await
+}
+
+fn graphql_take(spec: &str, quantity: &str) -> serde_json::Value {
+    json!({ "i": {"warehouseNo": "WH-SH01", "mode": "ALL", "lines": [{"specNo": spec, "quantity": quantity}]} })
+}
+
+#[tokio::test]
+async fn graphql_mutations_honour_idempotency_keys() {
+    let app = TestApp::spawn().await;
+    let all = token(ALL_SCOPES);
+    let (status, headers, first) =
+        keyed_graphql(&app, &all, "gql-1", TAKE, graphql_take("G00001-01", "5")).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let number = first["data"]["createStockTake"]["stockTakeNo"].clone();
+    assert!(number.is_string(), "{first}");
+    let (_, headers, again) =
+        keyed_graphql(&app, &all, "gql-1", TAKE, graphql_take("G00001-01", "5")).await;
+    assert_eq!(again, first, "the retry replays the first answer");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(app.vendor_calls(STOCK_TAKES), 1, "written once");
+
+    // Another request with the same key: refused in GraphQL shape.
+    let (status, headers, reused) =
+        keyed_graphql(&app, &all, "gql-1", TAKE, graphql_take("G00001-01", "6")).await;
+    assert_eq!(status, 422, "{reused}");
+    assert_eq!(codes(&reused), ["IDEMPOTENCY_KEY_REUSED"]);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/graphql-response+json")
+    );
+    // The same key in REST is another request too (keys are per caller, not per facade).
+    let (status, _, problem) = keyed_take(&app, &all, "gql-1", take("G00001-01", "5")).await;
+    assert_eq!(status, 422, "{problem}");
+
+    // One key covers one mutation field.
+    let two = "mutation($i: StockTakeInput!) { a: createStockTake(input: $i) { stockTakeNo } b: createStockTake(input: $i) { stockTakeNo } }";
+    let (status, _, body) =
+        keyed_graphql(&app, &all, "gql-2", two, graphql_take("G00001-01", "7")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(codes(&body), ["BAD_USER_INPUT"]);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one mutation field")
+    );
+    // A malformed key is refused in GraphQL shape.
+    let (status, _, body) = keyed_graphql(
+        &app,
+        &all,
+        "has space",
+        TAKE,
+        graphql_take("G00001-01", "7"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(codes(&body), ["BAD_USER_INPUT"]);
+    // Queries ignore the key.
+    let (status, _, body) = keyed_graphql(
+        &app,
+        &all,
+        "gql-1",
+        "{ stock(specNos: [\"G00001-01\"]) { specNo } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(app.vendor_calls(STOCK_TAKES), 1);
+}
+
+#[tokio::test]
+async fn replays_recheck_scopes_and_refusals_are_never_kept() {
+    let app = TestApp::spawn().await;
+    let all = token(ALL_SCOPES);
+    // Same subject ("e2e"), fewer scopes.
+    let reader = token("stock:read");
+
+    // A refusal for the scope is not kept: once the scope is granted, the key runs.
+    let (status, _, _) = keyed_take(&app, &reader, "k-1", take("G00001-03", "9")).await;
+    assert_eq!(status, 403);
+    let (status, headers, created) = keyed_take(&app, &all, "k-1", take("G00001-03", "9")).await;
+    assert_eq!(status, 201, "{created}");
+    assert!(headers.get("idempotent-replayed").is_none(), "it ran");
+    // The kept result is not given to a caller who lacks the scope now.
+    let (status, headers, problem) = keyed_take(&app, &reader, "k-1", take("G00001-03", "9")).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, headers, replay) = keyed_take(&app, &all, "k-1", take("G00001-03", "9")).await;
+    assert_eq!((status, &replay), (201, &created));
+    assert_eq!(headers["idempotent-replayed"], "true");
+
+    // A refused input is not kept: the corrected request runs under the same key.
+    let (status, _, _) = keyed_take(&app, &all, "k-2", take("G00001-03", "1e3")).await;
+    assert_eq!(status, 400);
+    let (status, headers, _) = keyed_take(&app, &all, "k-2", take("G00001-03", "10")).await;
+    assert_eq!(status, 201);
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_eq!(app.vendor_calls(STOCK_TAKES), 2);
+
+    // GraphQL: the same rules.
+    let (_, _, refused) =
+        keyed_graphql(&app, &reader, "g-1", TAKE, graphql_take("G00001-03", "11")).await;
+    assert_eq!(codes(&refused), ["FORBIDDEN"], "{refused}");
+    let (_, headers, ran) =
+        keyed_graphql(&app, &all, "g-1", TAKE, graphql_take("G00001-03", "11")).await;
+    assert!(ran["errors"].is_null(), "{ran}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (_, headers, refused) =
+        keyed_graphql(&app, &reader, "g-1", TAKE, graphql_take("G00001-03", "11")).await;
+    assert_eq!(codes(&refused), ["FORBIDDEN"], "{refused}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (_, _, bad) = keyed_graphql(&app, &all, "g-2", TAKE, graphql_take("G00001-03", "+5")).await;
+    assert_eq!(codes(&bad), ["BAD_USER_INPUT"]);
+    let (_, _, ran) = keyed_graphql(&app, &all, "g-2", TAKE, graphql_take("G00001-03", "5")).await;
+    assert!(ran["errors"].is_null(), "{ran}");
+    assert_eq!(app.vendor_calls(STOCK_TAKES), 4);
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_never_sent_again_for_its_key() {
+    let app = TestApp::spawn().await;
+    let all = token(ALL_SCOPES);
+    app.emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults {
+            malformed_rate: 1.0,
+            ..wdt_emulator::Faults::default()
+        })
+        .unwrap();
+    let (status, _, problem) = keyed_take(&app, &all, "lost-1", take("G00001-04", "3")).await;
+    assert_eq!(status, 502, "{problem}");
+    assert_eq!(problem["code"], "WRITE_OUTCOME_UNKNOWN");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("check"),
+        "{problem}"
+    );
+    assert_eq!(app.vendor_calls(STOCK_TAKES), 1);
+    app.emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults::default())
+        .unwrap();
+    let (status, headers, again) = keyed_take(&app, &all, "lost-1", take("G00001-04", "3")).await;
+    assert_eq!(
+        (status, &again["code"]),
+        (502, &json!("WRITE_OUTCOME_UNKNOWN"))
+    );
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(app.vendor_calls(STOCK_TAKES), 1, "never sent again");
+    // The same through GraphQL.
+    app.emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults {
+            malformed_rate: 1.0,
+            ..wdt_emulator::Faults::default()
+        })
+        .unwrap();
+    let (_, _, lost) =
+        keyed_graphql(&app, &all, "lost-2", TAKE, graphql_take("G00001-04", "4")).await;
+    assert_eq!(codes(&lost), ["WRITE_OUTCOME_UNKNOWN"], "{lost}");
+    app.emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults::default())
+        .unwrap();
+    let (_, headers, again) =
+        keyed_graphql(&app, &all, "lost-2", TAKE, graphql_take("G00001-04", "4")).await;
+    assert_eq!(again, lost);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(app.vendor_calls(STOCK_TAKES), 2);
+
+    // An HTTP error comes before the ERP acts: the retry runs.
+    app.emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults {
+            http_error_rate: 1.0,
+            ..wdt_emulator::Faults::default()
+        })
+        .unwrap();
+    let (status, _, problem) = keyed_take(&app, &all, "http-1", take("G00001-04", "5")).await;
+    assert_eq!(
+        (status, &problem["code"]),
+        (503, &json!("VENDOR_UNAVAILABLE"))
+    );
+    app.emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults::default())
+        .unwrap();
+    let (status, headers, _) = keyed_take(&app, &all, "http-1", take("G00001-04", "5")).await;
+    assert_eq!(status, 201);
+    assert!(headers.get("idempotent-replayed").is_none());
+}
+
+/// Clients that retry their stock takes with the same key, as the docs tell them to, against an
+/// ERP that answers 15 % of calls with HTTP 500 and cuts 10 % of answers short after writing.
+#[tokio::test]
+async fn retried_writes_under_erp_faults_are_written_once() {
+    let app = TestApp::spawn_with(|c| {
+        c.vendor.calls_per_minute = 0;
+        c.vendor.breaker_failures = 0;
+        c.limits.client_rate_limit = 0;
+    })
+    .await;
+    app.emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults {
+            http_error_rate: 0.15,
+            malformed_rate: 0.10,
+            ..wdt_emulator::Faults::default()
+        })
+        .unwrap();
+    let all = token(ALL_SCOPES);
+    let keys = 120;
+    let outcomes = futures::future::join_all((0..keys).map(|i| {
+        let (app, all) = (&app, &all);
+        async move {
+            let key = format!("storm-{i}");
+            let spec = format!("G{:05}-01", 1 + i % 50);
+            for _ in 0..50 {
+                let (status, code) = if i % 2 == 0 {
+                    let (status, _, body) = keyed_take(app, all, &key, take(&spec, "8")).await;
+                    (status, body["code"].as_str().unwrap_or_default().to_owned())
+                } else {
+                    let (status, _, body) =
+                        keyed_graphql(app, all, &key, TAKE, graphql_take(&spec, "8")).await;
+                    let code = codes(&body).first().cloned().unwrap_or_default();
+                    (if code.is_empty() { 201 } else { status }, code)
+                };
+                match (status, code.as_str()) {
+                    (201 | 200, "") => return "written",
+                    (_, "WRITE_OUTCOME_UNKNOWN") => return "unknown",
+                    (_, "VENDOR_UNAVAILABLE" | "IDEMPOTENCY_KEY_IN_USE") => {
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    other => panic!("{key}: unexpected {other:?}"),
+                }
+            }
+            panic!("{key}: no outcome after 50 tries");
+        }
+    }))
+    .await;
+    let written = outcomes.iter().filter(|o| **o == "written").count();
+    let unknown = outcomes.iter().filter(|o| **o == "unknown").count();
+    assert_eq!(written + unknown, keys);
+    let counter = app.emulator.emulator.counters()[STOCK_TAKES];
+    assert!(
+        counter.http_errors > 0 && counter.malformed > 0,
+        "{counter:?}"
+    );
+    assert_eq!(
+        counter.ok + counter.malformed,
+        (written + unknown) as u64,
+        "every key took effect exactly once: {counter:?}, {written} written, {unknown} unknown"
+    );
+    assert_eq!(counter.ok, written as u64);
+}

@@ -276,10 +276,15 @@ async fn timeout() {
         err,
         VendorError::Timeout {
             family: Family::Flagship,
-            after: Duration::from_millis(200)
+            after: Duration::from_millis(200),
+            connected: true,
         }
     );
     assert!(err.is_transient());
+    assert!(
+        err.may_have_acted(),
+        "the request was sent and its answer never came"
+    );
 }
 
 #[tokio::test]
@@ -310,6 +315,10 @@ async fn connection_refused() {
         "{err:?}"
     );
     assert!(err.is_transient());
+    assert!(
+        !err.may_have_acted(),
+        "nothing was sent to a refused connection: {err:?}"
+    );
     assert_no_secrets(&err.to_string());
     assert_no_secrets(&format!("{err:?}"));
     let err = c.query(&StockQueryDetail::default()).await.unwrap_err();
