@@ -438,6 +438,70 @@ async fn concurrent_identical_writes_over_both_replicas_make_one_vendor_write() 
     assert_eq!(calls(&emulator, TAKE), 1);
 }
 
+/// Clients retrying their writes with the same key, alternating replicas (REST and GraphQL),
+/// against an ERP that answers 15 % of calls with HTTP 500 (before acting) and cuts 10 % of
+/// answers short (after acting): every key takes effect exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retried_writes_under_erp_faults_are_written_once_across_replicas() {
+    let (emulator, _redis, a, b) = cluster(&[("WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE", "0")]).await;
+    emulator
+        .emulator
+        .set_faults(Faults {
+            http_error_rate: 0.15,
+            malformed_rate: 0.10,
+            ..Faults::default()
+        })
+        .unwrap();
+    let mutation = "mutation($i: StockTakeInput!) { createStockTake(input: $i) { stockTakeNo } }";
+    let keys = 60;
+    let outcomes = futures::future::join_all((0..keys).map(|i| {
+        let (a, b) = (&a, &b);
+        async move {
+            let key = format!("storm-{i}");
+            let spec = format!("G{:05}-01", 1 + i % 40);
+            for attempt in 0..60 {
+                // Each retry goes to the other replica.
+                let replica = if (i + attempt) % 2 == 0 { a } else { b };
+                let (status, code) = if i % 2 == 0 {
+                    let (status, _, body) =
+                        replica.post("/v1/stock-takes", &take(&spec, "8"), Some(&key)).await;
+                    (status.as_u16(), body["code"].as_str().unwrap_or_default().to_owned())
+                } else {
+                    let input = json!({ "query": mutation, "variables": { "i": {"warehouseNo": "WH-SH01", "mode": "ALL", "lines": [{"specNo": spec, "quantity": "8"}]} } });
+                    let (status, _, body) = replica.post("/graphql", &input, Some(&key)).await;
+                    let code = body["errors"][0]["extensions"]["code"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    (if code.is_empty() { 201 } else { status.as_u16() }, code)
+                };
+                match (status, code.as_str()) {
+                    (201, "") => return "written",
+                    (_, "WRITE_OUTCOME_UNKNOWN") => return "unknown",
+                    (_, "VENDOR_UNAVAILABLE" | "IDEMPOTENCY_KEY_IN_USE") => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("{key}: unexpected {other:?}"),
+                }
+            }
+            panic!("{key}: no outcome after 60 tries");
+        }
+    }))
+    .await;
+    let written = outcomes.iter().filter(|o| **o == "written").count() as u64;
+    let unknown = outcomes.iter().filter(|o| **o == "unknown").count() as u64;
+    let counter = emulator.emulator.counters()[TAKE];
+    assert!(
+        counter.http_errors > 0 && counter.malformed > 0,
+        "{counter:?}"
+    );
+    assert_eq!(
+        (counter.ok, counter.malformed),
+        (written, unknown),
+        "every key took effect exactly once: {counter:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_limit_is_shared_by_the_replicas() {
     let (_emulator, _redis, a, b) = cluster(&[("WDT_GATEWAY_CLIENT_RATE_LIMIT", "1")]).await;
