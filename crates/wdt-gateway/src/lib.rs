@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 mod documents;
 mod graphiql;
+mod graphql_http;
 pub mod observe;
 pub mod telemetry;
 
@@ -239,6 +240,10 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             redis.clone(),
         ),
         redis,
+        graphql_http: graphql_http::GraphqlHttp::new(
+            config.introspection(),
+            config.http.max_body_bytes,
+        ),
     });
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,
