@@ -131,21 +131,28 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The HTTP edge around every route: body size limit, request timeout, CORS for configured
-/// origins, gzip, and security headers.
+/// origins, gzip, and security headers (Content-Security-Policy, HSTS when configured).
 pub fn edge(router: Router, http: &crate::config::HttpSettings) -> Router {
     use std::time::Duration;
 
     use tower_http::compression::CompressionLayer;
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    use tower_http::limit::RequestBodyLimitLayer;
 
     let mut router = router
-        .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
-        // Outside the body limit, so its 413 is counted, logged and carries the request id too;
-        // the timeout is the front middleware's own (each layer is cloned for every request).
+        .layer(from_fn_with_state(
+            http.max_body_bytes,
+            crate::edge::limit_body,
+        ))
+        // Outside the body limit, so its 413 is counted, logged and carries the request id too,
+        // and a chunked body is read within the timeout; the timeout is the front middleware's
+        // own (each layer is cloned for every request).
         .layer(from_fn_with_state(
             Duration::from_secs(http.request_timeout_secs),
             front,
+        ))
+        .layer(from_fn_with_state(
+            crate::edge::EdgeHeaders::new(http.hsts_max_age_secs),
+            crate::edge::headers,
         ));
     if http.compression {
         router = router.layer(CompressionLayer::new());

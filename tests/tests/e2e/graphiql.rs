@@ -52,9 +52,10 @@ async fn demo_mode_runs_on_the_built_in_emulator() {
     let demo = gateway.demo.as_ref().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(wdt_gateway::serve(
+    let server = tokio::spawn(wdt_gateway::serve_with(
         gateway.router.clone(),
         listener,
+        gateway.connections,
         std::future::pending(),
     ));
     let body: serde_json::Value = reqwest::Client::new()
