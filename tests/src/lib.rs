@@ -90,9 +90,10 @@ impl TestApp {
         let gateway = wdt_gateway::build(&config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(wdt_gateway::serve(
+        let server = tokio::spawn(wdt_gateway::serve_with(
             gateway.router,
             listener,
+            gateway.connections,
             std::future::pending(),
         ));
         Self {

@@ -1,11 +1,10 @@
 //! The HTTP application: routes, the GraphQL handler, and the response post-processing.
 
 use async_graphql::{ErrorExtensionValues, Name, Value};
-use async_graphql_axum::GraphQLRequest;
 use axum::Router;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -20,8 +19,8 @@ use stock_service::access::Caller;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, Authenticator};
-use crate::graphiql;
 use crate::observe::{self, ClientLimiter};
+use crate::{graphiql, graphql_http};
 
 /// What every handler shares (cheap to clone: one reference count).
 #[derive(Clone)]
@@ -60,6 +59,8 @@ pub struct AppShared {
     pub answers: crate::answers::Answers,
     /// The state shared with other replicas, when Redis is configured.
     pub redis: Option<wdt_redis::Shared>,
+    /// GraphQL over HTTP: introspection setting, persisted queries.
+    pub graphql_http: graphql_http::GraphqlHttp,
 }
 
 impl AppShared {
@@ -119,7 +120,7 @@ pub fn router(state: AppState) -> Router {
     });
     let rest = rest.layer(from_fn_with_state(state.clone(), authenticate_rest));
     Router::new()
-        .route("/graphql", get(graphiql::page).post(graphql))
+        .route("/graphql", get(graphql).post(graphql))
         .route("/graphql/assets/{name}", get(graphiql::file))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -130,21 +131,28 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The HTTP edge around every route: body size limit, request timeout, CORS for configured
-/// origins, gzip, and security headers.
+/// origins, gzip, and security headers (Content-Security-Policy, HSTS when configured).
 pub fn edge(router: Router, http: &crate::config::HttpSettings) -> Router {
     use std::time::Duration;
 
     use tower_http::compression::CompressionLayer;
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    use tower_http::limit::RequestBodyLimitLayer;
 
     let mut router = router
-        .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
-        // Outside the body limit, so its 413 is counted, logged and carries the request id too;
-        // the timeout is the front middleware's own (each layer is cloned for every request).
+        .layer(from_fn_with_state(
+            http.max_body_bytes,
+            crate::edge::limit_body,
+        ))
+        // Outside the body limit, so its 413 is counted, logged and carries the request id too,
+        // and a chunked body is read within the timeout; the timeout is the front middleware's
+        // own (each layer is cloned for every request).
         .layer(from_fn_with_state(
             Duration::from_secs(http.request_timeout_secs),
             front,
+        ))
+        .layer(from_fn_with_state(
+            crate::edge::EdgeHeaders::new(http.hsts_max_age_secs),
+            crate::edge::headers,
         ));
     if http.compression {
         router = router.layer(CompressionLayer::new());
@@ -367,21 +375,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// A successful GraphQL answer from its bytes, with the headers of the executed path.
-fn graphql_answer(body: axum::body::Bytes) -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/graphql-response+json"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        body,
-    )
-        .into_response()
-}
-
 /// A GraphQL-shaped 429 with `Retry-After`.
 fn rate_limited(secs: u64) -> Response {
     let body = serde_json::json!({
@@ -422,33 +415,48 @@ fn bad_request(message: &str) -> Response {
     response
 }
 
+/// `POST /graphql`, and `GET /graphql` with a query (GraphiQL for browsers and for a bare
+/// `GET`): GraphQL over HTTP as its spec says (`graphql_http`).
 async fn graphql(State(state): State<AppState>, request: Request) -> Response {
+    let get = request.method() != axum::http::Method::POST;
+    let wants = graphql_http::negotiate(request.headers(), get);
+    if get
+        && (request.uri().query().is_none_or(str::is_empty)
+            || wants == Some(graphql_http::Wants::Html))
+    {
+        return graphiql::page(state.graphql_http.introspection);
+    }
+    let Some(graphql_http::Wants::Graphql(media)) = wants else {
+        return graphql_http::refusal(
+            StatusCode::NOT_ACCEPTABLE,
+            graphql_http::MediaType::Json,
+            "BAD_USER_INPUT",
+            "Accept names no media type this endpoint answers in: application/graphql-response+json or application/json",
+        );
+    };
+    let key = request.headers().get("idempotency-key").cloned();
     // Authenticate before reading the body.
     let caller = match state.admit(request.headers()).await {
         Ok(caller) => caller,
         Err(Refusal::Unauthenticated(e)) => return unauthenticated(&e),
         Err(Refusal::RateLimited(secs)) => return rate_limited(secs),
     };
-    let key = request.headers().get("idempotency-key").cloned();
-    let request =
-        match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
-            request, &state,
-        )
+    let graphql_http::Incoming { request, doc } = match state
+        .graphql_http
+        .read(request, media, &state.documents)
         .await
-        {
-            Ok(r) => r,
-            Err(rejection) => return rejection.into_response(),
-        };
-    let request = request.into_inner();
-    let doc = state.documents.parsed(&request.query);
+    {
+        Ok(incoming) => incoming,
+        Err(refused) => return refused,
+    };
     if let Some(key) = key
         && let Some(parsed) = &doc
         && let stock_graphql::operation::Writes::Mutation(fields) =
             stock_graphql::operation::writes(&parsed.1, request.operation_name.as_deref())
     {
-        return keyed_mutation(state, caller, &key, request, parsed.clone(), &fields).await;
+        return keyed_mutation(state, caller, &key, request, parsed.clone(), &fields, media).await;
     }
-    execute_graphql(state, caller, request, doc).await
+    execute_graphql(state, caller, request, doc, media).await
 }
 
 /// A mutation sent with an `Idempotency-Key`: the same store and rules as REST writes. A key
@@ -461,6 +469,7 @@ async fn keyed_mutation(
     request: async_graphql::Request,
     doc: Arc<(String, async_graphql::parser::types::ExecutableDocument)>,
     fields: &[String],
+    media: graphql_http::MediaType,
 ) -> Response {
     let key = match stock_rest::key_of(key) {
         Ok(key) => key,
@@ -476,7 +485,7 @@ async fn keyed_mutation(
     // never kept, so nothing is stored or replayed.
     let allowed = stock_graphql::operation::mutation_scope(field).is_some_and(|s| caller.has(s));
     if !allowed {
-        return execute_graphql(state, caller, request, Some(doc)).await;
+        return execute_graphql(state, caller, request, Some(doc), media).await;
     }
     let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
     let fingerprint = stock_rest::fingerprint(&[
@@ -497,7 +506,7 @@ async fn keyed_mutation(
             &key,
             fingerprint,
             graphql_keep,
-            execute_graphql(state, caller, request, Some(doc)),
+            execute_graphql(state, caller, request, Some(doc), media),
         )
         .await;
     graphql_shaped(response).await
@@ -567,18 +576,20 @@ async fn execute_graphql(
     caller: Caller,
     mut request: async_graphql::Request,
     doc: Option<Arc<(String, async_graphql::parser::types::ExecutableDocument)>>,
+    media: graphql_http::MediaType,
 ) -> Response {
-    let operation = observe::operation_label(observe::operation_name(
-        request.operation_name.as_deref(),
-        &request.query,
-    ));
+    let name = observe::operation_name(request.operation_name.as_deref(), &request.query)
+        .map(str::to_owned);
+    let subject = caller.subject.clone();
     let started = std::time::Instant::now();
-    let record = |ok: bool| {
+    // The operation's label is given only to requests that ran (see `observe::operation_label`).
+    let record = |ok: bool, ran: bool| {
+        let operation = observe::operation_label(name.as_deref(), &subject, ran);
         metrics::histogram!("wdt_graphql_operation_duration_seconds", "operation" => operation.clone())
             .record(started.elapsed().as_secs_f64());
         metrics::counter!(
             "wdt_graphql_operations_total",
-            "operation" => operation.clone(),
+            "operation" => operation,
             "outcome" => if ok { "ok" } else { "error" },
         )
         .increment(1);
@@ -589,8 +600,8 @@ async fn execute_graphql(
     if let Some(key) = &memo
         && let Some(body) = state.answers.get(key, &state.service).await
     {
-        record(true);
-        return graphql_answer(body);
+        record(true, true);
+        return graphql_http::answer_bytes(body, media);
     }
     if let Some(doc) = doc {
         request.set_parsed_query(doc.1.clone());
@@ -606,10 +617,9 @@ async fn execute_graphql(
         .execute(request)
         .instrument(tracing::info_span!(
             "graphql",
-            operation = operation.as_str()
+            operation = observe::operation_field(name.as_deref())
         ))
         .await;
-    record(response.errors.is_empty());
     let stale = stale.take();
     if let Some(key) = memo
         && response.errors.is_empty()
@@ -620,9 +630,10 @@ async fn execute_graphql(
         && let Some(reads) = stock_service::CachedReads::new(reads, generation)
         && let Ok(body) = serde_json::to_vec(&response)
     {
+        record(true, true);
         let body = axum::body::Bytes::from(body);
         state.answers.put(key, body.clone(), reads);
-        return graphql_answer(body);
+        return graphql_http::answer_bytes(body, media);
     }
 
     // Errors raised by the GraphQL engine itself carry no code yet.
@@ -643,6 +654,13 @@ async fn execute_graphql(
                 .set("code", code);
         }
     }
+    let refused = response.errors.iter().any(|e| {
+        matches!(
+            e.extensions.as_ref().and_then(|x| x.get("code")),
+            Some(Value::String(code)) if code == "FORBIDDEN" || code == "GRAPHQL_VALIDATION_FAILED"
+        )
+    });
+    record(response.errors.is_empty(), !refused);
 
     if !stale.is_empty() {
         let fields = stale
@@ -668,11 +686,9 @@ async fn execute_graphql(
             e.extensions.as_ref().and_then(|x| x.get("code"))
                 == Some(&Value::String("FORBIDDEN".into()))
         });
-    let mut http = async_graphql_axum::GraphQLResponse::from(response).into_response();
+    let mut http = graphql_http::render(response, media);
     if forbidden_only {
         *http.status_mut() = StatusCode::FORBIDDEN;
     }
-    http.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     http
 }

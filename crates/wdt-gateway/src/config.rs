@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The environment variables the gateway reads, and the configuration keys they set.
-pub const ENV_KEYS: [(&str, &str); 22] = [
+pub const ENV_KEYS: [(&str, &str); 23] = [
     ("WDT_GATEWAY_LISTEN", "listen"),
     ("WDT_FLAGSHIP_URL", "flagship.url"),
     ("WDT_SID", "flagship.sid"),
@@ -37,6 +37,7 @@ pub const ENV_KEYS: [(&str, &str); 22] = [
     ("WDT_GATEWAY_REDIS_URL", "redis.url"),
     ("WDT_GATEWAY_REPLICAS", "redis.replicas"),
     ("WDT_GATEWAY_DEMO", "demo.enabled"),
+    ("WDT_GATEWAY_GRAPHQL_INTROSPECTION", "graphql.introspection"),
     ("WDT_GATEWAY_CONFIG", "-"),
 ];
 
@@ -48,7 +49,7 @@ const NUMERIC_KEYS: [&str; 3] = [
 ];
 
 /// The keys set by environment variables that hold `true` or `false`.
-const BOOLEAN_KEYS: [&str; 1] = ["demo.enabled"];
+const BOOLEAN_KEYS: [&str; 2] = ["demo.enabled", "graphql.introspection"];
 
 /// One vendor family's credentials; all four are needed once any is given.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -252,6 +253,9 @@ pub struct GraphqlSettings {
     pub max_depth: usize,
     /// Highest query complexity.
     pub max_complexity: usize,
+    /// Answer introspection queries (`__schema`, `__type`); unset: on in demo mode, off
+    /// otherwise (see [`Config::introspection`]).
+    pub introspection: Option<bool>,
 }
 
 impl Default for GraphqlSettings {
@@ -259,6 +263,7 @@ impl Default for GraphqlSettings {
         Self {
             max_depth: 16,
             max_complexity: 2_000,
+            introspection: None,
         }
     }
 }
@@ -276,6 +281,16 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<String>,
     /// Compress responses (gzip) when the client accepts it.
     pub compression: bool,
+    /// Longest a client may take to send a request's headers, seconds, counted from the
+    /// connection's start or from the first byte of a further request; slower connections are
+    /// closed (slowloris).
+    pub header_read_timeout_secs: u64,
+    /// How long a keep-alive connection may sit idle between requests, seconds, before it is
+    /// closed.
+    pub idle_timeout_secs: u64,
+    /// `Strict-Transport-Security: max-age=<this>; includeSubDomains` on every answer; 0 sends
+    /// none. Set it only when every client reaches the gateway over HTTPS.
+    pub hsts_max_age_secs: u64,
 }
 
 impl Default for HttpSettings {
@@ -285,6 +300,9 @@ impl Default for HttpSettings {
             request_timeout_secs: 60,
             cors_allowed_origins: Vec::new(),
             compression: true,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 75,
+            hsts_max_age_secs: 0,
         }
     }
 }
@@ -459,9 +477,9 @@ impl Config {
                 })?;
                 figment = figment.merge((key, n));
             } else if BOOLEAN_KEYS.contains(&key) {
-                let b = match value.trim() {
-                    "true" | "1" => true,
-                    "false" | "0" | "" => false,
+                let b = match value.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => true,
+                    "false" | "0" | "no" | "off" => false,
                     _ => {
                         return Err(ConfigError(format!(
                             "{var} ({key}) must be true or false, not {value:?}"
@@ -539,6 +557,12 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Whether introspection queries are answered: `graphql.introspection` when set, else on
+    /// in demo mode only (as Apollo Router does: a production schema is not advertised).
+    pub fn introspection(&self) -> bool {
+        self.graphql.introspection.unwrap_or_else(|| self.is_demo())
     }
 
     /// The flagship credentials, if configured.
@@ -642,6 +666,12 @@ impl Config {
                 "http.max_body_bytes and http.request_timeout_secs must be greater than 0".into(),
             ));
         }
+        if self.http.header_read_timeout_secs == 0 || self.http.idle_timeout_secs == 0 {
+            return Err(ConfigError(
+                "http.header_read_timeout_secs and http.idle_timeout_secs must be greater than 0"
+                    .into(),
+            ));
+        }
         for origin in &self.http.cors_allowed_origins {
             if axum::http::HeaderValue::from_str(origin).is_err()
                 || !(origin.starts_with("https://") || origin.starts_with("http://"))
@@ -678,6 +708,11 @@ impl Config {
             ("auth.leeway_secs", self.auth.leeway_secs),
             ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
             ("http.request_timeout_secs", self.http.request_timeout_secs),
+            (
+                "http.header_read_timeout_secs",
+                self.http.header_read_timeout_secs,
+            ),
+            ("http.idle_timeout_secs", self.http.idle_timeout_secs),
             ("shutdown_grace_secs", self.shutdown_grace_secs),
         ];
         for (key, value) in bounded {
@@ -686,6 +721,14 @@ impl Config {
                     "{key} is {value}, more than a year ({YEAR} seconds); use a shorter time"
                 )));
             }
+        }
+        // Two years, the longest max-age browsers' preload lists ask for.
+        if self.http.hsts_max_age_secs > 2 * YEAR {
+            return Err(ConfigError(format!(
+                "http.hsts_max_age_secs is {}, more than two years ({} seconds)",
+                self.http.hsts_max_age_secs,
+                2 * YEAR
+            )));
         }
         let v = &self.vendor;
         if v.read_retries > 10 {
@@ -1272,6 +1315,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(zero.contains("WDT_GATEWAY_REPLICAS"), "{zero}");
+    }
+
+    #[test]
+    fn introspection_and_edge_timeouts() {
+        let demo = load(&[], None).unwrap();
+        assert!(demo.introspection(), "on in demo mode by default");
+        let vendor = [
+            ("WDT_ENTERPRISE_URL", "https://api.wangdian.cn/openapi2/"),
+            ("WDT_ENTERPRISE_SID", "s"),
+            ("WDT_ENTERPRISE_APPKEY", "k"),
+            ("WDT_ENTERPRISE_APPSECRET", "a"),
+            ("WDT_GATEWAY_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ];
+        let production = load(&vendor, None).unwrap();
+        assert!(!production.introspection(), "off outside demo mode");
+        let mut on = vendor.to_vec();
+        on.push(("WDT_GATEWAY_GRAPHQL_INTROSPECTION", "true"));
+        assert!(load(&on, None).unwrap().introspection());
+        let off = load(&[("WDT_GATEWAY_GRAPHQL_INTROSPECTION", "off")], None).unwrap();
+        assert!(!off.introspection(), "the setting wins over demo mode");
+        assert!(
+            load(&vendor, Some("[graphql]\nintrospection = true\n"))
+                .unwrap()
+                .introspection()
+        );
+        let err = load(&[("WDT_GATEWAY_GRAPHQL_INTROSPECTION", "maybe")], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("WDT_GATEWAY_GRAPHQL_INTROSPECTION") && err.contains("true or false"),
+            "{err}"
+        );
+        for (toml, needle) in [
+            (
+                "[http]\nheader_read_timeout_secs = 0\n",
+                "header_read_timeout_secs",
+            ),
+            ("[http]\nidle_timeout_secs = 0\n", "idle_timeout_secs"),
+            (
+                "[http]\nidle_timeout_secs = 99999999999\n",
+                "http.idle_timeout_secs",
+            ),
+            ("[http]\nhsts_max_age_secs = 99999999999\n", "two years"),
+        ] {
+            let err = load(&[], Some(toml))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{toml}: {err}");
+        }
+        let c = load(&[], Some("[http]\nhsts_max_age_secs = 31536000\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.http.hsts_max_age_secs, 31_536_000);
     }
 
     #[test]

@@ -45,7 +45,16 @@ fn asset(name: &str) -> Option<(&'static [u8], &'static str)> {
     })
 }
 
-pub(crate) async fn page() -> Response {
+/// The page, marked for GraphiQL (`init.js`) when the gateway does not answer introspection.
+pub(crate) fn page(introspection: bool) -> Response {
+    static WITHOUT_INTROSPECTION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        INDEX.replace("data-introspection=\"on\"", "data-introspection=\"off\"")
+    });
+    let html: &'static str = if introspection {
+        INDEX
+    } else {
+        &WITHOUT_INTROSPECTION
+    };
     (
         [
             (
@@ -62,7 +71,7 @@ pub(crate) async fn page() -> Response {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
-        INDEX,
+        html,
     )
         .into_response()
 }

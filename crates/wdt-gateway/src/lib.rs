@@ -7,8 +7,11 @@ mod app;
 pub mod auth;
 pub mod config;
 mod documents;
+mod edge;
 mod graphiql;
+mod graphql_http;
 pub mod observe;
+mod server;
 pub mod telemetry;
 
 use std::future::Future;
@@ -26,6 +29,7 @@ use wdt_emulator::{EmulatorConfig, EnterpriseAccount, FlagshipAccount, RunningEm
 pub use app::{AppShared, AppState, edge, router};
 use auth::Authenticator;
 use config::{AuthMode, Config, ConfigError};
+pub use server::ConnectionLimits;
 
 /// How long the demo token is valid.
 pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -49,6 +53,8 @@ pub struct Gateway {
     pub state: AppState,
     /// Demo mode, when no vendor is configured.
     pub demo: Option<Demo>,
+    /// The connection timeouts to serve with ([`serve_with`]).
+    pub connections: ConnectionLimits,
 }
 
 /// Why the gateway cannot start.
@@ -236,6 +242,10 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             redis.clone(),
         ),
         redis,
+        graphql_http: graphql_http::GraphqlHttp::new(
+            config.introspection(),
+            config.http.max_body_bytes,
+        ),
     });
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,
@@ -246,6 +256,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         router,
         state,
         demo,
+        connections: ConnectionLimits::of(&config.http),
     })
 }
 
@@ -262,7 +273,8 @@ fn demo_token(secret: &SecretString, config: &Config) -> Result<String, ConfigEr
     .map_err(ConfigError)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish; with the default
+/// connection timeouts (see [`serve_with`]).
 ///
 /// # Errors
 /// When the listener fails.
@@ -271,7 +283,20 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(router, listener, ConnectionLimits::default(), shutdown).await
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish. Connections that
+/// take longer than `limits.header_read_timeout` to send a request's headers, or sit idle for
+/// `limits.idle_timeout`, are closed.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve_with(
+    router: axum::Router,
+    listener: tokio::net::TcpListener,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    server::serve(router, listener, limits, shutdown).await
 }

@@ -212,9 +212,10 @@ async fn serve(config: &Config) -> ExitCode {
     }
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(wdt_gateway::serve(
+    let server = tokio::spawn(wdt_gateway::serve_with(
         gateway.router.clone(),
         listener,
+        gateway.connections,
         async move {
             let _ = stop_rx.await;
         },

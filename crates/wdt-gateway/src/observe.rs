@@ -259,6 +259,8 @@ impl Tracked {
 
 /// Most distinct GraphQL operation names kept as labels; later ones count as `other`.
 const MAX_OPERATIONS: usize = 200;
+/// Most names one token subject may add to the labels.
+const MAX_OPERATIONS_PER_SUBJECT: u8 = 10;
 
 /// The operation's name: the request's `operationName`, else the name of the document's
 /// (first) operation, read without parsing the whole document (`query Stock(…) {…}` → `Stock`;
@@ -290,29 +292,63 @@ pub(crate) fn operation_name<'a>(given: Option<&'a str>, query: &'a str) -> Opti
     Some(&name_start[..end]).filter(|n| !n.is_empty())
 }
 
-/// A bounded label for a GraphQL operation name: names are chosen by callers, so only plain
-/// names are kept, and only the first [`MAX_OPERATIONS`] of them.
-pub(crate) fn operation_label(name: Option<&str>) -> String {
-    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let Some(name) = name else {
-        return "anonymous".into();
-    };
-    if name.is_empty()
-        || name.len() > 64
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return "invalid".into();
+/// Whether `name` may be a label: a plain GraphQL name of at most 64 characters.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The operation's name for a span: the name when it is plain, else `invalid` (or
+/// `anonymous`).
+pub(crate) fn operation_field(name: Option<&str>) -> &str {
+    match name {
+        None => "anonymous",
+        Some(name) if plain_name(name) => name,
+        Some(_) => "invalid",
     }
-    let mut seen = SEEN
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if seen.contains(name) || seen.len() < MAX_OPERATIONS {
-        seen.insert(name.to_owned());
+}
+
+/// The operation names admitted as labels, and how many each subject added.
+#[derive(Debug, Default)]
+struct OperationLabels {
+    names: HashSet<String>,
+    added_by: std::collections::HashMap<String, u8>,
+}
+
+impl OperationLabels {
+    fn label(&mut self, name: Option<&str>, subject: &str, ran: bool) -> String {
+        let Some(name) = name else {
+            return "anonymous".into();
+        };
+        if !plain_name(name) {
+            return "invalid".into();
+        }
+        if self.names.contains(name) {
+            return name.to_owned();
+        }
+        let added = self.added_by.get(subject).copied().unwrap_or(0);
+        if !ran || self.names.len() >= MAX_OPERATIONS || added >= MAX_OPERATIONS_PER_SUBJECT {
+            return "other".into();
+        }
+        self.names.insert(name.to_owned());
+        // At most one entry per admitted name: bounded with them.
+        self.added_by.insert(subject.to_owned(), added + 1);
         name.to_owned()
-    } else {
-        "other".into()
     }
+}
+
+/// A bounded label for a GraphQL operation name. Names are chosen by callers, so only plain
+/// names become labels, only names of operations that ran (`ran`: authorized, and with no
+/// `FORBIDDEN` or validation error), at most [`MAX_OPERATIONS_PER_SUBJECT`] new ones per token
+/// subject and [`MAX_OPERATIONS`] in all; anything else counts as `other`. A name once
+/// admitted stays.
+pub(crate) fn operation_label(name: Option<&str>, subject: &str, ran: bool) -> String {
+    static SEEN: OnceLock<Mutex<OperationLabels>> = OnceLock::new();
+    SEEN.get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .label(name, subject, ran)
 }
 
 /// Requests per second per token subject, with a burst allowance (GCRA). With Redis the
@@ -437,15 +473,52 @@ mod tests {
 
     #[test]
     fn operation_names_are_bounded() {
-        assert_eq!(operation_label(None), "anonymous");
-        assert_eq!(operation_label(Some("Stock")), "Stock");
-        assert_eq!(operation_label(Some("a b")), "invalid");
-        assert_eq!(operation_label(Some(&"x".repeat(65))), "invalid");
+        let mut labels = OperationLabels::default();
+        assert_eq!(labels.label(None, "a", true), "anonymous");
+        assert_eq!(labels.label(Some("Stock"), "a", true), "Stock");
+        assert_eq!(labels.label(Some("a b"), "a", true), "invalid");
+        assert_eq!(labels.label(Some(&"x".repeat(65)), "a", true), "invalid");
         for i in 0..MAX_OPERATIONS + 10 {
-            let _ = operation_label(Some(&format!("Op{i}")));
+            let _ = labels.label(Some(&format!("Op{i}")), &format!("subject{i}"), true);
         }
-        assert_eq!(operation_label(Some("OneMoreAfterTheCap")), "other");
-        assert_eq!(operation_label(Some("Stock")), "Stock", "known names stay");
+        assert_eq!(labels.names.len(), MAX_OPERATIONS);
+        assert_eq!(labels.label(Some("OneMoreAfterTheCap"), "b", true), "other");
+        assert_eq!(
+            labels.label(Some("Stock"), "c", true),
+            "Stock",
+            "known names stay"
+        );
+        assert_eq!(operation_field(Some("Stock")), "Stock");
+        assert_eq!(operation_field(Some("a-b")), "invalid");
+    }
+
+    #[test]
+    fn only_operations_that_ran_take_labels_and_each_subject_adds_few() {
+        let mut labels = OperationLabels::default();
+        for i in 0..205 {
+            assert_eq!(
+                labels.label(Some(&format!("Junk{i}")), "scopeless", false),
+                "other"
+            );
+        }
+        assert!(labels.names.is_empty(), "refused operations take no label");
+        for i in 0..205 {
+            let _ = labels.label(Some(&format!("Junk{i}")), "noisy", true);
+        }
+        assert_eq!(
+            labels.names.len(),
+            usize::from(MAX_OPERATIONS_PER_SUBJECT),
+            "one subject adds at most {MAX_OPERATIONS_PER_SUBJECT} names"
+        );
+        assert_eq!(
+            labels.label(Some("Junk0"), "anyone", false),
+            "Junk0",
+            "admitted names stay"
+        );
+        assert_eq!(
+            labels.label(Some("StockLevels"), "frontend", true),
+            "StockLevels"
+        );
     }
 
     #[tokio::test]

@@ -1,10 +1,13 @@
-//! The docs pages in a real browser (headless Chromium), with no network but loopback.
+//! The docs pages in a real browser (headless Chromium), with no network but loopback, under
+//! their Content-Security-Policy: Chromium logs every violation to the console, which is
+//! written to its stderr here, and none may appear.
 
 use std::process::Command;
 
 use wdt_e2e::TestApp;
 
-/// Headless Chromium's DOM of `url` after the page's scripts ran.
+/// Headless Chromium's DOM of `url` after the page's scripts ran, after checking that the page
+/// has a Content-Security-Policy and broke none of it.
 fn rendered_dom(url: &str) -> String {
     let chromium = std::env::var("WDT_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let profile = std::env::temp_dir().join(format!(
@@ -23,6 +26,8 @@ fn rendered_dom(url: &str) -> String {
             "--disable-component-update",
             "--disable-sync",
             "--virtual-time-budget=15000",
+            "--enable-logging=stderr",
+            "--v=0",
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -30,13 +35,35 @@ fn rendered_dom(url: &str) -> String {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {chromium} ({e}); .ci/run installs Debian's chromium, or set WDT_CHROMIUM"));
     let _ = std::fs::remove_dir_all(&profile);
+    let console = String::from_utf8_lossy(&out.stderr);
+    let violations: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("Content Security Policy"))
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "{url} broke its Content-Security-Policy:\n{}",
+        violations.join("\n")
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Content-Security-Policy `url` is served with.
+async fn csp_of(url: &str) -> String {
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200, "{url}");
+    response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]
 async fn docs_ui_renders_every_operation_offline() {
     let app = TestApp::spawn().await;
     let url = app.url("/docs/");
+    let csp = csp_of(&url).await;
+    assert!(csp.contains("script-src 'self'"), "{csp}");
     let dom = tokio::task::spawn_blocking(move || rendered_dom(&url))
         .await
         .unwrap();
@@ -64,6 +91,8 @@ async fn docs_ui_renders_every_operation_offline() {
 #[tokio::test]
 async fn graphiql_renders_offline_with_the_token_from_the_fragment() {
     let app = TestApp::spawn().await;
+    let csp = csp_of(&app.url("/graphql")).await;
+    assert!(csp.contains("script-src 'self'"), "{csp}");
     let url = format!("{}#token=e2e-token-from-fragment", app.url("/graphql"));
     let dom = tokio::task::spawn_blocking(move || rendered_dom(&url))
         .await

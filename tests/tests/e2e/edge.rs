@@ -1,7 +1,11 @@
-//! The HTTP edge: body limit, timeout, CORS, compression, security headers.
+//! The HTTP edge: body limit, timeouts, CORS, compression, security headers, connections.
+
+use std::time::{Duration, Instant};
 
 use reqwest::{Client, Method};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use wdt_e2e::{ALL_SCOPES, TestApp, token};
 use wdt_emulator::Faults;
 
@@ -39,7 +43,114 @@ async fn oversized_bodies_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["code"], "BAD_USER_INPUT");
+    assert!(problem["request_id"].is_string(), "{problem}");
+    let r = Client::new()
+        .post(app.url("/graphql"))
+        .bearer_auth(token(ALL_SCOPES))
+        .json(&json!({ "query": format!("{{ __typename }} # {remark}") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
     assert_eq!(app.vendor_calls("wms.StockPd.stockSyncByPd"), 0);
+}
+
+/// Sends a request with a chunked body of `chunks` chunks of `chunk` bytes (stopping when the
+/// gateway stops reading) and returns the answer's status line and body.
+async fn chunked(app: &TestApp, path: &str, chunk: usize, chunks: usize) -> (String, String) {
+    let stream = TcpStream::connect(app.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        app.addr,
+        token(ALL_SCOPES)
+    );
+    let writer = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        let mut data = format!("{:x}\r\n", chunk).into_bytes();
+        data.extend(std::iter::repeat_n(b' ', chunk));
+        data.extend(b"\r\n");
+        for _ in 0..chunks {
+            write.write_all(&data).await?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        write.write_all(b"0\r\n\r\n").await?;
+        Ok::<_, std::io::Error>(write)
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0_u8; 4096];
+    let complete = |a: &[u8]| {
+        let text = String::from_utf8_lossy(a);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            return false;
+        };
+        head.lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .is_some_and(|n| body.len() >= n)
+    };
+    while !complete(&answer) {
+        match tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    writer.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn chunked_bodies_over_the_limit_get_413() {
+    let app = TestApp::spawn_with(|c| c.http.max_body_bytes = 4096).await;
+    let (status, body) = chunked(&app, "/v1/stock-takes", 1024, 64).await;
+    assert!(status.contains(" 413 "), "{status}: {body}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["code"], "BAD_USER_INPUT", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("4096"),
+        "{problem}"
+    );
+    let (status, body) = chunked(&app, "/graphql", 1024, 64).await;
+    assert!(status.contains(" 413 "), "{status}: {body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    assert_eq!(app.vendor_calls("wms.StockPd.stockSyncByPd"), 0);
+
+    // Under the limit, a chunked body is read as usual.
+    let stream = TcpStream::connect(app.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let body = r#"{"query": "{ __typename }"}"#;
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        token(ALL_SCOPES),
+        body.len()
+    );
+    write.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), read.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""__typename":"Query""#), "{answer}");
 }
 
 #[tokio::test]
@@ -160,5 +271,216 @@ async fn readiness_follows_the_vendor() {
             .status()
             .is_success(),
         "alive all the same"
+    );
+}
+
+#[tokio::test]
+async fn content_security_policy_everywhere_and_hsts_when_set() {
+    let app = TestApp::spawn().await;
+    let docs = Client::new().get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    let csp = docs.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-eval"), "{csp}");
+    let api = Client::new().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(
+        api.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+    assert!(
+        !api.headers().contains_key("strict-transport-security"),
+        "off by default"
+    );
+    let graphiql = Client::new().get(app.url("/graphql")).send().await.unwrap();
+    assert!(
+        graphiql.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'"),
+        "GraphiQL keeps its own"
+    );
+
+    let hsts = TestApp::spawn_with(|c| c.http.hsts_max_age_secs = 31_536_000).await;
+    for path in ["/healthz", "/graphql", "/v1/stock?spec_no=X", "/docs/"] {
+        let r = Client::new().get(hsts.url(path)).send().await.unwrap();
+        assert_eq!(
+            r.headers()["strict-transport-security"],
+            "max-age=31536000; includeSubDomains",
+            "{path}"
+        );
+    }
+}
+
+/// Reads until the gateway closes the connection; how long that took (`None`: still open
+/// after `within`).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0_u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + within).into(), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Reads one answer of a keep-alive connection (its head and its `Content-Length` bytes).
+async fn read_answer(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut buf = [0_u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n")
+            && let Some(length) = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+            })
+            && body.len() >= length
+        {
+            return text;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed mid-answer: {text}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_connections_are_closed() {
+    let app = TestApp::spawn_with(|c| {
+        c.http.header_read_timeout_secs = 1;
+        c.http.idle_timeout_secs = 3;
+    })
+    .await;
+
+    // Half a request line, then nothing.
+    let mut half = TcpStream::connect(app.addr).await.unwrap();
+    half.write_all(b"GET /heal").await.unwrap();
+    let took = closed_within(&mut half, Duration::from_secs(5)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(900)),
+        "closed after the header timeout: {took:?}"
+    );
+
+    // Headers trickled a byte at a time, each well within any per-read timeout.
+    let mut trickle = TcpStream::connect(app.addr).await.unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if trickle.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !closed {
+        closed = closed_within(&mut trickle, Duration::from_secs(3))
+            .await
+            .is_some();
+    }
+    assert!(closed, "a trickling client is cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Connected, nothing sent.
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3))
+            .await
+            .is_some()
+    );
+
+    // Keep-alive: idle longer than the header timeout is fine; idle past the idle timeout is not.
+    let mut keep = TcpStream::connect(app.addr).await.unwrap();
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    keep.write_all(request).await.unwrap();
+    assert!(read_answer(&mut keep).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    keep.write_all(request).await.unwrap();
+    assert!(
+        read_answer(&mut keep).await.starts_with("HTTP/1.1 200"),
+        "idle for longer than the header timeout, still open"
+    );
+    let took = closed_within(&mut keep, Duration::from_secs(6)).await;
+    assert!(
+        took.is_some_and(|t| t >= Duration::from_millis(2800)),
+        "closed after the idle timeout: {took:?}"
+    );
+
+    // The gateway still serves.
+    let r = Client::new().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn http2_and_graceful_shutdown() {
+    let app = TestApp::spawn().await;
+    let h2 = Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h2.version(), reqwest::Version::HTTP_2);
+    assert_eq!(h2.status(), 200);
+
+    // Another gateway on the same emulator, with a shutdown switch; its ERP answers slowly.
+    app.emulator
+        .emulator
+        .set_faults(Faults {
+            latency_min_ms: 1000,
+            latency_max_ms: 1000,
+            ..Faults::default()
+        })
+        .unwrap();
+    let mut gateway_config = wdt_gateway::config::Config::default();
+    gateway_config.enterprise.url = Some(app.emulator.enterprise_url());
+    gateway_config.enterprise.sid = Some("test2".into());
+    gateway_config.enterprise.appkey = Some("test2-xx".into());
+    gateway_config.enterprise.appsecret = Some(secrecy::SecretString::from("12345"));
+    gateway_config.auth.jwt_secret = Some(secrecy::SecretString::from(wdt_e2e::SECRET));
+    let gateway = wdt_gateway::build(&gateway_config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(wdt_gateway::serve_with(
+        gateway.router,
+        listener,
+        gateway.connections,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let slow = tokio::spawn(
+        Client::new()
+            .get(format!("http://{addr}/v1/stock?spec_no=G00001-01"))
+            .bearer_auth(token(ALL_SCOPES))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(()).unwrap();
+    let answer = slow.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200, "the request in flight finishes");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops once it has")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
     );
 }

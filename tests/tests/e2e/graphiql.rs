@@ -52,9 +52,10 @@ async fn demo_mode_runs_on_the_built_in_emulator() {
     let demo = gateway.demo.as_ref().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(wdt_gateway::serve(
+    let server = tokio::spawn(wdt_gateway::serve_with(
         gateway.router.clone(),
         listener,
+        gateway.connections,
         std::future::pending(),
     ));
     let body: serde_json::Value = reqwest::Client::new()
@@ -72,6 +73,27 @@ async fn demo_mode_runs_on_the_built_in_emulator() {
         "the demo token has every scope: {body}"
     );
     assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01");
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .bearer_auth(&demo.token)
+        .json(&serde_json::json!({ "query": INTROSPECTION }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["errors"].is_null(),
+        "demo mode answers introspection by default (GraphiQL needs it): {body}"
+    );
+    let page = reqwest::get(format!("http://{addr}/graphql"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-introspection=\"on\""), "{page}");
     server.abort();
 }
 
@@ -88,9 +110,56 @@ fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofT
 
 #[tokio::test]
 async fn graphiql_can_introspect_within_the_default_limits() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|c| c.graphql.introspection = Some(true)).await;
     let body = app.query(INTROSPECTION, serde_json::json!({})).await;
     assert!(body["errors"].is_null(), "{body}");
     let types = body["data"]["__schema"]["types"].as_array().unwrap();
     assert!(types.iter().any(|t| t["name"] == "StockLevel"));
+}
+
+#[tokio::test]
+async fn introspection_is_off_outside_demo_mode_and_says_so() {
+    let app = TestApp::spawn().await;
+    for query in [
+        INTROSPECTION,
+        "{ __type(name: \"StockLevel\") { name } }",
+        "{ ...Schema } fragment Schema on Query { __schema { queryType { name } } }",
+    ] {
+        let (status, _, body) = app
+            .graphql(
+                Some(&wdt_e2e::token(wdt_e2e::ALL_SCOPES)),
+                query,
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "a request error, 200 in application/json");
+        assert_eq!(
+            wdt_e2e::codes(&body),
+            ["GRAPHQL_VALIDATION_FAILED"],
+            "{query}: {body}"
+        );
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("introspection is turned off"), "{message}");
+        assert!(body.get("data").is_none(), "nothing ran: {body}");
+    }
+    let body = app
+        .query(
+            "{ __typename stock(specNos: [\"G00001-01\"]) { specNo } }",
+            serde_json::json!({}),
+        )
+        .await;
+    assert!(
+        body["errors"].is_null(),
+        "__typename is no introspection: {body}"
+    );
+    let page = reqwest::get(app.url("/graphql"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("data-introspection=\"off\""),
+        "GraphiQL is told, and says so: {page}"
+    );
 }

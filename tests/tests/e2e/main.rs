@@ -7,6 +7,7 @@ mod caching;
 mod edge;
 mod errors;
 mod graphiql;
+mod graphql_http;
 mod mutations;
 mod production;
 mod queries;
