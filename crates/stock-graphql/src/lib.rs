@@ -81,7 +81,9 @@ pub fn prepare_request(
         .data(caller)
         // The batch load runs in its own task: keep it in the request's span (request id, trace).
         .data(DataLoader::new(PlanLoader::new(service.clone()), |f| {
-            tokio::spawn(tracing::Instrument::in_current_span(f))
+            tokio::spawn(stock_service::Attribution::carry(
+                tracing::Instrument::in_current_span(f),
+            ))
         }))
         .data(stale.clone());
     (request, stale)

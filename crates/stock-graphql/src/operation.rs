@@ -1,10 +1,13 @@
 //! What an operation of a parsed document asks for, before it runs: the transport layer uses it
-//! to honour `Idempotency-Key` on mutations.
+//! to honour `Idempotency-Key` on mutations, and to refuse documents that could make more ERP
+//! calls than a request may ([`erp_cost`]).
 
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection,
+    DocumentOperations, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
     SelectionSet,
 };
+use async_graphql::{Name, Positioned, Value, Variables};
+use stock_service::StockService;
 
 use crate::Scope;
 
@@ -45,21 +48,30 @@ pub fn writes(doc: &ExecutableDocument, name: Option<&str>) -> Writes {
         Some(op) if op.ty == OperationType::Mutation => {
             let mut fields = Vec::new();
             root_fields(doc, &op.selection_set.node, 0, &mut fields);
-            Writes::Mutation(fields)
+            Writes::Mutation(
+                fields
+                    .into_iter()
+                    // A fragment too deep to follow counts, so it is never taken for one write.
+                    .map(|f| f.map_or_else(String::new, |f| f.node.name.node.to_string()))
+                    .filter(|n| n != "__typename")
+                    .collect(),
+            )
         }
         _ => Writes::None,
     }
 }
 
-fn root_fields(doc: &ExecutableDocument, set: &SelectionSet, depth: usize, out: &mut Vec<String>) {
+/// The root fields of a selection set, fragments followed; `None` for a fragment nested too
+/// deep to follow.
+fn root_fields<'a>(
+    doc: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    depth: usize,
+    out: &mut Vec<Option<&'a Positioned<Field>>>,
+) {
     for item in &set.items {
         match &item.node {
-            Selection::Field(f) => {
-                let name = f.node.name.node.as_str();
-                if name != "__typename" {
-                    out.push(name.to_owned());
-                }
-            }
+            Selection::Field(f) => out.push(Some(f)),
             Selection::InlineFragment(f) if depth < MAX_FRAGMENT_DEPTH => {
                 root_fields(doc, &f.node.selection_set.node, depth + 1, out);
             }
@@ -68,12 +80,92 @@ fn root_fields(doc: &ExecutableDocument, set: &SelectionSet, depth: usize, out: 
                     root_fields(doc, &fragment.node.selection_set.node, depth + 1, out);
                 }
             }
-            // Too deep to follow: count it, so that it is never taken for a single write.
-            Selection::InlineFragment(_) | Selection::FragmentSpread(_) => {
-                out.push(String::new());
-            }
+            Selection::InlineFragment(_) | Selection::FragmentSpread(_) => out.push(None),
         }
     }
+}
+
+/// The value of argument `name` of `field`, variables substituted; `None` when absent or
+/// unresolvable (validation then refuses the document).
+fn argument(field: &Field, name: &str, variables: &Variables) -> Option<Value> {
+    let value = field.get_argument(name)?;
+    value
+        .node
+        .clone()
+        .into_const_with(|var: Name| variables.get(&var).cloned().ok_or(()))
+        .ok()
+}
+
+/// The strings of a list argument (a single value counts as a list of one).
+fn strings(value: Option<Value>) -> Vec<String> {
+    let one = |v: Value| match v {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match value {
+        Some(Value::List(items)) => items.into_iter().filter_map(one).collect(),
+        Some(v) => one(v).into_iter().collect(),
+        None => Vec::new(),
+    }
+}
+
+/// The most ERP calls the selected operation can make now, counted before it runs:
+/// `stock` one per distinct SKU not in the cache (over every alias together, as concurrent
+/// loads of one key make one call), `stockByBarcode` one, a `stockChanges` page up to
+/// [`StockService::STOCK_CHANGES_PAGE_COST`], plans one batch per 100 listings not in the
+/// cache, `pendingStockSyncs` one, `createStockTake` and `cancelStockSync` one,
+/// `confirmStockSync`/`failStockSync` two (the rule may have to be fetched first).
+pub async fn erp_cost(
+    doc: &ExecutableDocument,
+    name: Option<&str>,
+    variables: &Variables,
+    service: &StockService,
+) -> u32 {
+    let Some(op) = operation(doc, name) else {
+        return 0;
+    };
+    let mut fields = Vec::new();
+    root_fields(doc, &op.selection_set.node, 0, &mut fields);
+    let mut specs: Vec<String> = Vec::new();
+    let mut listings: Vec<(i64, bool)> = Vec::new();
+    let mut cost = 0u32;
+    for field in fields {
+        // A fragment too deep to follow could hold anything: the budget refuses it.
+        let Some(field) = field else {
+            return u32::MAX;
+        };
+        let field = &field.node;
+        let ids = |name: &str| -> Vec<(i64, bool)> {
+            let force = matches!(
+                argument(field, "force", variables),
+                Some(Value::Boolean(true))
+            );
+            strings(argument(field, name, variables))
+                .iter()
+                .filter_map(|id| id.parse().ok())
+                .map(|id| (id, force))
+                .collect()
+        };
+        let add = match field.name.node.as_str() {
+            "stock" => {
+                specs.extend(strings(argument(field, "specNos", variables)));
+                0
+            }
+            "stockSyncPlan" => {
+                listings.extend(ids("apiGoodsId"));
+                0
+            }
+            "stockSyncPlans" => service.plans_cost(ids("apiGoodsIds")).await,
+            "stockChanges" => StockService::STOCK_CHANGES_PAGE_COST,
+            "stockByBarcode" | "pendingStockSyncs" | "createStockTake" | "cancelStockSync" => 1,
+            "confirmStockSync" | "failStockSync" => 2,
+            _ => 0,
+        };
+        cost = cost.saturating_add(add);
+    }
+    cost = cost.saturating_add(service.stock_cost(specs.iter().map(String::as_str)).await);
+    cost.saturating_add(service.plans_cost(listings).await)
 }
 
 /// The scope a mutation field needs; `None` for a field the schema does not have.

@@ -162,7 +162,7 @@ impl IdempotencyStore {
         let slot = self.slots.get_with(scope, async { Arc::default() }).await;
         // In its own task: if the client goes away mid-write, the write still finishes and its
         // result is kept, so a retry replays it instead of writing twice.
-        let task = tokio::spawn(
+        let task = tokio::spawn(stock_service::Attribution::carry(
             async move {
                 let mut slot = slot.lock_owned().await;
                 match &slot.result {
@@ -183,7 +183,7 @@ impl IdempotencyStore {
                 response
             }
             .in_current_span(),
-        );
+        ));
         task.await.unwrap_or_else(|_| failed())
     }
 }
@@ -325,7 +325,7 @@ where
     // The first request runs in its own task, so a client that goes away does not stop the
     // write from finishing and its result from being kept.
     let shared = shared.clone();
-    let task = tokio::spawn(
+    let task = tokio::spawn(stock_service::Attribution::carry(
         async move {
             let running = work;
             tokio::pin!(running);
@@ -362,7 +362,7 @@ where
             stored
         }
         .in_current_span(),
-    );
+    ));
     match task.await {
         Ok(stored) => respond(&stored),
         Err(_) => failed(),

@@ -367,6 +367,15 @@ where
         found
     }
 
+    /// Whether a fresh entry is cached for `key` (not counted as a lookup).
+    pub(crate) async fn holds<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.cache.get(key).await.is_some_and(|e| self.is_fresh(&e))
+    }
+
     /// Counts lookups that missed and were loaded outside [`get`](Self::get) (a batch call).
     pub(crate) fn count_misses(&self, n: usize) {
         self.counters[1].increment(n as u64);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use wdt_client::VendorError;
+use wdt_client::{ThrottleReason, VendorError};
 
 /// The kind of failure; each maps to one stable public code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,6 +22,9 @@ pub enum ErrorKind {
     VendorUnavailable,
     /// The vendor refused the gateway's own credentials or clock (`VENDOR_MISCONFIGURED`, 502).
     VendorMisconfigured,
+    /// The request would make more vendor calls than its budget allows
+    /// (`COST_LIMIT_EXCEEDED`, 400).
+    CostLimitExceeded,
     /// A write was sent to the vendor and its answer was lost (timeout, broken connection,
     /// unreadable answer): it may or may not have taken effect (`WRITE_OUTCOME_UNKNOWN`, 502).
     WriteOutcomeUnknown,
@@ -40,6 +43,7 @@ impl ErrorKind {
             Self::VendorUnavailable => "VENDOR_UNAVAILABLE",
             Self::VendorMisconfigured => "VENDOR_MISCONFIGURED",
             Self::WriteOutcomeUnknown => "WRITE_OUTCOME_UNKNOWN",
+            Self::CostLimitExceeded => "COST_LIMIT_EXCEEDED",
             Self::Internal => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -47,7 +51,7 @@ impl ErrorKind {
     /// The HTTP status of this kind.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidInput => 400,
+            Self::InvalidInput | Self::CostLimitExceeded => 400,
             Self::NotFound => 404,
             Self::VendorRejected => 422,
             Self::VendorRateLimited | Self::VendorUnavailable => 503,
@@ -180,6 +184,7 @@ impl DomainError {
             ErrorKind::VendorUnavailable,
             ErrorKind::VendorMisconfigured,
             ErrorKind::WriteOutcomeUnknown,
+            ErrorKind::CostLimitExceeded,
             ErrorKind::Internal,
         ]
         .into_iter()
@@ -239,6 +244,24 @@ impl From<VendorError> for DomainError {
                 ErrorKind::VendorRateLimited,
                 "the ERP is throttling this account; try again later".to_owned(),
                 Some(VENDOR_BACKOFF),
+            ),
+            VendorError::Throttled {
+                reason: ThrottleReason::RequestBudget,
+                ..
+            } => (
+                ErrorKind::CostLimitExceeded,
+                "this request has made as many ERP calls as one request may (limits.max_erp_calls_per_request); ask for fewer keys per request".to_owned(),
+                None,
+            ),
+            VendorError::Throttled {
+                reason: ThrottleReason::FairShare,
+                method,
+                retry_after,
+                ..
+            } => (
+                ErrorKind::VendorRateLimited,
+                format!("this caller has used its share (vendor.subject_share_percent) of the ERP's per-minute quota for {method}; the rest is kept for other callers: try again later"),
+                Some(round_up(*retry_after)),
             ),
             VendorError::Throttled { retry_after, .. } => (
                 ErrorKind::VendorRateLimited,

@@ -9,6 +9,10 @@ mod mapping;
 pub mod model;
 mod packed;
 pub mod quantity;
+
+/// Who the vendor calls of a request are made for, and its ERP-call budget (see
+/// [`wdt_client::Attribution`]).
+pub use wdt_client::Attribution;
 pub mod validate;
 
 use std::collections::{HashMap, HashSet};
@@ -304,6 +308,37 @@ impl StockService {
         }
         combine(parts.into_iter().flatten().collect())
     }
+
+    /// The most ERP calls reading the stock of these SKUs can make now: one per distinct SKU
+    /// without a fresh cached entry in this replica (another replica's entry in Redis, or a
+    /// load already under way, may make it fewer).
+    pub async fn stock_cost<'a>(&self, spec_nos: impl IntoIterator<Item = &'a str>) -> u32 {
+        let mut seen = HashSet::new();
+        let mut cost = 0u32;
+        for spec in spec_nos {
+            let spec = spec.trim();
+            if seen.insert(spec) && !self.inner.stock.holds(spec).await {
+                cost = cost.saturating_add(1);
+            }
+        }
+        cost
+    }
+
+    /// The most ERP calls computing these plans can make now: one batch call per
+    /// [`BATCH_CHUNK`] listings without a fresh cached plan.
+    pub async fn plans_cost(&self, listings: impl IntoIterator<Item = (i64, bool)>) -> u32 {
+        let mut seen = HashSet::new();
+        let mut uncached = 0usize;
+        for key in listings {
+            if seen.insert(key) && !self.inner.plans.holds(&key).await {
+                uncached += 1;
+            }
+        }
+        u32::try_from(uncached.div_ceil(BATCH_CHUNK)).unwrap_or(u32::MAX)
+    }
+
+    /// The most ERP calls one page of [`stock_changes`](Self::stock_changes) makes.
+    pub const STOCK_CHANGES_PAGE_COST: u32 = cursor::MAX_VENDOR_CALLS as u32;
 
     /// Stock of the SKUs with this barcode, optionally in one warehouse.
     ///
@@ -729,7 +764,7 @@ impl StockService {
             .map(|l| l.spec_no.clone())
             .collect();
         let this = self.clone();
-        let result = tokio::spawn(
+        let result = tokio::spawn(wdt_client::Attribution::carry(
             async move {
                 let result = this.inner.client.call(&request).await;
                 // Invalidate even on failure: a timed-out write may still have happened.
@@ -737,7 +772,7 @@ impl StockService {
                 result
             }
             .in_current_span(),
-        )
+        ))
         .await
         .map_err(|_| DomainError::internal("the stock-take task failed"))?;
         let out = result.map_err(DomainError::of_write)?;
@@ -845,7 +880,7 @@ impl StockService {
         info.syn_stock = ack.quantity;
         info.is_manual = Some(ack.manual);
         let this = self.clone();
-        tokio::spawn(
+        tokio::spawn(wdt_client::Attribution::carry(
             async move {
                 let result = if success {
                     this.inner
@@ -868,7 +903,7 @@ impl StockService {
                 result
             }
             .in_current_span(),
-        )
+        ))
         .await
         .map_err(|_| DomainError::internal("the acknowledgement task failed"))?
         .map_err(DomainError::of_write)
@@ -885,7 +920,7 @@ impl StockService {
     ) -> Result<()> {
         let id = validate::api_goods_id(api_goods_id)?;
         let this = self.clone();
-        tokio::spawn(
+        tokio::spawn(wdt_client::Attribution::carry(
             async move {
                 let result = this
                     .inner
@@ -899,7 +934,7 @@ impl StockService {
                 result
             }
             .in_current_span(),
-        )
+        ))
         .await
         .map_err(|_| DomainError::internal("the cancellation task failed"))?
         .map_err(DomainError::of_write)

@@ -699,8 +699,29 @@ impl WdtClient {
         let guard = &self.inner.guard;
         let first = std::time::Instant::now();
         let mut retry = 0;
+        let attribution = crate::Attribution::current();
         loop {
-            guard.admit(family, method).await?;
+            if let Some(a) = &attribution {
+                a.charge().map_err(|reason| VendorError::Throttled {
+                    family,
+                    method: method.to_owned(),
+                    reason,
+                    retry_after: Duration::ZERO,
+                })?;
+            }
+            if let Err(e) = guard
+                .admit(
+                    family,
+                    method,
+                    attribution.as_deref().map(crate::Attribution::subject),
+                )
+                .await
+            {
+                if let Some(a) = &attribution {
+                    a.refund();
+                }
+                return Err(e);
+            }
             let span = tracing::info_span!(
                 "vendor_call",
                 otel.kind = "client",

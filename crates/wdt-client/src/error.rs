@@ -185,6 +185,11 @@ pub enum ThrottleReason {
     Quota,
     /// The vendor said it is throttling this method; the client waits before calling it again.
     VendorBackoff,
+    /// The caller's subject has used its share of the method's per-minute quota; the rest is
+    /// kept for other callers.
+    FairShare,
+    /// The request has made as many vendor calls as its budget allows.
+    RequestBudget,
 }
 
 impl ThrottleReason {
@@ -193,6 +198,8 @@ impl ThrottleReason {
         match self {
             Self::Quota => "quota",
             Self::VendorBackoff => "vendor_backoff",
+            Self::FairShare => "fair_share",
+            Self::RequestBudget => "request_budget",
         }
     }
 }
@@ -202,6 +209,10 @@ impl fmt::Display for ThrottleReason {
         f.write_str(match self {
             Self::Quota => "the per-minute vendor quota is spent",
             Self::VendorBackoff => "the vendor throttled it recently",
+            Self::FairShare => "this caller has used its share of the per-minute vendor quota",
+            Self::RequestBudget => {
+                "this request has made as many vendor calls as its budget allows"
+            }
         })
     }
 }

@@ -46,6 +46,9 @@ pub struct Policy {
     /// timeout) ends within this time from its first attempt, so retries never outlast the
     /// caller's own deadline; `None`: no limit.
     pub read_deadline: Option<Duration>,
+    /// The most of each method's per-minute quota one caller (token subject) may take, in
+    /// percent: the rest stays for the others however busy one caller is. 100 turns it off.
+    pub subject_share_percent: u32,
     /// Consecutive outages of a family that open its circuit breaker; 0 turns it off.
     pub breaker_threshold: u32,
     /// How long an open breaker fails calls fast before it lets one trial call through.
@@ -62,6 +65,7 @@ impl Default for Policy {
             read_retries: 0,
             retry_backoff: Duration::from_millis(200),
             read_deadline: None,
+            subject_share_percent: 100,
             breaker_threshold: 0,
             breaker_cooldown: Duration::from_secs(30),
         }
@@ -77,6 +81,15 @@ impl Policy {
             .copied()
             .unwrap_or(self.calls_per_minute);
         (limit > 0).then_some(limit)
+    }
+
+    /// The calls one subject may make of a method whose quota is `limit`, when shares are on.
+    pub fn subject_limit(&self, limit: u32) -> Option<u32> {
+        (self.subject_share_percent < 100).then(|| {
+            u32::try_from(u64::from(limit) * u64::from(self.subject_share_percent) / 100)
+                .unwrap_or(limit)
+                .max(1)
+        })
     }
 
     /// The wait before retry number `retry` (1-based): uniformly random up to
@@ -224,6 +237,14 @@ impl Drop for SharedPending<'_> {
     }
 }
 
+/// A slot taken in a caller's share of a method's quota.
+enum ShareSlot {
+    /// In this process's windows.
+    Local { key: String, at: Instant },
+    /// In the cluster-wide quota.
+    Shared { key: String, member: String },
+}
+
 /// The shared state behind a [`Policy`].
 #[derive(Debug)]
 pub(crate) struct Guard {
@@ -274,8 +295,111 @@ impl Guard {
     /// as its trial but the pause or the quota then refuses, the trial is handed on to the next
     /// caller. A call that waited for its slot checks the pause and the breaker again before it
     /// goes, and a waiter that is dropped gives its slot back.
-    pub(crate) async fn admit(&self, family: Family, method: &str) -> Result<(), VendorError> {
+    pub(crate) async fn admit(
+        &self,
+        family: Family,
+        method: &str,
+        subject: Option<&str>,
+    ) -> Result<(), VendorError> {
         let trial = self.admit_breaker(family, Instant::now())?;
+        let share = match subject {
+            Some(subject) => self.admit_share(family, method, subject, trial).await?,
+            None => None,
+        };
+        let admitted = self.admit_method(family, method, trial).await;
+        if admitted.is_err()
+            && let Some(share) = share
+        {
+            self.give_back_share(share).await;
+        }
+        admitted
+    }
+
+    /// Keeps `subject` within its share of `method`'s quota: a slot in the subject's own
+    /// window (cluster-wide with Redis), or a refusal when the share is spent. Never waits: a
+    /// caller over its share is told when it may call again.
+    async fn admit_share(
+        &self,
+        family: Family,
+        method: &str,
+        subject: &str,
+        trial: bool,
+    ) -> Result<Option<ShareSlot>, VendorError> {
+        let Some(limit) = self.policy.limit_for(method) else {
+            return Ok(None);
+        };
+        let key = format!("{method}\u{0}share\u{0}{subject}");
+        if let Some(shared) = &self.shared
+            && let Some(share) = self.policy.subject_limit(limit)
+        {
+            match shared.reserve(&key, share, MINUTE, Duration::ZERO).await {
+                Ok(wdt_redis::Reservation::Slot { member, .. }) => {
+                    return Ok(Some(ShareSlot::Shared { key, member }));
+                }
+                Ok(
+                    wdt_redis::Reservation::Refused(wait) | wdt_redis::Reservation::Paused(wait),
+                ) => {
+                    return Err(self.refuse(
+                        family,
+                        method,
+                        ThrottleReason::FairShare,
+                        wait,
+                        trial,
+                    ));
+                }
+                // Redis is unavailable: the share of this replica's share, kept here.
+                Err(_) => {}
+            }
+        }
+        let limit = match &self.shared {
+            Some(shared) => shared.local_share(limit),
+            None => limit,
+        };
+        let Some(share) = self.policy.subject_limit(limit) else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        let mut windows = self.windows();
+        // Windows of callers gone quiet are dropped now and then, so they never pile up.
+        if windows.len() > 10_000 {
+            windows.retain(|_, w| {
+                w.slots.back().is_some_and(|t| *t + MINUTE > now) || w.paused_until.is_some()
+            });
+        }
+        let reserved = windows
+            .entry(key.clone())
+            .or_default()
+            .reserve(share, now, Duration::ZERO);
+        drop(windows);
+        match reserved {
+            Ok(at) => Ok(Some(ShareSlot::Local { key, at })),
+            Err(wait) => Err(self.refuse(family, method, ThrottleReason::FairShare, wait, trial)),
+        }
+    }
+
+    /// Gives back a share slot whose call never went out.
+    async fn give_back_share(&self, share: ShareSlot) {
+        match share {
+            ShareSlot::Local { key, at } => {
+                if let Some(window) = self.windows().get_mut(&key) {
+                    window.release(at);
+                }
+            }
+            ShareSlot::Shared { key, member } => {
+                if let Some(shared) = &self.shared {
+                    shared.release(&key, &member).await;
+                }
+            }
+        }
+    }
+
+    /// The method's quota, pause and (with several replicas) the cluster-wide quota.
+    async fn admit_method(
+        &self,
+        family: Family,
+        method: &str,
+        trial: bool,
+    ) -> Result<(), VendorError> {
         let mut limit = self.policy.limit_for(method);
         match (&self.shared, limit) {
             (Some(shared), Some(cluster_limit)) => {
@@ -772,11 +896,47 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn no_subject_takes_more_than_its_share() {
+        let guard = Guard::new(Policy {
+            subject_share_percent: 50,
+            ..policy(10, Duration::from_secs(5))
+        });
+        let f = Family::Flagship;
+        for _ in 0..5 {
+            guard.admit(f, "m", Some("greedy")).await.unwrap();
+        }
+        match guard.admit(f, "m", Some("greedy")).await {
+            Err(VendorError::Throttled {
+                reason: ThrottleReason::FairShare,
+                retry_after,
+                ..
+            }) => assert!(retry_after > Duration::from_secs(55), "{retry_after:?}"),
+            other => panic!("{other:?}"),
+        }
+        // The others get the rest of the minute, at once.
+        for _ in 0..5 {
+            guard.admit(f, "m", Some("other")).await.unwrap();
+        }
+        // A refused share slot is not counted: the method's quota is untouched by it.
+        assert_eq!(guard.windows().get("m").map(|w| w.slots.len()), Some(10));
+        // Shares of another method are their own.
+        guard.admit(f, "n", Some("greedy")).await.unwrap();
+        // A minute later the greedy subject may call again.
+        tokio::time::advance(MINUTE).await;
+        guard.admit(f, "m", Some("greedy")).await.unwrap();
+        // 100 % turns the shares off.
+        let open = Guard::new(policy(10, Duration::ZERO));
+        for _ in 0..10 {
+            open.admit(f, "m", Some("greedy")).await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_quota_refusal_says_when_to_come_back() {
         let guard = Guard::new(policy(2, Duration::from_secs(1)));
-        guard.admit(Family::Flagship, "m").await.unwrap();
-        guard.admit(Family::Flagship, "m").await.unwrap();
-        match guard.admit(Family::Flagship, "m").await {
+        guard.admit(Family::Flagship, "m", None).await.unwrap();
+        guard.admit(Family::Flagship, "m", None).await.unwrap();
+        match guard.admit(Family::Flagship, "m", None).await {
             Err(VendorError::Throttled {
                 reason: ThrottleReason::Quota,
                 retry_after,
@@ -785,12 +945,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         guard
-            .admit(Family::Flagship, "other")
+            .admit(Family::Flagship, "other", None)
             .await
             .expect("quotas are per method");
         tokio::time::advance(MINUTE - Duration::from_secs(1)).await;
         let before = Instant::now();
-        guard.admit(Family::Flagship, "m").await.unwrap();
+        guard.admit(Family::Flagship, "m", None).await.unwrap();
         assert!(
             Instant::now() - before >= Duration::from_secs(1),
             "waited for the slot"
@@ -800,12 +960,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_waiter_that_goes_away_gives_its_slot_back() {
         let guard = Guard::new(policy(1, Duration::from_secs(120)));
-        guard.admit(Family::Flagship, "m").await.unwrap();
-        let waiting =
-            tokio::time::timeout(Duration::from_secs(1), guard.admit(Family::Flagship, "m"));
+        guard.admit(Family::Flagship, "m", None).await.unwrap();
+        let waiting = tokio::time::timeout(
+            Duration::from_secs(1),
+            guard.admit(Family::Flagship, "m", None),
+        );
         assert!(waiting.await.is_err(), "still waiting: dropped");
         let before = Instant::now();
-        guard.admit(Family::Flagship, "m").await.unwrap();
+        guard.admit(Family::Flagship, "m", None).await.unwrap();
         assert!(
             Instant::now() - before < MINUTE,
             "the next caller gets the released slot, not the one after it"
@@ -821,18 +983,18 @@ mod tests {
             ..Policy::default()
         });
         let f = Family::Flagship;
-        guard.admit(f, "a").await.unwrap();
+        guard.admit(f, "a", None).await.unwrap();
         guard.record(f, "a", Outcome::Outage);
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(
             matches!(
-                guard.admit(f, "a").await,
+                guard.admit(f, "a", None).await,
                 Err(VendorError::Throttled { .. })
             ),
             "the trial is refused by a's quota"
         );
         guard
-            .admit(f, "b")
+            .admit(f, "b", None)
             .await
             .expect("the next caller gets the trial, not a closed door");
     }
@@ -845,15 +1007,15 @@ mod tests {
         });
         guard.record(Family::Flagship, "m", Outcome::Throttled);
         assert!(matches!(
-            guard.admit(Family::Flagship, "m").await,
+            guard.admit(Family::Flagship, "m", None).await,
             Err(VendorError::Throttled {
                 reason: ThrottleReason::VendorBackoff,
                 ..
             })
         ));
-        guard.admit(Family::Flagship, "n").await.unwrap();
+        guard.admit(Family::Flagship, "n", None).await.unwrap();
         tokio::time::advance(Duration::from_secs(121)).await;
-        guard.admit(Family::Flagship, "m").await.unwrap();
+        guard.admit(Family::Flagship, "m", None).await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -865,36 +1027,39 @@ mod tests {
         });
         let f = Family::Enterprise;
         for _ in 0..2 {
-            guard.admit(f, "m").await.unwrap();
+            guard.admit(f, "m", None).await.unwrap();
             guard.record(f, "m", Outcome::Outage);
         }
-        guard.admit(f, "m").await.unwrap();
+        guard.admit(f, "m", None).await.unwrap();
         guard.record(f, "m", Outcome::Answered);
         for _ in 0..3 {
-            guard.admit(f, "m").await.unwrap();
+            guard.admit(f, "m", None).await.unwrap();
             guard.record(f, "m", Outcome::Outage);
         }
         assert!(matches!(
-            guard.admit(f, "m").await,
+            guard.admit(f, "m", None).await,
             Err(VendorError::CircuitOpen { .. })
         ));
         guard
-            .admit(Family::Flagship, "m")
+            .admit(Family::Flagship, "m", None)
             .await
             .expect("one breaker per family");
         tokio::time::advance(Duration::from_secs(31)).await;
-        guard.admit(f, "m").await.expect("the trial call");
+        guard.admit(f, "m", None).await.expect("the trial call");
         assert!(
-            guard.admit(f, "m").await.is_err(),
+            guard.admit(f, "m", None).await.is_err(),
             "only one trial at a time"
         );
         guard.record(f, "m", Outcome::Outage);
-        assert!(guard.admit(f, "m").await.is_err(), "a failed trial reopens");
+        assert!(
+            guard.admit(f, "m", None).await.is_err(),
+            "a failed trial reopens"
+        );
         tokio::time::advance(Duration::from_secs(31)).await;
-        guard.admit(f, "m").await.unwrap();
+        guard.admit(f, "m", None).await.unwrap();
         guard.record(f, "m", Outcome::Answered);
-        guard.admit(f, "m").await.expect("closed again");
-        guard.admit(f, "m").await.unwrap();
+        guard.admit(f, "m", None).await.expect("closed again");
+        guard.admit(f, "m", None).await.unwrap();
         assert_eq!(
             guard.circuits(),
             [(Family::Flagship, false), (Family::Enterprise, false)]

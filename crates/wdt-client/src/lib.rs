@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod attribution;
 mod client;
 pub mod de;
 pub mod enterprise;
@@ -9,6 +10,7 @@ pub mod flagship;
 mod guard;
 pub mod json;
 
+pub use attribution::Attribution;
 pub use client::{
     Clock, ConfigError, EnterpriseCredentials, FixedClock, FlagshipCredentials, PreparedRequest,
     SystemClock, WdtClient, WdtClientBuilder, prepare_enterprise, prepare_flagship,

@@ -61,6 +61,8 @@ pub struct AppShared {
     pub redis: Option<wdt_redis::Shared>,
     /// GraphQL over HTTP: introspection setting, persisted queries.
     pub graphql_http: graphql_http::GraphqlHttp,
+    /// The most ERP calls one request may make (`limits.max_erp_calls_per_request`).
+    pub erp_budget: Option<u32>,
 }
 
 impl AppShared {
@@ -195,8 +197,10 @@ async fn authenticate_rest(
 ) -> Response {
     match state.admit(request.headers()).await {
         Ok(caller) => {
+            // Every ERP call of the request is charged to its caller and budget.
+            let attribution = stock_service::Attribution::new(&caller.subject, state.erp_budget);
             request.extensions_mut().insert(caller);
-            next.run(request).await
+            attribution.scope(next.run(request)).await
         }
         Err(Refusal::Unauthenticated(e)) => {
             let mut response = ApiError::unauthenticated(e.to_string()).into_response();
@@ -601,25 +605,60 @@ async fn execute_graphql(
         && let Some(body) = state.answers.get(key, &state.service).await
     {
         record(true, true);
-        return graphql_http::answer_bytes(body, media);
+        let cost = Cost {
+            requested: 0,
+            actual: 0,
+            max: state.erp_budget,
+        };
+        return graphql_http::answer_bytes(cost.spliced(&body), media);
+    }
+    // What the document could cost is known before it runs: over the budget, nothing runs.
+    let requested = match &doc {
+        Some(d) => {
+            stock_graphql::operation::erp_cost(
+                &d.1,
+                request.operation_name.as_deref(),
+                &request.variables,
+                &state.service,
+            )
+            .await
+        }
+        None => 0,
+    };
+    if let Some(max) = state.erp_budget
+        && requested > max
+    {
+        record(false, false);
+        return Cost {
+            requested,
+            actual: 0,
+            max: Some(max),
+        }
+        .refusal(media);
     }
     if let Some(doc) = doc {
         request.set_parsed_query(doc.1.clone());
     }
+    let attribution = stock_service::Attribution::new(&caller.subject, state.erp_budget);
     let generation = state.service.stock_generation();
     let reads = Arc::new(stock_graphql::StockReads::default());
     if memo.is_some() {
         request = request.data(reads.clone());
     }
     let (request, stale) = stock_graphql::prepare_request(request, &state.service, caller);
-    let mut response = state
-        .schema
-        .execute(request)
+    let mut response = attribution
+        .clone()
+        .scope(state.schema.execute(request))
         .instrument(tracing::info_span!(
             "graphql",
             operation = observe::operation_field(name.as_deref())
         ))
         .await;
+    let cost = Cost {
+        requested,
+        actual: attribution.calls(),
+        max: state.erp_budget,
+    };
     let stale = stale.take();
     if let Some(key) = memo
         && response.errors.is_empty()
@@ -633,8 +672,9 @@ async fn execute_graphql(
         record(true, true);
         let body = axum::body::Bytes::from(body);
         state.answers.put(key, body.clone(), reads);
-        return graphql_http::answer_bytes(body, media);
+        return graphql_http::answer_bytes(cost.spliced(&body), media);
     }
+    response.extensions.insert("cost".into(), cost.value());
 
     // Errors raised by the GraphQL engine itself carry no code yet.
     for error in &mut response.errors {
@@ -691,4 +731,62 @@ async fn execute_graphql(
         *http.status_mut() = StatusCode::FORBIDDEN;
     }
     http
+}
+
+/// The ERP calls of one GraphQL request, reported in `extensions.cost` (as Shopify reports
+/// query cost): what the document could make when it was admitted, what it made, the budget.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    requested: u32,
+    actual: u32,
+    max: Option<u32>,
+}
+
+impl Cost {
+    fn json(self) -> serde_json::Value {
+        serde_json::json!({
+            "requestedErpCalls": self.requested,
+            "actualErpCalls": self.actual,
+            "maxErpCalls": self.max,
+        })
+    }
+
+    fn value(self) -> Value {
+        Value::from_json(self.json()).unwrap_or(Value::Null)
+    }
+
+    /// A memoized answer (an object without `extensions`) with this cost added.
+    fn spliced(self, body: &[u8]) -> axum::body::Bytes {
+        let Some(open) = body.strip_suffix(b"}") else {
+            return axum::body::Bytes::copy_from_slice(body);
+        };
+        let cost = self.json().to_string();
+        let mut out = Vec::with_capacity(body.len() + cost.len() + 24);
+        out.extend_from_slice(open);
+        out.extend_from_slice(b",\"extensions\":{\"cost\":");
+        out.extend_from_slice(cost.as_bytes());
+        out.extend_from_slice(b"}}");
+        out.into()
+    }
+
+    /// The refusal of a document that could make more ERP calls than a request may: nothing
+    /// ran (a request error: 400 in `application/graphql-response+json`, 200 in `application/json`).
+    fn refusal(self, media: graphql_http::MediaType) -> Response {
+        let status = match media {
+            graphql_http::MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
+            graphql_http::MediaType::Json => StatusCode::OK,
+        };
+        let message = format!(
+            "this document could make up to {} ERP calls, more than one request may make ({}); split it into smaller requests or ask for fewer keys not in the cache",
+            self.requested,
+            self.max.unwrap_or_default()
+        );
+        let body = serde_json::json!({
+            "errors": [{ "message": message, "extensions": { "code": "COST_LIMIT_EXCEEDED" } }],
+            "extensions": { "cost": self.json() },
+        });
+        let mut response = graphql_http::answer_bytes(body.to_string().into(), media);
+        *response.status_mut() = status;
+        response
+    }
 }

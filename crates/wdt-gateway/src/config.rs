@@ -95,6 +95,9 @@ pub struct VendorSettings {
     pub read_retries: u32,
     /// The first retry waits up to this long (jittered), doubling each time.
     pub retry_backoff_ms: u64,
+    /// The most of each method's per-minute quota one token subject may take, in percent (1 to
+    /// 100); the rest is kept for the other callers. 100 turns the shares off.
+    pub subject_share_percent: u32,
     /// Consecutive outages that open the circuit breaker; 0 turns it off.
     pub breaker_failures: u32,
     /// How long the open breaker fails calls fast before one trial call.
@@ -112,6 +115,7 @@ impl Default for VendorSettings {
             throttle_pause_secs: 300,
             read_retries: 2,
             retry_backoff_ms: 200,
+            subject_share_percent: 50,
             breaker_failures: 5,
             breaker_cooldown_secs: 30,
         }
@@ -126,6 +130,10 @@ pub struct LimitSettings {
     pub client_rate_limit: u32,
     /// Requests a subject may send at once above the steady rate.
     pub client_burst: u32,
+    /// The most ERP calls one request may make (keys not in the cache, pages, batches);
+    /// GraphQL documents that could make more are refused before they run
+    /// (`COST_LIMIT_EXCEEDED`). 0 turns the budget off.
+    pub max_erp_calls_per_request: u32,
 }
 
 impl Default for LimitSettings {
@@ -133,6 +141,7 @@ impl Default for LimitSettings {
         Self {
             client_rate_limit: 50,
             client_burst: 100,
+            max_erp_calls_per_request: 100,
         }
     }
 }
@@ -737,6 +746,12 @@ impl Config {
                 v.read_retries
             )));
         }
+        if !(1..=100).contains(&v.subject_share_percent) {
+            return Err(ConfigError(format!(
+                "vendor.subject_share_percent is {}; it must be between 1 and 100 (100 turns the shares off)",
+                v.subject_share_percent
+            )));
+        }
         if v.read_retries > 0 && v.retry_backoff_ms == 0 {
             return Err(ConfigError(
                 "vendor.retry_backoff_ms must be greater than 0 when vendor.read_retries is set"
@@ -836,6 +851,7 @@ impl Config {
                 Duration::from_secs(self.http.request_timeout_secs)
                     .saturating_sub(Duration::from_secs(1)),
             ),
+            subject_share_percent: v.subject_share_percent,
             breaker_threshold: v.breaker_failures,
             breaker_cooldown: Duration::from_secs(v.breaker_cooldown_secs),
         }

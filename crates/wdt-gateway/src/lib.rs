@@ -246,6 +246,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             config.introspection(),
             config.http.max_body_bytes,
         ),
+        erp_budget: (config.limits.max_erp_calls_per_request > 0)
+            .then_some(config.limits.max_erp_calls_per_request),
     });
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,

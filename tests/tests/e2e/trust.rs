@@ -484,3 +484,154 @@ async fn retried_writes_under_erp_faults_are_written_once() {
     );
     assert_eq!(counter.ok, written as u64);
 }
+
+/// A token for `subject` with every scope.
+fn token_of(subject: &str) -> String {
+    wdt_e2e::hs256(
+        wdt_e2e::SECRET,
+        &json!({ "sub": subject, "scope": ALL_SCOPES, "exp": wdt_e2e::now() + 600 }),
+    )
+}
+
+/// A document reading the stock of `specs`, one alias each.
+fn aliases(specs: impl Iterator<Item = String>) -> String {
+    let fields: Vec<String> = specs
+        .enumerate()
+        .map(|(i, s)| format!("a{i}: stock(specNos: [\"{s}\"]) {{ specNo }}"))
+        .collect();
+    format!("{{ {} }}", fields.join(" "))
+}
+
+const STOCK_READS: &str = "stock_query_detail.php";
+
+#[tokio::test]
+async fn one_request_cannot_take_the_quota_from_everyone_else() {
+    // The set-up: 120 calls a minute for the account's stock method.
+    let app = TestApp::spawn_with(|c| {
+        c.vendor.calls_per_minute = 120;
+        c.vendor.quota_wait_secs = 1;
+        c.limits.client_rate_limit = 0;
+    })
+    .await;
+    let attacker = token_of("attacker");
+    // 1,000 aliases of `stock` (complexity exactly 2,000, so valid): refused before it runs.
+    let doc = aliases((0..1000).map(|i| format!("X{i:05}-01")));
+    let (status, _, body) = app.graphql(Some(&attacker), &doc, json!({})).await;
+    assert_eq!(codes(&body), ["COST_LIMIT_EXCEEDED"], "{body}");
+    assert_eq!(status, 200, "application/json: a request error is 200");
+    assert_eq!(body["extensions"]["cost"]["requestedErpCalls"], 1000);
+    assert_eq!(body["extensions"]["cost"]["maxErpCalls"], 100);
+    assert!(body.get("data").is_none(), "nothing ran: {body}");
+    assert_eq!(app.vendor_calls(STOCK_READS), 0);
+
+    // Within the budget, request after request: the attacker gets its share of the minute,
+    // no more.
+    let mut made = 0;
+    for round in 0..4 {
+        let doc = aliases((0..40).map(|i| format!("Y{round}{i:04}-01")));
+        let (_, _, body) = app.graphql(Some(&attacker), &doc, json!({})).await;
+        assert_eq!(
+            body["extensions"]["cost"]["requestedErpCalls"], 40,
+            "{body}"
+        );
+        made += body["extensions"]["cost"]["actualErpCalls"]
+            .as_u64()
+            .unwrap();
+    }
+    assert_eq!(made, 60, "half of the 120-call minute");
+    assert_eq!(app.vendor_calls(STOCK_READS), 60);
+    let (_, _, body) = app
+        .graphql(
+            Some(&attacker),
+            "{ stock(specNos: [\"Z00001-01\"]) { specNo } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(codes(&body), ["VENDOR_RATE_LIMITED"], "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("share"),
+        "{body}"
+    );
+
+    // Another caller's uncached read is answered, at once.
+    let started = std::time::Instant::now();
+    let (status, _, body) = app
+        .graphql(
+            Some(&token_of("bystander")),
+            "{ stock(specNos: [\"G00001-01\"]) { specNo onHand } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["errors"].is_null(), "{body}");
+    assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let (status, _, problem) = app
+        .rest(
+            Method::GET,
+            "/v1/stock?spec_no=G00002-01",
+            Some(&token_of("partner")),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200, "{problem}");
+}
+
+#[tokio::test]
+async fn answers_report_their_erp_cost() {
+    let app = TestApp::spawn().await;
+    let doc = "{ a: stock(specNos: [\"G00001-01\", \"G00002-01\"]) { specNo } b: stock(specNos: [\"G00002-01\"]) { specNo } }";
+    let cold = app.query(doc, json!({})).await;
+    assert!(cold["errors"].is_null(), "{cold}");
+    assert_eq!(
+        cold["extensions"]["cost"],
+        json!({"requestedErpCalls": 2, "actualErpCalls": 2, "maxErpCalls": 100})
+    );
+    // Cached now (and memoized): nothing to call.
+    for _ in 0..2 {
+        let warm = app.query(doc, json!({})).await;
+        assert_eq!(warm["data"], cold["data"]);
+        assert_eq!(
+            warm["extensions"]["cost"],
+            json!({"requestedErpCalls": 0, "actualErpCalls": 0, "maxErpCalls": 100}),
+            "{warm}"
+        );
+    }
+    let plans = app
+        .query(
+            "query($id: ID!) { stockChanges(from: \"2026-01-01T00:00:00+08:00\", to: \"2026-01-02T00:00:00+08:00\") { nodes { specNo } } p: stockSyncPlan(apiGoodsId: $id) { stockChangeCount } q: stockSyncPlan(apiGoodsId: \"2448\") { stockChangeCount } }",
+            json!({ "id": "2447" }),
+        )
+        .await;
+    let cost = &plans["extensions"]["cost"];
+    assert_eq!(
+        cost["requestedErpCalls"], 21,
+        "a changes page (20) and one plan batch: {plans}"
+    );
+    assert!(cost["actualErpCalls"].as_u64().unwrap() <= 21);
+}
+
+#[tokio::test]
+async fn the_budget_also_bounds_what_runs() {
+    let app = TestApp::spawn_with(|c| c.limits.max_erp_calls_per_request = 3).await;
+    let all = token(ALL_SCOPES);
+    let path = "/v1/stock?spec_no=G00001-01&spec_no=G00002-01&spec_no=G00003-01&spec_no=G00004-01&spec_no=G00005-01";
+    let (status, _, problem) = app.rest(Method::GET, path, Some(&all), None, &[]).await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["code"], "COST_LIMIT_EXCEEDED");
+    assert!(app.vendor_calls(STOCK_READS) <= 3);
+    let (status, _, _) = app
+        .rest(
+            Method::GET,
+            "/v1/stock?spec_no=G00001-01",
+            Some(&all),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+}
