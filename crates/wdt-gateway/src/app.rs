@@ -138,8 +138,13 @@ pub fn edge(router: Router, http: &crate::config::HttpSettings) -> Router {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     use tower_http::limit::RequestBodyLimitLayer;
 
+    let limit = http.max_body_bytes;
     let mut router = router
-        .layer(RequestBodyLimitLayer::new(http.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(limit))
+        // The limit's own 413 is plain text: make it a problem document like every other error.
+        .layer(axum::middleware::map_response(
+            move |r: Response| async move { too_large(r, limit) },
+        ))
         // Outside the body limit, so its 413 is counted, logged and carries the request id too;
         // the timeout is the front middleware's own (each layer is cloned for every request).
         .layer(from_fn_with_state(
@@ -177,6 +182,21 @@ pub fn edge(router: Router, http: &crate::config::HttpSettings) -> Router {
         router = router.layer(cors);
     }
     router
+}
+
+/// A `413` without a problem document (the body limit's) as `413 BAD_USER_INPUT`.
+fn too_large(response: Response, limit: usize) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE
+        || response.extensions().get::<Problem>().is_some()
+    {
+        return response;
+    }
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "BAD_USER_INPUT",
+        format!("the body may be at most {limit} bytes"),
+    )
+    .into_response()
 }
 
 /// Checks the bearer token of a REST request and hands the caller to the handlers.
