@@ -186,7 +186,7 @@ pub struct AckResponse {
 pub(crate) struct IfNoneMatch {
     /// The `ETag` of an earlier answer (or several, comma-separated, or `*`): when the answer
     /// is still the same, it is `304 Not Modified` without a body.
-    #[param(rename = "If-None-Match", nullable = false, min_length = 1)]
+    #[param(rename = "If-None-Match", nullable = false)]
     if_none_match: Option<String>,
 }
 
