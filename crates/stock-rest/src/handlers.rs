@@ -676,8 +676,8 @@ pub(crate) async fn post_cancel(
 /// `mode` says which stock is counted (`all`, `good_only`, `defect_only`); 1 to 1000 lines,
 /// quantities 0 or more with at most 4 decimal places. Merchant codes the ERP does not know are
 /// skipped and listed in `skipped_spec_nos`; with `strict: true`, or when no code is known, the
-/// ERP refuses the whole take (`422 VENDOR_REJECTED`). The cached stock
-/// and sync plans of the counted SKUs are dropped, so the next read shows the new stock.
+/// ERP refuses the whole take (`422 VENDOR_REJECTED`). The cached stock and sync plans of the
+/// counted SKUs are dropped, so the next read shows the new stock.
 ///
 /// Honours `Idempotency-Key`: a retry with the same key and body gets the first answer again
 /// (`Idempotent-Replayed: true`) and the ERP is not called twice; the same key with another
