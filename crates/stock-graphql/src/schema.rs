@@ -94,32 +94,64 @@ fn listing_id(what: &str, id: &ID) -> async_graphql::Result<i64> {
     })
 }
 
-/// A page of stock rows.
+/// Where a page of a connection starts and ends (Relay's cursor connections).
 #[derive(Debug, SimpleObject)]
 pub(crate) struct PageInfo {
-    /// Pass as `after` to continue; null at the end.
+    /// The cursor of the first edge; null when the page is empty.
+    start_cursor: Option<String>,
+    /// Pass as `after` to continue; null at the end. The cursor of the last edge while
+    /// `hasNextPage`.
     end_cursor: Option<String>,
     /// Whether more rows may follow.
     has_next_page: bool,
+    /// Always false: pages are walked forward only (`first`/`after`), and Relay allows false
+    /// then.
+    has_previous_page: bool,
+}
+
+/// A stock row and the cursor right after it.
+#[derive(Debug, SimpleObject)]
+pub(crate) struct StockLevelEdge {
+    /// Pass as `after` to continue right after this row, with the same `from`, `to` and
+    /// `warehouseNo`.
+    cursor: String,
+    /// The row.
+    node: StockLevel,
 }
 
 /// Stock rows that changed in a time range, oldest change first.
 #[derive(Debug)]
 pub(crate) struct StockLevelConnection(StockLevelPage);
 
-/// Stock rows that changed in a time range, oldest change first.
+/// Stock rows that changed in a time range, oldest change first: a Relay cursor connection
+/// (`edges` with a cursor per row, `pageInfo`), with the rows also as plain `nodes`.
 #[Object]
 impl StockLevelConnection {
+    /// The rows of this page, each with its cursor.
+    async fn edges(&self) -> Vec<StockLevelEdge> {
+        self.0
+            .nodes
+            .iter()
+            .zip(&self.0.cursors)
+            .map(|(node, cursor)| StockLevelEdge {
+                cursor: cursor.clone(),
+                node: node.clone(),
+            })
+            .collect()
+    }
+
     /// The rows of this page.
     async fn nodes(&self) -> &[StockLevel] {
         &self.0.nodes
     }
 
-    /// Where the page ends and whether more follow.
+    /// Where the page starts and ends and whether more follow.
     async fn page_info(&self) -> PageInfo {
         PageInfo {
+            start_cursor: self.0.cursors.first().cloned(),
             end_cursor: self.0.end_cursor.clone(),
             has_next_page: self.0.has_next_page,
+            has_previous_page: false,
         }
     }
 }

@@ -31,9 +31,11 @@ mod strict {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct StockQueryParams {
-    /// Merchant codes (商家编码) of the SKUs, repeated: `spec_no=A&spec_no=B` (1 to 100).
+    /// Merchant codes (商家编码) of the SKUs, repeated: `spec_no=A&spec_no=B` (1 to 100, each at
+    /// most 40 characters).
+    // `default`: a missing `spec_no` is the service's "1 to 100" message, not serde's.
     #[serde(default)]
-    #[param(min_items = 1, max_items = 100)]
+    #[param(required = true, style = Form, explode = true, min_items = 1, max_items = 100)]
     pub spec_no: Vec<String>,
     /// Only this warehouse.
     pub warehouse_no: Option<String>,
@@ -173,4 +175,37 @@ pub struct AckResponse {
     pub api_goods_id: i64,
     /// `confirmed`, `failed` or `cancelled`.
     pub outcome: String,
+}
+
+/// The `If-None-Match` request header of the GET routes (documentation only: the handlers read
+/// the header map).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "documentation only")]
+pub(crate) struct IfNoneMatch {
+    /// The `ETag` of an earlier answer (or several, comma-separated, or `*`): when the answer
+    /// is still the same, it is `304 Not Modified` without a body.
+    #[param(rename = "If-None-Match", nullable = false)]
+    if_none_match: Option<String>,
+}
+
+/// The `Idempotency-Key` request header of the writes (documentation only: the idempotency
+/// middleware reads it).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "documentation only")]
+pub(crate) struct IdempotencyKey {
+    /// A key the client makes for one write (a UUID, say): a retry with the same key and body
+    /// gets the first answer again (`Idempotent-Replayed: true`) instead of writing twice; the
+    /// same key with another method, path or body is `422 IDEMPOTENCY_KEY_REUSED`. Keys are kept
+    /// per token subject for 24 hours. 1 to 255 visible ASCII characters.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7E]+$",
+        example = "8e3f6a52-2b1c-4f0e-9a57-3c6d2e1b7f40"
+    )]
+    idempotency_key: Option<String>,
 }

@@ -10,6 +10,53 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// The stable codes of problem documents (`Problem.code`, GraphQL's `extensions.code`); the
+/// table in `docs/ERRORS.md` says when each is sent and what to do.
+///
+/// `UNAUTHENTICATED` 401, `FORBIDDEN` 403, `BAD_USER_INPUT` 400 (413 for a body over the size
+/// limit), `NOT_FOUND` 404, `RATE_LIMITED` 429, `VENDOR_REJECTED` 422, `VENDOR_RATE_LIMITED` 503,
+/// `VENDOR_UNAVAILABLE` 503, `VENDOR_MISCONFIGURED` 502, `IDEMPOTENCY_KEY_REUSED` 422,
+/// `IDEMPOTENCY_KEY_IN_USE` 409, `IDEMPOTENCY_UNAVAILABLE` 503, `COST_LIMIT_EXCEEDED`,
+/// `WRITE_OUTCOME_UNKNOWN`, `INTERNAL_SERVER_ERROR` 500. Codes may be added (the contract grows
+/// by extension): treat an unknown code like its HTTP status.
+// Documentation only: `Problem.code` stays a string in Rust (errors are built with
+// `ApiError::new(status, "CODE", …)`); this enum gives the OpenAPI document the list of values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// 401: no bearer token, or it is invalid or expired.
+    Unauthenticated,
+    /// 403: the token lacks the operation's scope (`required_scope` names it).
+    Forbidden,
+    /// 400 (413 for a body over the size limit): the request is invalid; the detail says what to fix.
+    BadUserInput,
+    /// 404: nothing matches.
+    NotFound,
+    /// 429: the token's subject sent more requests than its per-second allowance.
+    RateLimited,
+    /// 422: the ERP refused the request itself (`vendor_status`, `vendor_message`).
+    VendorRejected,
+    /// 503: the ERP is throttling this account, or the gateway held the call back to respect the
+    /// ERP's quota.
+    VendorRateLimited,
+    /// 503: the ERP cannot be reached, times out or answered nonsense.
+    VendorUnavailable,
+    /// 502: the ERP refused the gateway's own credentials, signature or clock (an operator must act).
+    VendorMisconfigured,
+    /// 422: an `Idempotency-Key` was sent again with another method, path or body.
+    IdempotencyKeyReused,
+    /// 409: a request with this `Idempotency-Key` is still running on another replica.
+    IdempotencyKeyInUse,
+    /// 503: the shared idempotency store is down, so the keyed write was not sent.
+    IdempotencyUnavailable,
+    /// The request could make more ERP calls than its budget allows.
+    CostLimitExceeded,
+    /// A keyed write whose ERP answer was lost: it is never sent again under that key.
+    WriteOutcomeUnknown,
+    /// 500: a bug; the detail is generic and the logs have the rest.
+    InternalServerError,
+}
+
 /// An RFC 9457 problem document (`application/problem+json`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(example = json!({
@@ -33,6 +80,7 @@ pub struct Problem {
     /// What happened and what to fix.
     pub detail: String,
     /// Stable code, the same as GraphQL's `extensions.code` (see docs/ERRORS.md).
+    #[schema(value_type = ErrorCode)]
     pub code: String,
     /// The ERP's status or code, when the ERP refused.
     #[serde(skip_serializing_if = "Option::is_none")]

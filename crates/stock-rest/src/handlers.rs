@@ -14,52 +14,105 @@ use stock_service::model::{Served, StockSyncAck, StockSyncPlan, StockTakeInput, 
 use utoipa::IntoResponses;
 
 use crate::RestState;
+use crate::contract::{PROBLEM_JSON, examples};
 use crate::dto::{
-    AckRequest, AckResponse, CancelRequest, PendingQueryParams, PendingResponse, PlanQueryParams,
-    PlansRequest, PlansResponse, StockChangesQueryParams, StockChangesResponse, StockListResponse,
-    StockQueryParams, WarehouseQueryParams,
+    AckRequest, AckResponse, CancelRequest, IdempotencyKey, IfNoneMatch, PendingQueryParams,
+    PendingResponse, PlanQueryParams, PlansRequest, PlansResponse, StockChangesQueryParams,
+    StockChangesResponse, StockListResponse, StockQueryParams, WarehouseQueryParams,
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query, query_of};
 
-/// Errors every route may answer.
+/// Errors every route may answer, each with an example problem document.
 #[derive(IntoResponses)]
 #[allow(dead_code, reason = "documentation only")]
 pub(crate) enum Errors {
-    /// The request is invalid (`BAD_USER_INPUT`); the detail says what to fix.
-    #[response(status = 400, content_type = "application/problem+json")]
+    /// The request is invalid (`BAD_USER_INPUT`): a malformed or missing parameter or body, or
+    /// input the ERP would refuse (lengths, list sizes, decimals, page sizes, a cursor from another
+    /// query). The detail says what to fix.
+    #[response(status = 400, content_type = PROBLEM_JSON, example = json!(examples::bad_request()))]
     BadRequest(Problem),
-    /// No valid bearer token (`UNAUTHENTICATED`).
-    #[response(status = 401, content_type = "application/problem+json")]
+    /// No valid bearer token (`UNAUTHENTICATED`): missing, malformed, badly signed, expired, or for
+    /// another issuer or audience. `WWW-Authenticate` says what is wrong.
+    #[response(status = 401, content_type = PROBLEM_JSON, example = json!(examples::unauthenticated()))]
     Unauthorized(Problem),
-    /// The token lacks the route's scope (`FORBIDDEN`).
-    #[response(status = 403, content_type = "application/problem+json")]
+    /// The token lacks the route's scope (`FORBIDDEN`); `required_scope` names it.
+    #[response(status = 403, content_type = PROBLEM_JSON, example = json!(examples::forbidden()))]
     Forbidden(Problem),
     /// The ERP refused the request (`VENDOR_REJECTED`), with its status and message.
-    #[response(status = 422, content_type = "application/problem+json")]
+    #[response(status = 422, content_type = PROBLEM_JSON, example = json!(examples::vendor_rejected()))]
     Unprocessable(Problem),
-    /// The caller sent more requests than its per-second allowance (`RATE_LIMITED`); see
-    /// `Retry-After`.
-    #[response(status = 429, content_type = "application/problem+json")]
+    /// The caller sent more requests than its per-second allowance (`RATE_LIMITED`); wait
+    /// `Retry-After` seconds.
+    #[response(status = 429, content_type = PROBLEM_JSON, example = json!(examples::rate_limited()))]
     TooManyRequests(Problem),
-    /// The gateway's ERP credentials or clock are wrong (`VENDOR_MISCONFIGURED`).
-    #[response(status = 502, content_type = "application/problem+json")]
+    /// A bug (`INTERNAL_SERVER_ERROR`); the detail is generic, the gateway's log has the rest
+    /// under the request id.
+    #[response(status = 500, content_type = PROBLEM_JSON, example = json!(examples::internal()))]
+    Internal(Problem),
+    /// The gateway's ERP credentials, signature or clock are wrong (`VENDOR_MISCONFIGURED`): the
+    /// operators have to act; retrying does not help.
+    #[response(status = 502, content_type = PROBLEM_JSON, example = json!(examples::misconfigured()))]
     BadGateway(Problem),
-    /// The ERP is throttling or unavailable (`VENDOR_RATE_LIMITED`, `VENDOR_UNAVAILABLE`), or,
-    /// with several replicas, a write with an `Idempotency-Key` cannot be kept from running twice
-    /// because Redis is unavailable (`IDEMPOTENCY_UNAVAILABLE`); see `Retry-After`.
-    #[response(status = 503, content_type = "application/problem+json")]
+    /// The ERP is throttling this account (`VENDOR_RATE_LIMITED`) or is unavailable
+    /// (`VENDOR_UNAVAILABLE`); wait `Retry-After` seconds.
+    #[response(
+        status = 503, content_type = PROBLEM_JSON,
+        examples(
+            ("VENDOR_RATE_LIMITED" = (summary = "The ERP is throttling this account", value = json!(examples::vendor_rate_limited()))),
+            ("VENDOR_UNAVAILABLE" = (summary = "The ERP cannot be reached", value = json!(examples::vendor_unavailable())))
+        )
+    )]
     Unavailable(Problem),
+    /// The request took longer than the gateway's request timeout (`http.request_timeout_secs`);
+    /// no body. A write may still have been made: retry it with the same `Idempotency-Key`.
+    #[response(status = 504)]
+    GatewayTimeout,
 }
 
-/// What `Idempotency-Key` adds to a write's answers.
+/// What a route with a request body adds to [`Errors`].
+#[derive(IntoResponses)]
+#[allow(dead_code, reason = "documentation only")]
+pub(crate) enum BodyErrors {
+    /// The body is larger than the gateway accepts (`BAD_USER_INPUT`; `http.max_body_bytes`,
+    /// 1 MiB by default).
+    #[response(status = 413, content_type = PROBLEM_JSON, example = json!(examples::too_large()))]
+    PayloadTooLarge(Problem),
+}
+
+/// What `Idempotency-Key` adds to a write's answers. List it after [`Errors`]: its `422` and
+/// `503` replace theirs with the idempotency codes added.
 #[derive(IntoResponses)]
 #[allow(dead_code, reason = "documentation only")]
 pub(crate) enum IdempotentWrite {
-    /// Another request with this `Idempotency-Key` is still running (`IDEMPOTENCY_KEY_IN_USE`);
-    /// retry to get its result.
-    #[response(status = 409, content_type = "application/problem+json")]
+    /// With several replicas sharing keys through Redis: another request with this
+    /// `Idempotency-Key` is still running (`IDEMPOTENCY_KEY_IN_USE`); retry after `Retry-After`
+    /// seconds to get its result.
+    #[response(status = 409, content_type = PROBLEM_JSON, example = json!(examples::key_in_use()))]
     Conflict(Problem),
+    /// The ERP refused the request (`VENDOR_REJECTED`, with its status and message), or the
+    /// `Idempotency-Key` was already used with another method, path or body
+    /// (`IDEMPOTENCY_KEY_REUSED`).
+    #[response(
+        status = 422, content_type = PROBLEM_JSON,
+        examples(
+            ("VENDOR_REJECTED" = (summary = "The ERP refused the request", value = json!(examples::vendor_rejected()))),
+            ("IDEMPOTENCY_KEY_REUSED" = (summary = "The key was used with another request", value = json!(examples::key_reused())))
+        )
+    )]
+    Unprocessable(Problem),
+    /// The ERP is throttling this account (`VENDOR_RATE_LIMITED`) or is unavailable
+    /// (`VENDOR_UNAVAILABLE`), or, with several replicas, the shared store of keys (Redis) is down
+    /// so the write was not sent (`IDEMPOTENCY_UNAVAILABLE`); wait `Retry-After` seconds.
+    #[response(
+        status = 503, content_type = PROBLEM_JSON,
+        examples(
+            ("VENDOR_RATE_LIMITED" = (summary = "The ERP is throttling this account", value = json!(examples::vendor_rate_limited()))),
+            ("VENDOR_UNAVAILABLE" = (summary = "The ERP cannot be reached", value = json!(examples::vendor_unavailable()))),
+            ("IDEMPOTENCY_UNAVAILABLE" = (summary = "Keys cannot be honoured right now", value = json!(examples::idempotency_unavailable())))
+        )
+    )]
+    Unavailable(Problem),
 }
 
 /// The caller holds scope number `S` (see [`SCOPES`]); checked before anything else is read.
@@ -229,11 +282,21 @@ fn meta<T>(s: &Served<T>) -> Served<()> {
 }
 
 /// Stock of SKUs by merchant code, in every warehouse or in one.
+///
+/// Give 1 to 100 merchant codes (商家编码) as repeated `spec_no` parameters; the answer has one row
+/// per SKU and warehouse that holds it, SKUs in the order asked. Unknown codes have no rows.
+///
+/// Answers come through the gateway's cache (30 s by default, or kept fresh by the ERP change
+/// feed): `Cache-Status`, `Age` and `Cache-Control` say how. While the ERP is throttling or down, a
+/// recently expired answer may be served instead of an error (`Cache-Status: …; detail=stale-if-error`).
+/// Every answer has an `ETag`: send it back in `If-None-Match` to get `304 Not Modified`.
+///
+/// Needs the `stock:read` scope.
 #[utoipa::path(
-    get, path = "/v1/stock", tag = "stock", params(StockQueryParams),
+    get, path = "/v1/stock", tag = "stock", params(StockQueryParams, IfNoneMatch),
     responses(
         (status = 200, description = "One row per SKU and warehouse, in the order asked. `Cache-Status` says whether it came from the cache.", body = StockListResponse),
-        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag; no body."),
         Errors
     ),
     security(("bearer" = ["stock:read"]))
@@ -302,12 +365,20 @@ pub(crate) async fn get_stock(
 }
 
 /// Stock of the SKUs with a barcode.
+///
+/// One row per SKU carrying the barcode and warehouse that holds it (several SKUs may share a
+/// barcode), in every warehouse or in `warehouse_no` only. An unknown barcode has no rows.
+///
+/// Cached like `GET /v1/stock` (`Cache-Status`, `Age`, `Cache-Control`, stale answers while the
+/// ERP is throttling or down), with an `ETag` for `If-None-Match`.
+///
+/// Needs the `stock:read` scope.
 #[utoipa::path(
     get, path = "/v1/stock/by-barcode/{barcode}", tag = "stock",
-    params(("barcode" = String, Path, description = "The barcode (at most 50 characters)."), WarehouseQueryParams),
+    params(("barcode" = String, Path, min_length = 1, max_length = 50, description = "The barcode (at most 50 characters)."), WarehouseQueryParams, IfNoneMatch),
     responses(
         (status = 200, description = "One row per SKU and warehouse.", body = StockListResponse),
-        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag; no body."),
         Errors
     ),
     security(("bearer" = ["stock:read"]))
@@ -334,11 +405,21 @@ pub(crate) async fn get_stock_by_barcode(
 }
 
 /// Stock rows whose last change lies in `[from, to)`, oldest first, walked with a cursor.
+///
+/// The range may be any length: the gateway walks the ERP's 30-day windows and pages for you.
+/// A page holds at most `page_size` rows, and may hold fewer (even none) while `has_more` is true
+/// when a long, sparse range needs more ERP calls than one page may make: keep passing
+/// `next_cursor` as `cursor`, with the same `from`, `to` and `warehouse_no`, until `has_more` is
+/// false. A cursor from another query is refused (`400`).
+///
+/// Never cached (`Cache-Control: no-store`); the `ETag` still allows `If-None-Match`.
+///
+/// Needs the `stock:read` scope.
 #[utoipa::path(
-    get, path = "/v1/stock/changes", tag = "stock", params(StockChangesQueryParams),
+    get, path = "/v1/stock/changes", tag = "stock", params(StockChangesQueryParams, IfNoneMatch),
     responses(
         (status = 200, description = "A page of changed rows; follow `next_cursor` while `has_more`.", body = StockChangesResponse),
-        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag; no body."),
         Errors
     ),
     security(("bearer" = ["stock:read"]))
@@ -369,11 +450,20 @@ pub(crate) async fn get_stock_changes(
 }
 
 /// Listings waiting for a stock push, walked with a cursor until `next_cursor` is null.
+///
+/// The ERP's queue of self-built storefront listings whose stock changed since their last push.
+/// For each, read its plan (`GET /v1/stock-sync/plans/{api_goods_id}`, or many at once with
+/// `POST /v1/stock-sync/plans`), push the quantity to the storefront, then acknowledge it with
+/// `…/confirm` or `…/fail`. Start without `cursor`, then pass `next_cursor` until it is null.
+///
+/// Never cached (`Cache-Control: no-store`); the `ETag` still allows `If-None-Match`.
+///
+/// Needs the `stock-sync:read` scope.
 #[utoipa::path(
-    get, path = "/v1/stock-sync/pending", tag = "stock-sync", params(PendingQueryParams),
+    get, path = "/v1/stock-sync/pending", tag = "stock-sync", params(PendingQueryParams, IfNoneMatch),
     responses(
         (status = 200, description = "A page of the ERP's pending queue.", body = PendingResponse),
-        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag; no body."),
         Errors
     ),
     security(("bearer" = ["stock-sync:read"]))
@@ -400,12 +490,22 @@ pub(crate) async fn get_pending(
 }
 
 /// How much a self-built storefront listing should show now, and the rule behind it.
+///
+/// The ERP calculates `quantity_to_sync` from the listing's sync rule (warehouses, percentage,
+/// additions, bounds); `stock_change_count` identifies this calculation and is what
+/// `…/confirm`, `…/fail` and `…/cancel` take. A listing whose sync is disabled is refused
+/// (`422`) unless `force=true`.
+///
+/// Cached for a few seconds (5 s by default; `Cache-Status`, `Age`, `Cache-Control`), and
+/// dropped from the cache when the listing is acknowledged; `ETag` allows `If-None-Match`.
+///
+/// Needs the `stock-sync:read` scope.
 #[utoipa::path(
     get, path = "/v1/stock-sync/plans/{api_goods_id}", tag = "stock-sync",
-    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing (the ERP's api_goodsspec id)."), PlanQueryParams),
+    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing (the ERP's api_goodsspec id)."), PlanQueryParams, IfNoneMatch),
     responses(
         (status = 200, description = "The plan.", body = StockSyncPlan),
-        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag; no body."),
         Errors
     ),
     security(("bearer" = ["stock-sync:read"]))
@@ -430,9 +530,16 @@ pub(crate) async fn get_plan(
 }
 
 /// Plans of several listings at once; refused listings are listed in `failures`.
+///
+/// The same calculation as `GET /v1/stock-sync/plans/{api_goods_id}` for 1 to 100 listings in
+/// one ERP call. A listing the ERP will not calculate (unknown, or sync disabled without
+/// `force`) does not fail the request: it is listed in `failures` with the ERP's reason.
+/// A read, so it needs no `Idempotency-Key` and is never cached.
+///
+/// Needs the `stock-sync:read` scope.
 #[utoipa::path(
     post, path = "/v1/stock-sync/plans", tag = "stock-sync", request_body = PlansRequest,
-    responses((status = 200, description = "Plans and failures, in the order asked.", body = PlansResponse), Errors),
+    responses((status = 200, description = "Plans and failures, in the order asked.", body = PlansResponse), Errors, BodyErrors),
     security(("bearer" = ["stock-sync:read"]))
 )]
 pub(crate) async fn post_plans(
@@ -483,12 +590,20 @@ fn ack(id: i64, body: AckRequest) -> StockSyncAck {
     }
 }
 
-/// Records that a plan's quantity was pushed to the storefront. Honours `Idempotency-Key`.
+/// Records that a plan's quantity was pushed to the storefront.
+///
+/// Send the `stock_change_count` and quantity of the plan that was pushed. The listing leaves
+/// the pending queue unless its stock changed again since that plan; its cached plan is dropped.
+///
+/// Honours `Idempotency-Key`: a retry with the same key and body gets the first answer again
+/// (`Idempotent-Replayed: true`) without a second ERP call.
+///
+/// Needs the `stock-sync:write` scope.
 #[utoipa::path(
     post, path = "/v1/stock-sync/plans/{api_goods_id}/confirm", tag = "stock-sync",
-    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
+    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), IdempotencyKey),
     request_body = AckRequest,
-    responses((status = 200, description = "Recorded.", body = AckResponse), Errors, IdempotentWrite),
+    responses((status = 200, description = "Recorded.", body = AckResponse), Errors, BodyErrors, IdempotentWrite),
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_confirm(
@@ -500,12 +615,20 @@ pub(crate) async fn post_confirm(
     acknowledged(&s, id, body, true).await
 }
 
-/// Records that pushing a plan's quantity failed; the listing stays pending. Honours `Idempotency-Key`.
+/// Records that pushing a plan's quantity failed; the listing stays pending.
+///
+/// Send the `stock_change_count` and quantity of the plan that could not be pushed, and the
+/// storefront's answer in `message`. The ERP keeps the listing in the pending queue.
+///
+/// Honours `Idempotency-Key`: a retry with the same key and body gets the first answer again
+/// (`Idempotent-Replayed: true`) without a second ERP call.
+///
+/// Needs the `stock-sync:write` scope.
 #[utoipa::path(
     post, path = "/v1/stock-sync/plans/{api_goods_id}/fail", tag = "stock-sync",
-    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
+    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), IdempotencyKey),
     request_body = AckRequest,
-    responses((status = 200, description = "Recorded.", body = AckResponse), Errors, IdempotentWrite),
+    responses((status = 200, description = "Recorded.", body = AckResponse), Errors, BodyErrors, IdempotentWrite),
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_fail(
@@ -517,12 +640,21 @@ pub(crate) async fn post_fail(
     acknowledged(&s, id, body, false).await
 }
 
-/// Drops a pending push; refused (`422`, `取消失败`) when nothing with that count is pending. Honours `Idempotency-Key`.
+/// Drops a pending push.
+///
+/// Removes the listing's pending push with this `stock_change_count` from the ERP's queue
+/// without pushing anything. Refused (`422 VENDOR_REJECTED`, `取消失败`) when nothing with that
+/// count is pending.
+///
+/// Honours `Idempotency-Key`: a retry with the same key and body gets the first answer again
+/// (`Idempotent-Replayed: true`) without a second ERP call.
+///
+/// Needs the `stock-sync:write` scope.
 #[utoipa::path(
     post, path = "/v1/stock-sync/plans/{api_goods_id}/cancel", tag = "stock-sync",
-    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), ("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request.")),
+    params(("api_goods_id" = i64, Path, minimum = 1, description = "The listing."), IdempotencyKey),
     request_body = CancelRequest,
-    responses((status = 200, description = "Cancelled.", body = AckResponse), Errors, IdempotentWrite),
+    responses((status = 200, description = "Cancelled.", body = AckResponse), Errors, BodyErrors, IdempotentWrite),
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_cancel(
@@ -542,12 +674,23 @@ pub(crate) async fn post_cancel(
 }
 
 /// Records a stock take: the counted quantities overwrite the ERP's stock in one warehouse.
-/// Honours `Idempotency-Key`: retries with the same key and body replay the first result.
+///
+/// `mode` says which stock is counted (`all`, `good_only`, `defect_only`); 1 to 1000 lines,
+/// quantities 0 or more with at most 4 decimal places. Merchant codes the ERP does not know are
+/// skipped and listed in `skipped_spec_nos`; with `strict: true`, or when no code is known, the
+/// ERP refuses the whole take (`422 VENDOR_REJECTED`). The cached stock and sync plans of the
+/// counted SKUs are dropped, so the next read shows the new stock.
+///
+/// Honours `Idempotency-Key`: a retry with the same key and body gets the first answer again
+/// (`Idempotent-Replayed: true`) and the ERP is not called twice; the same key with another
+/// body is refused (`422 IDEMPOTENCY_KEY_REUSED`). Send a key whenever a retry is possible.
+///
+/// Needs the `stock:write` scope.
 #[utoipa::path(
     post, path = "/v1/stock-takes", tag = "stock",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for retries of the same request; the same key with another body is 422.")),
+    params(IdempotencyKey),
     request_body(content = StockTakeInput, example = json!({"warehouse_no": "WH-SH01", "mode": "all", "remark": "年终盘点", "strict": false, "lines": [{"spec_no": "G00001-01", "quantity": "120", "defect": false, "remark": null}]})),
-    responses((status = 201, description = "Recorded.", body = StockTakeResult), Errors, IdempotentWrite),
+    responses((status = 201, description = "Recorded.", body = StockTakeResult), Errors, BodyErrors, IdempotentWrite),
     security(("bearer" = ["stock:write"]))
 )]
 pub(crate) async fn post_stock_take(

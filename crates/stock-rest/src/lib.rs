@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod contract;
 pub mod dto;
 mod error;
 mod extract;
@@ -15,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, Problem, RequestId};
+pub use error::{ApiError, ErrorCode, Problem, RequestId};
 pub use idempotency::{IdempotencyStore, Keep, fingerprint, key_of};
 pub use memo::StockAnswers;
 
@@ -36,8 +37,11 @@ pub struct RestState {
         title = "wdt-gateway REST API",
         description = "Stock, stock takes and storefront stock sync over the WangDianTong (旺店通) ERP, for partner systems. \
 Every route needs `Authorization: Bearer <JWT>` with the scope shown on it. JSON is snake_case; decimals are strings. \
-Errors are RFC 9457 problem documents with a stable `code` (docs/ERRORS.md). Writes honour `Idempotency-Key`.",
-        license(name = "MIT OR Apache-2.0")
+Errors are RFC 9457 problem documents with a stable `code` (docs/ERRORS.md). Writes honour `Idempotency-Key`. \
+Every answer carries `x-request-id`; GET answers carry an `ETag` (send it back in `If-None-Match` for `304`) and, when they \
+come from the gateway's cache, `Cache-Status` (RFC 9211), `Age` and `Cache-Control`. `RateLimit` and `RateLimit-Policy` \
+(IETF draft-ietf-httpapi-ratelimit-headers) show the caller's allowance; `429` and `503` say when to retry in `Retry-After`.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
     components(schemas(Problem)),
@@ -97,7 +101,7 @@ fn api_router(state: RestState) -> OpenApiRouter {
 /// The `/v1` routes and the OpenAPI document describing them.
 pub fn router(state: RestState) -> (Router, utoipa::openapi::OpenApi) {
     let (router, mut api) = api_router(state).split_for_parts();
-    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    contract::finish(&mut api);
     (router, api)
 }
 
@@ -115,6 +119,6 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .routes(routes!(handlers::post_fail))
         .routes(routes!(handlers::post_cancel))
         .split_for_parts();
-    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    contract::finish(&mut api);
     api
 }

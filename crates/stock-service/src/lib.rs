@@ -423,6 +423,9 @@ impl StockService {
             None => query.start(),
         };
         let mut nodes: Vec<StockLevel> = Vec::new();
+        // Where the walk continues after each node: after its row, and after any duplicate
+        // rows that follow it (this page skips them, so resuming there must too).
+        let mut after: Vec<cursor::Position> = Vec::new();
         let mut seen: HashSet<(String, String)> = HashSet::new();
         let mut calls = 0;
         while nodes.len() < first as usize
@@ -449,6 +452,16 @@ impl StockService {
                 .into_iter()
                 .filter_map(mapping::stock_level)
                 .collect();
+            // The position after the first `taken` rows of this vendor page.
+            let past = |taken: usize| {
+                if taken < rows.len() {
+                    at.with_offset(taken)
+                } else if full {
+                    at.next_page()
+                } else {
+                    at.next_window(&query)
+                }
+            };
             let mut taken = at.offset;
             for row in rows.iter().skip(at.offset) {
                 if nodes.len() >= first as usize {
@@ -457,19 +470,22 @@ impl StockService {
                 taken += 1;
                 if seen.insert((row.spec_no.clone(), row.warehouse_no.clone())) {
                     nodes.push(row.clone());
+                    after.push(past(taken));
+                } else if let Some(last) = after.last_mut() {
+                    *last = past(taken);
                 }
             }
-            at = if taken < rows.len() {
-                at.with_offset(taken)
-            } else if full {
-                at.next_page()
-            } else {
-                at.next_window(&query)
-            };
+            at = past(taken);
+        }
+        // Whatever the walk passed after the last node (duplicates, empty windows) is behind
+        // its cursor too: the last edge resumes where the page ends.
+        if let Some(last) = after.last_mut() {
+            *last = at;
         }
         let has_next_page = !at.is_done(&query);
         Ok(StockLevelPage {
             nodes,
+            cursors: after.iter().map(|p| query.encode(p)).collect(),
             end_cursor: has_next_page.then(|| query.encode(&at)),
             has_next_page,
         })

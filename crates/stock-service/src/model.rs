@@ -286,6 +286,10 @@ pub struct PendingStockSyncPage {
 pub struct StockLevelPage {
     /// The rows, oldest change first.
     pub nodes: Vec<StockLevel>,
+    /// One per node: pass it as `after` to continue right after that node (the last one is
+    /// `end_cursor` while `has_next_page`).
+    #[serde(default)]
+    pub cursors: Vec<String>,
     /// Pass as `after` to continue; null at the end of the range.
     pub end_cursor: Option<String>,
     /// Whether more rows may follow.

@@ -319,9 +319,10 @@ async fn the_vendor_quota_is_one_budget_for_the_cluster() {
             futures::future::join_all(paths.iter().map(|path| {
                 let url = format!("{target}{path}");
                 async move {
+                    // A caller each: the account's quota is under test, not one caller's share.
                     let r = http()
                         .get(url)
-                        .bearer_auth(token("alice"))
+                        .bearer_auth(token(path))
                         .send()
                         .await
                         .unwrap();
@@ -500,6 +501,44 @@ async fn retried_writes_under_erp_faults_are_written_once_across_replicas() {
         (written, unknown),
         "every key took effect exactly once: {counter:?}"
     );
+}
+
+/// One caller's share of the quota is one share for the cluster: what it spent on A counts
+/// on B, and the other callers still get the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callers_share_of_the_quota_is_shared_by_the_replicas() {
+    let (emulator, _redis, a, b) = cluster(&[("WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE", "10")]).await;
+    let get = |replica: &Replica, subject: &str, spec: String| {
+        let url = replica.url(&format!("/v1/stock?spec_no={spec}"));
+        let subject = subject.to_owned();
+        async move {
+            let r = http()
+                .get(url)
+                .bearer_auth(token(&subject))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    let mut served = 0;
+    for i in 0..6 {
+        let (status, body) = get(&a, "greedy", format!("G{:05}-01", 10 + i)).await;
+        if status == StatusCode::OK {
+            served += 1;
+        } else {
+            assert_eq!(body["code"], "VENDOR_RATE_LIMITED", "{body}");
+        }
+    }
+    assert_eq!(served, 5, "half of the 10-call minute");
+    let (status, body) = get(&b, "greedy", "G00030-01".into()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("share"), "{body}");
+    let (status, body) = get(&b, "modest", "G00031-01".into()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(calls(&emulator, STOCK), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,6 +4,7 @@
 mod auth;
 mod browser;
 mod caching;
+mod contract;
 mod edge;
 mod errors;
 mod graphiql;
