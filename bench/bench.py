@@ -234,6 +234,14 @@ def main():
                                 "--scope", SCOPES, "--ttl", "4h"], capture_output=True, text=True,
                                env={**os.environ, "WDT_GATEWAY_JWT_SECRET": SECRET},
                                check=True).stdout.strip()
+        # The mixes' clients are eight callers (token subjects), as a fleet of frontends would
+        # be: each caller keeps to its share of the ERP quota (vendor.subject_share_percent).
+        mix_tokens = ",".join(
+            subprocess.run([os.path.join(BIN, "wdt-gateway"), "token", "--sub", f"bench-{i}",
+                            "--scope", SCOPES, "--ttl", "4h"], capture_output=True, text=True,
+                           env={**os.environ, "WDT_GATEWAY_JWT_SECRET": SECRET},
+                           check=True).stdout.strip()
+            for i in range(8))
 
         # The cached answers, and the ceiling that serves the same bytes.
         rest_path = "/v1/stock?" + "&".join(f"spec_no={s}" for s in SPECS)
@@ -322,7 +330,7 @@ def main():
                                gateway_env(mix_port, emulator, {
                                    "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": str(quota)}))
         wait_for(f"{mix_gateway}/healthz")
-        mix = driver(args, mix_gateway, emulator, token, [
+        mix = driver(args, mix_gateway, emulator, mix_tokens, [
             "mix", "--duration", "3" if smoke else "120", "--clients", "16" if smoke else "64",
             "--rate", "10", "--zipf", "1.1", "--take-every", "1" if smoke else "5",
             "--ttl", str(ttl)])
@@ -357,7 +365,7 @@ def main():
                                  f"http://127.0.0.1:{port}"))
             for _, url in replicas:
                 wait_for(f"{url}/healthz")
-            run = driver(args, ",".join(url for _, url in replicas), emulator, token, [
+            run = driver(args, ",".join(url for _, url in replicas), emulator, mix_tokens, [
                 "mix", "--duration", "3" if smoke else "60", "--clients", "16" if smoke else "64",
                 "--rate", "10", "--zipf", "1.1", "--take-every", "1" if smoke else "5",
                 "--ttl", str(ttl)])

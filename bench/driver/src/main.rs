@@ -29,9 +29,10 @@ struct Args {
     /// The emulator's base URL (its admin API and its enterprise endpoint).
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     emulator: String,
-    /// A bearer token with every scope.
-    #[arg(long, env = "WDT_BENCH_TOKEN")]
-    token: String,
+    /// A bearer token with every scope; several, separated by commas, are callers (token
+    /// subjects) the mix's clients take in turn, as a fleet of frontends would.
+    #[arg(long, env = "WDT_BENCH_TOKEN", value_delimiter = ',', required = true)]
+    token: Vec<String>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -179,12 +180,24 @@ impl Bench {
         }
     }
 
+    /// The token of client number `client`.
+    fn token(&self, client: usize) -> &str {
+        let tokens = &self.args.token;
+        tokens
+            .get(client % tokens.len().max(1))
+            .map_or("", String::as_str)
+    }
+
     fn stock(&self, specs: &[&str]) -> reqwest::RequestBuilder {
+        self.stock_as(0, specs)
+    }
+
+    fn stock_as(&self, client: usize, specs: &[&str]) -> reqwest::RequestBuilder {
         let query: Vec<(&str, &str)> = specs.iter().map(|s| ("spec_no", *s)).collect();
         self.http
             .get(format!("{}/v1/stock", self.gateway()))
             .query(&query)
-            .bearer_auth(&self.args.token)
+            .bearer_auth(self.token(client))
     }
 
     async fn miss(&self, n: usize) -> Result<Value, Failure> {
@@ -346,22 +359,24 @@ impl Bench {
                     next += period;
                     let k = sample(&cdf, rand::rng().random::<f64>());
                     let t = Instant::now();
-                    let (status, age, stale) = match self.stock(&[specs[k].as_str()]).send().await {
-                        Ok(r) => {
-                            let status = r.status().as_u16();
-                            let header = |name: &str| {
-                                r.headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .map(str::to_owned)
-                            };
-                            let age = header("age").and_then(|a| a.parse().ok());
-                            let stale = header("cache-status").is_some_and(|s| s.contains("stale"));
-                            let _ = r.bytes().await;
-                            (status, age, stale)
-                        }
-                        Err(_) => (0, None, false),
-                    };
+                    let (status, age, stale) =
+                        match self.stock_as(c, &[specs[k].as_str()]).send().await {
+                            Ok(r) => {
+                                let status = r.status().as_u16();
+                                let header = |name: &str| {
+                                    r.headers()
+                                        .get(name)
+                                        .and_then(|v| v.to_str().ok())
+                                        .map(str::to_owned)
+                                };
+                                let age = header("age").and_then(|a| a.parse().ok());
+                                let stale =
+                                    header("cache-status").is_some_and(|s| s.contains("stale"));
+                                let _ = r.bytes().await;
+                                (status, age, stale)
+                            }
+                            Err(_) => (0, None, false),
+                        };
                     let latency = ms(t.elapsed());
                     if let Ok(mut log) = log.lock() {
                         log.push((t - start, k, status, latency, age, stale));
@@ -386,7 +401,7 @@ impl Bench {
                 let ok = self
                     .http
                     .post(format!("{writer}/v1/stock-takes"))
-                    .bearer_auth(&self.args.token)
+                    .bearer_auth(self.token(0))
                     .json(&body)
                     .send()
                     .await
@@ -401,7 +416,7 @@ impl Bench {
                     .http
                     .get(format!("{checker}/v1/stock"))
                     .query(&[("spec_no", specs[k].as_str()), ("warehouse_no", "WH-SH01")])
-                    .bearer_auth(&self.args.token)
+                    .bearer_auth(self.token(0))
                     .send()
                     .await
                 {

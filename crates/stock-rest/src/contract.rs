@@ -243,7 +243,24 @@ pub(crate) mod examples {
 
     pub(crate) fn bad_request() -> Value {
         sent(ApiError::bad_input(
-            "warehouseNo has 52 characters; at most 40 are allowed",
+            "warehouse_no has 52 characters; at most 40 are allowed",
+        ))
+    }
+
+    pub(crate) fn cost_limit() -> Value {
+        sent(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "COST_LIMIT_EXCEEDED",
+            "this request has made as many ERP calls as one request may (limits.max_erp_calls_per_request); ask for fewer keys per request",
+        ))
+    }
+
+    pub(crate) fn outcome_unknown() -> Value {
+        sent(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "WRITE_OUTCOME_UNKNOWN",
+            "the ERP's answer to this write was lost after the write was sent (a timeout, a broken connection or an unreadable answer), so it may or may not have taken effect. \
+             It is not sent again under this Idempotency-Key: check the ERP's current state (e.g. read the stock or the sync plan) before writing again with a new key",
         ))
     }
 

@@ -29,8 +29,15 @@ use crate::extract::{Json, Path, Query, query_of};
 pub(crate) enum Errors {
     /// The request is invalid (`BAD_USER_INPUT`): a malformed or missing parameter or body, or
     /// input the ERP would refuse (lengths, list sizes, decimals, page sizes, a cursor from another
-    /// query). The detail says what to fix.
-    #[response(status = 400, content_type = PROBLEM_JSON, example = json!(examples::bad_request()))]
+    /// query). The detail says what to fix. Or it would make more ERP calls than one request may
+    /// (`COST_LIMIT_EXCEEDED`): ask for fewer keys at a time.
+    #[response(
+        status = 400, content_type = PROBLEM_JSON,
+        examples(
+            ("BAD_USER_INPUT" = (summary = "The input cannot work", value = json!(examples::bad_request()))),
+            ("COST_LIMIT_EXCEEDED" = (summary = "Too many ERP calls for one request", value = json!(examples::cost_limit())))
+        )
+    )]
     BadRequest(Problem),
     /// No valid bearer token (`UNAUTHENTICATED`): missing, malformed, badly signed, expired, or for
     /// another issuer or audience. `WWW-Authenticate` says what is wrong.
@@ -90,6 +97,18 @@ pub(crate) enum IdempotentWrite {
     /// seconds to get its result.
     #[response(status = 409, content_type = PROBLEM_JSON, example = json!(examples::key_in_use()))]
     Conflict(Problem),
+    /// The gateway's ERP credentials, signature or clock are wrong (`VENDOR_MISCONFIGURED`), or
+    /// the ERP's answer to the write was lost after it was sent (`WRITE_OUTCOME_UNKNOWN`): it may
+    /// or may not have taken effect; it is never sent again under the same `Idempotency-Key`, so
+    /// check the ERP's state before writing again with a new key.
+    #[response(
+        status = 502, content_type = PROBLEM_JSON,
+        examples(
+            ("VENDOR_MISCONFIGURED" = (summary = "The gateway's ERP configuration is wrong", value = json!(examples::misconfigured()))),
+            ("WRITE_OUTCOME_UNKNOWN" = (summary = "The write's answer was lost", value = json!(examples::outcome_unknown())))
+        )
+    )]
+    BadGateway(Problem),
     /// The ERP refused the request (`VENDOR_REJECTED`, with its status and message), or the
     /// `Idempotency-Key` was already used with another method, path or body
     /// (`IDEMPOTENCY_KEY_REUSED`).

@@ -68,7 +68,10 @@ pub struct AppShared {
 impl AppShared {
     /// Authenticates the request's bearer token (in an `auth` span) and applies the caller's
     /// rate limit.
-    async fn admit(&self, headers: &axum::http::HeaderMap) -> Result<Caller, Refusal> {
+    async fn admit(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<(Caller, Option<observe::Allowance>), Refusal> {
         let span = tracing::info_span!("auth", subject = tracing::field::Empty);
         let caller = self
             .auth
@@ -80,13 +83,59 @@ impl AppShared {
         if crate::telemetry::detailed_spans() {
             tracing::Span::current().record("subject", caller.subject.as_str());
         }
-        if let Some(limiter) = &self.limiter {
-            limiter
-                .check(&caller.subject)
-                .await
-                .map_err(Refusal::RateLimited)?;
+        let allowance = match &self.limiter {
+            Some(limiter) => Some(
+                limiter
+                    .check(&caller.subject)
+                    .await
+                    .map_err(Refusal::RateLimited)?,
+            ),
+            None => None,
+        };
+        Ok((caller, allowance))
+    }
+
+    /// Adds `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) to an
+    /// answer, when the client limit is on: `allowance` after this request, or none left for
+    /// `refused` seconds.
+    fn rate_headers(
+        &self,
+        response: &mut Response,
+        allowance: Option<observe::Allowance>,
+        refused: Option<u64>,
+    ) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        let current = match (allowance, refused) {
+            (Some(a), _) => a,
+            (None, Some(secs)) => observe::Allowance {
+                remaining: 0,
+                reset_secs: secs,
+            },
+            (None, None) => return,
+        };
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("ratelimit-policy", limiter.policy()),
+            ("ratelimit", current.header()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
         }
-        Ok(caller)
+    }
+
+    /// `extensions.rateLimit` of a GraphQL answer: the client limit and what is left of it.
+    fn rate_extension(&self, allowance: Option<observe::Allowance>) -> Option<serde_json::Value> {
+        let (limit, window) = self.limiter.as_ref()?.limits();
+        let a = allowance?;
+        Some(serde_json::json!({
+            "limit": limit,
+            "windowSeconds": window,
+            "remaining": a.remaining,
+            "resetSeconds": a.reset_secs,
+        }))
     }
 }
 
@@ -196,11 +245,13 @@ async fn authenticate_rest(
     next: Next,
 ) -> Response {
     match state.admit(request.headers()).await {
-        Ok(caller) => {
+        Ok((caller, allowance)) => {
             // Every ERP call of the request is charged to its caller and budget.
             let attribution = stock_service::Attribution::new(&caller.subject, state.erp_budget);
             request.extensions_mut().insert(caller);
-            attribution.scope(next.run(request)).await
+            let mut response = attribution.scope(next.run(request)).await;
+            state.rate_headers(&mut response, allowance, None);
+            response
         }
         Err(Refusal::Unauthenticated(e)) => {
             let mut response = ApiError::unauthenticated(e.to_string()).into_response();
@@ -209,7 +260,11 @@ async fn authenticate_rest(
             }
             response
         }
-        Err(Refusal::RateLimited(secs)) => ApiError::rate_limited(secs).into_response(),
+        Err(Refusal::RateLimited(secs)) => {
+            let mut response = ApiError::rate_limited(secs).into_response();
+            state.rate_headers(&mut response, None, Some(secs));
+            response
+        }
     }
 }
 
@@ -440,11 +495,20 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     };
     let key = request.headers().get("idempotency-key").cloned();
     // Authenticate before reading the body.
-    let caller = match state.admit(request.headers()).await {
-        Ok(caller) => caller,
+    let (caller, allowance) = match state.admit(request.headers()).await {
+        Ok(admitted) => admitted,
         Err(Refusal::Unauthenticated(e)) => return unauthenticated(&e),
-        Err(Refusal::RateLimited(secs)) => return rate_limited(secs),
+        Err(Refusal::RateLimited(secs)) => {
+            let mut response = rate_limited(secs);
+            state.rate_headers(&mut response, None, Some(secs));
+            return response;
+        }
     };
+    let reply = Reply {
+        media,
+        rate: state.rate_extension(allowance),
+    };
+    let limits = state.clone();
     let graphql_http::Incoming { request, doc } = match state
         .graphql_http
         .read(request, media, &state.documents)
@@ -453,14 +517,17 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Ok(incoming) => incoming,
         Err(refused) => return refused,
     };
-    if let Some(key) = key
+    let mut response = if let Some(key) = key
         && let Some(parsed) = &doc
         && let stock_graphql::operation::Writes::Mutation(fields) =
             stock_graphql::operation::writes(&parsed.1, request.operation_name.as_deref())
     {
-        return keyed_mutation(state, caller, &key, request, parsed.clone(), &fields, media).await;
-    }
-    execute_graphql(state, caller, request, doc, media).await
+        keyed_mutation(state, caller, &key, request, parsed.clone(), &fields, reply).await
+    } else {
+        execute_graphql(state, caller, request, doc, reply).await
+    };
+    limits.rate_headers(&mut response, allowance, None);
+    response
 }
 
 /// A mutation sent with an `Idempotency-Key`: the same store and rules as REST writes. A key
@@ -473,7 +540,7 @@ async fn keyed_mutation(
     request: async_graphql::Request,
     doc: Arc<(String, async_graphql::parser::types::ExecutableDocument)>,
     fields: &[String],
-    media: graphql_http::MediaType,
+    reply: Reply,
 ) -> Response {
     let key = match stock_rest::key_of(key) {
         Ok(key) => key,
@@ -489,7 +556,7 @@ async fn keyed_mutation(
     // never kept, so nothing is stored or replayed.
     let allowed = stock_graphql::operation::mutation_scope(field).is_some_and(|s| caller.has(s));
     if !allowed {
-        return execute_graphql(state, caller, request, Some(doc), media).await;
+        return execute_graphql(state, caller, request, Some(doc), reply).await;
     }
     let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
     let fingerprint = stock_rest::fingerprint(&[
@@ -510,7 +577,7 @@ async fn keyed_mutation(
             &key,
             fingerprint,
             graphql_keep,
-            execute_graphql(state, caller, request, Some(doc), media),
+            execute_graphql(state, caller, request, Some(doc), reply),
         )
         .await;
     graphql_shaped(response).await
@@ -580,8 +647,9 @@ async fn execute_graphql(
     caller: Caller,
     mut request: async_graphql::Request,
     doc: Option<Arc<(String, async_graphql::parser::types::ExecutableDocument)>>,
-    media: graphql_http::MediaType,
+    reply: Reply,
 ) -> Response {
+    let Reply { media, rate } = reply;
     let name = observe::operation_name(request.operation_name.as_deref(), &request.query)
         .map(str::to_owned);
     let subject = caller.subject.clone();
@@ -609,6 +677,7 @@ async fn execute_graphql(
             requested: 0,
             actual: 0,
             max: state.erp_budget,
+            rate: rate.clone(),
         };
         return graphql_http::answer_bytes(cost.spliced(&body), media);
     }
@@ -633,6 +702,7 @@ async fn execute_graphql(
             requested,
             actual: 0,
             max: Some(max),
+            rate: rate.clone(),
         }
         .refusal(media);
     }
@@ -658,6 +728,7 @@ async fn execute_graphql(
         requested,
         actual: attribution.calls(),
         max: state.erp_budget,
+        rate: rate.clone(),
     };
     let stale = stale.take();
     if let Some(key) = memo
@@ -674,7 +745,7 @@ async fn execute_graphql(
         state.answers.put(key, body.clone(), reads);
         return graphql_http::answer_bytes(cost.spliced(&body), media);
     }
-    response.extensions.insert("cost".into(), cost.value());
+    cost.add_to(&mut response.extensions);
 
     // Errors raised by the GraphQL engine itself carry no code yet.
     for error in &mut response.errors {
@@ -733,17 +804,27 @@ async fn execute_graphql(
     http
 }
 
+/// How to answer a GraphQL request: its media type and the caller's allowance.
+#[derive(Debug, Clone)]
+struct Reply {
+    media: graphql_http::MediaType,
+    rate: Option<serde_json::Value>,
+}
+
 /// The ERP calls of one GraphQL request, reported in `extensions.cost` (as Shopify reports
-/// query cost): what the document could make when it was admitted, what it made, the budget.
-#[derive(Debug, Clone, Copy)]
+/// query cost): what the document could make when it was admitted, what it made, the budget;
+/// and the caller's request allowance, in `extensions.rateLimit` (the `RateLimit` headers'
+/// twin, so clients slow down before a 429).
+#[derive(Debug, Clone)]
 struct Cost {
     requested: u32,
     actual: u32,
     max: Option<u32>,
+    rate: Option<serde_json::Value>,
 }
 
 impl Cost {
-    fn json(self) -> serde_json::Value {
+    fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "requestedErpCalls": self.requested,
             "actualErpCalls": self.actual,
@@ -751,27 +832,41 @@ impl Cost {
         })
     }
 
-    fn value(self) -> Value {
-        Value::from_json(self.json()).unwrap_or(Value::Null)
+    /// The `extensions` entries.
+    fn extensions(&self) -> serde_json::Value {
+        let mut out = serde_json::json!({ "cost": self.json() });
+        if let Some(rate) = &self.rate {
+            out["rateLimit"] = rate.clone();
+        }
+        out
     }
 
-    /// A memoized answer (an object without `extensions`) with this cost added.
-    fn spliced(self, body: &[u8]) -> axum::body::Bytes {
+    /// Adds the entries to an executed answer's `extensions`.
+    fn add_to(&self, extensions: &mut std::collections::BTreeMap<String, Value>) {
+        if let Ok(Value::Object(entries)) = Value::from_json(self.extensions()) {
+            for (name, value) in entries {
+                extensions.insert(name.to_string(), value);
+            }
+        }
+    }
+
+    /// A memoized answer (an object without `extensions`) with the entries added.
+    fn spliced(&self, body: &[u8]) -> axum::body::Bytes {
         let Some(open) = body.strip_suffix(b"}") else {
             return axum::body::Bytes::copy_from_slice(body);
         };
-        let cost = self.json().to_string();
-        let mut out = Vec::with_capacity(body.len() + cost.len() + 24);
+        let extensions = self.extensions().to_string();
+        let mut out = Vec::with_capacity(body.len() + extensions.len() + 16);
         out.extend_from_slice(open);
-        out.extend_from_slice(b",\"extensions\":{\"cost\":");
-        out.extend_from_slice(cost.as_bytes());
-        out.extend_from_slice(b"}}");
+        out.extend_from_slice(b",\"extensions\":");
+        out.extend_from_slice(extensions.as_bytes());
+        out.push(b'}');
         out.into()
     }
 
     /// The refusal of a document that could make more ERP calls than a request may: nothing
     /// ran (a request error: 400 in `application/graphql-response+json`, 200 in `application/json`).
-    fn refusal(self, media: graphql_http::MediaType) -> Response {
+    fn refusal(&self, media: graphql_http::MediaType) -> Response {
         let status = match media {
             graphql_http::MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
             graphql_http::MediaType::Json => StatusCode::OK,
@@ -783,7 +878,7 @@ impl Cost {
         );
         let body = serde_json::json!({
             "errors": [{ "message": message, "extensions": { "code": "COST_LIMIT_EXCEEDED" } }],
-            "extensions": { "cost": self.json() },
+            "extensions": self.extensions(),
         });
         let mut response = graphql_http::answer_bytes(body.to_string().into(), media);
         *response.status_mut() = status;

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets, seconds: sub-millisecond cache hits up to vendor timeouts.
@@ -355,7 +357,12 @@ pub(crate) fn operation_label(name: Option<&str>, subject: &str, ran: bool) -> S
 /// allowance is shared by all replicas; while Redis is unavailable each replica allows its
 /// share.
 pub struct ClientLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: RateLimiter<
+        String,
+        DefaultKeyedStateStore<String>,
+        DefaultClock,
+        StateInformationMiddleware,
+    >,
     shared: Option<wdt_redis::Shared>,
     rate: u32,
     burst: u32,
@@ -381,7 +388,8 @@ impl ClientLimiter {
         let local_rate = NonZeroU32::new(share(rate)).unwrap_or(NonZeroU32::MIN);
         let local_burst = NonZeroU32::new(share(burst)).unwrap_or(local_rate);
         let limiter = Arc::new(Self {
-            limiter: RateLimiter::keyed(Quota::per_second(local_rate).allow_burst(local_burst)),
+            limiter: RateLimiter::keyed(Quota::per_second(local_rate).allow_burst(local_burst))
+                .with_middleware::<StateInformationMiddleware>(),
             shared,
             rate,
             burst,
@@ -402,31 +410,74 @@ impl ClientLimiter {
         Some(limiter)
     }
 
-    /// `Err(seconds to wait)` when `subject` is over its allowance.
-    pub async fn check(&self, subject: &str) -> Result<(), u64> {
-        let wait = match &self.shared {
+    /// What is left of `subject`'s allowance after this request, or `Err(seconds to wait)`
+    /// when it is over its allowance.
+    pub async fn check(&self, subject: &str) -> Result<Allowance, u64> {
+        let verdict = match &self.shared {
             Some(shared) => match shared.allow(subject, self.rate, self.burst).await {
-                Ok(verdict) => verdict.err(),
-                Err(_) => self.check_here(subject).err(),
+                Ok(verdict) => verdict.map(|a| Allowance {
+                    remaining: a.remaining,
+                    reset_secs: whole_secs(a.full_in),
+                }),
+                Err(_) => self.check_here(subject),
             },
-            None => self.check_here(subject).err(),
+            None => self.check_here(subject),
         };
-        match wait {
-            None => Ok(()),
-            Some(wait) => {
-                metrics::counter!("wdt_rate_limited_total", "limiter" => "client").increment(1);
-                Err((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
-            }
-        }
+        verdict.map_err(|wait| {
+            metrics::counter!("wdt_rate_limited_total", "limiter" => "client").increment(1);
+            whole_secs(wait).max(1)
+        })
     }
 
     /// The allowance kept in this process.
-    fn check_here(&self, subject: &str) -> Result<(), Duration> {
+    fn check_here(&self, subject: &str) -> Result<Allowance, Duration> {
         // Keyed by the subject only: the limiter never sees the token.
-        self.limiter
-            .check_key(&subject.to_owned())
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+        match self.limiter.check_key(&subject.to_owned()) {
+            Ok(state) => {
+                let remaining = state.remaining_burst_capacity();
+                let quota = state.quota();
+                let used = quota.burst_size().get().saturating_sub(remaining);
+                Ok(Allowance {
+                    remaining,
+                    reset_secs: whole_secs(quota.replenish_interval() * used),
+                })
+            }
+            Err(not_until) => Err(not_until.wait_time_from(DefaultClock::default().now())),
+        }
     }
+
+    /// The policy as the `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers):
+    /// `burst` requests per window of `burst / rate` seconds.
+    pub fn policy(&self) -> String {
+        let window = self.burst.div_ceil(self.rate.max(1)).max(1);
+        format!("\"client\";q={};w={window}", self.burst)
+    }
+
+    /// The requests allowed at once and their window in seconds.
+    pub fn limits(&self) -> (u32, u32) {
+        (self.burst, self.burst.div_ceil(self.rate.max(1)).max(1))
+    }
+}
+
+/// What is left of a caller's request allowance after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Requests still allowed at once.
+    pub remaining: u32,
+    /// Seconds until the whole burst is available again.
+    pub reset_secs: u64,
+}
+
+impl Allowance {
+    /// The `RateLimit` header value (draft-ietf-httpapi-ratelimit-headers).
+    pub fn header(self) -> String {
+        format!("\"client\";r={};t={}", self.remaining, self.reset_secs)
+    }
+}
+
+/// Whole seconds, rounded up.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// Sets the cache-size gauges and renders every metric in the Prometheus text format.
@@ -524,9 +575,12 @@ mod tests {
     #[tokio::test]
     async fn the_client_limit_is_per_subject_and_says_when_to_retry() {
         let limiter = ClientLimiter::new(1, 3, None).unwrap();
-        for _ in 0..3 {
-            limiter.check("alice").await.unwrap();
+        for left in [2, 1, 0] {
+            let allowance = limiter.check("alice").await.unwrap();
+            assert_eq!(allowance.remaining, left);
+            assert!((1..=3).contains(&allowance.reset_secs), "{allowance:?}");
         }
+        assert_eq!(limiter.policy(), "\"client\";q=3;w=3");
         let wait = limiter.check("alice").await.unwrap_err();
         assert!((1..=2).contains(&wait), "{wait}");
         limiter

@@ -164,6 +164,15 @@ pub enum Fetch {
     },
 }
 
+/// What is left of a client's request allowance after an allowed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Requests still allowed at once.
+    pub remaining: u32,
+    /// How long until the whole burst is available again.
+    pub full_in: Duration,
+}
+
 /// The answer to [`Shared::reserve`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
@@ -938,7 +947,7 @@ impl Shared {
     // client rate limits
 
     /// Whether `subject` may make a request now, at `rate` per second with bursts of `burst`
-    /// across the cluster; `Ok(Err(wait))` when it must wait.
+    /// across the cluster, and what is left of its allowance; `Ok(Err(wait))` when it must wait.
     ///
     /// # Errors
     /// Redis is unavailable.
@@ -947,13 +956,13 @@ impl Shared {
         subject: &str,
         rate: u32,
         burst: u32,
-    ) -> Result<Result<(), Duration>, Unavailable> {
+    ) -> Result<Result<Allowance, Duration>, Unavailable> {
         let mut con = self.inner.con.clone();
         let script = &self.inner.scripts.gcra;
         let digest = xxhash_rust::xxh3::xxh3_128(subject.as_bytes());
         let key = self.key("r", &format!("{digest:032x}"));
         let interval = 1000.0 / f64::from(rate.max(1));
-        let (allowed, wait): (i64, i64) = self
+        let (allowed, first, second): (i64, i64, i64) = self
             .run("rate_limit", async move {
                 script
                     .key(key)
@@ -963,10 +972,14 @@ impl Shared {
                     .await
             })
             .await?;
+        let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
         Ok(if allowed == 1 {
-            Ok(())
+            Ok(Allowance {
+                remaining: u32::try_from(first).unwrap_or(0),
+                full_in: ms(second),
+            })
         } else {
-            Err(Duration::from_millis(u64::try_from(wait).unwrap_or(0)))
+            Err(ms(first))
         })
     }
 

@@ -309,8 +309,10 @@ async fn idempotency_records_and_client_limits() {
     );
 
     // 1 per second with bursts of 3.
-    for _ in 0..3 {
-        assert_eq!(redis.allow("carol", 1, 3).await.unwrap(), Ok(()));
+    for left in [2, 1, 0] {
+        let allowance = redis.allow("carol", 1, 3).await.unwrap().unwrap();
+        assert_eq!(allowance.remaining, left);
+        assert!(allowance.full_in <= Duration::from_secs(3 - u64::from(left)));
     }
     let wait = redis.allow("carol", 1, 3).await.unwrap().unwrap_err();
     assert!(
@@ -318,8 +320,12 @@ async fn idempotency_records_and_client_limits() {
         "{wait:?}"
     );
     assert_eq!(
-        redis.allow("dave", 1, 3).await.unwrap(),
-        Ok(()),
+        redis
+            .allow("dave", 1, 3)
+            .await
+            .unwrap()
+            .map(|a| a.remaining),
+        Ok(2),
         "per subject"
     );
 }

@@ -635,3 +635,60 @@ async fn the_budget_also_bounds_what_runs() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn callers_see_their_allowance_before_a_429() {
+    let app = TestApp::spawn_with(|c| {
+        c.limits.client_rate_limit = 1;
+        c.limits.client_burst = 3;
+    })
+    .await;
+    let me = token_of("counted");
+    let (status, headers, _) = app
+        .rest(
+            Method::GET,
+            "/v1/stock?spec_no=G00001-01",
+            Some(&me),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["ratelimit-policy"], "\"client\";q=3;w=3");
+    assert_eq!(headers["ratelimit"], "\"client\";r=2;t=1");
+    let (_, headers, body) = app
+        .graphql(
+            Some(&me),
+            "{ stock(specNos: [\"G00001-01\"]) { specNo } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(headers["ratelimit"], "\"client\";r=1;t=2");
+    assert_eq!(
+        body["extensions"]["rateLimit"],
+        json!({"limit": 3, "windowSeconds": 3, "remaining": 1, "resetSeconds": 2}),
+        "{body}"
+    );
+    let (status, _, _) = app
+        .rest(
+            Method::GET,
+            "/v1/stock?spec_no=G00001-01",
+            Some(&me),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, headers, problem) = app
+        .rest(
+            Method::GET,
+            "/v1/stock?spec_no=G00001-01",
+            Some(&me),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!((status, &problem["code"]), (429, &json!("RATE_LIMITED")));
+    assert_eq!(headers["ratelimit"], "\"client\";r=0;t=1");
+    assert_eq!(headers["retry-after"], "1");
+}
