@@ -325,7 +325,7 @@ impl StockService {
     }
 
     /// The most ERP calls computing these plans can make now: one batch call per
-    /// [`BATCH_CHUNK`] listings without a fresh cached plan.
+    /// 100 listings without a fresh cached plan.
     pub async fn plans_cost(&self, listings: impl IntoIterator<Item = (i64, bool)>) -> u32 {
         let mut seen = HashSet::new();
         let mut uncached = 0usize;
