@@ -63,6 +63,9 @@ pub struct AppShared {
     pub graphql_http: graphql_http::GraphqlHttp,
     /// The most ERP calls one request may make (`limits.max_erp_calls_per_request`).
     pub erp_budget: Option<u32>,
+    /// The `extensions` of a GraphQL answer made of memoized answers alone, without a
+    /// per-client allowance to report ([`memo_extensions`]).
+    pub(crate) memo_extensions: String,
 }
 
 impl AppShared {
@@ -461,19 +464,6 @@ fn unauthenticated(e: &AuthError) -> Response {
     response
 }
 
-/// A GraphQL-shaped refusal of the request itself (HTTP 400, `BAD_USER_INPUT`).
-fn bad_request(message: &str) -> Response {
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": "BAD_USER_INPUT" } }]
-    });
-    let mut response = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/graphql-response+json"),
-    );
-    response
-}
-
 /// `POST /graphql`, and `GET /graphql` with a query (GraphiQL for browsers and for a bare
 /// `GET`): GraphQL over HTTP as its spec says (`graphql_http`).
 async fn graphql(State(state): State<AppState>, request: Request) -> Response {
@@ -544,13 +534,25 @@ async fn keyed_mutation(
 ) -> Response {
     let key = match stock_rest::key_of(key) {
         Ok(key) => key,
-        Err(e) => return bad_request(&e.0.detail),
+        Err(e) => {
+            return graphql_http::refusal(
+                StatusCode::BAD_REQUEST,
+                reply.media,
+                "BAD_USER_INPUT",
+                e.0.detail,
+            );
+        }
     };
     let [field] = fields else {
-        return bad_request(&format!(
-            "an Idempotency-Key covers one mutation field, and this operation has {}: send each write in its own request with its own key",
-            fields.len()
-        ));
+        return graphql_http::refusal(
+            StatusCode::BAD_REQUEST,
+            reply.media,
+            "BAD_USER_INPUT",
+            format!(
+                "an Idempotency-Key covers one mutation field, and this operation has {}: send each write in its own request with its own key",
+                fields.len()
+            ),
+        );
     };
     // Without the scope (or for a field the schema lacks) the execution refuses; refusals are
     // never kept, so nothing is stored or replayed.
@@ -673,13 +675,18 @@ async fn execute_graphql(
         && let Some(body) = state.answers.get(key, &state.service).await
     {
         record(true, true);
-        let cost = Cost {
-            requested: 0,
-            actual: 0,
-            max: state.erp_budget,
-            rate: rate.clone(),
+        // Nothing to call: without a per-client allowance, the extensions are always the same.
+        let body = match &rate {
+            None => Cost::splice(&body, &state.memo_extensions),
+            Some(_) => Cost {
+                requested: 0,
+                actual: 0,
+                max: state.erp_budget,
+                rate: rate.clone(),
+            }
+            .spliced(&body),
         };
-        return graphql_http::answer_bytes(cost.spliced(&body), media);
+        return graphql_http::answer_bytes(body, media);
     }
     // What the document could cost is known before it runs: over the budget, nothing runs.
     let requested = match &doc {
@@ -804,6 +811,12 @@ async fn execute_graphql(
     http
 }
 
+/// The `extensions` of a GraphQL answer made of memoized answers alone, without a per-client
+/// allowance: the same for every such answer, so made once.
+pub(crate) fn memo_extensions(erp_budget: Option<u32>) -> String {
+    Cost::memoized(erp_budget)
+}
+
 /// How to answer a GraphQL request: its media type and the caller's allowance.
 #[derive(Debug, Clone)]
 struct Reply {
@@ -852,10 +865,27 @@ impl Cost {
 
     /// A memoized answer (an object without `extensions`) with the entries added.
     fn spliced(&self, body: &[u8]) -> axum::body::Bytes {
+        Self::splice(body, &self.extensions().to_string())
+    }
+
+    /// The extensions of an answer made from memoized answers alone, without a per-client
+    /// allowance to report (made once per gateway).
+    fn memoized(max: Option<u32>) -> String {
+        Self {
+            requested: 0,
+            actual: 0,
+            max,
+            rate: None,
+        }
+        .extensions()
+        .to_string()
+    }
+
+    /// `body` (a JSON object without `extensions`) with `extensions` (a JSON object) added.
+    fn splice(body: &[u8], extensions: &str) -> axum::body::Bytes {
         let Some(open) = body.strip_suffix(b"}") else {
             return axum::body::Bytes::copy_from_slice(body);
         };
-        let extensions = self.extensions().to_string();
         let mut out = Vec::with_capacity(body.len() + extensions.len() + 16);
         out.extend_from_slice(open);
         out.extend_from_slice(b",\"extensions\":");
@@ -883,5 +913,38 @@ impl Cost {
         let mut response = graphql_http::answer_bytes(body.to_string().into(), media);
         *response.status_mut() = status;
         response
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memoized_answers_get_their_extensions_added() {
+        let body = br#"{"data":{"stock":[]}}"#;
+        let made_once = Cost::splice(body, &memo_extensions(Some(100)));
+        let answer: serde_json::Value = serde_json::from_slice(&made_once).unwrap();
+        assert_eq!(
+            answer,
+            serde_json::json!({
+                "data": {"stock": []},
+                "extensions": {"cost": {"requestedErpCalls": 0, "actualErpCalls": 0, "maxErpCalls": 100}},
+            })
+        );
+        let with_rate = Cost {
+            requested: 0,
+            actual: 0,
+            max: None,
+            rate: Some(serde_json::json!({"remaining": 1})),
+        }
+        .spliced(body);
+        let answer: serde_json::Value = serde_json::from_slice(&with_rate).unwrap();
+        assert_eq!(answer["extensions"]["rateLimit"]["remaining"], 1);
+        assert_eq!(
+            answer["extensions"]["cost"]["maxErpCalls"],
+            serde_json::Value::Null
+        );
     }
 }

@@ -226,6 +226,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             max_complexity: config.graphql.max_complexity,
         },
     );
+    let erp_budget = (config.limits.max_erp_calls_per_request > 0)
+        .then_some(config.limits.max_erp_calls_per_request);
     let state = AppState::new(AppShared {
         schema,
         service,
@@ -246,8 +248,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             config.introspection(),
             config.http.max_body_bytes,
         ),
-        erp_budget: (config.limits.max_erp_calls_per_request > 0)
-            .then_some(config.limits.max_erp_calls_per_request),
+        erp_budget,
+        memo_extensions: app::memo_extensions(erp_budget),
     });
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,

@@ -449,8 +449,8 @@ impl ClientLimiter {
     /// The policy as the `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers):
     /// `burst` requests per window of `burst / rate` seconds.
     pub fn policy(&self) -> String {
-        let window = self.burst.div_ceil(self.rate.max(1)).max(1);
-        format!("\"client\";q={};w={window}", self.burst)
+        let (quota, window) = self.limits();
+        format!("\"client\";q={quota};w={window}")
     }
 
     /// The requests allowed at once and their window in seconds.

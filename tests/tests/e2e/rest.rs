@@ -14,25 +14,8 @@ async fn call(
     body: Option<Value>,
     headers: &[(&str, &str)],
 ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let mut r = Client::new().request(method, app.url(path));
-    if let Some(t) = tok {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    let response = r.send().await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-    )
+    let (status, headers, body) = app.rest(method, path, tok, body, headers).await;
+    (StatusCode::from_u16(status).unwrap(), headers, body)
 }
 
 async fn get(app: &TestApp, path: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
