@@ -1,6 +1,7 @@
 //! Scopes and the guard that checks them.
 
 use async_graphql::{Context, ErrorExtensions, Guard};
+use stock_service::Code;
 pub use stock_service::access::{Caller, Scope};
 
 /// Lets a field run only for callers holding a scope.
@@ -15,11 +16,11 @@ impl Guard for ScopeGuard {
                 self.0.as_str()
             ))
             .extend_with(|_, e| {
-                e.set("code", "FORBIDDEN");
+                e.set("code", Code::Forbidden.as_str());
                 e.set("requiredScope", self.0.as_str());
             })),
             None => Err(async_graphql::Error::new("a bearer token is required")
-                .extend_with(|_, e| e.set("code", "UNAUTHENTICATED"))),
+                .extend_with(|_, e| e.set("code", Code::Unauthenticated.as_str()))),
         }
     }
 }

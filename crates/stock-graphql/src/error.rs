@@ -7,7 +7,7 @@ use stock_service::DomainError;
 /// `vendorMessage`, `retryAfterSeconds` when they apply).
 pub fn to_graphql_error(e: &DomainError) -> async_graphql::Error {
     async_graphql::Error::new(e.message.clone()).extend_with(|_, ext| {
-        ext.set("code", e.code());
+        ext.set("code", e.code().as_str());
         if let Some(v) = &e.vendor {
             ext.set("vendorStatus", v.status);
             ext.set("vendorMessage", v.message.clone());

@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+pub mod http;
 mod loader;
 pub mod operation;
 mod schema;
@@ -10,7 +11,7 @@ mod schema;
 pub use auth::{Caller, Scope};
 pub use error::to_graphql_error;
 pub use loader::{PlanLoader, PlanOutcome};
-pub use schema::{MutationRoot, QueryRoot, StaleFields, StockRead, StockReads};
+pub use schema::{MutationRoot, QueryRoot, StaleFields};
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{EmptySubscription, Schema};

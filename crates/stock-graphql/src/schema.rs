@@ -6,11 +6,12 @@ use std::sync::Mutex;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, ErrorExtensions, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, FixedOffset};
+use stock_service::memo::Token;
 use stock_service::model::{
     PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockSyncAck, StockSyncPlan,
     StockSyncPlanBatch, StockTakeInput, StockTakeResult,
 };
-use stock_service::{DomainError, StockService};
+use stock_service::{Code, DomainError, StockService};
 
 use crate::auth::{Scope, ScopeGuard};
 use crate::error::{IntoGraphql, to_graphql_error};
@@ -40,32 +41,37 @@ impl StaleFields {
     }
 }
 
-/// The cached stock entries one request's `stock` fields were answered from, for callers that
-/// memoize whole answers: the answer stays the same while every one of them is still cached.
+/// The dependency tokens of one request's `stock` fields, for the endpoint that memoizes whole
+/// answers (`http::memo`): the answer stays the same while every entry they name is still
+/// cached. A stale field makes the answer one not to memoize.
 #[derive(Debug, Default)]
-pub struct StockReads(Mutex<(bool, Vec<StockRead>)>);
-
-/// A SKU and the cached entry its rows came from.
-pub type StockRead = (String, Arc<stock_service::model::StockRows>);
+pub(crate) struct StockReads(Mutex<(bool, Vec<Token>)>);
 
 impl StockReads {
-    fn note(&self, stale: bool, deps: Vec<StockRead>) {
+    /// Notes one field's token; `None`: the field was answered stale.
+    fn note(&self, token: Option<Token>) {
         let mut reads = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        reads.0 |= stale;
-        reads.1.extend(deps);
+        match token {
+            Some(token) => reads.1.push(token),
+            None => reads.0 = true,
+        }
     }
 
-    /// The entries read, unless any answer was stale.
-    pub fn take(&self) -> Option<Vec<StockRead>> {
-        let mut reads = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (stale, deps) = std::mem::take(&mut *reads);
-        (!stale).then_some(deps)
+    /// The entries read as one token, unless any answer was stale (or none was read).
+    pub(crate) fn take(&self) -> Option<Token> {
+        let (stale, tokens) = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if stale {
+            return None;
+        }
+        Token::merge(tokens)
     }
 }
 
@@ -229,14 +235,29 @@ impl QueryRoot {
         #[graphql(desc = "Only this warehouse (its code, at most 40 characters).")]
         warehouse_no: Option<String>,
     ) -> async_graphql::Result<Vec<Arc<StockLevel>>> {
-        let (s, deps) = service(ctx)?
-            .stock_traced(&spec_nos, warehouse_no.as_deref())
+        let read = service(ctx)?
+            .read_stock(&spec_nos, warehouse_no.as_deref())
             .await
             .gql()?;
         if let Ok(reads) = ctx.data::<Arc<StockReads>>() {
-            reads.note(s.stale, deps);
+            reads.note(read.token());
         }
-        Ok(served(ctx, s))
+        let Served {
+            stale,
+            age_secs,
+            cached,
+            ..
+        } = read.served();
+        let rows = read.rows();
+        Ok(served(
+            ctx,
+            Served {
+                value: rows,
+                stale,
+                age_secs,
+                cached,
+            },
+        ))
     }
 
     /// Stock of the SKUs with a barcode, in every warehouse or in one.
@@ -322,7 +343,7 @@ impl QueryRoot {
                 "the ERP refused to calculate listing {id}: {reason}"
             ))
             .extend_with(|_, e| {
-                e.set("code", "VENDOR_REJECTED");
+                e.set("code", Code::VendorRejected.as_str());
                 e.set("vendorMessage", reason.clone());
             })),
             None => Err(to_graphql_error(&DomainError::not_found(format!(

@@ -5,7 +5,6 @@
 //! The headers follow what the gateway sends; `tests/tests/e2e/contract.rs` checks real answers
 //! against this document.
 
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 use utoipa::openapi::header::{Header, HeaderBuilder};
 use utoipa::openapi::path::Operation;
@@ -13,6 +12,7 @@ use utoipa::openapi::server::Server;
 use utoipa::openapi::{Object, OpenApi, Ref, RefOr, Type};
 
 use crate::error::ApiError;
+use stock_service::Code;
 
 /// The media type of every error answer.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
@@ -227,8 +227,8 @@ fn sent(mut e: ApiError) -> Value {
 }
 
 /// A problem that says when to retry.
-fn retry(status: StatusCode, code: &str, detail: &str, secs: u64) -> ApiError {
-    let mut e = ApiError::new(status, code, detail);
+fn retry(code: Code, detail: &str, secs: u64) -> ApiError {
+    let mut e = ApiError::new(code, detail);
     e.0.retry_after_seconds = Some(secs);
     e
 }
@@ -237,6 +237,7 @@ fn retry(status: StatusCode, code: &str, detail: &str, secs: u64) -> ApiError {
 pub(crate) mod examples {
     use axum::http::StatusCode;
     use serde_json::Value;
+    use stock_service::Code;
 
     use super::{retry, sent};
     use crate::error::ApiError;
@@ -249,16 +250,14 @@ pub(crate) mod examples {
 
     pub(crate) fn cost_limit() -> Value {
         sent(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "COST_LIMIT_EXCEEDED",
+            Code::CostLimitExceeded,
             "this request has made as many ERP calls as one request may (limits.max_erp_calls_per_request); ask for fewer keys per request",
         ))
     }
 
     pub(crate) fn outcome_unknown() -> Value {
         sent(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "WRITE_OUTCOME_UNKNOWN",
+            Code::WriteOutcomeUnknown,
             "the ERP's answer to this write was lost after the write was sent (a timeout, a broken connection or an unreadable answer), so it may or may not have taken effect. \
              It is not sent again under this Idempotency-Key: check the ERP's current state (e.g. read the stock or the sync plan) before writing again with a new key",
         ))
@@ -276,25 +275,22 @@ pub(crate) mod examples {
 
     pub(crate) fn key_in_use() -> Value {
         sent(retry(
-            StatusCode::CONFLICT,
-            "IDEMPOTENCY_KEY_IN_USE",
+            Code::IdempotencyKeyInUse,
             "a request with this Idempotency-Key is still running; retry it in a moment to get its result",
             1,
         ))
     }
 
     pub(crate) fn too_large() -> Value {
-        sent(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BAD_USER_INPUT",
-            "the body may be at most 1048576 bytes",
-        ))
+        sent(
+            ApiError::new(Code::BadUserInput, "the body may be at most 1048576 bytes")
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+        )
     }
 
     pub(crate) fn vendor_rejected() -> Value {
         let mut e = ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "VENDOR_REJECTED",
+            Code::VendorRejected,
             "the ERP refused the request: 取消失败",
         );
         e.0.vendor_status = Some(100);
@@ -304,8 +300,7 @@ pub(crate) mod examples {
 
     pub(crate) fn key_reused() -> Value {
         sent(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "IDEMPOTENCY_KEY_REUSED",
+            Code::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request; use a new key for a new request",
         ))
     }
@@ -315,25 +310,19 @@ pub(crate) mod examples {
     }
 
     pub(crate) fn internal() -> Value {
-        sent(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_SERVER_ERROR",
-            "internal error",
-        ))
+        sent(ApiError::new(Code::InternalServerError, "internal error"))
     }
 
     pub(crate) fn misconfigured() -> Value {
         sent(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "VENDOR_MISCONFIGURED",
+            Code::VendorMisconfigured,
             "the ERP refused the gateway's credentials; the operators have to fix its configuration",
         ))
     }
 
     pub(crate) fn vendor_rate_limited() -> Value {
         sent(retry(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "VENDOR_RATE_LIMITED",
+            Code::VendorRateLimited,
             "the ERP is throttling this account; try again later",
             300,
         ))
@@ -341,8 +330,7 @@ pub(crate) mod examples {
 
     pub(crate) fn vendor_unavailable() -> Value {
         sent(retry(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "VENDOR_UNAVAILABLE",
+            Code::VendorUnavailable,
             "the ERP is unavailable; try again shortly",
             5,
         ))
@@ -350,8 +338,7 @@ pub(crate) mod examples {
 
     pub(crate) fn idempotency_unavailable() -> Value {
         sent(retry(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "IDEMPOTENCY_UNAVAILABLE",
+            Code::IdempotencyUnavailable,
             "the shared store of Idempotency-Keys (Redis) is unavailable, so this write could run twice; \
              retry shortly, or send it without an Idempotency-Key if a duplicate is harmless",
             1,

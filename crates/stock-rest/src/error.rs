@@ -3,59 +3,12 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use stock_service::{DomainError, ErrorKind};
+use stock_service::{Code, DomainError, ErrorKind};
 use utoipa::ToSchema;
 
 /// The request id a response carries (set by the gateway from `x-request-id`).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
-
-/// The stable codes of problem documents (`Problem.code`, GraphQL's `extensions.code`); the
-/// table in `docs/ERRORS.md` says when each is sent and what to do.
-///
-/// `UNAUTHENTICATED` 401, `FORBIDDEN` 403, `BAD_USER_INPUT` 400 (413 for a body over the size
-/// limit), `NOT_FOUND` 404, `RATE_LIMITED` 429, `VENDOR_REJECTED` 422, `VENDOR_RATE_LIMITED` 503,
-/// `VENDOR_UNAVAILABLE` 503, `VENDOR_MISCONFIGURED` 502, `IDEMPOTENCY_KEY_REUSED` 422,
-/// `IDEMPOTENCY_KEY_IN_USE` 409, `IDEMPOTENCY_UNAVAILABLE` 503, `COST_LIMIT_EXCEEDED`,
-/// `WRITE_OUTCOME_UNKNOWN`, `INTERNAL_SERVER_ERROR` 500. Codes may be added (the contract grows
-/// by extension): treat an unknown code like its HTTP status.
-// Documentation only: `Problem.code` stays a string in Rust (errors are built with
-// `ApiError::new(status, "CODE", …)`); this enum gives the OpenAPI document the list of values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    /// 401: no bearer token, or it is invalid or expired.
-    Unauthenticated,
-    /// 403: the token lacks the operation's scope (`required_scope` names it).
-    Forbidden,
-    /// 400 (413 for a body over the size limit): the request is invalid; the detail says what to fix.
-    BadUserInput,
-    /// 404: nothing matches.
-    NotFound,
-    /// 429: the token's subject sent more requests than its per-second allowance.
-    RateLimited,
-    /// 422: the ERP refused the request itself (`vendor_status`, `vendor_message`).
-    VendorRejected,
-    /// 503: the ERP is throttling this account, or the gateway held the call back to respect the
-    /// ERP's quota.
-    VendorRateLimited,
-    /// 503: the ERP cannot be reached, times out or answered nonsense.
-    VendorUnavailable,
-    /// 502: the ERP refused the gateway's own credentials, signature or clock (an operator must act).
-    VendorMisconfigured,
-    /// 422: an `Idempotency-Key` was sent again with another method, path or body.
-    IdempotencyKeyReused,
-    /// 409: a request with this `Idempotency-Key` is still running on another replica.
-    IdempotencyKeyInUse,
-    /// 503: the shared idempotency store is down, so the keyed write was not sent.
-    IdempotencyUnavailable,
-    /// The request could make more ERP calls than its budget allows.
-    CostLimitExceeded,
-    /// A keyed write whose ERP answer was lost: it is never sent again under that key.
-    WriteOutcomeUnknown,
-    /// 500: a bug; the detail is generic and the logs have the rest.
-    InternalServerError,
-}
 
 /// An RFC 9457 problem document (`application/problem+json`).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -80,8 +33,7 @@ pub struct Problem {
     /// What happened and what to fix.
     pub detail: String,
     /// Stable code, the same as GraphQL's `extensions.code` (see docs/ERRORS.md).
-    #[schema(value_type = ErrorCode)]
-    pub code: String,
+    pub code: Code,
     /// The ERP's status or code, when the ERP refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vendor_status: Option<i64>,
@@ -103,35 +55,15 @@ pub struct Problem {
 #[derive(Debug, Clone)]
 pub struct ApiError(pub Problem);
 
-fn title(code: &str) -> &'static str {
-    match code {
-        "BAD_USER_INPUT" => "The request is invalid",
-        "NOT_FOUND" => "Not found",
-        "UNAUTHENTICATED" => "Authentication required",
-        "FORBIDDEN" => "Missing scope",
-        "VENDOR_REJECTED" => "The ERP refused the request",
-        "VENDOR_RATE_LIMITED" => "The ERP is throttling this account",
-        "VENDOR_UNAVAILABLE" => "The ERP is unavailable",
-        "VENDOR_MISCONFIGURED" => "The gateway's ERP configuration is wrong",
-        "IDEMPOTENCY_KEY_REUSED" => "The idempotency key was used with another request",
-        "IDEMPOTENCY_KEY_IN_USE" => "A request with this idempotency key is still running",
-        "IDEMPOTENCY_UNAVAILABLE" => "Idempotency keys cannot be honoured right now",
-        "RATE_LIMITED" => "Too many requests",
-        "WRITE_OUTCOME_UNKNOWN" => "The write's outcome is unknown",
-        "COST_LIMIT_EXCEEDED" => "The request could make too many ERP calls",
-        _ => "Internal error",
-    }
-}
-
 impl ApiError {
-    /// A problem with a code and status.
-    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+    /// A problem with a code, answered with the code's status.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
         Self(Problem {
             kind: format!("urn:wdt-gateway:error:{code}"),
-            title: title(code).to_owned(),
-            status: status.as_u16(),
+            title: code.title().to_owned(),
+            status: code.status(),
             detail: detail.into(),
-            code: code.to_owned(),
+            code,
             vendor_status: None,
             vendor_message: None,
             retry_after_seconds: None,
@@ -140,21 +72,27 @@ impl ApiError {
         })
     }
 
+    /// The same problem answered with another status (e.g. `BAD_USER_INPUT` as 413).
+    #[must_use]
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.0.status = status.as_u16();
+        self
+    }
+
     /// `400 BAD_USER_INPUT`.
     pub fn bad_input(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BAD_USER_INPUT", detail)
+        Self::new(Code::BadUserInput, detail)
     }
 
     /// `401 UNAUTHENTICATED`.
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", detail)
+        Self::new(Code::Unauthenticated, detail)
     }
 
     /// `429 RATE_LIMITED`: the caller's own request rate is exceeded.
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut e = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
+            Code::RateLimited,
             format!(
                 "too many requests for this token's subject; slow down and retry in {retry_after_secs}s"
             ),
@@ -166,8 +104,7 @@ impl ApiError {
     /// `403 FORBIDDEN` for a missing scope.
     pub fn forbidden(scope: &str) -> Self {
         let mut e = Self::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
+            Code::Forbidden,
             format!("this operation needs the {scope} scope, which the token does not grant"),
         );
         e.0.required_scope = Some(scope.to_owned());
@@ -220,7 +157,7 @@ impl ApiError {
     /// and the common ones named as REST callers write them.
     pub(crate) fn from_domain(e: DomainError, names: &[(&str, &str)]) -> Self {
         let mut out = Self::from(e);
-        if out.0.code == "BAD_USER_INPUT" && !names.is_empty() {
+        if out.0.code == Code::BadUserInput && !names.is_empty() {
             out.0.detail = in_rest_words(&out.0.detail, names);
         }
         out
@@ -229,14 +166,12 @@ impl ApiError {
 
 impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
-        let status =
-            StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let detail = match e.kind {
             ErrorKind::Internal => "internal error".to_owned(),
             ErrorKind::InvalidInput => in_rest_words(&e.message, &[]),
             _ => e.message.clone(),
         };
-        let mut out = Self::new(status, e.code(), detail);
+        let mut out = Self::new(e.code(), detail);
         if let Some(v) = e.vendor {
             out.0.vendor_status = Some(v.status);
             out.0.vendor_message = Some(v.message);

@@ -1,6 +1,5 @@
 //! The `/v1` handlers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -22,6 +21,7 @@ use crate::dto::{
 };
 use crate::error::{ApiError, Problem};
 use crate::extract::{Json, Path, Query, query_of};
+use stock_service::Code;
 
 /// Errors every route may answer, each with an example problem document.
 #[derive(IntoResponses)]
@@ -190,12 +190,9 @@ fn read_response<T: Serialize>(
 ) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => read_response_body(request, body, cache),
-        Err(e) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_SERVER_ERROR",
-            format!("cannot encode: {e}"),
-        )
-        .into_response(),
+        Err(e) => {
+            ApiError::new(Code::InternalServerError, format!("cannot encode: {e}")).into_response()
+        }
     }
 }
 
@@ -328,59 +325,25 @@ pub(crate) async fn get_stock(
 ) -> Result<Response, ApiError> {
     let ttl = s.service.cache_config().stock_ttl;
     let raw = uri.query().unwrap_or_default();
-    if let Some(hit) = s.answers.get(raw, &s.service).await {
-        return Ok(respond(
-            &headers,
-            hit.body,
-            hit.etag,
-            Some((&hit.served, ttl)),
-        ));
+    if let Some(((body, etag), served)) = s.answers.get(raw.as_bytes(), &s.service).await {
+        return Ok(respond(&headers, body, etag, Some((&served, ttl))));
     }
     let q: StockQueryParams = query_of(&uri)?;
-    if q.warehouse_no.is_none() {
-        // Every row of every SKU: the answer is the cached JSON texts, assembled (the same
-        // bytes `StockListResponse` serializes to, without serializing again).
-        let generation = s.service.stock_generation();
-        let parts = s.service.stock_parts(&q.spec_no).await?;
-        let texts: Vec<Arc<str>> = parts
-            .value
-            .iter()
-            .map(|(_, p)| s.service.stock_json(p))
-            .collect();
-        let len = texts.iter().map(|t| t.len() + 1).sum::<usize>();
-        let mut body = Vec::with_capacity(len + 12);
-        body.extend_from_slice(b"{\"items\":[");
-        let mut first = true;
-        for part in texts.iter().filter(|j| !j.is_empty()) {
-            if !first {
-                body.push(b',');
-            }
-            first = false;
-            body.extend_from_slice(part.as_bytes());
-        }
-        body.extend_from_slice(b"]}");
-        let body = Bytes::from(body);
-        let tag = etag_value(&body);
-        let meta = meta(&parts);
-        if !parts.stale
-            && let Some(reads) = stock_service::CachedReads::new(parts.value, generation)
-        {
-            s.answers.put(raw, body.clone(), tag.clone(), reads);
-        }
-        return Ok(respond(&headers, body, tag, Some((&meta, ttl))));
-    }
-    let served = s
+    let read = s
         .service
-        .stock(&q.spec_no, q.warehouse_no.as_deref())
+        .read_stock(&q.spec_no, q.warehouse_no.as_deref())
         .await?;
-    let meta = meta(&served);
-    Ok(read_response(
-        &headers,
-        &StockListResponse {
-            items: served.value,
-        },
-        Some((&meta, ttl)),
-    ))
+    // The rows' JSON text, assembled: the bytes `StockListResponse` serializes to.
+    let body = Bytes::from(StockListResponse::write(&read.json()));
+    let tag = etag_value(&body);
+    let served = read.served();
+    // Memoized by the query string, which names the SKUs and the warehouse.
+    if let Some(token) = read.token() {
+        let size = body.len();
+        s.answers
+            .put(raw.as_bytes(), (body.clone(), tag.clone()), size, token);
+    }
+    Ok(respond(&headers, body, tag, Some((&served, ttl))))
 }
 
 /// Stock of the SKUs with a barcode.

@@ -7,28 +7,49 @@ mod error;
 mod extract;
 mod handlers;
 mod idempotency;
-mod memo;
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::http::HeaderValue;
 use stock_service::StockService;
+use stock_service::memo::Memo;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, ErrorCode, Problem, RequestId};
-pub use idempotency::{IdempotencyStore, Keep, fingerprint, key_of};
-pub use memo::StockAnswers;
+pub use error::{ApiError, Problem, RequestId};
+pub use stock_service::Code;
+pub use stock_service::idempotency::IdempotencyStore;
 
-/// What the REST handlers share.
+/// Most bytes of memoized `GET /v1/stock` answers kept.
+const MEMO_BYTES: u64 = 8 * 1024 * 1024;
+/// Larger answers are not memoized (they would crowd out many small ones).
+const MEMO_MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// What the REST handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RestState {
     /// The stock use cases.
-    pub service: StockService,
-    /// Stored first results of idempotent writes.
-    pub idempotency: IdempotencyStore,
-    /// Memoized `GET /v1/stock` answers.
-    pub answers: StockAnswers,
+    service: StockService,
+    /// Stored first results of idempotent writes (shared with GraphQL mutations).
+    idempotency: IdempotencyStore,
+    /// Whole `GET /v1/stock` answers (body and ETag) by query string: while every cached entry
+    /// an answer was assembled from is still the very same entry, the same query string gets
+    /// the same bytes without parsing, assembling or hashing again. The cache headers are
+    /// worked out from the entries on every answer.
+    answers: Memo<(Bytes, HeaderValue)>,
+}
+
+impl RestState {
+    /// The handlers' state over `service`, keeping keyed writes in `idempotency`.
+    pub fn new(service: StockService, idempotency: IdempotencyStore) -> Self {
+        Self {
+            service,
+            idempotency,
+            answers: Memo::new(MEMO_BYTES, MEMO_MAX_ANSWER_BYTES),
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -68,14 +89,11 @@ impl Modify for BearerAuth {
     }
 }
 
-fn api_router(state: RestState) -> OpenApiRouter {
-    // Each group of writes knows its scope, so a replay is never given to a caller who lacks
-    // it now.
+/// Every route, with the OpenAPI document describing them. Each group of writes knows its
+/// scope, so a replay is never given to a caller who lacks it now.
+fn routes(idempotency: &IdempotencyStore) -> OpenApiRouter<RestState> {
     let idempotent = |scope| {
-        axum::middleware::from_fn_with_state(
-            (state.idempotency.clone(), scope),
-            idempotency::idempotency,
-        )
+        axum::middleware::from_fn_with_state((idempotency.clone(), scope), idempotency::idempotency)
     };
     let writes = OpenApiRouter::new()
         .routes(routes!(handlers::post_stock_take))
@@ -95,30 +113,20 @@ fn api_router(state: RestState) -> OpenApiRouter {
         .routes(routes!(handlers::get_plan))
         .routes(routes!(handlers::post_plans))
         .merge(writes)
-        .with_state(state)
 }
 
 /// The `/v1` routes and the OpenAPI document describing them.
 pub fn router(state: RestState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut api) = api_router(state).split_for_parts();
+    let (router, mut api) = routes(&state.idempotency)
+        .with_state(state)
+        .split_for_parts();
     contract::finish(&mut api);
     (router, api)
 }
 
 /// The OpenAPI document, as checked in at `openapi/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut api) = OpenApiRouter::<RestState>::with_openapi(ApiDoc::openapi())
-        .routes(routes!(handlers::get_stock))
-        .routes(routes!(handlers::get_stock_by_barcode))
-        .routes(routes!(handlers::get_stock_changes))
-        .routes(routes!(handlers::get_pending))
-        .routes(routes!(handlers::get_plan))
-        .routes(routes!(handlers::post_plans))
-        .routes(routes!(handlers::post_stock_take))
-        .routes(routes!(handlers::post_confirm))
-        .routes(routes!(handlers::post_fail))
-        .routes(routes!(handlers::post_cancel))
-        .split_for_parts();
+    let (_, mut api) = routes(&IdempotencyStore::default()).split_for_parts();
     contract::finish(&mut api);
     api
 }

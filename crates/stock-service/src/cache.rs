@@ -334,7 +334,7 @@ where
                 {
                     tracing::warn!(
                         cache = self.name,
-                        code = error.code(),
+                        code = error.code().as_str(),
                         "serving a stale entry while the vendor is unavailable"
                     );
                     span.record("result", "stale");

@@ -6,7 +6,151 @@ use std::time::Duration;
 
 use wdt_client::{ThrottleReason, VendorError};
 
-/// The kind of failure; each maps to one stable public code.
+/// Every stable public code of the gateway's errors, with its HTTP status and title: the one
+/// table behind `docs/ERRORS.md` (a test compares them), GraphQL's `extensions.code` and REST's
+/// problem documents. Codes are only ever added; clients treat an unknown code like its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = ErrorCode))]
+#[non_exhaustive]
+pub enum Code {
+    /// 401: no bearer token, or it is invalid or expired.
+    Unauthenticated,
+    /// 403: the token lacks the operation's scope (`required_scope` names it).
+    Forbidden,
+    /// 400 (413 for a body over the size limit): the request is invalid; the detail says what to fix.
+    BadUserInput,
+    /// 400 (GraphQL): the query itself is invalid (syntax, unknown fields, limits).
+    GraphqlValidationFailed,
+    /// 200 (GraphQL): an automatic persisted query this replica does not hold.
+    PersistedQueryNotFound,
+    /// 404: nothing matches.
+    NotFound,
+    /// 422: the ERP refused the request itself (`vendor_status`, `vendor_message`).
+    VendorRejected,
+    /// 503: the ERP is throttling this account, or the gateway held the call back to respect the
+    /// ERP's quota.
+    VendorRateLimited,
+    /// 503: the ERP cannot be reached, times out or answered nonsense.
+    VendorUnavailable,
+    /// 502: the ERP refused the gateway's own credentials, signature or clock (an operator must act).
+    VendorMisconfigured,
+    /// 422: an `Idempotency-Key` was sent again with another method, path or body.
+    IdempotencyKeyReused,
+    /// 409: a request with this `Idempotency-Key` is still running on another replica.
+    IdempotencyKeyInUse,
+    /// 503: the shared idempotency store is down, so the keyed write was not sent.
+    IdempotencyUnavailable,
+    /// 400: the request could make more ERP calls than its budget allows.
+    CostLimitExceeded,
+    /// 502: a write whose ERP answer was lost; it is never sent again under its key.
+    WriteOutcomeUnknown,
+    /// 429: the token's subject sent more requests than its per-second allowance.
+    RateLimited,
+    /// 500: a bug; the detail is generic and the logs have the rest.
+    InternalServerError,
+}
+
+impl Code {
+    /// Every code, in the order of `docs/ERRORS.md`.
+    pub const ALL: [Self; 17] = [
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::BadUserInput,
+        Self::GraphqlValidationFailed,
+        Self::PersistedQueryNotFound,
+        Self::NotFound,
+        Self::VendorRejected,
+        Self::VendorRateLimited,
+        Self::VendorUnavailable,
+        Self::VendorMisconfigured,
+        Self::IdempotencyKeyReused,
+        Self::IdempotencyKeyInUse,
+        Self::IdempotencyUnavailable,
+        Self::CostLimitExceeded,
+        Self::WriteOutcomeUnknown,
+        Self::RateLimited,
+        Self::InternalServerError,
+    ];
+
+    /// The code as callers read it, e.g. `BAD_USER_INPUT`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::BadUserInput => "BAD_USER_INPUT",
+            Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::NotFound => "NOT_FOUND",
+            Self::VendorRejected => "VENDOR_REJECTED",
+            Self::VendorRateLimited => "VENDOR_RATE_LIMITED",
+            Self::VendorUnavailable => "VENDOR_UNAVAILABLE",
+            Self::VendorMisconfigured => "VENDOR_MISCONFIGURED",
+            Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            Self::IdempotencyUnavailable => "IDEMPOTENCY_UNAVAILABLE",
+            Self::CostLimitExceeded => "COST_LIMIT_EXCEEDED",
+            Self::WriteOutcomeUnknown => "WRITE_OUTCOME_UNKNOWN",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::InternalServerError => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The code named `code`, if it is one.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// The HTTP status of a REST answer with this code (and of a GraphQL answer where the
+    /// GraphQL-over-HTTP rules let the code decide it; see `docs/ERRORS.md`).
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::BadUserInput | Self::GraphqlValidationFailed | Self::CostLimitExceeded => 400,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::IdempotencyKeyInUse => 409,
+            Self::VendorRejected | Self::IdempotencyKeyReused => 422,
+            Self::RateLimited => 429,
+            Self::InternalServerError => 500,
+            Self::VendorMisconfigured | Self::WriteOutcomeUnknown => 502,
+            Self::VendorRateLimited | Self::VendorUnavailable | Self::IdempotencyUnavailable => 503,
+            Self::PersistedQueryNotFound => 200,
+        }
+    }
+
+    /// A short summary (a problem document's `title`).
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "Authentication required",
+            Self::Forbidden => "Missing scope",
+            Self::BadUserInput => "The request is invalid",
+            Self::GraphqlValidationFailed => "The GraphQL document is invalid",
+            Self::PersistedQueryNotFound => "Persisted query not found",
+            Self::NotFound => "Not found",
+            Self::VendorRejected => "The ERP refused the request",
+            Self::VendorRateLimited => "The ERP is throttling this account",
+            Self::VendorUnavailable => "The ERP is unavailable",
+            Self::VendorMisconfigured => "The gateway's ERP configuration is wrong",
+            Self::IdempotencyKeyReused => "The idempotency key was used with another request",
+            Self::IdempotencyKeyInUse => "A request with this idempotency key is still running",
+            Self::IdempotencyUnavailable => "Idempotency keys cannot be honoured right now",
+            Self::CostLimitExceeded => "The request could make too many ERP calls",
+            Self::WriteOutcomeUnknown => "The write's outcome is unknown",
+            Self::RateLimited => "Too many requests",
+            Self::InternalServerError => "Internal error",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of failure of a use case; each maps to one [`Code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -28,36 +172,56 @@ pub enum ErrorKind {
     /// A write was sent to the vendor and its answer was lost (timeout, broken connection,
     /// unreadable answer): it may or may not have taken effect (`WRITE_OUTCOME_UNKNOWN`, 502).
     WriteOutcomeUnknown,
+    /// An `Idempotency-Key` sent again with another request (`IDEMPOTENCY_KEY_REUSED`, 422).
+    IdempotencyKeyReused,
+    /// The first request with an `Idempotency-Key` still runs on another replica
+    /// (`IDEMPOTENCY_KEY_IN_USE`, 409 + Retry-After).
+    IdempotencyKeyInUse,
+    /// The shared idempotency store is down, so a keyed write was not sent
+    /// (`IDEMPOTENCY_UNAVAILABLE`, 503 + Retry-After).
+    IdempotencyUnavailable,
     /// A bug or an impossible state (`INTERNAL_SERVER_ERROR`, 500).
     Internal,
 }
 
 impl ErrorKind {
+    /// Every kind.
+    const ALL: [Self; 12] = [
+        Self::InvalidInput,
+        Self::NotFound,
+        Self::VendorRejected,
+        Self::VendorRateLimited,
+        Self::VendorUnavailable,
+        Self::VendorMisconfigured,
+        Self::CostLimitExceeded,
+        Self::WriteOutcomeUnknown,
+        Self::IdempotencyKeyReused,
+        Self::IdempotencyKeyInUse,
+        Self::IdempotencyUnavailable,
+        Self::Internal,
+    ];
+
     /// The stable public code.
-    pub fn code(self) -> &'static str {
+    pub const fn code(self) -> Code {
         match self {
-            Self::InvalidInput => "BAD_USER_INPUT",
-            Self::NotFound => "NOT_FOUND",
-            Self::VendorRejected => "VENDOR_REJECTED",
-            Self::VendorRateLimited => "VENDOR_RATE_LIMITED",
-            Self::VendorUnavailable => "VENDOR_UNAVAILABLE",
-            Self::VendorMisconfigured => "VENDOR_MISCONFIGURED",
-            Self::WriteOutcomeUnknown => "WRITE_OUTCOME_UNKNOWN",
-            Self::CostLimitExceeded => "COST_LIMIT_EXCEEDED",
-            Self::Internal => "INTERNAL_SERVER_ERROR",
+            Self::InvalidInput => Code::BadUserInput,
+            Self::NotFound => Code::NotFound,
+            Self::VendorRejected => Code::VendorRejected,
+            Self::VendorRateLimited => Code::VendorRateLimited,
+            Self::VendorUnavailable => Code::VendorUnavailable,
+            Self::VendorMisconfigured => Code::VendorMisconfigured,
+            Self::WriteOutcomeUnknown => Code::WriteOutcomeUnknown,
+            Self::CostLimitExceeded => Code::CostLimitExceeded,
+            Self::IdempotencyKeyReused => Code::IdempotencyKeyReused,
+            Self::IdempotencyKeyInUse => Code::IdempotencyKeyInUse,
+            Self::IdempotencyUnavailable => Code::IdempotencyUnavailable,
+            Self::Internal => Code::InternalServerError,
         }
     }
 
-    /// The HTTP status of this kind.
-    pub fn http_status(self) -> u16 {
-        match self {
-            Self::InvalidInput | Self::CostLimitExceeded => 400,
-            Self::NotFound => 404,
-            Self::VendorRejected => 422,
-            Self::VendorRateLimited | Self::VendorUnavailable => 503,
-            Self::VendorMisconfigured | Self::WriteOutcomeUnknown => 502,
-            Self::Internal => 500,
-        }
+    /// The HTTP status of this kind (its code's).
+    pub const fn http_status(self) -> u16 {
+        self.code().status()
     }
 }
 
@@ -118,7 +282,7 @@ impl DomainError {
     }
 
     /// The stable public code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         self.kind.code()
     }
 
@@ -176,20 +340,10 @@ impl DomainError {
                 retry_after: None,
             };
         };
-        let kind = [
-            ErrorKind::InvalidInput,
-            ErrorKind::NotFound,
-            ErrorKind::VendorRejected,
-            ErrorKind::VendorRateLimited,
-            ErrorKind::VendorUnavailable,
-            ErrorKind::VendorMisconfigured,
-            ErrorKind::WriteOutcomeUnknown,
-            ErrorKind::CostLimitExceeded,
-            ErrorKind::Internal,
-        ]
-        .into_iter()
-        .find(|k| k.code() == shared.code)
-        .unwrap_or(ErrorKind::VendorUnavailable);
+        let kind = ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.code().as_str() == shared.code)
+            .unwrap_or(ErrorKind::VendorUnavailable);
         Self {
             kind,
             message: shared.message,
@@ -311,6 +465,43 @@ impl From<VendorError> for DomainError {
 mod tests {
     use super::*;
 
+    /// The codes, their statuses and their order are the table of `docs/ERRORS.md`.
+    #[test]
+    fn the_code_enum_is_the_table_in_errors_md() {
+        let doc = include_str!("../../../docs/ERRORS.md");
+        let rows: Vec<(String, String)> = doc
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.split('|').map(str::trim).skip(1);
+                let code = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((code.to_owned(), cells.next()?.to_owned()))
+            })
+            .collect();
+        let codes: Vec<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
+        let ours: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            codes, ours,
+            "docs/ERRORS.md lists these codes in this order"
+        );
+        for (code, http) in &rows {
+            let code = Code::parse(code).unwrap();
+            let first: String = http.chars().take_while(char::is_ascii_digit).collect();
+            assert_eq!(
+                first,
+                code.status().to_string(),
+                "{code}: the table says {http}"
+            );
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::String(code.as_str().to_owned())
+            );
+        }
+        for kind in ErrorKind::ALL {
+            assert_eq!(kind.http_status(), kind.code().status());
+        }
+    }
+
     #[test]
     fn errors_shared_between_replicas_come_back_whole() {
         let errors = [
@@ -402,7 +593,11 @@ mod tests {
         ];
         for (vendor, code, status) in cases {
             let e = DomainError::from(vendor);
-            assert_eq!((e.code(), e.kind.http_status()), (code, status), "{e:?}");
+            assert_eq!(
+                (e.code().as_str(), e.kind.http_status()),
+                (code, status),
+                "{e:?}"
+            );
         }
         let e = DomainError::from(VendorError::Rejected {
             family: f,

@@ -5,7 +5,9 @@ pub mod access;
 mod cache;
 mod cursor;
 mod error;
+pub mod idempotency;
 mod mapping;
+pub mod memo;
 pub mod model;
 mod packed;
 pub mod quantity;
@@ -32,7 +34,7 @@ use wdt_client::flagship::{
 };
 
 pub use cache::CacheConfig;
-pub use error::{DomainError, ErrorKind, VENDOR_BACKOFF, VendorRefusal};
+pub use error::{Code, DomainError, ErrorKind, VENDOR_BACKOFF, VendorRefusal};
 use model::{
     PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockRows, StockSyncAck,
     StockSyncFailure, StockSyncPlan, StockSyncPlanBatch, StockTakeInput, StockTakeMode,

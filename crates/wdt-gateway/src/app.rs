@@ -1,6 +1,5 @@
 //! The HTTP application: routes, the GraphQL handler, and the response post-processing.
 
-use async_graphql::{ErrorExtensionValues, Name, Value};
 use axum::Router;
 use std::sync::Arc;
 
@@ -10,17 +9,17 @@ use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rand::Rng;
-use stock_graphql::AppSchema;
-use stock_rest::{ApiError, IdempotencyStore, Problem, RequestId, RestState};
-use stock_service::StockService;
+use stock_rest::{ApiError, Problem, RequestId, RestState};
+use stock_service::idempotency::IdempotencyStore;
+use stock_service::{Code, StockService};
 use utoipa_swagger_ui::SwaggerUi;
 
 use stock_service::access::Caller;
 use tracing::Instrument;
 
 use crate::auth::{AuthError, Authenticator};
-use crate::observe::{self, ClientLimiter};
-use crate::{graphiql, graphql_http};
+use crate::limiter::{Allowance, ClientLimiter};
+use crate::observe;
 
 /// What every handler shares (cheap to clone: one reference count).
 #[derive(Clone)]
@@ -43,9 +42,9 @@ impl std::ops::Deref for AppState {
 
 /// The parts of [`AppState`].
 pub struct AppShared {
-    /// The schema.
-    pub schema: AppSchema,
-    /// The stock service (also inside the schema).
+    /// The `/graphql` endpoint.
+    pub graphql: stock_graphql::http::Endpoint,
+    /// The stock service (also behind the GraphQL endpoint).
     pub service: StockService,
     /// Token checks.
     pub auth: Authenticator,
@@ -53,19 +52,10 @@ pub struct AppShared {
     pub idempotency: IdempotencyStore,
     /// The per-client rate limit, when on.
     pub limiter: Option<Arc<ClientLimiter>>,
-    /// Parsed GraphQL documents by query text.
-    pub documents: crate::documents::Documents,
-    /// Memoized answers of stock-only queries.
-    pub answers: crate::answers::Answers,
     /// The state shared with other replicas, when Redis is configured.
     pub redis: Option<wdt_redis::Shared>,
-    /// GraphQL over HTTP: introspection setting, persisted queries.
-    pub graphql_http: graphql_http::GraphqlHttp,
     /// The most ERP calls one request may make (`limits.max_erp_calls_per_request`).
     pub erp_budget: Option<u32>,
-    /// The `extensions` of a GraphQL answer made of memoized answers alone, without a
-    /// per-client allowance to report ([`memo_extensions`]).
-    pub(crate) memo_extensions: String,
 }
 
 impl AppShared {
@@ -74,7 +64,7 @@ impl AppShared {
     async fn admit(
         &self,
         headers: &axum::http::HeaderMap,
-    ) -> Result<(Caller, Option<observe::Allowance>), Refusal> {
+    ) -> Result<(Caller, Option<Allowance>), Refusal> {
         let span = tracing::info_span!("auth", subject = tracing::field::Empty);
         let caller = self
             .auth
@@ -104,7 +94,7 @@ impl AppShared {
     fn rate_headers(
         &self,
         response: &mut Response,
-        allowance: Option<observe::Allowance>,
+        allowance: Option<Allowance>,
         refused: Option<u64>,
     ) {
         let Some(limiter) = &self.limiter else {
@@ -112,7 +102,7 @@ impl AppShared {
         };
         let current = match (allowance, refused) {
             (Some(a), _) => a,
-            (None, Some(secs)) => observe::Allowance {
+            (None, Some(secs)) => Allowance {
                 remaining: 0,
                 reset_secs: secs,
             },
@@ -129,16 +119,16 @@ impl AppShared {
         }
     }
 
-    /// `extensions.rateLimit` of a GraphQL answer: the client limit and what is left of it.
-    fn rate_extension(&self, allowance: Option<observe::Allowance>) -> Option<serde_json::Value> {
-        let (limit, window) = self.limiter.as_ref()?.limits();
+    /// The client limit and what is left of it, for GraphQL's `extensions.rateLimit`.
+    fn rate_limit(&self, allowance: Option<Allowance>) -> Option<stock_graphql::http::RateLimit> {
+        let (limit, window_secs) = self.limiter.as_ref()?.limits();
         let a = allowance?;
-        Some(serde_json::json!({
-            "limit": limit,
-            "windowSeconds": window,
-            "remaining": a.remaining,
-            "resetSeconds": a.reset_secs,
-        }))
+        Some(stock_graphql::http::RateLimit {
+            limit,
+            window_secs,
+            remaining: a.remaining,
+            reset_secs: a.reset_secs,
+        })
     }
 }
 
@@ -167,19 +157,19 @@ impl std::fmt::Debug for AppShared {
 /// The gateway's routes: GraphQL, the REST facade with its OpenAPI document and docs UI, the
 /// probes and the metrics. [`edge`] adds what every route gets.
 pub fn router(state: AppState) -> Router {
-    let (rest, api) = stock_rest::router(RestState {
-        service: state.service.clone(),
-        idempotency: state.idempotency.clone(),
-        answers: stock_rest::StockAnswers::default(),
-    });
+    let (rest, api) = stock_rest::router(RestState::new(
+        state.service.clone(),
+        state.idempotency.clone(),
+    ));
     let rest = rest.layer(from_fn_with_state(state.clone(), authenticate_rest));
+    let graphql = stock_graphql::http::router(state.graphql.clone())
+        .layer(from_fn_with_state(state.clone(), authenticate_graphql));
     Router::new()
-        .route("/graphql", get(graphql).post(graphql))
-        .route("/graphql/assets/{name}", get(graphiql::file))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(graphql)
         .merge(rest)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
 }
@@ -389,8 +379,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         )
             .into_response(),
         None => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "INTERNAL_SERVER_ERROR",
+            Code::InternalServerError,
             "metrics are unavailable: another metrics recorder owns this process",
         )
         .into_response(),
@@ -437,514 +426,54 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// A GraphQL-shaped 429 with `Retry-After`.
-fn rate_limited(secs: u64) -> Response {
-    let body = serde_json::json!({
-        "errors": [{
-            "message": format!("too many requests for this token's subject; slow down and retry in {secs}s"),
-            "extensions": { "code": "RATE_LIMITED", "retryAfterSeconds": secs }
-        }]
-    });
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    response
-}
-
-/// A GraphQL-shaped 401 with `WWW-Authenticate`.
-fn unauthenticated(e: &AuthError) -> Response {
-    let body = serde_json::json!({
-        "errors": [{ "message": e.to_string(), "extensions": { "code": "UNAUTHENTICATED" } }]
-    });
-    let mut response = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&e.www_authenticate()) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    response
-}
-
-/// `POST /graphql`, and `GET /graphql` with a query (GraphiQL for browsers and for a bare
-/// `GET`): GraphQL over HTTP as its spec says (`graphql_http`).
-async fn graphql(State(state): State<AppState>, request: Request) -> Response {
-    let get = request.method() != axum::http::Method::POST;
-    let wants = graphql_http::negotiate(request.headers(), get);
-    if get
-        && (request.uri().query().is_none_or(str::is_empty)
-            || wants == Some(graphql_http::Wants::Html))
-    {
-        return graphiql::page(state.graphql_http.introspection);
-    }
-    let Some(graphql_http::Wants::Graphql(media)) = wants else {
-        return graphql_http::refusal(
-            StatusCode::NOT_ACCEPTABLE,
-            graphql_http::MediaType::Json,
-            "BAD_USER_INPUT",
-            "Accept names no media type this endpoint answers in: application/graphql-response+json or application/json",
-        );
-    };
-    let key = request.headers().get("idempotency-key").cloned();
-    // Authenticate before reading the body.
-    let (caller, allowance) = match state.admit(request.headers()).await {
-        Ok(admitted) => admitted,
-        Err(Refusal::Unauthenticated(e)) => return unauthenticated(&e),
-        Err(Refusal::RateLimited(secs)) => {
-            let mut response = rate_limited(secs);
-            state.rate_headers(&mut response, None, Some(secs));
-            return response;
-        }
-    };
-    let reply = Reply {
-        media,
-        rate: state.rate_extension(allowance),
-    };
-    let limits = state.clone();
-    let graphql_http::Incoming { request, doc } = match state
-        .graphql_http
-        .read(request, media, &state.documents)
-        .await
-    {
-        Ok(incoming) => incoming,
-        Err(refused) => return refused,
-    };
-    let mut response = if let Some(key) = key
-        && let Some(parsed) = &doc
-        && let stock_graphql::operation::Writes::Mutation(fields) =
-            stock_graphql::operation::writes(&parsed.1, request.operation_name.as_deref())
-    {
-        keyed_mutation(state, caller, &key, request, parsed.clone(), &fields, reply).await
-    } else {
-        execute_graphql(state, caller, request, doc, reply).await
-    };
-    limits.rate_headers(&mut response, allowance, None);
-    response
-}
-
-/// A mutation sent with an `Idempotency-Key`: the same store and rules as REST writes. A key
-/// covers one mutation field (a document with several is refused: each write gets its own
-/// request and key); the caller's scope for it is checked before anything is replayed.
-async fn keyed_mutation(
-    state: AppState,
-    caller: Caller,
-    key: &HeaderValue,
-    request: async_graphql::Request,
-    doc: Arc<(String, async_graphql::parser::types::ExecutableDocument)>,
-    fields: &[String],
-    reply: Reply,
+/// Checks the bearer token of a GraphQL request that will execute (not GraphiQL, not a request
+/// refused for its `Accept`) and hands the caller to the endpoint; refusals are GraphQL-shaped:
+/// 401 with `WWW-Authenticate`, 429 with `Retry-After`.
+async fn authenticate_graphql(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
 ) -> Response {
-    let key = match stock_rest::key_of(key) {
-        Ok(key) => key,
-        Err(e) => {
-            return graphql_http::refusal(
-                StatusCode::BAD_REQUEST,
-                reply.media,
-                "BAD_USER_INPUT",
-                e.0.detail,
+    if !stock_graphql::http::needs_caller(&request) {
+        return next.run(request).await;
+    }
+    let media = stock_graphql::http::media_of(&request);
+    match state.admit(request.headers()).await {
+        Ok((caller, allowance)) => {
+            let rate_limit = state.rate_limit(allowance);
+            request
+                .extensions_mut()
+                .insert(stock_graphql::http::Admitted { caller, rate_limit });
+            let mut response = next.run(request).await;
+            state.rate_headers(&mut response, allowance, None);
+            response
+        }
+        Err(Refusal::Unauthenticated(e)) => {
+            let mut response = stock_graphql::http::refusal(
+                StatusCode::UNAUTHORIZED,
+                media,
+                Code::Unauthenticated,
+                e.to_string(),
             );
-        }
-    };
-    let [field] = fields else {
-        return graphql_http::refusal(
-            StatusCode::BAD_REQUEST,
-            reply.media,
-            "BAD_USER_INPUT",
-            format!(
-                "an Idempotency-Key covers one mutation field, and this operation has {}: send each write in its own request with its own key",
-                fields.len()
-            ),
-        );
-    };
-    // Without the scope (or for a field the schema lacks) the execution refuses; refusals are
-    // never kept, so nothing is stored or replayed.
-    let allowed = stock_graphql::operation::mutation_scope(field).is_some_and(|s| caller.has(s));
-    if !allowed {
-        return execute_graphql(state, caller, request, Some(doc), reply).await;
-    }
-    let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
-    let fingerprint = stock_rest::fingerprint(&[
-        b"POST /graphql",
-        request.query.as_bytes(),
-        request
-            .operation_name
-            .as_deref()
-            .unwrap_or_default()
-            .as_bytes(),
-        &variables,
-    ]);
-    let subject = caller.subject.clone();
-    let idempotency = state.idempotency.clone();
-    let response = idempotency
-        .run(
-            &subject,
-            &key,
-            fingerprint,
-            graphql_keep,
-            execute_graphql(state, caller, request, Some(doc), reply),
-        )
-        .await;
-    graphql_shaped(response).await
-}
-
-/// The key store's own refusals (`IDEMPOTENCY_KEY_REUSED`, `…_IN_USE`, `…_UNAVAILABLE`) are
-/// problem documents; GraphQL callers get them as GraphQL errors with the same status, code
-/// and `Retry-After`.
-async fn graphql_shaped(response: Response) -> Response {
-    let problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !problem {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let mut extensions = serde_json::json!({ "code": problem["code"] });
-    if let Some(secs) = problem["retry_after_seconds"].as_u64() {
-        extensions["retryAfterSeconds"] = secs.into();
-    }
-    let body = serde_json::json!({
-        "errors": [{ "message": problem["detail"], "extensions": extensions }]
-    });
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/graphql-response+json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.extensions.remove::<Problem>();
-    Response::from_parts(
-        parts,
-        axum::body::Body::from(serde_json::to_vec(&body).unwrap_or_default()),
-    )
-}
-
-/// Whether a keyed mutation's answer is an outcome to replay: it succeeded, the ERP refused it
-/// (or found nothing), or its outcome is unknown. Refusals of the caller (input, scope,
-/// validation, rate, cost) and failures known to have happened before the ERP acted are not
-/// kept, so a corrected retry with the same key runs.
-fn graphql_keep(status: StatusCode, body: &[u8]) -> bool {
-    if !status.is_success() {
-        return false;
-    }
-    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return false;
-    };
-    let Some(errors) = answer["errors"].as_array() else {
-        return true;
-    };
-    errors.iter().all(|e| {
-        matches!(
-            e["extensions"]["code"].as_str(),
-            Some("VENDOR_REJECTED" | "NOT_FOUND" | "WRITE_OUTCOME_UNKNOWN")
-        )
-    })
-}
-
-/// Executes a GraphQL request (answers of stock-only queries are memoized) and post-processes
-/// the answer: codes on engine errors, stale fields, 403 when nothing could be answered.
-async fn execute_graphql(
-    state: AppState,
-    caller: Caller,
-    mut request: async_graphql::Request,
-    doc: Option<Arc<(String, async_graphql::parser::types::ExecutableDocument)>>,
-    reply: Reply,
-) -> Response {
-    let Reply { media, rate } = reply;
-    let name = observe::operation_name(request.operation_name.as_deref(), &request.query)
-        .map(str::to_owned);
-    let subject = caller.subject.clone();
-    let started = std::time::Instant::now();
-    // The operation's label is given only to requests that ran (see `observe::operation_label`).
-    let record = |ok: bool, ran: bool| {
-        let operation = observe::operation_label(name.as_deref(), &subject, ran);
-        metrics::histogram!("wdt_graphql_operation_duration_seconds", "operation" => operation.clone())
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!(
-            "wdt_graphql_operations_total",
-            "operation" => operation,
-            "outcome" => if ok { "ok" } else { "error" },
-        )
-        .increment(1);
-    };
-    let memo = doc
-        .as_ref()
-        .and_then(|d| crate::answers::Key::of(&request, &d.1, &caller));
-    if let Some(key) = &memo
-        && let Some(body) = state.answers.get(key, &state.service).await
-    {
-        record(true, true);
-        // Nothing to call: without a per-client allowance, the extensions are always the same.
-        let body = match &rate {
-            None => Cost::splice(&body, &state.memo_extensions),
-            Some(_) => Cost {
-                requested: 0,
-                actual: 0,
-                max: state.erp_budget,
-                rate: rate.clone(),
+            if let Ok(v) = HeaderValue::from_str(&e.www_authenticate()) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
-            .spliced(&body),
-        };
-        return graphql_http::answer_bytes(body, media);
-    }
-    // What the document could cost is known before it runs: over the budget, nothing runs.
-    let requested = match &doc {
-        Some(d) => {
-            stock_graphql::operation::erp_cost(
-                &d.1,
-                request.operation_name.as_deref(),
-                &request.variables,
-                &state.service,
-            )
-            .await
+            response
         }
-        None => 0,
-    };
-    if let Some(max) = state.erp_budget
-        && requested > max
-    {
-        record(false, false);
-        return Cost {
-            requested,
-            actual: 0,
-            max: Some(max),
-            rate: rate.clone(),
+        Err(Refusal::RateLimited(secs)) => {
+            let body = serde_json::json!({
+                "errors": [{
+                    "message": format!("too many requests for this token's subject; slow down and retry in {secs}s"),
+                    "extensions": { "code": Code::RateLimited.as_str(), "retryAfterSeconds": secs }
+                }]
+            });
+            let mut response =
+                stock_graphql::http::refusal_body(StatusCode::TOO_MANY_REQUESTS, media, &body);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            state.rate_headers(&mut response, None, Some(secs));
+            response
         }
-        .refusal(media);
-    }
-    if let Some(doc) = doc {
-        request.set_parsed_query(doc.1.clone());
-    }
-    let attribution = stock_service::Attribution::new(&caller.subject, state.erp_budget);
-    let generation = state.service.stock_generation();
-    let reads = Arc::new(stock_graphql::StockReads::default());
-    if memo.is_some() {
-        request = request.data(reads.clone());
-    }
-    let (request, stale) = stock_graphql::prepare_request(request, &state.service, caller);
-    let mut response = attribution
-        .clone()
-        .scope(state.schema.execute(request))
-        .instrument(tracing::info_span!(
-            "graphql",
-            operation = observe::operation_field(name.as_deref())
-        ))
-        .await;
-    let cost = Cost {
-        requested,
-        actual: attribution.calls(),
-        max: state.erp_budget,
-        rate: rate.clone(),
-    };
-    let stale = stale.take();
-    if let Some(key) = memo
-        && response.errors.is_empty()
-        && response.extensions.is_empty()
-        && response.http_headers.is_empty()
-        && stale.is_empty()
-        && let Some(reads) = reads.take()
-        && let Some(reads) = stock_service::CachedReads::new(reads, generation)
-        && let Ok(body) = serde_json::to_vec(&response)
-    {
-        record(true, true);
-        let body = axum::body::Bytes::from(body);
-        state.answers.put(key, body.clone(), reads);
-        return graphql_http::answer_bytes(cost.spliced(&body), media);
-    }
-    cost.add_to(&mut response.extensions);
-
-    // Errors raised by the GraphQL engine itself carry no code yet.
-    for error in &mut response.errors {
-        let has_code = error
-            .extensions
-            .as_ref()
-            .is_some_and(|e| e.get("code").is_some());
-        if !has_code {
-            let code = if error.path.is_empty() {
-                "GRAPHQL_VALIDATION_FAILED"
-            } else {
-                "BAD_USER_INPUT"
-            };
-            error
-                .extensions
-                .get_or_insert_with(ErrorExtensionValues::default)
-                .set("code", code);
-        }
-    }
-    let refused = response.errors.iter().any(|e| {
-        matches!(
-            e.extensions.as_ref().and_then(|x| x.get("code")),
-            Some(Value::String(code)) if code == "FORBIDDEN" || code == "GRAPHQL_VALIDATION_FAILED"
-        )
-    });
-    record(response.errors.is_empty(), !refused);
-
-    if !stale.is_empty() {
-        let fields = stale
-            .into_iter()
-            .map(|(path, age)| {
-                Value::Object(
-                    [
-                        (Name::new("path"), Value::String(path)),
-                        (Name::new("ageSeconds"), Value::from(age)),
-                    ]
-                    .into_iter()
-                    .collect(),
-                )
-            })
-            .collect();
-        response
-            .extensions
-            .insert("stale".into(), Value::List(fields));
-    }
-    let forbidden_only = response.data == Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|e| {
-            e.extensions.as_ref().and_then(|x| x.get("code"))
-                == Some(&Value::String("FORBIDDEN".into()))
-        });
-    let mut http = graphql_http::render(response, media);
-    if forbidden_only {
-        *http.status_mut() = StatusCode::FORBIDDEN;
-    }
-    http
-}
-
-/// The `extensions` of a GraphQL answer made of memoized answers alone, without a per-client
-/// allowance: the same for every such answer, so made once.
-pub(crate) fn memo_extensions(erp_budget: Option<u32>) -> String {
-    Cost::memoized(erp_budget)
-}
-
-/// How to answer a GraphQL request: its media type and the caller's allowance.
-#[derive(Debug, Clone)]
-struct Reply {
-    media: graphql_http::MediaType,
-    rate: Option<serde_json::Value>,
-}
-
-/// The ERP calls of one GraphQL request, reported in `extensions.cost` (as Shopify reports
-/// query cost): what the document could make when it was admitted, what it made, the budget;
-/// and the caller's request allowance, in `extensions.rateLimit` (the `RateLimit` headers'
-/// twin, so clients slow down before a 429).
-#[derive(Debug, Clone)]
-struct Cost {
-    requested: u32,
-    actual: u32,
-    max: Option<u32>,
-    rate: Option<serde_json::Value>,
-}
-
-impl Cost {
-    fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "requestedErpCalls": self.requested,
-            "actualErpCalls": self.actual,
-            "maxErpCalls": self.max,
-        })
-    }
-
-    /// The `extensions` entries.
-    fn extensions(&self) -> serde_json::Value {
-        let mut out = serde_json::json!({ "cost": self.json() });
-        if let Some(rate) = &self.rate {
-            out["rateLimit"] = rate.clone();
-        }
-        out
-    }
-
-    /// Adds the entries to an executed answer's `extensions`.
-    fn add_to(&self, extensions: &mut std::collections::BTreeMap<String, Value>) {
-        if let Ok(Value::Object(entries)) = Value::from_json(self.extensions()) {
-            for (name, value) in entries {
-                extensions.insert(name.to_string(), value);
-            }
-        }
-    }
-
-    /// A memoized answer (an object without `extensions`) with the entries added.
-    fn spliced(&self, body: &[u8]) -> axum::body::Bytes {
-        Self::splice(body, &self.extensions().to_string())
-    }
-
-    /// The extensions of an answer made from memoized answers alone, without a per-client
-    /// allowance to report (made once per gateway).
-    fn memoized(max: Option<u32>) -> String {
-        Self {
-            requested: 0,
-            actual: 0,
-            max,
-            rate: None,
-        }
-        .extensions()
-        .to_string()
-    }
-
-    /// `body` (a JSON object without `extensions`) with `extensions` (a JSON object) added.
-    fn splice(body: &[u8], extensions: &str) -> axum::body::Bytes {
-        let Some(open) = body.strip_suffix(b"}") else {
-            return axum::body::Bytes::copy_from_slice(body);
-        };
-        let mut out = Vec::with_capacity(body.len() + extensions.len() + 16);
-        out.extend_from_slice(open);
-        out.extend_from_slice(b",\"extensions\":");
-        out.extend_from_slice(extensions.as_bytes());
-        out.push(b'}');
-        out.into()
-    }
-
-    /// The refusal of a document that could make more ERP calls than a request may: nothing
-    /// ran (a request error: 400 in `application/graphql-response+json`, 200 in `application/json`).
-    fn refusal(&self, media: graphql_http::MediaType) -> Response {
-        let status = match media {
-            graphql_http::MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
-            graphql_http::MediaType::Json => StatusCode::OK,
-        };
-        let message = format!(
-            "this document could make up to {} ERP calls, more than one request may make ({}); split it into smaller requests or ask for fewer keys not in the cache",
-            self.requested,
-            self.max.unwrap_or_default()
-        );
-        let body = serde_json::json!({
-            "errors": [{ "message": message, "extensions": { "code": "COST_LIMIT_EXCEEDED" } }],
-            "extensions": self.extensions(),
-        });
-        let mut response = graphql_http::answer_bytes(body.to_string().into(), media);
-        *response.status_mut() = status;
-        response
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, reason = "tests")]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memoized_answers_get_their_extensions_added() {
-        let body = br#"{"data":{"stock":[]}}"#;
-        let made_once = Cost::splice(body, &memo_extensions(Some(100)));
-        let answer: serde_json::Value = serde_json::from_slice(&made_once).unwrap();
-        assert_eq!(
-            answer,
-            serde_json::json!({
-                "data": {"stock": []},
-                "extensions": {"cost": {"requestedErpCalls": 0, "actualErpCalls": 0, "maxErpCalls": 100}},
-            })
-        );
-        let with_rate = Cost {
-            requested: 0,
-            actual: 0,
-            max: None,
-            rate: Some(serde_json::json!({"remaining": 1})),
-        }
-        .spliced(body);
-        let answer: serde_json::Value = serde_json::from_slice(&with_rate).unwrap();
-        assert_eq!(answer["extensions"]["rateLimit"]["remaining"], 1);
-        assert_eq!(
-            answer["extensions"]["cost"]["maxErpCalls"],
-            serde_json::Value::Null
-        );
     }
 }

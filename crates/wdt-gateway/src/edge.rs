@@ -9,9 +9,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use stock_rest::ApiError;
+use stock_rest::{ApiError, Code};
 
-use crate::graphql_http::{self, MediaType, Wants};
+use stock_graphql::http as graphql_http;
 
 /// Refuses bodies over `limit` bytes with 413: at once when `Content-Length` says so, else
 /// (chunked, or HTTP/2 without a length) after reading at most `limit` bytes, keeping the body
@@ -63,11 +63,8 @@ fn is_graphql(request: &Request) -> bool {
     request.uri().path() == "/graphql"
 }
 
-fn graphql_media(request: &Request) -> MediaType {
-    match graphql_http::negotiate(request.headers(), false) {
-        Some(Wants::Graphql(media)) => media,
-        _ => MediaType::Json,
-    }
+fn graphql_media(request: &Request) -> graphql_http::MediaType {
+    graphql_http::media_of(request)
 }
 
 fn too_large(request: &Request, limit: usize) -> Response {
@@ -75,10 +72,10 @@ fn too_large(request: &Request, limit: usize) -> Response {
         graphql_http::too_large(limit, graphql_media(request))
     } else {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "BAD_USER_INPUT",
+            Code::BadUserInput,
             format!("the body may be at most {limit} bytes (http.max_body_bytes)"),
         )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
         .into_response()
     }
 }
@@ -89,7 +86,7 @@ fn unreadable(request: &Request) -> Response {
         graphql_http::refusal(
             StatusCode::BAD_REQUEST,
             graphql_media(request),
-            "BAD_USER_INPUT",
+            Code::BadUserInput,
             message,
         )
     } else {

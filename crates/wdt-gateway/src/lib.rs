@@ -2,14 +2,11 @@
 //! and a demo mode on the built-in emulator.
 #![warn(missing_docs)]
 
-mod answers;
 mod app;
 pub mod auth;
 pub mod config;
-mod documents;
 mod edge;
-mod graphiql;
-mod graphql_http;
+pub mod limiter;
 pub mod observe;
 mod server;
 pub mod telemetry;
@@ -22,6 +19,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use secrecy::SecretString;
 use stock_graphql::{Limits, Scope};
+use stock_service::idempotency::IdempotencyStore;
 use stock_service::{CacheConfig, StockService};
 use wdt_client::{EnterpriseCredentials, FlagshipCredentials, WdtClient};
 use wdt_emulator::{EmulatorConfig, EnterpriseAccount, FlagshipAccount, RunningEmulator};
@@ -228,28 +226,33 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     );
     let erp_budget = (config.limits.max_erp_calls_per_request > 0)
         .then_some(config.limits.max_erp_calls_per_request);
-    let state = AppState::new(AppShared {
+    // One store of Idempotency-Keys for both facades.
+    let idempotency = match &redis {
+        Some(redis) => IdempotencyStore::default().shared(redis.clone()),
+        None => IdempotencyStore::default(),
+    };
+    let graphql = stock_graphql::http::Endpoint::new(
         schema,
+        service.clone(),
+        idempotency.clone(),
+        stock_graphql::http::Settings {
+            introspection: config.introspection(),
+            max_body_bytes: config.http.max_body_bytes,
+            max_erp_calls: erp_budget,
+        },
+    );
+    let state = AppState::new(AppShared {
+        graphql,
         service,
         auth,
-        idempotency: match &redis {
-            Some(redis) => stock_rest::IdempotencyStore::default().shared(redis.clone()),
-            None => stock_rest::IdempotencyStore::default(),
-        },
-        documents: documents::Documents::default(),
-        answers: answers::Answers::default(),
-        limiter: observe::ClientLimiter::new(
+        idempotency,
+        limiter: limiter::ClientLimiter::new(
             config.limits.client_rate_limit,
             config.limits.client_burst,
             redis.clone(),
         ),
         redis,
-        graphql_http: graphql_http::GraphqlHttp::new(
-            config.introspection(),
-            config.http.max_body_bytes,
-        ),
         erp_budget,
-        memo_extensions: app::memo_extensions(erp_budget),
     });
     let demo = demo_emulator.map(|emulator| Demo {
         emulator,

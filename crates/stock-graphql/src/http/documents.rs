@@ -14,7 +14,7 @@ const MAX_QUERY_BYTES: usize = 64 * 1024;
 
 /// Parsed documents by the XXH3-128 of their text (the text itself is compared on a hit).
 #[derive(Clone)]
-pub struct Documents(moka::sync::Cache<u128, Arc<(String, ExecutableDocument)>>);
+pub(crate) struct Documents(moka::sync::Cache<u128, Arc<(String, ExecutableDocument)>>);
 
 impl std::fmt::Debug for Documents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,7 +40,7 @@ impl Default for Documents {
 impl Documents {
     /// The parsed document of `query`, from the cache or parsed now (and kept); `None` when it
     /// does not parse (or is too long to keep).
-    pub fn parsed(&self, query: &str) -> Option<Arc<(String, ExecutableDocument)>> {
+    pub(crate) fn parsed(&self, query: &str) -> Option<Arc<(String, ExecutableDocument)>> {
         let key = xxhash_rust::xxh3::xxh3_128(query.as_bytes());
         if let Some(hit) = self.0.get(&key)
             && hit.0 == query

@@ -3,8 +3,8 @@
 //! persisted queries (Apollo's APQ), the introspection setting, and GraphQL-shaped refusals of
 //! requests that cannot run (never a bare text body).
 //!
-//! The handler in `app.rs` runs the steps: [`negotiate`] the media type, read the request with
-//! [`GraphqlHttp::read`], execute it, and [`render`] the answer.
+//! The handler (`super::graphql`) runs the steps: [`negotiate`] the media type, read the request
+//! with [`GraphqlHttp::read`], execute it, and [`render`] the answer.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -20,11 +20,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::documents::Documents;
+use stock_service::Code;
+
+use super::documents::Documents;
 
 /// The two JSON media types of a GraphQL answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MediaType {
+pub enum MediaType {
     /// `application/graphql-response+json`: status codes follow the outcome (400 when the
     /// request could not run).
     GraphqlResponse,
@@ -43,7 +45,7 @@ impl MediaType {
 
 /// What the client's `Accept` header prefers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wants {
+pub enum Wants {
     /// A GraphQL answer in this media type.
     Graphql(MediaType),
     /// The GraphiQL page (a browser; only asked about for `GET`).
@@ -60,7 +62,7 @@ const HTML: (&str, &str) = ("text", "html");
 /// matched by a wildcard (`*/*`: the spec's legacy default); `text/html` is a candidate only
 /// when `html` is set, and loses ties. No `Accept` means `application/json`. `None` when no
 /// candidate is acceptable (406).
-pub(crate) fn negotiate(headers: &HeaderMap, html: bool) -> Option<Wants> {
+pub fn negotiate(headers: &HeaderMap, html: bool) -> Option<Wants> {
     let ranges: Vec<(String, String, f32)> = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -139,14 +141,14 @@ fn media_range(item: &str) -> Option<(String, String, f32)> {
 
 /// A GraphQL-shaped answer to a request that did not run: one error with `code`, no `data`
 /// entry. `Cache-Control: no-store`.
-pub(crate) fn refusal(
+pub fn refusal(
     status: StatusCode,
     media: MediaType,
-    code: &str,
+    code: Code,
     message: impl Into<String>,
 ) -> Response {
     let body = serde_json::json!({
-        "errors": [{ "message": message.into(), "extensions": { "code": code } }]
+        "errors": [{ "message": message.into(), "extensions": { "code": code.as_str() } }]
     });
     (
         status,
@@ -157,6 +159,14 @@ pub(crate) fn refusal(
         body.to_string(),
     )
         .into_response()
+}
+
+/// A GraphQL-shaped answer with this JSON body (`{"errors": […]}`) and status, in `media`.
+/// `Cache-Control: no-store`.
+pub fn refusal_body(status: StatusCode, media: MediaType, body: &serde_json::Value) -> Response {
+    let mut response = answer_bytes(body.to_string().into(), media);
+    *response.status_mut() = status;
+    response
 }
 
 /// A successful answer from its serialized bytes (the memoized path).
@@ -196,7 +206,7 @@ pub(crate) fn render(response: async_graphql::Response, media: MediaType) -> Res
         return refusal(
             StatusCode::INTERNAL_SERVER_ERROR,
             media,
-            "INTERNAL_SERVER_ERROR",
+            Code::InternalServerError,
             "the answer could not be serialized",
         );
     };
@@ -215,7 +225,7 @@ const PERSISTED_BUDGET_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The GraphQL-over-HTTP settings and the persisted queries.
 #[derive(Clone)]
-pub struct GraphqlHttp {
+pub(crate) struct GraphqlHttp {
     /// Whether introspection queries are answered.
     pub(crate) introspection: bool,
     /// Largest body read.
@@ -237,7 +247,7 @@ impl std::fmt::Debug for GraphqlHttp {
 impl GraphqlHttp {
     /// Settings for a gateway that answers introspection or not and reads bodies up to
     /// `max_body_bytes`.
-    pub fn new(introspection: bool, max_body_bytes: usize) -> Self {
+    pub(crate) fn new(introspection: bool, max_body_bytes: usize) -> Self {
         Self {
             introspection,
             max_body_bytes,
@@ -259,7 +269,7 @@ impl GraphqlHttp {
         documents: &Documents,
     ) -> Result<Incoming, Response> {
         let bad =
-            |message: String| refusal(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", message);
+            |message: String| refusal(StatusCode::BAD_REQUEST, media, Code::BadUserInput, message);
         let get = request.method() == Method::GET || request.method() == Method::HEAD;
         let params = if get {
             Params::from_query(request.uri().query().unwrap_or_default()).map_err(bad)?
@@ -297,7 +307,7 @@ impl GraphqlHttp {
                     return Err(refusal(
                         StatusCode::OK,
                         media,
-                        "PERSISTED_QUERY_NOT_FOUND",
+                        Code::PersistedQueryNotFound,
                         "PersistedQueryNotFound",
                     ));
                 }
@@ -322,7 +332,7 @@ impl GraphqlHttp {
                 let mut refused = refusal(
                     StatusCode::METHOD_NOT_ALLOWED,
                     media,
-                    "BAD_USER_INPUT",
+                    Code::BadUserInput,
                     format!(
                         "a {} cannot be sent with GET: use POST",
                         match op.node.ty {
@@ -344,7 +354,7 @@ impl GraphqlHttp {
                 return Err(refusal(
                     status,
                     media,
-                    "GRAPHQL_VALIDATION_FAILED",
+                    Code::GraphqlValidationFailed,
                     "introspection is turned off on this gateway (graphql.introspection, WDT_GATEWAY_GRAPHQL_INTROSPECTION): __schema and __type cannot be queried; schema/schema.graphql is the published schema",
                 ));
             }
@@ -375,7 +385,7 @@ impl GraphqlHttp {
             refusal(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 media,
-                "BAD_USER_INPUT",
+                Code::BadUserInput,
                 message,
             )
         };
@@ -397,7 +407,7 @@ impl GraphqlHttp {
             Err(e) => return Err(body_error(&e, self.max_body_bytes, media)),
         };
         let bad =
-            |message: String| refusal(StatusCode::BAD_REQUEST, media, "BAD_USER_INPUT", message);
+            |message: String| refusal(StatusCode::BAD_REQUEST, media, Code::BadUserInput, message);
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(bad(
                 "the body is empty: send a JSON object such as {\"query\": \"{ __typename }\"}"
@@ -427,18 +437,18 @@ pub(crate) fn body_error(e: &axum::Error, limit: usize, media: MediaType) -> Res
         refusal(
             StatusCode::BAD_REQUEST,
             media,
-            "BAD_USER_INPUT",
+            Code::BadUserInput,
             "the body could not be read",
         )
     }
 }
 
 /// The GraphQL-shaped 413.
-pub(crate) fn too_large(limit: usize, media: MediaType) -> Response {
+pub fn too_large(limit: usize, media: MediaType) -> Response {
     refusal(
         StatusCode::PAYLOAD_TOO_LARGE,
         media,
-        "BAD_USER_INPUT",
+        Code::BadUserInput,
         format!("the body may be at most {limit} bytes (http.max_body_bytes)"),
     )
 }

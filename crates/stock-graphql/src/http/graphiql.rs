@@ -9,36 +9,36 @@ use axum::response::{IntoResponse, Response};
 pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
     font-src 'self' data:; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-const INDEX: &str = include_str!("../assets/graphiql/index.html");
+const INDEX: &str = include_str!("../../assets/graphiql/index.html");
 
 fn asset(name: &str) -> Option<(&'static [u8], &'static str)> {
     Some(match name {
         "graphiql.min.js" => (
-            include_bytes!("../assets/graphiql/graphiql.min.js"),
+            include_bytes!("../../assets/graphiql/graphiql.min.js"),
             "text/javascript; charset=utf-8",
         ),
         "graphiql.min.css" => (
-            include_bytes!("../assets/graphiql/graphiql.min.css"),
+            include_bytes!("../../assets/graphiql/graphiql.min.css"),
             "text/css; charset=utf-8",
         ),
         "react.production.min.js" => (
-            include_bytes!("../assets/graphiql/react.production.min.js"),
+            include_bytes!("../../assets/graphiql/react.production.min.js"),
             "text/javascript; charset=utf-8",
         ),
         "react-dom.production.min.js" => (
-            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+            include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
             "text/javascript; charset=utf-8",
         ),
         "init.js" => (
-            include_bytes!("../assets/graphiql/init.js"),
+            include_bytes!("../../assets/graphiql/init.js"),
             "text/javascript; charset=utf-8",
         ),
         "page.css" => (
-            include_bytes!("../assets/graphiql/page.css"),
+            include_bytes!("../../assets/graphiql/page.css"),
             "text/css; charset=utf-8",
         ),
         "LICENSES.txt" => (
-            include_bytes!("../assets/graphiql/LICENSES.txt"),
+            include_bytes!("../../assets/graphiql/LICENSES.txt"),
             "text/plain; charset=utf-8",
         ),
         _ => return None,

@@ -1,21 +1,21 @@
-//! Whole GraphQL answers, memoized: a query whose root asks only for `stock` is answered from
-//! cached stock entries, so while every entry it read is still the very same cached entry, the
-//! same request (document, variables, operation, the caller's scopes) gets the same bytes. The
-//! answer is kept with those entries and served again only after checking each of them is still
-//! the one in the cache — a TTL expiry, a write's invalidation or a reload makes it run again.
-//! Authentication, the rate limit and the metrics still apply to every request.
-
-use std::sync::Arc;
+//! Whole GraphQL answers, memoized in a [`Memo`] (the seam the REST facade uses too): a query
+//! whose root asks only for `stock` is answered from cached stock entries, so while every entry
+//! it read is still the very same cached entry, the same request (document, variables,
+//! operation, the caller's scopes) gets the same bytes. A TTL expiry, a write's invalidation or
+//! a reload makes it run again. Authentication, the rate limit and the metrics still apply to
+//! every request.
 
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection,
 };
 use axum::body::Bytes;
 use stock_service::access::Caller;
-use stock_service::{CachedReads, StockService};
+use stock_service::memo::Memo;
 
 /// Most bytes of answers kept.
 const BUDGET_BYTES: u64 = 16 * 1024 * 1024;
+/// Larger answers are not kept (they would crowd out many small ones).
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// What identifies a request's answer.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,18 +51,21 @@ impl Key {
         })
     }
 
-    fn hash(&self) -> u128 {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for part in [
+    /// The key as one byte string: its parts, each followed by 0xff (which UTF-8 text never
+    /// holds, so parts cannot run into each other).
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        let parts = [
             self.query.as_bytes(),
             self.variables.as_bytes(),
             self.operation.as_deref().unwrap_or("\0").as_bytes(),
             self.scopes.as_bytes(),
-        ] {
-            h.update(part);
-            h.update(&[0xff]);
+        ];
+        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+        for part in parts {
+            out.extend_from_slice(part);
+            out.push(0xff);
         }
-        h.digest128()
+        out
     }
 }
 
@@ -93,56 +96,12 @@ fn stock_only(doc: &ExecutableDocument, operation: Option<&str>) -> bool {
             })
 }
 
-struct Answer {
-    key: Key,
-    body: Bytes,
-    /// The cached entries it was made of.
-    reads: CachedReads,
-}
+/// Memoized answers by their key; the key's bytes are compared on a hit.
+pub(crate) type Answers = Memo<Bytes>;
 
-/// Memoized answers by the XXH3-128 of their key (the key itself is compared on a hit).
-#[derive(Clone)]
-pub struct Answers(moka::sync::Cache<u128, Arc<Answer>>);
-
-impl std::fmt::Debug for Answers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Answers")
-            .field("entries", &self.0.entry_count())
-            .finish()
-    }
-}
-
-impl Default for Answers {
-    fn default() -> Self {
-        Self(
-            moka::sync::Cache::builder()
-                .max_capacity(BUDGET_BYTES)
-                .weigher(|_, a: &Arc<Answer>| {
-                    let weight = a.body.len() + a.key.query.len() + a.key.variables.len();
-                    u32::try_from(weight).unwrap_or(u32::MAX).max(1)
-                })
-                .build(),
-        )
-    }
-}
-
-impl Answers {
-    /// The memoized answer of `key`, if every entry it was made of is still cached as it was.
-    pub(crate) async fn get(&self, key: &Key, service: &StockService) -> Option<Bytes> {
-        let hash = key.hash();
-        let answer = self.0.get(&hash).filter(|a| a.key == *key)?;
-        if answer.reads.still_cached(service).await.is_none() {
-            self.0.invalidate(&hash);
-            return None;
-        }
-        Some(answer.body.clone())
-    }
-
-    /// Keeps an answer made only of cached entries.
-    pub(crate) fn put(&self, key: Key, body: Bytes, reads: CachedReads) {
-        self.0
-            .insert(key.hash(), Arc::new(Answer { key, body, reads }));
-    }
+/// Most bytes of answers kept.
+pub(crate) fn answers() -> Answers {
+    Memo::new(BUDGET_BYTES, MAX_ANSWER_BYTES)
 }
 
 #[cfg(test)]

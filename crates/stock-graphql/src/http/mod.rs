@@ -1,0 +1,557 @@
+//! GraphQL over HTTP: the `/graphql` endpoint (and GraphiQL), as the GraphQL-over-HTTP
+//! specification says. The gateway authenticates the caller and routes here; everything after
+//! that lives in this module:
+//!
+//! 1. [`protocol::negotiate`] the answer's media type from `Accept` (GraphiQL for browsers);
+//! 2. read the request ([`protocol::GraphqlHttp::read`]: `GET` query string or `POST` JSON, APQ,
+//!    the parsed-document cache in [`documents`], the introspection setting);
+//! 3. a mutation with an `Idempotency-Key` goes through the idempotency store shared with REST;
+//! 4. execute: a memoized answer when the document asks only for `stock` ([`memo`]); else price
+//!    the document in ERP calls ([`cost`]), run it with the caller's attribution, memoize it;
+//! 5. render ([`protocol::render`]): codes on engine errors, `extensions.stale`, `extensions.cost`
+//!    and `extensions.rateLimit`, 403 when nothing could be answered.
+
+mod cost;
+mod documents;
+mod graphiql;
+mod labels;
+mod memo;
+mod protocol;
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument};
+use async_graphql::{ErrorExtensionValues, Name, Value};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use stock_service::Code;
+use stock_service::StockService;
+use stock_service::access::Caller;
+use stock_service::idempotency::{IdempotencyStore, Outcome};
+use tracing::Instrument;
+
+pub use protocol::{MediaType, Wants, negotiate, refusal, refusal_body, too_large};
+
+use crate::AppSchema;
+use cost::Cost;
+use protocol::{GraphqlHttp, Incoming};
+
+/// What the gateway learned about the caller before routing a request here: who it is, and
+/// what is left of its request allowance (reported in `extensions.rateLimit`). The gateway puts
+/// it in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The authenticated caller.
+    pub caller: Caller,
+    /// The per-client limit and what is left of it, when the limit is on.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A per-client request allowance, as `extensions.rateLimit` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed in a burst.
+    pub limit: u32,
+    /// Seconds for the whole burst to come back.
+    pub window_secs: u32,
+    /// Requests left now.
+    pub remaining: u32,
+    /// Seconds until the whole burst is back.
+    pub reset_secs: u64,
+}
+
+impl RateLimit {
+    fn json(self) -> serde_json::Value {
+        serde_json::json!({
+            "limit": self.limit,
+            "windowSeconds": self.window_secs,
+            "remaining": self.remaining,
+            "resetSeconds": self.reset_secs,
+        })
+    }
+}
+
+/// How the endpoint behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Answer introspection queries (`__schema`, `__type`).
+    pub introspection: bool,
+    /// Largest request body read, bytes.
+    pub max_body_bytes: usize,
+    /// The most ERP calls one request may make; `None`: no limit.
+    pub max_erp_calls: Option<u32>,
+}
+
+/// The `/graphql` endpoint: the schema, the service behind it, and what requests share (parsed
+/// documents, memoized answers, persisted queries, the idempotency store). Cheap to clone.
+#[derive(Clone)]
+pub struct Endpoint(Arc<Inner>);
+
+struct Inner {
+    schema: AppSchema,
+    service: StockService,
+    idempotency: IdempotencyStore,
+    protocol: GraphqlHttp,
+    documents: documents::Documents,
+    answers: memo::Answers,
+    max_erp_calls: Option<u32>,
+    /// The `extensions` of an answer made of memoized answers alone, without a per-client
+    /// allowance to report: the same for every such answer, so made once.
+    memo_extensions: String,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("protocol", &self.0.protocol)
+            .field("documents", &self.0.documents)
+            .field("answers", &self.0.answers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// The endpoint over `schema` (built over `service`), keeping keyed mutations in
+    /// `idempotency` (the store the REST facade uses too).
+    pub fn new(
+        schema: AppSchema,
+        service: StockService,
+        idempotency: IdempotencyStore,
+        settings: Settings,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            schema,
+            service,
+            idempotency,
+            protocol: GraphqlHttp::new(settings.introspection, settings.max_body_bytes),
+            documents: documents::Documents::default(),
+            answers: memo::answers(),
+            max_erp_calls: settings.max_erp_calls,
+            memo_extensions: Cost::memoized(settings.max_erp_calls),
+        }))
+    }
+}
+
+/// `/graphql` (`GET` and `POST`) and GraphiQL's files under `/graphql/assets/`. Requests that
+/// execute need an [`Admitted`] in their extensions (see [`needs_caller`]).
+pub fn router(endpoint: Endpoint) -> Router {
+    Router::new()
+        .route("/graphql", get(graphql).post(graphql))
+        .route("/graphql/assets/{name}", get(graphiql::file))
+        .with_state(endpoint)
+}
+
+/// Whether this request will execute GraphQL, so the gateway must authenticate it first: not
+/// the GraphiQL page or its files, and not a request refused for its `Accept` header.
+pub fn needs_caller(request: &Request) -> bool {
+    if request.uri().path() != "/graphql" {
+        return false;
+    }
+    let get = request.method() != axum::http::Method::POST;
+    match negotiate(request.headers(), get) {
+        Some(Wants::Graphql(_)) => !(get && request.uri().query().is_none_or(str::is_empty)),
+        Some(Wants::Html) | None => false,
+    }
+}
+
+/// The media type a refusal of this request is answered in (`application/json` unless the
+/// client prefers `application/graphql-response+json`).
+pub fn media_of(request: &Request) -> MediaType {
+    match negotiate(request.headers(), false) {
+        Some(Wants::Graphql(media)) => media,
+        _ => MediaType::Json,
+    }
+}
+
+/// `POST /graphql`, and `GET /graphql` with a query (GraphiQL for browsers and for a bare
+/// `GET`).
+async fn graphql(State(endpoint): State<Endpoint>, request: Request) -> Response {
+    let get = request.method() != axum::http::Method::POST;
+    let wants = negotiate(request.headers(), get);
+    if get && (request.uri().query().is_none_or(str::is_empty) || wants == Some(Wants::Html)) {
+        return graphiql::page(endpoint.0.protocol.introspection);
+    }
+    let Some(Wants::Graphql(media)) = wants else {
+        return refusal(
+            StatusCode::NOT_ACCEPTABLE,
+            MediaType::Json,
+            Code::BadUserInput,
+            "Accept names no media type this endpoint answers in: application/graphql-response+json or application/json",
+        );
+    };
+    let Some(Admitted { caller, rate_limit }) = request.extensions().get::<Admitted>().cloned()
+    else {
+        // The gateway authenticates every request that gets here (`needs_caller`).
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            media,
+            Code::Unauthenticated,
+            "a bearer token is required (Authorization: Bearer <JWT>)",
+        );
+    };
+    let reply = Reply {
+        media,
+        rate: rate_limit.map(RateLimit::json),
+    };
+    let key = request.headers().get("idempotency-key").cloned();
+    let Incoming { request, doc } = match endpoint
+        .0
+        .protocol
+        .read(request, media, &endpoint.0.documents)
+        .await
+    {
+        Ok(incoming) => incoming,
+        Err(refused) => return refused,
+    };
+    if let Some(key) = key
+        && let Some(parsed) = &doc
+        && let crate::operation::Writes::Mutation(fields) =
+            crate::operation::writes(&parsed.1, request.operation_name.as_deref())
+    {
+        let parsed = parsed.clone();
+        return keyed_mutation(endpoint, caller, &key, request, parsed, &fields, reply).await;
+    }
+    execute(endpoint, caller, request, doc, reply).await
+}
+
+/// A mutation sent with an `Idempotency-Key`: the same store and rules as REST writes. A key
+/// covers one mutation field (a document with several is refused: each write gets its own
+/// request and key); the caller's scope for it is checked before anything is replayed.
+async fn keyed_mutation(
+    endpoint: Endpoint,
+    caller: Caller,
+    key: &HeaderValue,
+    request: async_graphql::Request,
+    doc: Arc<(String, ExecutableDocument)>,
+    fields: &[String],
+    reply: Reply,
+) -> Response {
+    let key = match stock_service::idempotency::key_of(key.as_bytes()) {
+        Ok(key) => key,
+        Err(e) => {
+            return refusal(StatusCode::BAD_REQUEST, reply.media, e.code(), e.message);
+        }
+    };
+    let [field] = fields else {
+        return refusal(
+            StatusCode::BAD_REQUEST,
+            reply.media,
+            Code::BadUserInput,
+            format!(
+                "an Idempotency-Key covers one mutation field, and this operation has {}: send each write in its own request with its own key",
+                fields.len()
+            ),
+        );
+    };
+    // Without the scope (or for a field the schema lacks) the execution refuses; refusals are
+    // never kept, so nothing is stored or replayed.
+    let allowed = crate::operation::mutation_scope(field).is_some_and(|s| caller.has(s));
+    if !allowed {
+        return execute(endpoint, caller, request, Some(doc), reply).await;
+    }
+    let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
+    let fingerprint = stock_service::idempotency::fingerprint(&[
+        b"POST /graphql",
+        request.query.as_bytes(),
+        request
+            .operation_name
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes(),
+        &variables,
+    ]);
+    let subject = caller.subject.clone();
+    let store = endpoint.0.idempotency.clone();
+    let work =
+        async move { outcome_of(execute(endpoint, caller, request, Some(doc), reply).await).await };
+    match store.run(&subject, &key, fingerprint, keep, work).await {
+        Ok((outcome, replayed)) => respond(outcome, replayed),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.code().status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let retry = e.retry_after.map(|d| d.as_secs());
+            let mut extensions = serde_json::json!({ "code": e.code().as_str() });
+            if let Some(secs) = retry {
+                extensions["retryAfterSeconds"] = secs.into();
+            }
+            let body = serde_json::json!({
+                "errors": [{ "message": e.message, "extensions": extensions }]
+            });
+            // As a request error in `application/graphql-response+json`, whose statuses carry
+            // meaning (the key store's refusals are HTTP-level outcomes: 409, 422, 503).
+            let mut response = refusal_body(status, MediaType::GraphqlResponse, &body);
+            if let Some(secs) = retry {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+    }
+}
+
+/// An answer as the idempotency store keeps it.
+async fn outcome_of(response: Response) -> Outcome {
+    let (parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    Outcome {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body: body.to_vec(),
+    }
+}
+
+/// A kept answer, marked `Idempotent-Replayed: true` when it is a replay.
+fn respond(outcome: Outcome, replayed: bool) -> Response {
+    let mut response = (
+        StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK),
+        outcome.body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    for (k, v) in &outcome.headers {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(v),
+        ) {
+            headers.append(k, v);
+        }
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// Whether a keyed mutation's answer is an outcome to replay: it succeeded, the ERP refused it
+/// (or found nothing), or its outcome is unknown. Refusals of the caller (input, scope,
+/// validation, rate, cost) and failures known to have happened before the ERP acted are not
+/// kept, so a corrected retry with the same key runs.
+fn keep(status: u16, body: &[u8]) -> bool {
+    if !(200..300).contains(&status) {
+        return false;
+    }
+    let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let Some(errors) = answer["errors"].as_array() else {
+        return true;
+    };
+    errors.iter().all(|e| {
+        e["extensions"]["code"]
+            .as_str()
+            .and_then(Code::parse)
+            .is_some_and(|code| {
+                matches!(
+                    code,
+                    Code::VendorRejected | Code::NotFound | Code::WriteOutcomeUnknown
+                )
+            })
+    })
+}
+
+/// How to answer a GraphQL request: its media type and the caller's allowance.
+#[derive(Debug, Clone)]
+struct Reply {
+    media: MediaType,
+    rate: Option<serde_json::Value>,
+}
+
+/// The operation's name: `operationName`, else the name of the document's only operation.
+fn operation_name(given: Option<&str>, doc: Option<&ExecutableDocument>) -> Option<String> {
+    if let Some(name) = given {
+        return Some(name.to_owned());
+    }
+    match &doc?.operations {
+        DocumentOperations::Single(_) => None,
+        DocumentOperations::Multiple(ops) if ops.len() == 1 => {
+            ops.keys().next().map(|n| n.to_string())
+        }
+        DocumentOperations::Multiple(_) => None,
+    }
+}
+
+/// Executes a GraphQL request (answers of stock-only queries are memoized) and post-processes
+/// the answer: codes on engine errors, stale fields, 403 when nothing could be answered.
+async fn execute(
+    endpoint: Endpoint,
+    caller: Caller,
+    mut request: async_graphql::Request,
+    doc: Option<Arc<(String, ExecutableDocument)>>,
+    reply: Reply,
+) -> Response {
+    let Reply { media, rate } = reply;
+    let inner = &endpoint.0;
+    let name = operation_name(
+        request.operation_name.as_deref(),
+        doc.as_ref().map(|d| &d.1),
+    );
+    let subject = caller.subject.clone();
+    let started = std::time::Instant::now();
+    // The operation's label is given only to requests that ran (see `labels::label`).
+    let record = |ok: bool, ran: bool| {
+        let operation = labels::label(name.as_deref(), &subject, ran);
+        metrics::histogram!("wdt_graphql_operation_duration_seconds", "operation" => operation.clone())
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!(
+            "wdt_graphql_operations_total",
+            "operation" => operation,
+            "outcome" => if ok { "ok" } else { "error" },
+        )
+        .increment(1);
+    };
+    let memo = doc
+        .as_ref()
+        .and_then(|d| memo::Key::of(&request, &d.1, &caller))
+        .map(|key| key.bytes());
+    if let Some(key) = &memo
+        && let Some((body, _)) = inner.answers.get(key, &inner.service).await
+    {
+        record(true, true);
+        // Nothing to call: without a per-client allowance, the extensions are always the same.
+        let body = match &rate {
+            None => Cost::splice(&body, &inner.memo_extensions),
+            Some(_) => Cost {
+                requested: 0,
+                actual: 0,
+                max: inner.max_erp_calls,
+                rate: rate.clone(),
+            }
+            .spliced(&body),
+        };
+        return protocol::answer_bytes(body, media);
+    }
+    // What the document could cost is known before it runs: over the budget, nothing runs.
+    let requested = match &doc {
+        Some(d) => {
+            crate::operation::erp_cost(
+                &d.1,
+                request.operation_name.as_deref(),
+                &request.variables,
+                &inner.service,
+            )
+            .await
+        }
+        None => 0,
+    };
+    if let Some(max) = inner.max_erp_calls
+        && requested > max
+    {
+        record(false, false);
+        return Cost {
+            requested,
+            actual: 0,
+            max: Some(max),
+            rate: rate.clone(),
+        }
+        .refusal(media);
+    }
+    if let Some(doc) = doc {
+        request.set_parsed_query(doc.1.clone());
+    }
+    let attribution = stock_service::Attribution::new(&caller.subject, inner.max_erp_calls);
+    let reads = Arc::new(crate::schema::StockReads::default());
+    if memo.is_some() {
+        request = request.data(reads.clone());
+    }
+    let (request, stale) = crate::prepare_request(request, &inner.service, caller);
+    let mut response = attribution
+        .clone()
+        .scope(inner.schema.execute(request))
+        .instrument(tracing::info_span!(
+            "graphql",
+            operation = labels::span_field(name.as_deref())
+        ))
+        .await;
+    let cost = Cost {
+        requested,
+        actual: attribution.calls(),
+        max: inner.max_erp_calls,
+        rate: rate.clone(),
+    };
+    let stale = stale.take();
+    if let Some(key) = memo
+        && response.errors.is_empty()
+        && response.extensions.is_empty()
+        && response.http_headers.is_empty()
+        && stale.is_empty()
+        && let Some(token) = reads.take()
+        && let Ok(body) = serde_json::to_vec(&response)
+    {
+        record(true, true);
+        let body = axum::body::Bytes::from(body);
+        inner.answers.put(&key, body.clone(), body.len(), token);
+        return protocol::answer_bytes(cost.spliced(&body), media);
+    }
+    cost.add_to(&mut response.extensions);
+
+    // Errors raised by the GraphQL engine itself carry no code yet.
+    for error in &mut response.errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
+        if !has_code {
+            let code = if error.path.is_empty() {
+                Code::GraphqlValidationFailed
+            } else {
+                Code::BadUserInput
+            };
+            error
+                .extensions
+                .get_or_insert_with(ErrorExtensionValues::default)
+                .set("code", code.as_str());
+        }
+    }
+    let code_of = |e: &async_graphql::ServerError| match e.extensions.as_ref()?.get("code") {
+        Some(Value::String(code)) => Code::parse(code),
+        _ => None,
+    };
+    let refused = response.errors.iter().any(|e| {
+        matches!(
+            code_of(e),
+            Some(Code::Forbidden | Code::GraphqlValidationFailed)
+        )
+    });
+    record(response.errors.is_empty(), !refused);
+
+    if !stale.is_empty() {
+        let fields = stale
+            .into_iter()
+            .map(|(path, age)| {
+                Value::Object(
+                    [
+                        (Name::new("path"), Value::String(path)),
+                        (Name::new("ageSeconds"), Value::from(age)),
+                    ]
+                    .into_iter()
+                    .collect(),
+                )
+            })
+            .collect();
+        response
+            .extensions
+            .insert("stale".into(), Value::List(fields));
+    }
+    let forbidden_only = response.data == Value::Null
+        && !response.errors.is_empty()
+        && response
+            .errors
+            .iter()
+            .all(|e| code_of(e) == Some(Code::Forbidden));
+    let mut http = protocol::render(response, media);
+    if forbidden_only {
+        *http.status_mut() =
+            StatusCode::from_u16(Code::Forbidden.status()).unwrap_or(StatusCode::FORBIDDEN);
+    }
+    http
+}

@@ -1,0 +1,409 @@
+//! `Idempotency-Key` for writes, for both facades: the first outcome of a key is kept and
+//! replayed for the same key and request; the same key with another request is refused
+//! (`IDEMPOTENCY_KEY_REUSED`); a duplicate while the first runs waits for it. Keys are scoped to
+//! the caller (token subject) and kept for a bounded time, in this process or in Redis for all
+//! replicas.
+//!
+//! The store knows nothing of HTTP frameworks: a facade hands it the write as a future of an
+//! [`Outcome`] (status, headers, body as the facade answers them) and a [`Keep`] rule, and
+//! renders its refusals (a [`DomainError`] with an idempotency code) in its own shape. Only
+//! outcomes are kept, never refusals of the caller: a request refused for its token, scopes,
+//! input, size or rate is not stored, so a corrected retry with the same key runs. A write whose
+//! ERP answer was lost after it was sent (`WRITE_OUTCOME_UNKNOWN`) is kept like an outcome: it is
+//! never sent again for that key.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use tracing::Instrument;
+
+use crate::error::{DomainError, ErrorKind};
+
+/// How long an in-flight record lasts without renewal (the owner renews it every third of
+/// that): a replica that dies mid-write frees its keys after this.
+const IN_FLIGHT: Duration = Duration::from_secs(10);
+/// Longest a duplicate waits for the first request with its key before it is told to retry.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(8);
+
+/// A write's answer as a facade gives it: what a replay answers again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The HTTP status.
+    pub status: u16,
+    /// The headers, in order (names in lowercase).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// Whether a first outcome is one to replay (`true`) or a refusal the caller may correct and
+/// retry under the same key (`false`); given the status and the body.
+pub type Keep = fn(u16, &[u8]) -> bool;
+
+/// The fingerprint of a request: what a retry must repeat exactly (XXH3-128 of its parts,
+/// each delimited by its length).
+pub fn fingerprint(parts: &[&[u8]]) -> [u8; 16] {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for part in parts {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.digest128().to_le_bytes()
+}
+
+/// Checks an `Idempotency-Key` header value: 1 to 255 visible ASCII characters.
+///
+/// # Errors
+/// `BAD_USER_INPUT` saying what a key looks like.
+pub fn key_of(value: &[u8]) -> Result<String, DomainError> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            DomainError::invalid("Idempotency-Key must be 1 to 255 visible ASCII characters")
+        })
+}
+
+/// Where first outcomes live: in this process, or in Redis for all replicas. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct IdempotencyStore {
+    slots: Arc<Cache<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// With several replicas: the records in Redis.
+    shared: Option<wdt_redis::Shared>,
+    retention: Duration,
+}
+
+/// One key's record in this process. Its lock is held while a request with the key runs, so
+/// duplicates wait for the outcome.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The request that produced `result`, or that runs (or last ran) now.
+    fingerprint: [u8; 16],
+    /// The kept outcome; `None` until one is kept (a run whose outcome is not kept leaves it
+    /// `None`, so the next request with the key runs, whatever its body).
+    result: Option<Outcome>,
+}
+
+/// An outcome, and whether it is a replay of an earlier request's.
+pub type Answer = (Outcome, bool);
+
+impl IdempotencyStore {
+    /// A store keeping at most `max_keys` outcomes for `retention`.
+    pub fn new(max_keys: u64, retention: Duration) -> Self {
+        Self {
+            slots: Arc::new(
+                Cache::builder()
+                    .max_capacity(max_keys)
+                    .time_to_live(retention)
+                    .build(),
+            ),
+            shared: None,
+            retention,
+        }
+    }
+
+    /// Keeps the records in Redis, so a retry that reaches another replica replays the first
+    /// outcome and concurrent duplicates across replicas make one write. While Redis is
+    /// unavailable, writes with a key are refused (`IDEMPOTENCY_UNAVAILABLE`) rather than
+    /// risking a second write.
+    #[must_use]
+    pub fn shared(mut self, shared: wdt_redis::Shared) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// Runs `work` at most once for `subject`'s `key` and the request `fingerprint`: the first
+    /// request runs it (to the end, in its own task, even when its client goes away) and its
+    /// outcome is replayed to retries when `keep` says it is one.
+    ///
+    /// # Errors
+    /// `IDEMPOTENCY_KEY_REUSED` for another fingerprint under the key, `IDEMPOTENCY_KEY_IN_USE`
+    /// when the first request still runs on another replica after a wait, and
+    /// `IDEMPOTENCY_UNAVAILABLE` while the shared store is down. The caller checks the
+    /// requester's scopes first: a replay is an answer like any other.
+    pub async fn run<F>(
+        &self,
+        subject: &str,
+        key: &str,
+        fingerprint: [u8; 16],
+        keep: Keep,
+        work: F,
+    ) -> Result<Answer, DomainError>
+    where
+        F: Future<Output = Outcome> + Send + 'static,
+    {
+        let scope = format!("{subject}\u{0}{key}");
+        if let Some(shared) = &self.shared {
+            return run_shared(shared, self.retention, scope, fingerprint, keep, work).await;
+        }
+        let slot = self.slots.get_with(scope, async { Arc::default() }).await;
+        // In its own task: if the client goes away mid-write, the write still finishes and its
+        // outcome is kept, so a retry replays it instead of writing twice.
+        let task = tokio::spawn(crate::Attribution::carry(
+            async move {
+                let mut slot = slot.lock_owned().await;
+                match &slot.result {
+                    Some(kept) if slot.fingerprint == fingerprint => {
+                        return Ok((kept.clone(), true));
+                    }
+                    Some(_) => return Err(reused()),
+                    None => {}
+                }
+                slot.fingerprint = fingerprint;
+                let outcome = work.await;
+                if keep(outcome.status, &outcome.body) {
+                    slot.result = Some(outcome.clone());
+                }
+                Ok((outcome, false))
+            }
+            .in_current_span(),
+        ));
+        task.await.unwrap_or_else(|_| Err(failed()))
+    }
+}
+
+impl Default for IdempotencyStore {
+    fn default() -> Self {
+        Self::new(100_000, Duration::from_secs(24 * 3600))
+    }
+}
+
+/// The records in Redis: the first request with a key runs (renewing its in-flight record);
+/// duplicates on any replica wait for its outcome and replay it.
+async fn run_shared<F>(
+    shared: &wdt_redis::Shared,
+    retention: Duration,
+    scope: String,
+    fingerprint: [u8; 16],
+    keep: Keep,
+    work: F,
+) -> Result<Answer, DomainError>
+where
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    let owner = wdt_redis::token();
+    let give_up = tokio::time::Instant::now() + DUPLICATE_WAIT;
+    loop {
+        let begun = shared
+            .idempotency_begin(&scope, &owner, &fingerprint, IN_FLIGHT)
+            .await;
+        match begun {
+            Err(_) => return Err(unavailable()),
+            Ok(wdt_redis::Begin::Mismatch) => return Err(reused()),
+            Ok(wdt_redis::Begin::Done(replay)) => return Ok((from_replay(&replay), true)),
+            Ok(wdt_redis::Begin::InFlight(left)) => {
+                if tokio::time::Instant::now() >= give_up {
+                    return Err(in_use());
+                }
+                let pause = left.clamp(Duration::from_millis(10), Duration::from_millis(50));
+                tokio::time::sleep(pause).await;
+            }
+            Ok(wdt_redis::Begin::New) => break,
+        }
+    }
+    // The first request runs in its own task, so a client that goes away does not stop the
+    // write from finishing and its outcome from being kept.
+    let shared = shared.clone();
+    let task = tokio::spawn(crate::Attribution::carry(
+        async move {
+            let running = work;
+            tokio::pin!(running);
+            let every = IN_FLIGHT / 3;
+            let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut running => break outcome,
+                    _ = renew.tick() => {
+                        // In its own task: a slow Redis never holds up the write.
+                        let (shared, scope, owner) = (shared.clone(), scope.clone(), owner.clone());
+                        tokio::spawn(async move {
+                            if let Ok(false) = shared.idempotency_renew(&scope, &owner, IN_FLIGHT).await {
+                                tracing::warn!("the Idempotency-Key's in-flight record expired while the write ran; a retry may run it again");
+                            }
+                        });
+                    }
+                }
+            };
+            let replay = keep(outcome.status, &outcome.body).then(|| to_replay(&outcome));
+            match shared
+                .idempotency_finish(&scope, &owner, replay.as_ref(), retention)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(
+                    "the Idempotency-Key's in-flight record expired before the write finished: its outcome is not kept, and a retry may run it again"
+                ),
+                Err(_) => tracing::warn!(
+                    "Redis is unavailable: the write's outcome could not be kept for retries; its in-flight record expires in {IN_FLIGHT:?}"
+                ),
+            }
+            outcome
+        }
+        .in_current_span(),
+    ));
+    match task.await {
+        Ok(outcome) => Ok((outcome, false)),
+        Err(_) => Err(failed()),
+    }
+}
+
+fn refusal(kind: ErrorKind, message: &str, retry_after: Option<Duration>) -> DomainError {
+    DomainError {
+        kind,
+        message: message.to_owned(),
+        vendor: None,
+        retry_after,
+    }
+}
+
+fn reused() -> DomainError {
+    refusal(
+        ErrorKind::IdempotencyKeyReused,
+        "this Idempotency-Key was used with a different request; use a new key for a new request",
+        None,
+    )
+}
+
+fn in_use() -> DomainError {
+    refusal(
+        ErrorKind::IdempotencyKeyInUse,
+        "a request with this Idempotency-Key is still running; retry it in a moment to get its result",
+        Some(Duration::from_secs(1)),
+    )
+}
+
+fn unavailable() -> DomainError {
+    refusal(
+        ErrorKind::IdempotencyUnavailable,
+        "the shared store of Idempotency-Keys (Redis) is unavailable, so this write could run twice; retry shortly, or send it without an Idempotency-Key if a duplicate is harmless",
+        Some(Duration::from_secs(1)),
+    )
+}
+
+fn failed() -> DomainError {
+    DomainError::internal("the write failed unexpectedly")
+}
+
+/// Headers as JSON pairs (values that are not text are left out).
+fn to_replay(outcome: &Outcome) -> wdt_redis::Replay {
+    let head: Vec<(&str, &str)> = outcome
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), std::str::from_utf8(v).ok()?)))
+        .collect();
+    wdt_redis::Replay {
+        status: outcome.status,
+        head: serde_json::to_vec(&head).unwrap_or_default(),
+        body: outcome.body.clone(),
+    }
+}
+
+fn from_replay(replay: &wdt_redis::Replay) -> Outcome {
+    let head: Vec<(String, String)> = serde_json::from_slice(&replay.head).unwrap_or_default();
+    Outcome {
+        status: replay.status,
+        headers: head.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
+        body: replay.body.clone(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_fingerprints() {
+        assert_eq!(
+            key_of(b"take-2026-11-23-001").unwrap(),
+            "take-2026-11-23-001"
+        );
+        for bad in [&b""[..], b"has space", &[b'k'; 256], b"\xff"] {
+            assert_eq!(key_of(bad).unwrap_err().kind, ErrorKind::InvalidInput);
+        }
+        assert_ne!(
+            fingerprint(&[b"ab", b"c"]),
+            fingerprint(&[b"a", b"bc"]),
+            "parts are delimited"
+        );
+    }
+
+    fn outcome(status: u16, body: &str) -> Outcome {
+        Outcome {
+            status,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_run_per_key_and_request_then_replays() {
+        let store = IdempotencyStore::default();
+        let keep: Keep = |status, _| status < 400;
+        let first = store
+            .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                outcome(201, "one")
+            })
+            .await
+            .unwrap();
+        assert_eq!(first, (outcome(201, "one"), false));
+        let again = store
+            .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                outcome(201, "two")
+            })
+            .await
+            .unwrap();
+        assert_eq!(again, (outcome(201, "one"), true), "replayed, not run");
+        let other = store
+            .run("s", "k", fingerprint(&[b"b"]), keep, async {
+                outcome(201, "three")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(other.kind, ErrorKind::IdempotencyKeyReused);
+        let another_subject = store
+            .run("t", "k", fingerprint(&[b"b"]), keep, async {
+                outcome(201, "four")
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            another_subject,
+            (outcome(201, "four"), false),
+            "keys are per subject"
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_are_not_kept() {
+        let store = IdempotencyStore::default();
+        let keep: Keep = |status, _| status < 400;
+        let refused = store
+            .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                outcome(400, "bad")
+            })
+            .await
+            .unwrap();
+        assert_eq!(refused, (outcome(400, "bad"), false));
+        let corrected = store
+            .run("s", "k", fingerprint(&[b"b"]), keep, async {
+                outcome(201, "ok")
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            corrected,
+            (outcome(201, "ok"), false),
+            "a corrected retry runs"
+        );
+    }
+
+    #[test]
+    fn replays_through_redis_keep_text_headers() {
+        let kept = outcome(201, "one");
+        assert_eq!(from_replay(&to_replay(&kept)), kept);
+    }
+}
