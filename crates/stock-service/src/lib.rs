@@ -34,10 +34,10 @@ use wdt_client::flagship::{
 pub use cache::CacheConfig;
 pub use error::{DomainError, ErrorKind, VENDOR_BACKOFF, VendorRefusal};
 use model::{
-    PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockRows, StockSyncAck,
-    StockSyncFailure, StockSyncPlan, StockSyncPlanBatch, StockTakeInput, StockTakeMode,
-    StockTakeResult,
+    PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockSyncAck, StockSyncFailure,
+    StockSyncPlan, StockSyncPlanBatch, StockTakeInput, StockTakeMode, StockTakeResult,
 };
+pub use packed::StockRows;
 
 /// The vendor's page size for stock queries (its maximum).
 const VENDOR_PAGE: u32 = 100;
