@@ -119,15 +119,11 @@ impl StockService {
                             .get(key, &self.inner.epoch, || {
                                 let spec = spec.clone();
                                 async move {
-                                    let rows = self
-                                        .query_all(StockQueryDetail {
-                                            spec_no: Some(spec.clone()),
-                                            ..Default::default()
-                                        })
-                                        .await?;
-                                    Ok(StockRows::new(
-                                        rows.into_iter().filter(|r| r.spec_no == spec),
-                                    ))
+                                    let query = StockQueryDetail {
+                                        spec_no: Some(spec.clone()),
+                                        ..Default::default()
+                                    };
+                                    self.load_rows(query, |r| r.spec_no == spec).await
                                 }
                             })
                             .await;
@@ -175,19 +171,26 @@ impl StockService {
             .get(barcode.clone(), &self.inner.epoch, || {
                 let barcode = barcode.clone();
                 async move {
-                    let rows = self
-                        .query_all(StockQueryDetail {
-                            barcode: Some(barcode.clone()),
-                            ..Default::default()
-                        })
-                        .await?;
-                    Ok(StockRows::new(rows.into_iter().filter(|r| {
-                        r.barcode.as_deref() == Some(barcode.as_str())
-                    })))
+                    let query = StockQueryDetail {
+                        barcode: Some(barcode.clone()),
+                        ..Default::default()
+                    };
+                    self.load_rows(query, |r| r.barcode.as_deref() == Some(barcode.as_str()))
+                        .await
                 }
             })
             .await;
         Ok(flatten(combine(vec![part])?, warehouse.as_deref()))
+    }
+
+    /// Every page of a stock query, keeping the rows `keep` keeps, as one entry to cache.
+    async fn load_rows(
+        &self,
+        query: StockQueryDetail,
+        keep: impl Fn(&StockLevel) -> bool,
+    ) -> Result<StockRows> {
+        let rows = self.query_all(query).await?;
+        Ok(StockRows::new(rows.into_iter().filter(keep)))
     }
 }
 
