@@ -153,7 +153,8 @@ mod rows_tests {
 
     use wdt_client::enterprise::StockQueryDetailResponse;
 
-    use crate::model::{StockLevel, StockRows};
+    use crate::model::StockLevel;
+    use crate::packed::StockRows;
 
     #[test]
     fn cached_json_is_what_serde_writes() {

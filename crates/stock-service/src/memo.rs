@@ -17,38 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::StockService;
-use crate::model::StockRows;
 use crate::model::{Served, StockLevel};
-
-impl StockService {
-    /// Stock of the given SKUs, in the order asked, optionally in one warehouse: their rows,
-    /// the rows' JSON text and the [`Token`] a facade memoizes its answer with.
-    ///
-    /// # Errors
-    /// Invalid input, or a vendor failure without a stale value to stand in.
-    pub async fn read_stock(
-        &self,
-        spec_nos: &[String],
-        warehouse_no: Option<&str>,
-    ) -> Result<StockRead, crate::DomainError> {
-        let warehouse = crate::validate::warehouse_no(warehouse_no)?;
-        let specs = crate::distinct_specs(spec_nos)?;
-        // Read before the entries: while it stands still, each is still the one cached.
-        let generation = self.inner.stock.changes();
-        let parts = self.parts_of(&specs).await?;
-        Ok(StockRead::new(
-            self.clone(),
-            Served {
-                value: specs.into_iter().zip(parts.value).collect(),
-                stale: parts.stale,
-                age_secs: parts.age_secs,
-                cached: parts.cached,
-            },
-            warehouse,
-            generation,
-        ))
-    }
-}
+use crate::packed::StockRows;
 
 /// The cached stock entries an answer was made of (SKU and entry), and the cache generation
 /// read before they were: while every one is still the entry cached, the same read gives the
@@ -191,9 +161,11 @@ impl StockRead {
                 })
                 .collect(),
             Some(_) => {
-                // Rows of one warehouse: a new entry's text, made of those rows only.
-                let rows: Vec<StockLevel> = self.rows().iter().map(|r| (**r).clone()).collect();
-                vec![Arc::from(StockRows::new(rows).render_json())]
+                // Rows of one warehouse: their own text.
+                let rows = self.rows();
+                vec![Arc::from(crate::packed::rows_json(
+                    rows.iter().map(AsRef::as_ref),
+                ))]
             }
         }
     }

@@ -13,13 +13,18 @@
 //!   zigzag varint of seconds), then a zigzag varint of its Unix seconds minus the previous
 //!   time's, and a varint of its nanoseconds.
 //!
-//! [`encode`] is checked by [`decode`] when an entry is made (see `StockRows::new`), so a
+//! [`encode`] is checked by [`decode`] when an entry is made (see [`StockRows::new`]), so a
 //! value this form cannot hold exactly is kept as it is instead.
 
 use chrono::{DateTime, FixedOffset};
 use rust_decimal::Decimal;
 
 use crate::model::{StockDetail, StockLevel, WarehouseKind, WmsStock};
+
+mod rows;
+
+pub(crate) use rows::StockRows;
+pub(crate) use rows::rows_json;
 
 /// Rows as one buffer.
 pub(crate) fn encode(rows: &[StockLevel]) -> Vec<u8> {
