@@ -230,3 +230,51 @@ pub(crate) struct IdempotencyKey {
     )]
     idempotency_key: Option<String>,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests")]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn row(spec: &str, warehouse: &str) -> StockLevel {
+        serde_json::from_value(serde_json::json!({
+            "spec_no": spec,
+            "warehouse_no": warehouse,
+            "spec_name": "红色 XL",
+            "on_hand": "12.5000",
+            "details": [],
+        }))
+        .unwrap()
+    }
+
+    /// Each cached entry's text, as the service makes it: its rows' JSON, comma-separated.
+    fn text(rows: &[StockLevel]) -> Arc<str> {
+        let parts: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        Arc::from(parts.join(","))
+    }
+
+    #[test]
+    fn the_assembled_stock_list_is_what_serde_writes() {
+        let entries = [
+            vec![row("A-1", "WH-1"), row("A-1", "WH-2")],
+            vec![],
+            vec![row("B-2", "WH-1")],
+            vec![],
+        ];
+        let texts: Vec<Arc<str>> = entries.iter().map(|e| text(e)).collect();
+        let items = entries.concat().into_iter().map(Arc::new).collect();
+        assert_eq!(
+            String::from_utf8(StockListResponse::write(&texts)).unwrap(),
+            serde_json::to_string(&StockListResponse { items }).unwrap()
+        );
+        assert_eq!(
+            StockListResponse::write(&[]),
+            serde_json::to_vec(&StockListResponse { items: vec![] }).unwrap()
+        );
+    }
+}
