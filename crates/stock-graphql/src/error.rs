@@ -1,12 +1,13 @@
 //! Domain errors as GraphQL errors: `extensions.code`, and the vendor's words when it refused.
 
 use async_graphql::ErrorExtensions;
-use stock_service::DomainError;
+use stock_service::{DomainError, Field};
 
 /// A [`DomainError`] as a GraphQL error with `extensions.code` (and `vendorStatus`,
 /// `vendorMessage`, `retryAfterSeconds` when they apply).
 pub fn to_graphql_error(e: &DomainError) -> async_graphql::Error {
-    async_graphql::Error::new(e.message.clone()).extend_with(|_, ext| {
+    // Fields named as GraphQL spells them.
+    async_graphql::Error::new(e.describe(Field::camel)).extend_with(|_, ext| {
         ext.set("code", e.code().as_str());
         if let Some(v) = &e.vendor {
             ext.set("vendorStatus", v.status);

@@ -11,7 +11,7 @@ use stock_service::model::{
     PendingStockSyncPage, Served, StockLevel, StockLevelPage, StockSyncAck, StockSyncPlan,
     StockSyncPlanBatch, StockTakeInput, StockTakeResult,
 };
-use stock_service::{Code, DomainError, StockService};
+use stock_service::{Code, DomainError, Field, StockService};
 
 use crate::auth::{Scope, ScopeGuard};
 use crate::error::{IntoGraphql, to_graphql_error};
@@ -91,12 +91,15 @@ fn served<T>(ctx: &Context<'_>, s: Served<T>) -> T {
     s.value
 }
 
-fn listing_id(what: &str, id: &ID) -> async_graphql::Result<i64> {
+fn listing_id(field: Field, id: &ID) -> async_graphql::Result<i64> {
     id.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-        to_graphql_error(&DomainError::invalid(format!(
-            "{what} {:?} is not a listing id; ids are positive integers",
-            id.as_str()
-        )))
+        to_graphql_error(&DomainError::invalid_field(
+            field,
+            format!(
+                "{:?} is not a listing id; ids are positive integers",
+                id.as_str()
+            ),
+        ))
     })
 }
 
@@ -204,7 +207,7 @@ pub(crate) struct StockSyncAckInput {
 impl StockSyncAckInput {
     fn into_ack(self) -> async_graphql::Result<StockSyncAck> {
         Ok(StockSyncAck {
-            api_goods_id: listing_id("apiGoodsId", &self.api_goods_id)?,
+            api_goods_id: listing_id(Field::new("api_goods_id"), &self.api_goods_id)?,
             stock_change_count: self.stock_change_count,
             quantity: self.quantity.get(),
             message: self.message,
@@ -298,9 +301,10 @@ impl QueryRoot {
     ) -> async_graphql::Result<StockLevelConnection> {
         let first = first.unwrap_or(100);
         let first = u32::try_from(first).map_err(|_| {
-            to_graphql_error(&DomainError::invalid(format!(
-                "first must be between 1 and 500, not {first}"
-            )))
+            to_graphql_error(&DomainError::invalid_field(
+                Field::new("first"),
+                format!("must be between 1 and 500, not {first}"),
+            ))
         })?;
         let page = service(ctx)?
             .stock_changes(from, to, warehouse_no.as_deref(), first, after.as_deref())
@@ -323,7 +327,7 @@ impl QueryRoot {
         force: Option<bool>,
     ) -> async_graphql::Result<StockSyncPlan> {
         let force = force.unwrap_or(false);
-        let id = listing_id("apiGoodsId", &api_goods_id)?;
+        let id = listing_id(Field::new("api_goods_id"), &api_goods_id)?;
         let loader = ctx.data::<DataLoader<PlanLoader>>()?;
         match loader
             .load_one((id, force))
@@ -369,7 +373,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<StockSyncPlanBatch> {
         let ids = api_goods_ids
             .iter()
-            .map(|id| listing_id("apiGoodsIds", id))
+            .map(|id| listing_id(Field::new("api_goods_ids"), id))
             .collect::<async_graphql::Result<Vec<_>>>()?;
         let s = service(ctx)?
             .stock_sync_plans(&ids, force.unwrap_or(false))
@@ -393,9 +397,10 @@ impl QueryRoot {
     ) -> async_graphql::Result<PendingStockSyncPageObject> {
         let first = first.unwrap_or(100);
         let first = u32::try_from(first).map_err(|_| {
-            to_graphql_error(&DomainError::invalid(format!(
-                "first must be between 10 and 5000, not {first}"
-            )))
+            to_graphql_error(&DomainError::invalid_field(
+                Field::new("first"),
+                format!("must be between 10 and 5000, not {first}"),
+            ))
         })?;
         let page = service(ctx)?
             .pending_stock_syncs(first, after.as_deref())
@@ -460,7 +465,7 @@ impl MutationRoot {
         #[graphql(desc = "The listing.")] api_goods_id: ID,
         #[graphql(desc = "The `stockChangeCount` of the pending push.")] stock_change_count: i64,
     ) -> async_graphql::Result<bool> {
-        let id = listing_id("apiGoodsId", &api_goods_id)?;
+        let id = listing_id(Field::new("api_goods_id"), &api_goods_id)?;
         service(ctx)?
             .cancel_stock_sync(id, stock_change_count)
             .await

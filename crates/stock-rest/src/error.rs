@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use stock_service::{Code, DomainError, ErrorKind};
+use stock_service::{Code, DomainError, ErrorKind, Field};
 use utoipa::ToSchema;
 
 /// The request id a response carries (set by the gateway from `x-request-id`).
@@ -112,53 +112,31 @@ impl ApiError {
     }
 }
 
-/// The service names fields as GraphQL spells them; REST callers read their own names.
-const REST_NAMES: [(&str, &str); 9] = [
-    ("specNos", "spec_no"),
-    ("specNo", "spec_no"),
-    ("warehouseNo", "warehouse_no"),
-    ("apiGoodsIds", "api_goods_ids"),
-    ("apiGoodsId", "api_goods_id"),
-    ("stockChangeCount", "stock_change_count"),
-    ("nextCursor", "next_cursor"),
-    ("stockChanges", "GET /v1/stock/changes"),
-    ("pendingStockSyncs", "GET /v1/stock-sync/pending"),
-];
+/// How REST callers spell the service's fields where the name differs: `spec_no` is repeated
+/// once per SKU rather than a list `spec_nos`.
+const REST_NAMES: [(&str, &str); 1] = [("spec_nos", "spec_no")];
 
-/// `message` with every whole identifier in `names` (then [`REST_NAMES`]) replaced by its REST
-/// twin.
-fn in_rest_words(message: &str, names: &[(&str, &str)]) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while !rest.is_empty() {
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        if end == 0 {
-            let c = rest.chars().next().unwrap_or_default();
-            out.push(c);
-            rest = &rest[c.len_utf8()..];
-            continue;
-        }
-        let word = &rest[..end];
-        let twin = names
+/// `field` as this route spells it: each name through `names` (the service's name → this
+/// route's), then [`REST_NAMES`].
+fn rest_spelling(field: &Field, names: &[(&str, &str)]) -> String {
+    field.spelled(|name| {
+        names
             .iter()
             .chain(REST_NAMES.iter())
-            .find(|(graphql, _)| *graphql == word)
-            .map_or(word, |(_, rest)| rest);
-        out.push_str(twin);
-        rest = &rest[end..];
-    }
-    out
+            .find(|(service, _)| *service == name)
+            .map_or(name, |(_, rest)| rest)
+            .to_owned()
+    })
 }
 
 impl ApiError {
-    /// A use case's error, with the fields of `names` (GraphQL spelling → this route's spelling)
-    /// and the common ones named as REST callers write them.
+    /// A use case's error, with its field named as this route names it (`names`: the service's
+    /// name → this route's, e.g. `first` → `page_size`).
     pub(crate) fn from_domain(e: DomainError, names: &[(&str, &str)]) -> Self {
+        let detail = e.describe(|f| rest_spelling(f, names));
         let mut out = Self::from(e);
-        if out.0.code == Code::BadUserInput && !names.is_empty() {
-            out.0.detail = in_rest_words(&out.0.detail, names);
+        if out.0.code == Code::BadUserInput {
+            out.0.detail = detail;
         }
         out
     }
@@ -168,8 +146,7 @@ impl From<DomainError> for ApiError {
     fn from(e: DomainError) -> Self {
         let detail = match e.kind {
             ErrorKind::Internal => "internal error".to_owned(),
-            ErrorKind::InvalidInput => in_rest_words(&e.message, &[]),
-            _ => e.message.clone(),
+            _ => e.describe(|f| rest_spelling(f, &[])),
         };
         let mut out = Self::new(e.code(), detail);
         if let Some(v) = e.vendor {
@@ -216,22 +193,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_name_fields_as_rest_spells_them() {
-        assert_eq!(
-            in_rest_words("lines[2]: specNo has 41 characters; warehouseNo too", &[]),
-            "lines[2]: spec_no has 41 characters; warehouse_no too"
+    fn fields_are_named_as_rest_spells_them() {
+        let e = DomainError::invalid_field(
+            Field::new("lines").at(2).child("spec_no"),
+            "has 41 characters; at most 40 are allowed",
         );
         assert_eq!(
-            in_rest_words(
-                "after belongs to another stockChanges query; first must be 1 to 500",
-                &[("first", "page_size"), ("after", "cursor")]
-            ),
-            "cursor belongs to another GET /v1/stock/changes query; page_size must be 1 to 500"
+            ApiError::from(e).0.detail,
+            "lines[2].spec_no has 41 characters; at most 40 are allowed"
         );
+        let e = DomainError::invalid_field(Field::new("spec_nos"), "must list 1 to 100");
+        assert_eq!(ApiError::from(e).0.detail, "spec_no must list 1 to 100");
+        let e = DomainError::invalid_field(Field::new("first"), "must be between 1 and 500");
         assert_eq!(
-            in_rest_words("specNos 商家编码 specNosX", &[]),
-            "spec_no 商家编码 specNosX",
-            "whole identifiers only, any text around them kept"
+            ApiError::from_domain(e, &[("first", "page_size"), ("after", "cursor")])
+                .0
+                .detail,
+            "page_size must be between 1 and 500"
         );
     }
 }

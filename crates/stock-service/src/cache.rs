@@ -799,6 +799,7 @@ mod tests {
             Err(DomainError {
                 kind: crate::ErrorKind::VendorUnavailable,
                 message: "down".into(),
+                field: None,
                 vendor: None,
                 retry_after: None,
             })
@@ -828,6 +829,7 @@ mod tests {
             Err(DomainError {
                 kind: crate::ErrorKind::VendorUnavailable,
                 message: "down".into(),
+                field: None,
                 vendor: None,
                 retry_after: None,
             })

@@ -7,7 +7,7 @@ use chrono::{DateTime, FixedOffset};
 use wdt_client::enterprise::StockQueryDetail;
 
 use crate::model::{StockLevel, StockLevelPage};
-use crate::{DomainError, Result, StockService, cursor, mapping, validate};
+use crate::{DomainError, Field, Result, StockService, cursor, mapping, validate};
 
 /// The vendor's page size for stock queries (its maximum).
 const VENDOR_PAGE: u32 = 100;
@@ -54,9 +54,10 @@ impl StockService {
         after: Option<&str>,
     ) -> Result<StockLevelPage> {
         if from >= to {
-            return Err(DomainError::invalid(format!(
-                "from ({from}) must be before to ({to})"
-            )));
+            return Err(DomainError::invalid_field(
+                Field::new("from"),
+                format!("({from}) must be before to ({to})"),
+            ));
         }
         let first = validate::page("first", first, validate::CHANGES_PAGE)?;
         let warehouse = validate::warehouse_no(warehouse_no)?;

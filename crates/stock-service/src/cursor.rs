@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
-use crate::error::DomainError;
+use crate::error::{DomainError, Field};
 use crate::mapping::BEIJING;
 
 /// Vendor calls one `stockChanges` page may make; a page can come back short with
@@ -75,15 +75,21 @@ impl ChangesQuery {
     }
 
     pub(crate) fn resume(&self, cursor: &str) -> Result<Position, DomainError> {
-        let bad = || DomainError::invalid("after is not a cursor returned by stockChanges");
+        let bad = || {
+            DomainError::invalid_field(
+                Field::new("after"),
+                "is not a cursor of a previous page of stock changes",
+            )
+        };
         let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).map_err(|_| bad())?;
         let w: Wire = serde_json::from_slice(&bytes).map_err(|_| bad())?;
         if w.v != 1 {
             return Err(bad());
         }
         if (w.f, w.t, &w.w) != (self.from, self.to, &self.warehouse) {
-            return Err(DomainError::invalid(
-                "after belongs to another stockChanges query; pass the same from, to and warehouseNo",
+            return Err(DomainError::invalid_field(
+                Field::new("after"),
+                "belongs to another query of stock changes; repeat the query's from, to and warehouse with it",
             ));
         }
         if w.s < self.from || w.s > self.to {
@@ -204,7 +210,7 @@ mod tests {
                 .resume(&c)
                 .unwrap_err()
                 .message
-                .contains("another stockChanges query")
+                .contains("another query of stock changes")
         );
         assert!(q.resume("not a cursor").is_err());
         assert!(q.resume("").is_err());

@@ -234,13 +234,97 @@ pub struct VendorRefusal {
     pub message: String,
 }
 
+/// The input a refusal is about: a path of names in the domain's spelling, `snake_case` with
+/// list positions (`lines[2].spec_no`). Each facade spells it its own way when it renders the
+/// error: GraphQL in `camelCase` ([`Field::camel`]), REST with its parameter names
+/// ([`Field::spelled`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field(String);
+
+impl Field {
+    /// The input named `name` (`snake_case`).
+    pub fn new(name: &str) -> Self {
+        Self(name.to_owned())
+    }
+
+    /// The item at `index` of this list.
+    #[must_use]
+    pub fn at(mut self, index: usize) -> Self {
+        self.0.push_str(&format!("[{index}]"));
+        self
+    }
+
+    /// The field `name` of this object.
+    #[must_use]
+    pub fn child(mut self, name: &str) -> Self {
+        self.0.push('.');
+        self.0.push_str(name);
+        self
+    }
+
+    /// The path in the domain's spelling.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path with every name given by `spell` (which gets each `snake_case` name; list
+    /// positions and dots are kept).
+    pub fn spelled(&self, spell: impl Fn(&str) -> String) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        let mut name = String::new();
+        for c in self.0.chars() {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                name.push(c);
+            } else {
+                if !name.is_empty() {
+                    out.push_str(&spell(&name));
+                    name.clear();
+                }
+                out.push(c);
+            }
+        }
+        if !name.is_empty() {
+            out.push_str(&spell(&name));
+        }
+        out
+    }
+
+    /// The path as GraphQL spells it: every name in `camelCase` (`lines[2].specNo`).
+    pub fn camel(&self) -> String {
+        self.spelled(|name| {
+            let mut out = String::with_capacity(name.len());
+            let mut upper = false;
+            for c in name.chars() {
+                if c == '_' {
+                    upper = true;
+                } else if upper {
+                    out.push(c.to_ascii_uppercase());
+                    upper = false;
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A failed use case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainError {
     /// What kind of failure.
     pub kind: ErrorKind,
-    /// For the caller: what happened and what to fix. Never holds a secret.
+    /// For the caller: what happened and what to fix, after the name of [`field`](Self::field)
+    /// when there is one (see [`describe`](Self::describe)). Never holds a secret.
     pub message: String,
+    /// The input the error is about, if it is about one.
+    pub field: Option<Field>,
     /// The vendor's status and message, when the vendor refused.
     pub vendor: Option<VendorRefusal>,
     /// When to try again, for throttling and outages.
@@ -251,11 +335,30 @@ pub struct DomainError {
 pub const VENDOR_BACKOFF: Duration = Duration::from_secs(300);
 
 impl DomainError {
-    /// Invalid input, with a message saying what to fix.
+    /// Invalid input `field`: `problem` says what is wrong and what to fix, after the field's
+    /// name (`"has 41 characters; at most 40 are allowed"`).
+    pub fn invalid_field(field: Field, problem: impl Into<String>) -> Self {
+        Self {
+            field: Some(field),
+            ..Self::invalid(problem)
+        }
+    }
+
+    /// The message for the caller with the field spelled by `spell` (`"specNo has 41
+    /// characters; …"`).
+    pub fn describe(&self, spell: impl Fn(&Field) -> String) -> String {
+        match &self.field {
+            Some(field) => format!("{} {}", spell(field), self.message),
+            None => self.message.clone(),
+        }
+    }
+
+    /// Invalid input not about one field, with a message saying what to fix.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::InvalidInput,
             message: message.into(),
+            field: None,
             vendor: None,
             retry_after: None,
         }
@@ -266,6 +369,7 @@ impl DomainError {
         Self {
             kind: ErrorKind::NotFound,
             message: message.into(),
+            field: None,
             vendor: None,
             retry_after: None,
         }
@@ -276,6 +380,7 @@ impl DomainError {
         Self {
             kind: ErrorKind::Internal,
             message: message.into(),
+            field: None,
             vendor: None,
             retry_after: None,
         }
@@ -298,6 +403,7 @@ impl DomainError {
             kind: ErrorKind::WriteOutcomeUnknown,
             message: "the ERP's answer to this write was lost after the write was sent (a timeout, a broken connection or an unreadable answer), so it may or may not have taken effect. \
                       It is not sent again under this Idempotency-Key: check the ERP's current state (e.g. read the stock or the sync plan) before writing again with a new key".to_owned(),
+            field: None,
             vendor: None,
             retry_after: None,
         }
@@ -316,6 +422,7 @@ impl DomainError {
         serde_json::to_vec(&serde_json::json!({
             "code": self.kind.code(),
             "message": self.message,
+            "field": self.field.as_ref().map(Field::as_str),
             "vendor": self.vendor.as_ref().map(|v| (v.status, &v.message)),
             "retryAfterMs": self.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }))
@@ -329,6 +436,8 @@ impl DomainError {
         struct Shared {
             code: String,
             message: String,
+            #[serde(default)]
+            field: Option<String>,
             vendor: Option<(i64, String)>,
             retry_after_ms: Option<u64>,
         }
@@ -336,6 +445,7 @@ impl DomainError {
             return Self {
                 kind: ErrorKind::VendorUnavailable,
                 message: "the ERP call made for this request by another replica failed".into(),
+                field: None,
                 vendor: None,
                 retry_after: None,
             };
@@ -347,6 +457,7 @@ impl DomainError {
         Self {
             kind,
             message: shared.message,
+            field: shared.field.map(Field),
             vendor: shared
                 .vendor
                 .map(|(status, message)| VendorRefusal { status, message }),
@@ -357,7 +468,7 @@ impl DomainError {
 
 impl fmt::Display for DomainError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.describe(Field::to_string))
     }
 }
 
@@ -455,6 +566,7 @@ impl From<VendorError> for DomainError {
         Self {
             kind,
             message,
+            field: None,
             vendor,
             retry_after,
         }
@@ -503,11 +615,27 @@ mod tests {
     }
 
     #[test]
+    fn fields_are_named_in_each_spelling() {
+        let field = Field::new("lines").at(2).child("spec_no");
+        assert_eq!(field.as_str(), "lines[2].spec_no");
+        assert_eq!(field.camel(), "lines[2].specNo");
+        assert_eq!(Field::new("stock_change_count").camel(), "stockChangeCount");
+        let e = DomainError::invalid_field(field, "must not be empty");
+        assert_eq!(
+            e.describe(Field::camel),
+            "lines[2].specNo must not be empty"
+        );
+        assert_eq!(e.to_string(), "lines[2].spec_no must not be empty");
+        assert_eq!(DomainError::from_shared(&e.to_shared()), e);
+    }
+
+    #[test]
     fn errors_shared_between_replicas_come_back_whole() {
         let errors = [
             DomainError {
                 kind: ErrorKind::VendorRejected,
                 message: "refused".into(),
+                field: None,
                 vendor: Some(VendorRefusal {
                     status: 100,
                     message: "货品不存在".into(),
@@ -517,6 +645,7 @@ mod tests {
             DomainError {
                 kind: ErrorKind::VendorRateLimited,
                 message: "slow down".into(),
+                field: None,
                 vendor: None,
                 retry_after: Some(Duration::from_millis(1500)),
             },

@@ -254,6 +254,7 @@ fn refusal(kind: ErrorKind, message: &str, retry_after: Option<Duration>) -> Dom
     DomainError {
         kind,
         message: message.to_owned(),
+        field: None,
         vendor: None,
         retry_after,
     }

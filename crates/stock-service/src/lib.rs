@@ -31,7 +31,7 @@ use wdt_client::WdtClient;
 use wdt_client::flagship::StockSyncCalc;
 
 pub use cache::CacheConfig;
-pub use error::{Code, DomainError, ErrorKind, VENDOR_BACKOFF, VendorRefusal};
+pub use error::{Code, DomainError, ErrorKind, Field, VENDOR_BACKOFF, VendorRefusal};
 use model::StockSyncPlan;
 use packed::StockRows;
 

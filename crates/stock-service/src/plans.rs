@@ -14,7 +14,7 @@ use wdt_client::flagship::{
 use crate::model::{
     PendingStockSyncPage, Served, StockSyncAck, StockSyncFailure, StockSyncPlan, StockSyncPlanBatch,
 };
-use crate::{DomainError, ErrorKind, Result, StockService, mapping, validate};
+use crate::{DomainError, ErrorKind, Field, Result, StockService, mapping, validate};
 
 /// Most plans per `batchCalcStock` call.
 const BATCH_CHUNK: usize = 100;
@@ -70,13 +70,12 @@ impl StockService {
         api_goods_ids: &[i64],
         force: bool,
     ) -> Result<Served<StockSyncPlanBatch>> {
-        if api_goods_ids.is_empty() || api_goods_ids.len() > validate::MAX_API_GOODS_IDS {
-            return Err(DomainError::invalid(format!(
-                "apiGoodsIds must list 1 to {} listings, not {}",
-                validate::MAX_API_GOODS_IDS,
-                api_goods_ids.len()
-            )));
-        }
+        validate::list_len(
+            "api_goods_ids",
+            api_goods_ids.len(),
+            validate::MAX_API_GOODS_IDS,
+            "listings",
+        )?;
         let mut ids: Vec<i64> = Vec::with_capacity(api_goods_ids.len());
         for &id in api_goods_ids {
             let id = validate::api_goods_id(id)?;
@@ -238,7 +237,10 @@ impl StockService {
                 .ok()
                 .filter(|p| *p >= 0)
                 .ok_or_else(|| {
-                    DomainError::invalid("after must be a nextCursor returned by pendingStockSyncs")
+                    DomainError::invalid_field(
+                        Field::new("after"),
+                        "must be the next cursor of a previous page of the pending queue",
+                    )
                 })?,
         };
         let page = self
@@ -274,8 +276,12 @@ impl StockService {
 
     async fn acknowledge(&self, ack: &StockSyncAck, success: bool) -> Result<()> {
         let id = validate::api_goods_id(ack.api_goods_id)?;
-        validate::quantity("quantity", ack.quantity)?;
-        validate::text("message", ack.message.as_deref().unwrap_or_default(), 1024)?;
+        validate::quantity(&Field::new("quantity"), ack.quantity)?;
+        validate::text(
+            &Field::new("message"),
+            ack.message.as_deref().unwrap_or_default(),
+            1024,
+        )?;
         // Echo the snapshot of the plan that was pushed; fetch the rule if it is gone.
         let snapshot = match self
             .inner

@@ -10,7 +10,7 @@ use wdt_client::enterprise::StockQueryDetail;
 use crate::memo::StockRead;
 use crate::model::{Served, StockLevel};
 use crate::packed::StockRows;
-use crate::{DomainError, Result, StockService, validate};
+use crate::{Field, Result, StockService, validate};
 
 /// Concurrent vendor calls for one `stock` query.
 const STOCK_FAN_OUT: usize = 8;
@@ -133,7 +133,7 @@ impl StockService {
         barcode: &str,
         warehouse_no: Option<&str>,
     ) -> Result<Served<Vec<Arc<StockLevel>>>> {
-        let barcode = validate::code("barcode", barcode, 50)?;
+        let barcode = validate::code(&Field::new("barcode"), barcode, 50)?;
         let warehouse = validate::warehouse_no(warehouse_no)?;
         let part = self
             .inner
@@ -166,16 +166,15 @@ impl StockService {
 
 /// The SKUs of a stock request, validated, without repeats, in the order asked.
 fn distinct_specs(spec_nos: &[String]) -> Result<Vec<String>> {
-    if spec_nos.is_empty() || spec_nos.len() > validate::MAX_SPEC_NOS {
-        return Err(DomainError::invalid(format!(
-            "specNos must list 1 to {} merchant codes, not {}",
-            validate::MAX_SPEC_NOS,
-            spec_nos.len()
-        )));
-    }
+    validate::list_len(
+        "spec_nos",
+        spec_nos.len(),
+        validate::MAX_SPEC_NOS,
+        "merchant codes",
+    )?;
     let mut specs: Vec<String> = Vec::with_capacity(spec_nos.len());
     for s in spec_nos {
-        let s = validate::spec_no(s)?;
+        let s = validate::spec_no(&Field::new("spec_no"), s)?;
         if !specs.contains(&s) {
             specs.push(s);
         }

@@ -6,7 +6,7 @@ use tracing::Instrument;
 use wdt_client::flagship::{DefectMode, PdOrder, PdSpec, StockSyncByPd};
 
 use crate::model::{StockTakeInput, StockTakeMode, StockTakeResult};
-use crate::{DomainError, Result, StockService, validate};
+use crate::{DomainError, Field, Result, StockService, validate};
 
 impl StockService {
     /// Records a stock take; the next read of the counted SKUs shows the new stock.
@@ -14,30 +14,36 @@ impl StockService {
     /// # Errors
     /// Invalid input, or the vendor's refusal (unknown warehouse, no known SKU, strict mode).
     pub async fn create_stock_take(&self, input: StockTakeInput) -> Result<StockTakeResult> {
-        let warehouse_no = validate::code("warehouseNo", &input.warehouse_no, 40)?;
-        validate::text("remark", input.remark.as_deref().unwrap_or_default(), 255)?;
-        if input.lines.is_empty() || input.lines.len() > validate::MAX_STOCK_TAKE_LINES {
-            return Err(DomainError::invalid(format!(
-                "lines must hold 1 to {} counted SKUs, not {}",
-                validate::MAX_STOCK_TAKE_LINES,
-                input.lines.len()
-            )));
-        }
+        let warehouse_no = validate::code(&Field::new("warehouse_no"), &input.warehouse_no, 40)?;
+        validate::text(
+            &Field::new("remark"),
+            input.remark.as_deref().unwrap_or_default(),
+            255,
+        )?;
+        validate::list_len(
+            "lines",
+            input.lines.len(),
+            validate::MAX_STOCK_TAKE_LINES,
+            "counted SKUs",
+        )?;
         let mut spec_list = Vec::with_capacity(input.lines.len());
         let mut seen = HashSet::new();
         for (i, line) in input.lines.iter().enumerate() {
-            let spec_no = validate::spec_no(&line.spec_no)
-                .map_err(|e| DomainError::invalid(format!("lines[{i}]: {}", e.message)))?;
-            validate::quantity(&format!("lines[{i}].quantity"), line.quantity.get())?;
+            let at = Field::new("lines").at(i);
+            let spec_no = validate::spec_no(&at.clone().child("spec_no"), &line.spec_no)?;
+            validate::quantity(&at.clone().child("quantity"), line.quantity.get())?;
             validate::text(
-                &format!("lines[{i}].remark"),
+                &at.clone().child("remark"),
                 line.remark.as_deref().unwrap_or_default(),
                 255,
             )?;
             if !seen.insert((spec_no.clone(), line.defect)) {
-                return Err(DomainError::invalid(format!(
-                    "lines[{i}]: {spec_no} is counted twice; give each SKU (and defect flag) once"
-                )));
+                return Err(DomainError::invalid_field(
+                    at,
+                    format!(
+                        "has {spec_no}, which is counted twice; give each SKU (and defect flag) once"
+                    ),
+                ));
             }
             spec_list.push(PdSpec {
                 spec_no,

@@ -3,7 +3,7 @@
 
 use rust_decimal::Decimal;
 
-use crate::error::DomainError;
+use crate::error::{DomainError, Field};
 
 /// Most specs per `stock` query.
 pub const MAX_SPEC_NOS: usize = 100;
@@ -21,74 +21,89 @@ pub fn max_quantity() -> Decimal {
     Decimal::from_i128_with_scale(9_999_999_999_999_999_999, 4)
 }
 
-pub(crate) fn text(what: &str, value: &str, max: usize) -> Result<(), DomainError> {
+pub(crate) fn text(field: &Field, value: &str, max: usize) -> Result<(), DomainError> {
     let n = value.chars().count();
     if n > max {
-        return Err(DomainError::invalid(format!(
-            "{what} has {n} characters; at most {max} are allowed"
-        )));
+        return Err(DomainError::invalid_field(
+            field.clone(),
+            format!("has {n} characters; at most {max} are allowed"),
+        ));
     }
     Ok(())
 }
 
-pub(crate) fn code(what: &str, value: &str, max: usize) -> Result<String, DomainError> {
+pub(crate) fn code(field: &Field, value: &str, max: usize) -> Result<String, DomainError> {
     let v = value.trim();
     if v.is_empty() {
-        return Err(DomainError::invalid(format!("{what} must not be empty")));
+        return Err(DomainError::invalid_field(
+            field.clone(),
+            "must not be empty",
+        ));
     }
     if v.chars().any(char::is_control) {
-        return Err(DomainError::invalid(format!(
-            "{what} must not contain control characters"
-        )));
+        return Err(DomainError::invalid_field(
+            field.clone(),
+            "must not contain control characters",
+        ));
     }
-    text(what, v, max)?;
+    text(field, v, max)?;
     Ok(v.to_owned())
 }
 
-pub(crate) fn spec_no(value: &str) -> Result<String, DomainError> {
-    code("specNo", value, 40)
+/// A merchant code (`field` names where it was given: `spec_no`, `lines[2].spec_no`).
+pub(crate) fn spec_no(field: &Field, value: &str) -> Result<String, DomainError> {
+    code(field, value, 40)
 }
 
 pub(crate) fn warehouse_no(value: Option<&str>) -> Result<Option<String>, DomainError> {
-    value.map(|w| code("warehouseNo", w, 40)).transpose()
+    value
+        .map(|w| code(&Field::new("warehouse_no"), w, 40))
+        .transpose()
 }
 
-pub(crate) fn quantity(what: &str, q: Decimal) -> Result<(), DomainError> {
+pub(crate) fn quantity(field: &Field, q: Decimal) -> Result<(), DomainError> {
+    let refuse = |problem: String| Err(DomainError::invalid_field(field.clone(), problem));
     if q.is_sign_negative() && !q.is_zero() {
-        return Err(DomainError::invalid(format!(
-            "{what} is {q}; it must be 0 or more"
-        )));
+        return refuse(format!("is {q}; it must be 0 or more"));
     }
     if q.normalize().scale() > 4 {
-        return Err(DomainError::invalid(format!(
-            "{what} is {q}; at most 4 decimal places are allowed"
-        )));
+        return refuse(format!("is {q}; at most 4 decimal places are allowed"));
     }
     if q > max_quantity() {
-        return Err(DomainError::invalid(format!(
-            "{what} is {q}; at most {} is allowed",
-            max_quantity()
-        )));
+        return refuse(format!("is {q}; at most {} is allowed", max_quantity()));
     }
     Ok(())
 }
 
 pub(crate) fn api_goods_id(id: i64) -> Result<i64, DomainError> {
     if id <= 0 {
-        return Err(DomainError::invalid(format!(
-            "apiGoodsId {id} is not a listing id; ids are positive"
-        )));
+        return Err(DomainError::invalid_field(
+            Field::new("api_goods_id"),
+            format!("{id} is not a listing id; ids are positive"),
+        ));
     }
     Ok(id)
 }
 
-pub(crate) fn page(what: &str, n: u32, (min, max): (u32, u32)) -> Result<u32, DomainError> {
+pub(crate) fn page(field: &str, n: u32, (min, max): (u32, u32)) -> Result<u32, DomainError> {
     if !(min..=max).contains(&n) {
-        return Err(DomainError::invalid(format!(
-            "{what} must be between {min} and {max}, not {n}"
-        )));
+        return Err(DomainError::invalid_field(
+            Field::new(field),
+            format!("must be between {min} and {max}, not {n}"),
+        ));
     }
     Ok(n)
+}
+
+/// A list of 1 to `max` items.
+pub(crate) fn list_len(field: &str, len: usize, max: usize, what: &str) -> Result<(), DomainError> {
+    if len == 0 || len > max {
+        return Err(DomainError::invalid_field(
+            Field::new(field),
+            format!("must list 1 to {max} {what}, not {len}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -101,29 +116,31 @@ mod tests {
 
     #[test]
     fn quantities() {
-        assert!(quantity("q", d("0")).is_ok());
+        let q = &Field::new("q");
+        assert!(quantity(q, d("0")).is_ok());
         assert!(
-            quantity("q", d("12.5000")).is_ok(),
+            quantity(q, d("12.5000")).is_ok(),
             "trailing zeros are not decimals"
         );
-        assert!(quantity("q", d("1.2345")).is_ok());
+        assert!(quantity(q, d("1.2345")).is_ok());
         assert!(
-            quantity("q", d("1.23456"))
+            quantity(q, d("1.23456"))
                 .unwrap_err()
                 .message
                 .contains("4 decimal places")
         );
         assert!(
-            quantity("q", d("-1"))
+            quantity(q, d("-1"))
                 .unwrap_err()
                 .message
                 .contains("0 or more")
         );
-        assert!(quantity("q", d("1000000000000000")).is_err());
+        assert!(quantity(q, d("1000000000000000")).is_err());
     }
 
     #[test]
     fn codes() {
+        let spec_no = |v: &str| spec_no(&Field::new("spec_no"), v);
         assert_eq!(spec_no("  A-1 ").unwrap(), "A-1");
         assert!(spec_no("").is_err());
         assert!(

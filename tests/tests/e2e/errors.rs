@@ -50,7 +50,7 @@ async fn bad_input_never_reaches_the_vendor() {
         ),
         (
             "{ pendingStockSyncs(after: \"x\") { nextCursor } }",
-            "nextCursor",
+            "after must be the next cursor",
         ),
         (
             "mutation { createStockTake(input: {warehouseNo: \"WH-SH01\", mode: ALL, lines: [{specNo: \"A\", quantity: \"-1\"}]}) { stockTakeNo } }",
