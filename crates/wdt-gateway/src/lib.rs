@@ -147,7 +147,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     let redis = match &config.redis.url {
         Some(url) => {
             let redis = wdt_redis::Shared::connect(&wdt_redis::Settings {
-                url: url.clone(),
+                url: Some(url.clone()),
                 namespace: config.redis_namespace(),
                 replicas: config.redis.replicas,
                 timeout: Duration::from_millis(config.redis.timeout_ms),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult, Value};
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
 
 use crate::cache::invalidation::{self, Pending};
 use crate::events::{self, Channel};
@@ -22,25 +23,52 @@ pub const LAYOUT_VERSION: u32 = 1;
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 /// How to reach Redis and how to behave around it.
-#[derive(Clone)]
+///
+/// In a configuration file (the gateway's `[redis]` section) the times are whole milliseconds
+/// under `timeout_ms` and `lease_ms`, and keys left out keep the default; `namespace` is never
+/// read from a file (it names the vendor account, which the program knows).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// `redis://`, `rediss://` (TLS) or `redis+unix://` URL; may hold a password.
-    pub url: SecretString,
+    /// `redis://`, `rediss://` (TLS) or `redis+unix://` URL; may hold a password. Without one
+    /// nothing is shared ([`Shared::connect`] refuses).
+    pub url: Option<SecretString>,
     /// Keeps one vendor account's state apart from another's in the same Redis.
+    #[serde(skip)]
     pub namespace: String,
     /// Replicas configured; when Redis is unreachable each replica takes this share of the quota.
     pub replicas: u32,
     /// Longest wait for one Redis command.
+    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
     pub timeout: Duration,
     /// How long a single-flight lease lasts without renewal: the longest a dead replica's load
     /// holds up the others.
+    #[serde(rename = "lease_ms", deserialize_with = "millis")]
     pub lease: Duration,
+}
+
+impl Default for Settings {
+    /// No URL; two replicas, 250 ms per command, 3 s leases.
+    fn default() -> Self {
+        Self {
+            url: None,
+            namespace: String::new(),
+            replicas: 2,
+            timeout: Duration::from_millis(250),
+            lease: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A [`Duration`] written as whole milliseconds.
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
 }
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("url", &"[redacted]")
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
             .field("namespace", &self.namespace)
             .field("replicas", &self.replicas)
             .field("timeout", &self.timeout)
@@ -133,9 +161,13 @@ impl Shared {
     /// inside a Tokio runtime.
     ///
     /// # Errors
-    /// When the URL cannot work.
+    /// When there is no URL or it cannot work.
     pub fn connect(settings: &Settings) -> Result<Self, BadUrl> {
-        let url = settings.url.expose_secret();
+        let url = settings
+            .url
+            .as_ref()
+            .ok_or_else(|| BadUrl("no Redis URL is set".into()))?
+            .expose_secret();
         check_url(url)?;
         let info = url
             .into_connection_info()
@@ -373,7 +405,7 @@ mod tests {
     async fn a_redis_that_is_not_there_degrades_at_once() {
         // Nothing listens on port 1.
         let shared = Shared::connect(&Settings {
-            url: SecretString::from("redis://:hunter2@127.0.0.1:1/"),
+            url: Some(SecretString::from("redis://:hunter2@127.0.0.1:1/")),
             namespace: "test".into(),
             replicas: 3,
             timeout: Duration::from_millis(100),
@@ -402,5 +434,24 @@ mod tests {
         assert_eq!(shared.local_share(10), 3);
         assert_eq!(shared.local_share(2), 1, "never zero");
         assert!(!format!("{shared:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn settings_read_from_a_file_keep_their_defaults_and_hide_the_url() {
+        let settings: Settings =
+            serde_json::from_str(r#"{"url": "redis://:hunter2@redis:6379/", "lease_ms": 1500}"#)
+                .unwrap();
+        assert_eq!(settings.lease, Duration::from_millis(1500));
+        assert_eq!(settings.timeout, Settings::default().timeout);
+        assert_eq!(settings.replicas, 2);
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        for unknown in [r#"{"namespace": "x"}"#, r#"{"timeout": 1}"#] {
+            assert!(
+                serde_json::from_str::<Settings>(unknown).is_err(),
+                "{unknown}"
+            );
+        }
+        let err = Shared::connect(&Settings::default()).unwrap_err();
+        assert!(err.to_string().contains("no Redis URL"), "{err}");
     }
 }
