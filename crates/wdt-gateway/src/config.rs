@@ -640,7 +640,8 @@ impl Config {
         }
     }
 
-    /// Checks everything that can be checked without the network.
+    /// Checks everything that can be checked without the network: the accounts, auth and demo
+    /// mode, then each of `CHECKS` in turn.
     ///
     /// # Errors
     /// The first problem found.
@@ -649,190 +650,7 @@ impl Config {
         self.enterprise_account()?;
         self.auth_mode()?;
         self.check_demo()?;
-        let positive = [
-            ("vendor.timeout_secs", self.vendor.timeout_secs),
-            (
-                "vendor.connect_timeout_secs",
-                self.vendor.connect_timeout_secs,
-            ),
-            ("cache.stock_ttl_secs", self.cache.stock_ttl_secs),
-            ("cache.plan_ttl_secs", self.cache.plan_ttl_secs),
-            ("cache.max_entries", self.cache.max_entries),
-            ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(ConfigError(format!("{key} must be greater than 0")));
-            }
-        }
-        if self.graphql.max_depth == 0 || self.graphql.max_complexity == 0 {
-            return Err(ConfigError(
-                "graphql.max_depth and graphql.max_complexity must be greater than 0".into(),
-            ));
-        }
-        if self.http.max_body_bytes == 0 || self.http.request_timeout_secs == 0 {
-            return Err(ConfigError(
-                "http.max_body_bytes and http.request_timeout_secs must be greater than 0".into(),
-            ));
-        }
-        if self.http.header_read_timeout_secs == 0 || self.http.idle_timeout_secs == 0 {
-            return Err(ConfigError(
-                "http.header_read_timeout_secs and http.idle_timeout_secs must be greater than 0"
-                    .into(),
-            ));
-        }
-        for origin in &self.http.cors_allowed_origins {
-            if axum::http::HeaderValue::from_str(origin).is_err()
-                || !(origin.starts_with("https://") || origin.starts_with("http://"))
-            {
-                return Err(ConfigError(format!(
-                    "http.cors_allowed_origins: {origin:?} is not an origin such as https://erp.example.com"
-                )));
-            }
-        }
-        // Durations beyond a year are mistakes, and some would overflow the clock.
-        const YEAR: u64 = 365 * 24 * 3600;
-        let bounded = [
-            ("vendor.timeout_secs", self.vendor.timeout_secs),
-            (
-                "vendor.connect_timeout_secs",
-                self.vendor.connect_timeout_secs,
-            ),
-            ("vendor.quota_wait_secs", self.vendor.quota_wait_secs),
-            (
-                "vendor.throttle_pause_secs",
-                self.vendor.throttle_pause_secs,
-            ),
-            (
-                "vendor.breaker_cooldown_secs",
-                self.vendor.breaker_cooldown_secs,
-            ),
-            (
-                "vendor.retry_backoff_ms",
-                self.vendor.retry_backoff_ms / 1000,
-            ),
-            ("cache.stock_ttl_secs", self.cache.stock_ttl_secs),
-            ("cache.plan_ttl_secs", self.cache.plan_ttl_secs),
-            ("cache.stale_if_error_secs", self.cache.stale_if_error_secs),
-            ("auth.leeway_secs", self.auth.leeway_secs),
-            ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
-            ("http.request_timeout_secs", self.http.request_timeout_secs),
-            (
-                "http.header_read_timeout_secs",
-                self.http.header_read_timeout_secs,
-            ),
-            ("http.idle_timeout_secs", self.http.idle_timeout_secs),
-            ("shutdown_grace_secs", self.shutdown_grace_secs),
-        ];
-        for (key, value) in bounded {
-            if value > YEAR {
-                return Err(ConfigError(format!(
-                    "{key} is {value}, more than a year ({YEAR} seconds); use a shorter time"
-                )));
-            }
-        }
-        // Two years, the longest max-age browsers' preload lists ask for.
-        if self.http.hsts_max_age_secs > 2 * YEAR {
-            return Err(ConfigError(format!(
-                "http.hsts_max_age_secs is {}, more than two years ({} seconds)",
-                self.http.hsts_max_age_secs,
-                2 * YEAR
-            )));
-        }
-        let v = &self.vendor;
-        if v.read_retries > 10 {
-            return Err(ConfigError(format!(
-                "vendor.read_retries is {}; at most 10 retries are allowed",
-                v.read_retries
-            )));
-        }
-        if !(1..=100).contains(&v.subject_share_percent) {
-            return Err(ConfigError(format!(
-                "vendor.subject_share_percent is {}; it must be between 1 and 100 (100 turns the shares off)",
-                v.subject_share_percent
-            )));
-        }
-        if v.read_retries > 0 && v.retry_backoff_ms == 0 {
-            return Err(ConfigError(
-                "vendor.retry_backoff_ms must be greater than 0 when vendor.read_retries is set"
-                    .into(),
-            ));
-        }
-        if v.breaker_failures > 0 && v.breaker_cooldown_secs == 0 {
-            return Err(ConfigError(
-                "vendor.breaker_cooldown_secs must be greater than 0 when vendor.breaker_failures is set (0 failures turns the breaker off)".into(),
-            ));
-        }
-        if v.quota_wait_secs >= self.http.request_timeout_secs {
-            return Err(ConfigError(format!(
-                "vendor.quota_wait_secs ({}) must be shorter than http.request_timeout_secs ({})",
-                v.quota_wait_secs, self.http.request_timeout_secs
-            )));
-        }
-        if let Some(method) = v
-            .method_calls_per_minute
-            .keys()
-            .find(|m| m.trim().is_empty() || m.chars().any(char::is_whitespace))
-        {
-            return Err(ConfigError(format!(
-                "vendor.method_calls_per_minute: {method:?} is not a method name such as \"sales.StockSync.calcStock\" or \"stock_query_detail.php\""
-            )));
-        }
-        if self.limits.client_rate_limit > 0 && self.limits.client_burst == 0 {
-            return Err(ConfigError(
-                "limits.client_burst must be at least 1 while limits.client_rate_limit (WDT_GATEWAY_CLIENT_RATE_LIMIT) is on".into(),
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            return Err(ConfigError(format!(
-                "log.filter (WDT_GATEWAY_LOG) {:?} is not a log filter such as \"info\" or \"wdt_client=debug,info\": {e}",
-                self.log.filter
-            )));
-        }
-        let t = &self.telemetry;
-        if let Some(url) = &t.otlp_endpoint
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError(format!(
-                "telemetry.otlp_endpoint (WDT_GATEWAY_OTLP_ENDPOINT) {url:?} must be an http:// or https:// URL such as http://otel-collector:4318"
-            )));
-        }
-        if !(0.0..=1.0).contains(&t.sample_ratio) {
-            return Err(ConfigError(
-                "telemetry.sample_ratio must be between 0.0 and 1.0".into(),
-            ));
-        }
-        if t.service_name.trim().is_empty() {
-            return Err(ConfigError(
-                "telemetry.service_name must not be empty".into(),
-            ));
-        }
-        let r = &self.redis;
-        if let Some(url) = &r.url {
-            wdt_redis::check_url(url.expose_secret())
-                .map_err(|e| ConfigError(format!("redis.url (WDT_GATEWAY_REDIS_URL): {e}")))?;
-        }
-        if r.replicas == 0 || r.replicas > 1000 {
-            return Err(ConfigError(
-                "redis.replicas (WDT_GATEWAY_REPLICAS) must be between 1 and 1000: the replicas running (the autoscaler's maximum)".into(),
-            ));
-        }
-        if !(10..=10_000).contains(&r.timeout_ms) {
-            return Err(ConfigError(
-                "redis.timeout_ms must be between 10 and 10000".into(),
-            ));
-        }
-        if !(100..=60_000).contains(&r.lease_ms) {
-            return Err(ConfigError(
-                "redis.lease_ms must be between 100 and 60000".into(),
-            ));
-        }
-        if self.demo.skus == 0 || self.demo.skus > 1_000_000 {
-            return Err(ConfigError(
-                "demo.skus must be between 1 and 1000000".into(),
-            ));
-        }
-        Ok(())
+        CHECKS.iter().try_for_each(|check| check(self))
     }
 
     /// The guard in front of the vendor.
@@ -877,6 +695,257 @@ impl Config {
         }
         format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
     }
+}
+
+/// One check of the settings: the first problem it finds, naming the keys (and variables) to
+/// fix.
+type Check = fn(&Config) -> Result<(), ConfigError>;
+
+/// What [`Config::validate`] checks after the accounts, auth and demo mode, in order.
+const CHECKS: [Check; 14] = [
+    nothing_is_zero,
+    graphql_limits_are_positive,
+    http_limits_are_positive,
+    cors_origins_are_origins,
+    durations_are_within_a_year,
+    hsts_is_within_two_years,
+    vendor_retries_and_breaker_fit,
+    quota_wait_is_shorter_than_a_request,
+    method_overrides_name_methods,
+    client_limit_has_a_burst,
+    log_filter_parses,
+    telemetry_can_export,
+    redis_settings_work,
+    demo_size_is_sane,
+];
+
+/// A year in seconds: durations beyond it are mistakes, and some would overflow the clock.
+const YEAR: u64 = 365 * 24 * 3600;
+
+/// Counts and times that 0 would break.
+fn nothing_is_zero(c: &Config) -> Result<(), ConfigError> {
+    let zero = [
+        ("vendor.timeout_secs", c.vendor.timeout_secs == 0),
+        (
+            "vendor.connect_timeout_secs",
+            c.vendor.connect_timeout_secs == 0,
+        ),
+        ("cache.stock_ttl_secs", c.cache.stock_ttl_secs == 0),
+        ("cache.plan_ttl_secs", c.cache.plan_ttl_secs == 0),
+        ("cache.max_entries", c.cache.max_entries == 0),
+        ("auth.jwks_refresh_secs", c.auth.jwks_refresh_secs == 0),
+    ];
+    match zero.iter().find(|(_, is_zero)| *is_zero) {
+        Some((key, _)) => Err(ConfigError(format!("{key} must be greater than 0"))),
+        None => Ok(()),
+    }
+}
+
+fn graphql_limits_are_positive(c: &Config) -> Result<(), ConfigError> {
+    let g = &c.graphql;
+    if g.max_depth == 0 || g.max_complexity == 0 {
+        return Err(ConfigError(
+            "graphql.max_depth and graphql.max_complexity must be greater than 0".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn http_limits_are_positive(c: &Config) -> Result<(), ConfigError> {
+    let h = &c.http;
+    if h.max_body_bytes == 0 || h.request_timeout_secs == 0 {
+        return Err(ConfigError(
+            "http.max_body_bytes and http.request_timeout_secs must be greater than 0".into(),
+        ));
+    }
+    if h.header_read_timeout_secs == 0 || h.idle_timeout_secs == 0 {
+        return Err(ConfigError(
+            "http.header_read_timeout_secs and http.idle_timeout_secs must be greater than 0"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn cors_origins_are_origins(c: &Config) -> Result<(), ConfigError> {
+    for origin in &c.http.cors_allowed_origins {
+        if axum::http::HeaderValue::from_str(origin).is_err()
+            || !(origin.starts_with("https://") || origin.starts_with("http://"))
+        {
+            return Err(ConfigError(format!(
+                "http.cors_allowed_origins: {origin:?} is not an origin such as https://erp.example.com"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn durations_are_within_a_year(c: &Config) -> Result<(), ConfigError> {
+    let v = &c.vendor;
+    let bounded = [
+        ("vendor.timeout_secs", v.timeout_secs),
+        ("vendor.connect_timeout_secs", v.connect_timeout_secs),
+        ("vendor.quota_wait_secs", v.quota_wait_secs),
+        ("vendor.throttle_pause_secs", v.throttle_pause_secs),
+        ("vendor.breaker_cooldown_secs", v.breaker_cooldown_secs),
+        ("vendor.retry_backoff_ms", v.retry_backoff_ms / 1000),
+        ("cache.stock_ttl_secs", c.cache.stock_ttl_secs),
+        ("cache.plan_ttl_secs", c.cache.plan_ttl_secs),
+        ("cache.stale_if_error_secs", c.cache.stale_if_error_secs),
+        ("auth.leeway_secs", c.auth.leeway_secs),
+        ("auth.jwks_refresh_secs", c.auth.jwks_refresh_secs),
+        ("http.request_timeout_secs", c.http.request_timeout_secs),
+        (
+            "http.header_read_timeout_secs",
+            c.http.header_read_timeout_secs,
+        ),
+        ("http.idle_timeout_secs", c.http.idle_timeout_secs),
+        ("shutdown_grace_secs", c.shutdown_grace_secs),
+    ];
+    match bounded.iter().find(|(_, secs)| *secs > YEAR) {
+        Some((key, secs)) => Err(ConfigError(format!(
+            "{key} is {secs}, more than a year ({YEAR} seconds); use a shorter time"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Two years, the longest max-age browsers' preload lists ask for.
+fn hsts_is_within_two_years(c: &Config) -> Result<(), ConfigError> {
+    if c.http.hsts_max_age_secs > 2 * YEAR {
+        return Err(ConfigError(format!(
+            "http.hsts_max_age_secs is {}, more than two years ({} seconds)",
+            c.http.hsts_max_age_secs,
+            2 * YEAR
+        )));
+    }
+    Ok(())
+}
+
+fn vendor_retries_and_breaker_fit(c: &Config) -> Result<(), ConfigError> {
+    let p = &c.vendor;
+    if p.read_retries > 10 {
+        return Err(ConfigError(format!(
+            "vendor.read_retries is {}; at most 10 retries are allowed",
+            p.read_retries
+        )));
+    }
+    if !(1..=100).contains(&p.subject_share_percent) {
+        return Err(ConfigError(format!(
+            "vendor.subject_share_percent is {}; it must be between 1 and 100 (100 turns the shares off)",
+            p.subject_share_percent
+        )));
+    }
+    if p.read_retries > 0 && p.retry_backoff_ms == 0 {
+        return Err(ConfigError(
+            "vendor.retry_backoff_ms must be greater than 0 when vendor.read_retries is set".into(),
+        ));
+    }
+    if p.breaker_failures > 0 && p.breaker_cooldown_secs == 0 {
+        return Err(ConfigError(
+            "vendor.breaker_cooldown_secs must be greater than 0 when vendor.breaker_failures is set (0 failures turns the breaker off)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn quota_wait_is_shorter_than_a_request(c: &Config) -> Result<(), ConfigError> {
+    let wait = c.vendor.quota_wait_secs;
+    if wait >= c.http.request_timeout_secs {
+        return Err(ConfigError(format!(
+            "vendor.quota_wait_secs ({}) must be shorter than http.request_timeout_secs ({})",
+            wait, c.http.request_timeout_secs
+        )));
+    }
+    Ok(())
+}
+
+fn method_overrides_name_methods(c: &Config) -> Result<(), ConfigError> {
+    if let Some(method) = c
+        .vendor
+        .method_calls_per_minute
+        .keys()
+        .find(|m| m.trim().is_empty() || m.chars().any(char::is_whitespace))
+    {
+        return Err(ConfigError(format!(
+            "vendor.method_calls_per_minute: {method:?} is not a method name such as \"sales.StockSync.calcStock\" or \"stock_query_detail.php\""
+        )));
+    }
+    Ok(())
+}
+
+fn client_limit_has_a_burst(c: &Config) -> Result<(), ConfigError> {
+    if c.limits.client_rate_limit > 0 && c.limits.client_burst == 0 {
+        return Err(ConfigError(
+            "limits.client_burst must be at least 1 while limits.client_rate_limit (WDT_GATEWAY_CLIENT_RATE_LIMIT) is on".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn log_filter_parses(c: &Config) -> Result<(), ConfigError> {
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.filter) {
+        return Err(ConfigError(format!(
+            "log.filter (WDT_GATEWAY_LOG) {:?} is not a log filter such as \"info\" or \"wdt_client=debug,info\": {e}",
+            c.log.filter
+        )));
+    }
+    Ok(())
+}
+
+fn telemetry_can_export(c: &Config) -> Result<(), ConfigError> {
+    let t = &c.telemetry;
+    if let Some(url) = &t.otlp_endpoint
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ConfigError(format!(
+            "telemetry.otlp_endpoint (WDT_GATEWAY_OTLP_ENDPOINT) {url:?} must be an http:// or https:// URL such as http://otel-collector:4318"
+        )));
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        return Err(ConfigError(
+            "telemetry.sample_ratio must be between 0.0 and 1.0".into(),
+        ));
+    }
+    if t.service_name.trim().is_empty() {
+        return Err(ConfigError(
+            "telemetry.service_name must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn redis_settings_work(c: &Config) -> Result<(), ConfigError> {
+    let r = &c.redis;
+    if let Some(url) = &r.url {
+        wdt_redis::check_url(url.expose_secret())
+            .map_err(|e| ConfigError(format!("redis.url (WDT_GATEWAY_REDIS_URL): {e}")))?;
+    }
+    if r.replicas == 0 || r.replicas > 1000 {
+        return Err(ConfigError(
+            "redis.replicas (WDT_GATEWAY_REPLICAS) must be between 1 and 1000: the replicas running (the autoscaler's maximum)".into(),
+        ));
+    }
+    if !(10..=10_000).contains(&r.timeout_ms) {
+        return Err(ConfigError(
+            "redis.timeout_ms must be between 10 and 10000".into(),
+        ));
+    }
+    if !(100..=60_000).contains(&r.lease_ms) {
+        return Err(ConfigError(
+            "redis.lease_ms must be between 100 and 60000".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn demo_size_is_sane(c: &Config) -> Result<(), ConfigError> {
+    if c.demo.skus == 0 || c.demo.skus > 1_000_000 {
+        return Err(ConfigError(
+            "demo.skus must be between 1 and 1000000".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A variable's value, from the variable itself or from the file `<NAME>_FILE` names (how
