@@ -20,8 +20,10 @@ use stock_service::StockService;
 /// The executable schema.
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// Limits on what one query may ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits on what one query may ask. In a configuration file (the gateway's `[graphql]`
+/// section) keys left out keep the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Deepest nesting allowed.
     pub max_depth: usize,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
+use serde::{Deserialize, Deserializer};
 use tracing::Instrument;
 
 use wdt_redis::{Fetch, Shared, Stored};
@@ -61,17 +62,29 @@ pub(crate) struct Tier {
 }
 
 /// Sizes and times of the caches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In a configuration file (the gateway's `[cache]` section) the times are whole seconds under
+/// `stock_ttl_secs`, `plan_ttl_secs` and `stale_if_error_secs`; keys left out keep the default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Time to live of stock reads (`stock`, `stockByBarcode`).
+    #[serde(rename = "stock_ttl_secs", deserialize_with = "secs")]
     pub stock_ttl: Duration,
     /// Time to live of sync plans.
+    #[serde(rename = "plan_ttl_secs", deserialize_with = "secs")]
     pub plan_ttl: Duration,
     /// How long past its TTL an entry may be served, marked stale, while the vendor is
     /// throttling or down. Zero turns stale-if-error off.
+    #[serde(rename = "stale_if_error_secs", deserialize_with = "secs")]
     pub stale_if_error: Duration,
     /// Most entries per cache.
     pub max_entries: u64,
+}
+
+/// A [`Duration`] written as whole seconds.
+fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
 }
 
 impl Default for CacheConfig {
@@ -736,6 +749,21 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use super::*;
+
+    #[test]
+    fn a_cache_config_reads_seconds_and_refuses_unknown_keys() {
+        let read: CacheConfig =
+            serde_json::from_str(r#"{"stock_ttl_secs": 10, "stale_if_error_secs": 0}"#).unwrap();
+        assert_eq!(
+            read,
+            CacheConfig {
+                stock_ttl: Duration::from_secs(10),
+                stale_if_error: Duration::ZERO,
+                ..CacheConfig::default()
+            }
+        );
+        assert!(serde_json::from_str::<CacheConfig>(r#"{"stock_ttl": 10}"#).is_err());
+    }
 
     impl SharedKey for &str {
         fn shared_key(&self) -> String {

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::{Family, ThrottleReason, VendorError};
@@ -26,7 +27,14 @@ const MINUTE: Duration = Duration::from_secs(61);
 ///
 /// The default guards nothing (no quota, no retries, no breaker): a bare client behaves exactly
 /// as the vendor does. The gateway configures all of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// In a configuration file (the gateway's `[vendor]` section) the durations are whole seconds or
+/// milliseconds under the names their units end in (`quota_wait_secs`, `retry_backoff_ms`, …),
+/// `breaker_threshold` is `breaker_failures`, and keys left out keep [`Policy::default`];
+/// `read_deadline` is never read from a file (it follows from the caller's own deadline).
+/// Serializing writes the same names, durations rounded down to their unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Calls per minute allowed for each vendor method; 0 means no limit.
     pub calls_per_minute: u32,
@@ -34,25 +42,61 @@ pub struct Policy {
     /// `sales.StockSync.calcStock`, enterprise scripts such as `stock_query_detail.php`).
     pub method_calls_per_minute: BTreeMap<String, u32>,
     /// Longest a call waits for its quota slot before it is refused.
+    #[serde(rename = "quota_wait_secs", with = "secs")]
     pub quota_wait: Duration,
     /// How long a method is left alone after the vendor said it is throttling.
+    #[serde(rename = "throttle_pause_secs", with = "secs")]
     pub throttle_pause: Duration,
     /// How often a read is tried again after an outage (HTTP error, no answer, timeout, garbled
     /// body); writes are never retried.
     pub read_retries: u32,
     /// The first retry waits up to this long (full jitter), doubling each time.
+    #[serde(rename = "retry_backoff_ms", with = "millis")]
     pub retry_backoff: Duration,
     /// A read is retried only while its backoff plus a whole further attempt (the client's
     /// timeout) ends within this time from its first attempt, so retries never outlast the
     /// caller's own deadline; `None`: no limit.
+    #[serde(skip)]
     pub read_deadline: Option<Duration>,
     /// The most of each method's per-minute quota one caller (token subject) may take, in
     /// percent: the rest stays for the others however busy one caller is. 100 turns it off.
     pub subject_share_percent: u32,
     /// Consecutive outages of a family that open its circuit breaker; 0 turns it off.
+    #[serde(rename = "breaker_failures")]
     pub breaker_threshold: u32,
     /// How long an open breaker fails calls fast before it lets one trial call through.
+    #[serde(rename = "breaker_cooldown_secs", with = "secs")]
     pub breaker_cooldown: Duration,
+}
+
+/// A [`Duration`] written as whole seconds (rounded down).
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
+}
+
+/// A [`Duration`] written as whole milliseconds (rounded down).
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 impl Default for Policy {
@@ -766,6 +810,41 @@ mod tests {
             calls_per_minute: limit,
             quota_wait: wait,
             ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn a_policy_reads_and_writes_the_configuration_names() {
+        let read: Policy = serde_json::from_str(
+            r#"{"calls_per_minute": 60, "quota_wait_secs": 5, "retry_backoff_ms": 150,
+                "breaker_failures": 3, "method_calls_per_minute": {"stock_query_detail.php": 7}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            read,
+            Policy {
+                calls_per_minute: 60,
+                quota_wait: Duration::from_secs(5),
+                retry_backoff: Duration::from_millis(150),
+                breaker_threshold: 3,
+                method_calls_per_minute: [("stock_query_detail.php".to_owned(), 7)].into(),
+                ..Policy::default()
+            },
+            "keys left out keep the default"
+        );
+        let written = serde_json::to_value(&read).unwrap();
+        assert_eq!(written["breaker_cooldown_secs"], 30);
+        assert!(written.get("read_deadline").is_none());
+        assert_eq!(serde_json::from_value::<Policy>(written).unwrap(), read);
+        for unknown in [
+            r#"{"quota_wait": 5}"#,
+            r#"{"breaker_threshold": 5}"#,
+            r#"{"read_deadline": 5}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<Policy>(unknown).is_err(),
+                "{unknown}"
+            );
         }
     }
 

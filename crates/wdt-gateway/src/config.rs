@@ -1,15 +1,20 @@
 //! Configuration: a TOML file (`--config`) and the plain environment names of DESIGN.md.
 //! Unknown keys are refused; every problem is reported with the key and variable to fix.
+//!
+//! The libraries own their settings and defaults: `[vendor]` holds [`wdt_client::Policy`]
+//! beside the client's timeouts, `[cache]` is [`stock_service::CacheConfig`], `[graphql]` holds
+//! [`stock_graphql::Limits`] and `[redis]` is [`wdt_redis::Settings`]. This module maps the
+//! environment onto the keys, holds the gateway's own sections, and checks what no section can
+//! check alone.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Format, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The environment variables the gateway reads, and the configuration keys they set.
 pub const ENV_KEYS: [(&str, &str); 23] = [
@@ -74,50 +79,38 @@ impl VendorAccount {
     }
 }
 
-/// Vendor HTTP settings and the guard in front of the vendor.
-#[derive(Debug, Clone, Deserialize)]
+/// `[vendor]`: the client's timeouts, and the guard in front of the vendor whose keys sit beside
+/// them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VendorSettings {
     /// Whole-call timeout in seconds.
     pub timeout_secs: u64,
     /// Connect timeout in seconds.
     pub connect_timeout_secs: u64,
-    /// Calls per minute allowed for each vendor method (the vendor throttles per minute); 0
-    /// turns the quota off.
-    pub calls_per_minute: u32,
-    /// Per-method overrides of `calls_per_minute`, by vendor method or enterprise script.
-    pub method_calls_per_minute: BTreeMap<String, u32>,
-    /// Longest a call waits for a quota slot before it is answered `VENDOR_RATE_LIMITED`.
-    pub quota_wait_secs: u64,
-    /// How long a method is left alone after the vendor said it is throttling.
-    pub throttle_pause_secs: u64,
-    /// How often a read is retried after an outage (never writes).
-    pub read_retries: u32,
-    /// The first retry waits up to this long (jittered), doubling each time.
-    pub retry_backoff_ms: u64,
-    /// The most of each method's per-minute quota one token subject may take, in percent (1 to
-    /// 100); the rest is kept for the other callers. 100 turns the shares off.
-    pub subject_share_percent: u32,
-    /// Consecutive outages that open the circuit breaker; 0 turns it off.
-    pub breaker_failures: u32,
-    /// How long the open breaker fails calls fast before one trial call.
-    pub breaker_cooldown_secs: u64,
+    /// Quotas, back-off, retries, subject shares and the circuit breaker (`calls_per_minute`,
+    /// `quota_wait_secs`, …); its `read_deadline` follows from `http.request_timeout_secs`
+    /// ([`Config::vendor_policy`]).
+    #[serde(flatten)]
+    pub policy: wdt_client::Policy,
 }
 
 impl Default for VendorSettings {
+    /// The gateway guards the vendor by default, where a bare client's [`wdt_client::Policy`]
+    /// guards nothing: these are the only defaults of the guard written here.
     fn default() -> Self {
         Self {
             timeout_secs: 30,
             connect_timeout_secs: 5,
-            calls_per_minute: 120,
-            method_calls_per_minute: BTreeMap::new(),
-            quota_wait_secs: 5,
-            throttle_pause_secs: 300,
-            read_retries: 2,
-            retry_backoff_ms: 200,
-            subject_share_percent: 50,
-            breaker_failures: 5,
-            breaker_cooldown_secs: 30,
+            policy: wdt_client::Policy {
+                calls_per_minute: 120,
+                quota_wait: Duration::from_secs(5),
+                throttle_pause: Duration::from_secs(300),
+                read_retries: 2,
+                subject_share_percent: 50,
+                breaker_threshold: 5,
+                ..wdt_client::Policy::default()
+            },
         }
     }
 }
@@ -228,53 +221,16 @@ impl Default for AuthSettings {
     }
 }
 
-/// Cache settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheSettings {
-    /// TTL of stock reads, seconds.
-    pub stock_ttl_secs: u64,
-    /// TTL of sync plans, seconds.
-    pub plan_ttl_secs: u64,
-    /// How long past its TTL an entry may be served, marked stale, while the vendor is
-    /// throttling or down; 0 turns it off.
-    pub stale_if_error_secs: u64,
-    /// Most entries per cache.
-    pub max_entries: u64,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        Self {
-            stock_ttl_secs: 30,
-            plan_ttl_secs: 5,
-            stale_if_error_secs: 300,
-            max_entries: 100_000,
-        }
-    }
-}
-
-/// GraphQL limits.
-#[derive(Debug, Clone, Deserialize)]
+/// `[graphql]`: the schema's limits, and whether the endpoint answers introspection.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GraphqlSettings {
-    /// Deepest query nesting.
-    pub max_depth: usize,
-    /// Highest query complexity.
-    pub max_complexity: usize,
+    /// Deepest nesting and highest complexity of one query (`max_depth`, `max_complexity`).
+    #[serde(flatten)]
+    pub limits: stock_graphql::Limits,
     /// Answer introspection queries (`__schema`, `__type`); unset: on in demo mode, off
     /// otherwise (see [`Config::introspection`]).
     pub introspection: Option<bool>,
-}
-
-impl Default for GraphqlSettings {
-    fn default() -> Self {
-        Self {
-            max_depth: 16,
-            max_complexity: 2_000,
-            introspection: None,
-        }
-    }
 }
 
 /// HTTP edge settings.
@@ -316,33 +272,6 @@ impl Default for HttpSettings {
     }
 }
 
-/// Shared state for several replicas (off without a URL).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS) or `redis+unix:///path`.
-    pub url: Option<SecretString>,
-    /// Replicas running (the HPA's maximum): while Redis is unavailable each replica keeps to
-    /// this share of every vendor quota and client rate limit.
-    pub replicas: u32,
-    /// Longest wait for one Redis command, milliseconds.
-    pub timeout_ms: u64,
-    /// How long a replica's claim on a vendor load lasts without renewal, milliseconds: the
-    /// longest the others wait when that replica dies mid-load.
-    pub lease_ms: u64,
-}
-
-impl Default for RedisSettings {
-    fn default() -> Self {
-        Self {
-            url: None,
-            replicas: 2,
-            timeout_ms: 250,
-            lease_ms: 3_000,
-        }
-    }
-}
-
 /// Demo-mode settings (used only when no vendor URL is configured).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -377,13 +306,13 @@ pub struct Config {
     pub flagship: VendorAccount,
     /// Enterprise (企业版) credentials.
     pub enterprise: VendorAccount,
-    /// Vendor HTTP settings.
+    /// Vendor HTTP settings and the guard in front of the vendor.
     pub vendor: VendorSettings,
     /// JWT settings.
     pub auth: AuthSettings,
     /// Cache settings.
-    pub cache: CacheSettings,
-    /// GraphQL limits.
+    pub cache: stock_service::CacheConfig,
+    /// GraphQL limits and introspection.
     pub graphql: GraphqlSettings,
     /// Demo mode.
     pub demo: DemoSettings,
@@ -395,8 +324,9 @@ pub struct Config {
     pub log: LogSettings,
     /// Trace export.
     pub telemetry: TelemetrySettings,
-    /// Shared state for several replicas.
-    pub redis: RedisSettings,
+    /// Shared state for several replicas (off without a URL); the namespace is not read from
+    /// the file but follows from the vendor account ([`Config::redis_settings`]).
+    pub redis: wdt_redis::Settings,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
 }
@@ -409,14 +339,14 @@ impl Default for Config {
             enterprise: VendorAccount::default(),
             vendor: VendorSettings::default(),
             auth: AuthSettings::default(),
-            cache: CacheSettings::default(),
+            cache: stock_service::CacheConfig::default(),
             graphql: GraphqlSettings::default(),
             demo: DemoSettings::default(),
             http: HttpSettings::default(),
             limits: LimitSettings::default(),
             log: LogSettings::default(),
             telemetry: TelemetrySettings::default(),
-            redis: RedisSettings::default(),
+            redis: wdt_redis::Settings::default(),
             shutdown_grace_secs: 30,
         }
     }
@@ -458,7 +388,10 @@ impl Config {
         file: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
+        // Keys left out keep their section's `Default`, except in `[vendor]`: there serde would
+        // fill them from `Policy::default()`, which guards nothing, so the gateway's vendor
+        // defaults lie under the file and the environment.
+        let mut figment = Figment::from(Serialized::default("vendor", VendorSettings::default()));
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| env("WDT_GATEWAY_CONFIG").map(Into::into));
@@ -640,7 +573,8 @@ impl Config {
         }
     }
 
-    /// Checks everything that can be checked without the network.
+    /// Checks everything that can be checked without the network: the accounts, auth and demo
+    /// mode, then each of `CHECKS` in turn.
     ///
     /// # Errors
     /// The first problem found.
@@ -649,211 +583,28 @@ impl Config {
         self.enterprise_account()?;
         self.auth_mode()?;
         self.check_demo()?;
-        let positive = [
-            ("vendor.timeout_secs", self.vendor.timeout_secs),
-            (
-                "vendor.connect_timeout_secs",
-                self.vendor.connect_timeout_secs,
-            ),
-            ("cache.stock_ttl_secs", self.cache.stock_ttl_secs),
-            ("cache.plan_ttl_secs", self.cache.plan_ttl_secs),
-            ("cache.max_entries", self.cache.max_entries),
-            ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(ConfigError(format!("{key} must be greater than 0")));
-            }
-        }
-        if self.graphql.max_depth == 0 || self.graphql.max_complexity == 0 {
-            return Err(ConfigError(
-                "graphql.max_depth and graphql.max_complexity must be greater than 0".into(),
-            ));
-        }
-        if self.http.max_body_bytes == 0 || self.http.request_timeout_secs == 0 {
-            return Err(ConfigError(
-                "http.max_body_bytes and http.request_timeout_secs must be greater than 0".into(),
-            ));
-        }
-        if self.http.header_read_timeout_secs == 0 || self.http.idle_timeout_secs == 0 {
-            return Err(ConfigError(
-                "http.header_read_timeout_secs and http.idle_timeout_secs must be greater than 0"
-                    .into(),
-            ));
-        }
-        for origin in &self.http.cors_allowed_origins {
-            if axum::http::HeaderValue::from_str(origin).is_err()
-                || !(origin.starts_with("https://") || origin.starts_with("http://"))
-            {
-                return Err(ConfigError(format!(
-                    "http.cors_allowed_origins: {origin:?} is not an origin such as https://erp.example.com"
-                )));
-            }
-        }
-        // Durations beyond a year are mistakes, and some would overflow the clock.
-        const YEAR: u64 = 365 * 24 * 3600;
-        let bounded = [
-            ("vendor.timeout_secs", self.vendor.timeout_secs),
-            (
-                "vendor.connect_timeout_secs",
-                self.vendor.connect_timeout_secs,
-            ),
-            ("vendor.quota_wait_secs", self.vendor.quota_wait_secs),
-            (
-                "vendor.throttle_pause_secs",
-                self.vendor.throttle_pause_secs,
-            ),
-            (
-                "vendor.breaker_cooldown_secs",
-                self.vendor.breaker_cooldown_secs,
-            ),
-            (
-                "vendor.retry_backoff_ms",
-                self.vendor.retry_backoff_ms / 1000,
-            ),
-            ("cache.stock_ttl_secs", self.cache.stock_ttl_secs),
-            ("cache.plan_ttl_secs", self.cache.plan_ttl_secs),
-            ("cache.stale_if_error_secs", self.cache.stale_if_error_secs),
-            ("auth.leeway_secs", self.auth.leeway_secs),
-            ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs),
-            ("http.request_timeout_secs", self.http.request_timeout_secs),
-            (
-                "http.header_read_timeout_secs",
-                self.http.header_read_timeout_secs,
-            ),
-            ("http.idle_timeout_secs", self.http.idle_timeout_secs),
-            ("shutdown_grace_secs", self.shutdown_grace_secs),
-        ];
-        for (key, value) in bounded {
-            if value > YEAR {
-                return Err(ConfigError(format!(
-                    "{key} is {value}, more than a year ({YEAR} seconds); use a shorter time"
-                )));
-            }
-        }
-        // Two years, the longest max-age browsers' preload lists ask for.
-        if self.http.hsts_max_age_secs > 2 * YEAR {
-            return Err(ConfigError(format!(
-                "http.hsts_max_age_secs is {}, more than two years ({} seconds)",
-                self.http.hsts_max_age_secs,
-                2 * YEAR
-            )));
-        }
-        let v = &self.vendor;
-        if v.read_retries > 10 {
-            return Err(ConfigError(format!(
-                "vendor.read_retries is {}; at most 10 retries are allowed",
-                v.read_retries
-            )));
-        }
-        if !(1..=100).contains(&v.subject_share_percent) {
-            return Err(ConfigError(format!(
-                "vendor.subject_share_percent is {}; it must be between 1 and 100 (100 turns the shares off)",
-                v.subject_share_percent
-            )));
-        }
-        if v.read_retries > 0 && v.retry_backoff_ms == 0 {
-            return Err(ConfigError(
-                "vendor.retry_backoff_ms must be greater than 0 when vendor.read_retries is set"
-                    .into(),
-            ));
-        }
-        if v.breaker_failures > 0 && v.breaker_cooldown_secs == 0 {
-            return Err(ConfigError(
-                "vendor.breaker_cooldown_secs must be greater than 0 when vendor.breaker_failures is set (0 failures turns the breaker off)".into(),
-            ));
-        }
-        if v.quota_wait_secs >= self.http.request_timeout_secs {
-            return Err(ConfigError(format!(
-                "vendor.quota_wait_secs ({}) must be shorter than http.request_timeout_secs ({})",
-                v.quota_wait_secs, self.http.request_timeout_secs
-            )));
-        }
-        if let Some(method) = v
-            .method_calls_per_minute
-            .keys()
-            .find(|m| m.trim().is_empty() || m.chars().any(char::is_whitespace))
-        {
-            return Err(ConfigError(format!(
-                "vendor.method_calls_per_minute: {method:?} is not a method name such as \"sales.StockSync.calcStock\" or \"stock_query_detail.php\""
-            )));
-        }
-        if self.limits.client_rate_limit > 0 && self.limits.client_burst == 0 {
-            return Err(ConfigError(
-                "limits.client_burst must be at least 1 while limits.client_rate_limit (WDT_GATEWAY_CLIENT_RATE_LIMIT) is on".into(),
-            ));
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
-            return Err(ConfigError(format!(
-                "log.filter (WDT_GATEWAY_LOG) {:?} is not a log filter such as \"info\" or \"wdt_client=debug,info\": {e}",
-                self.log.filter
-            )));
-        }
-        let t = &self.telemetry;
-        if let Some(url) = &t.otlp_endpoint
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ConfigError(format!(
-                "telemetry.otlp_endpoint (WDT_GATEWAY_OTLP_ENDPOINT) {url:?} must be an http:// or https:// URL such as http://otel-collector:4318"
-            )));
-        }
-        if !(0.0..=1.0).contains(&t.sample_ratio) {
-            return Err(ConfigError(
-                "telemetry.sample_ratio must be between 0.0 and 1.0".into(),
-            ));
-        }
-        if t.service_name.trim().is_empty() {
-            return Err(ConfigError(
-                "telemetry.service_name must not be empty".into(),
-            ));
-        }
-        let r = &self.redis;
-        if let Some(url) = &r.url {
-            wdt_redis::check_url(url.expose_secret())
-                .map_err(|e| ConfigError(format!("redis.url (WDT_GATEWAY_REDIS_URL): {e}")))?;
-        }
-        if r.replicas == 0 || r.replicas > 1000 {
-            return Err(ConfigError(
-                "redis.replicas (WDT_GATEWAY_REPLICAS) must be between 1 and 1000: the replicas running (the autoscaler's maximum)".into(),
-            ));
-        }
-        if !(10..=10_000).contains(&r.timeout_ms) {
-            return Err(ConfigError(
-                "redis.timeout_ms must be between 10 and 10000".into(),
-            ));
-        }
-        if !(100..=60_000).contains(&r.lease_ms) {
-            return Err(ConfigError(
-                "redis.lease_ms must be between 100 and 60000".into(),
-            ));
-        }
-        if self.demo.skus == 0 || self.demo.skus > 1_000_000 {
-            return Err(ConfigError(
-                "demo.skus must be between 1 and 1000000".into(),
-            ));
-        }
-        Ok(())
+        CHECKS.iter().try_for_each(|check| check(self))
     }
 
-    /// The guard in front of the vendor.
+    /// The guard in front of the vendor: `[vendor]`'s, with retries bounded by the request's
+    /// own deadline.
     pub fn vendor_policy(&self) -> wdt_client::Policy {
-        let v = &self.vendor;
         wdt_client::Policy {
-            calls_per_minute: v.calls_per_minute,
-            method_calls_per_minute: v.method_calls_per_minute.clone(),
-            quota_wait: Duration::from_secs(v.quota_wait_secs),
-            throttle_pause: Duration::from_secs(v.throttle_pause_secs),
-            read_retries: v.read_retries,
-            retry_backoff: Duration::from_millis(v.retry_backoff_ms),
             // Retries never outlast the request: a second of the edge timeout is kept for
             // answering (stale data, or the error).
             read_deadline: Some(
                 Duration::from_secs(self.http.request_timeout_secs)
                     .saturating_sub(Duration::from_secs(1)),
             ),
-            subject_share_percent: v.subject_share_percent,
-            breaker_threshold: v.breaker_failures,
-            breaker_cooldown: Duration::from_secs(v.breaker_cooldown_secs),
+            ..self.vendor.policy.clone()
+        }
+    }
+
+    /// `[redis]`, in the namespace of this vendor account ([`Config::redis_namespace`]).
+    pub fn redis_settings(&self) -> wdt_redis::Settings {
+        wdt_redis::Settings {
+            namespace: self.redis_namespace(),
+            ..self.redis.clone()
         }
     }
 
@@ -877,6 +628,262 @@ impl Config {
         }
         format!("{:016x}", xxhash_rust::xxh3::xxh3_64(id.as_bytes()))
     }
+}
+
+/// One check of the settings: the first problem it finds, naming the keys (and variables) to
+/// fix.
+type Check = fn(&Config) -> Result<(), ConfigError>;
+
+/// What [`Config::validate`] checks after the accounts, auth and demo mode, in order.
+const CHECKS: [Check; 14] = [
+    nothing_is_zero,
+    graphql_limits_are_positive,
+    http_limits_are_positive,
+    cors_origins_are_origins,
+    durations_are_within_a_year,
+    hsts_is_within_two_years,
+    vendor_retries_and_breaker_fit,
+    quota_wait_is_shorter_than_a_request,
+    method_overrides_name_methods,
+    client_limit_has_a_burst,
+    log_filter_parses,
+    telemetry_can_export,
+    redis_settings_work,
+    demo_size_is_sane,
+];
+
+/// A year in seconds: durations beyond it are mistakes, and some would overflow the clock.
+const YEAR: u64 = 365 * 24 * 3600;
+
+/// Counts and times that 0 would break.
+fn nothing_is_zero(c: &Config) -> Result<(), ConfigError> {
+    let zero = [
+        ("vendor.timeout_secs", c.vendor.timeout_secs == 0),
+        (
+            "vendor.connect_timeout_secs",
+            c.vendor.connect_timeout_secs == 0,
+        ),
+        ("cache.stock_ttl_secs", c.cache.stock_ttl.is_zero()),
+        ("cache.plan_ttl_secs", c.cache.plan_ttl.is_zero()),
+        ("cache.max_entries", c.cache.max_entries == 0),
+        ("auth.jwks_refresh_secs", c.auth.jwks_refresh_secs == 0),
+    ];
+    match zero.iter().find(|(_, is_zero)| *is_zero) {
+        Some((key, _)) => Err(ConfigError(format!("{key} must be greater than 0"))),
+        None => Ok(()),
+    }
+}
+
+fn graphql_limits_are_positive(c: &Config) -> Result<(), ConfigError> {
+    let limits = &c.graphql.limits;
+    if limits.max_depth == 0 || limits.max_complexity == 0 {
+        return Err(ConfigError(
+            "graphql.max_depth and graphql.max_complexity must be greater than 0".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn http_limits_are_positive(c: &Config) -> Result<(), ConfigError> {
+    let h = &c.http;
+    if h.max_body_bytes == 0 || h.request_timeout_secs == 0 {
+        return Err(ConfigError(
+            "http.max_body_bytes and http.request_timeout_secs must be greater than 0".into(),
+        ));
+    }
+    if h.header_read_timeout_secs == 0 || h.idle_timeout_secs == 0 {
+        return Err(ConfigError(
+            "http.header_read_timeout_secs and http.idle_timeout_secs must be greater than 0"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn cors_origins_are_origins(c: &Config) -> Result<(), ConfigError> {
+    for origin in &c.http.cors_allowed_origins {
+        if axum::http::HeaderValue::from_str(origin).is_err()
+            || !(origin.starts_with("https://") || origin.starts_with("http://"))
+        {
+            return Err(ConfigError(format!(
+                "http.cors_allowed_origins: {origin:?} is not an origin such as https://erp.example.com"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn durations_are_within_a_year(c: &Config) -> Result<(), ConfigError> {
+    let (v, p) = (&c.vendor, &c.vendor.policy);
+    let bounded = [
+        ("vendor.timeout_secs", v.timeout_secs),
+        ("vendor.connect_timeout_secs", v.connect_timeout_secs),
+        ("vendor.quota_wait_secs", p.quota_wait.as_secs()),
+        ("vendor.throttle_pause_secs", p.throttle_pause.as_secs()),
+        ("vendor.breaker_cooldown_secs", p.breaker_cooldown.as_secs()),
+        ("vendor.retry_backoff_ms", p.retry_backoff.as_secs()),
+        ("cache.stock_ttl_secs", c.cache.stock_ttl.as_secs()),
+        ("cache.plan_ttl_secs", c.cache.plan_ttl.as_secs()),
+        (
+            "cache.stale_if_error_secs",
+            c.cache.stale_if_error.as_secs(),
+        ),
+        ("auth.leeway_secs", c.auth.leeway_secs),
+        ("auth.jwks_refresh_secs", c.auth.jwks_refresh_secs),
+        ("http.request_timeout_secs", c.http.request_timeout_secs),
+        (
+            "http.header_read_timeout_secs",
+            c.http.header_read_timeout_secs,
+        ),
+        ("http.idle_timeout_secs", c.http.idle_timeout_secs),
+        ("shutdown_grace_secs", c.shutdown_grace_secs),
+    ];
+    match bounded.iter().find(|(_, secs)| *secs > YEAR) {
+        Some((key, secs)) => Err(ConfigError(format!(
+            "{key} is {secs}, more than a year ({YEAR} seconds); use a shorter time"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Two years, the longest max-age browsers' preload lists ask for.
+fn hsts_is_within_two_years(c: &Config) -> Result<(), ConfigError> {
+    if c.http.hsts_max_age_secs > 2 * YEAR {
+        return Err(ConfigError(format!(
+            "http.hsts_max_age_secs is {}, more than two years ({} seconds)",
+            c.http.hsts_max_age_secs,
+            2 * YEAR
+        )));
+    }
+    Ok(())
+}
+
+fn vendor_retries_and_breaker_fit(c: &Config) -> Result<(), ConfigError> {
+    let p = &c.vendor.policy;
+    if p.read_retries > 10 {
+        return Err(ConfigError(format!(
+            "vendor.read_retries is {}; at most 10 retries are allowed",
+            p.read_retries
+        )));
+    }
+    if !(1..=100).contains(&p.subject_share_percent) {
+        return Err(ConfigError(format!(
+            "vendor.subject_share_percent is {}; it must be between 1 and 100 (100 turns the shares off)",
+            p.subject_share_percent
+        )));
+    }
+    if p.read_retries > 0 && p.retry_backoff.is_zero() {
+        return Err(ConfigError(
+            "vendor.retry_backoff_ms must be greater than 0 when vendor.read_retries is set".into(),
+        ));
+    }
+    if p.breaker_threshold > 0 && p.breaker_cooldown.is_zero() {
+        return Err(ConfigError(
+            "vendor.breaker_cooldown_secs must be greater than 0 when vendor.breaker_failures is set (0 failures turns the breaker off)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn quota_wait_is_shorter_than_a_request(c: &Config) -> Result<(), ConfigError> {
+    let wait = c.vendor.policy.quota_wait;
+    if wait >= Duration::from_secs(c.http.request_timeout_secs) {
+        return Err(ConfigError(format!(
+            "vendor.quota_wait_secs ({}) must be shorter than http.request_timeout_secs ({})",
+            wait.as_secs(),
+            c.http.request_timeout_secs
+        )));
+    }
+    Ok(())
+}
+
+fn method_overrides_name_methods(c: &Config) -> Result<(), ConfigError> {
+    if let Some(method) = c
+        .vendor
+        .policy
+        .method_calls_per_minute
+        .keys()
+        .find(|m| m.trim().is_empty() || m.chars().any(char::is_whitespace))
+    {
+        return Err(ConfigError(format!(
+            "vendor.method_calls_per_minute: {method:?} is not a method name such as \"sales.StockSync.calcStock\" or \"stock_query_detail.php\""
+        )));
+    }
+    Ok(())
+}
+
+fn client_limit_has_a_burst(c: &Config) -> Result<(), ConfigError> {
+    if c.limits.client_rate_limit > 0 && c.limits.client_burst == 0 {
+        return Err(ConfigError(
+            "limits.client_burst must be at least 1 while limits.client_rate_limit (WDT_GATEWAY_CLIENT_RATE_LIMIT) is on".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn log_filter_parses(c: &Config) -> Result<(), ConfigError> {
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.filter) {
+        return Err(ConfigError(format!(
+            "log.filter (WDT_GATEWAY_LOG) {:?} is not a log filter such as \"info\" or \"wdt_client=debug,info\": {e}",
+            c.log.filter
+        )));
+    }
+    Ok(())
+}
+
+fn telemetry_can_export(c: &Config) -> Result<(), ConfigError> {
+    let t = &c.telemetry;
+    if let Some(url) = &t.otlp_endpoint
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ConfigError(format!(
+            "telemetry.otlp_endpoint (WDT_GATEWAY_OTLP_ENDPOINT) {url:?} must be an http:// or https:// URL such as http://otel-collector:4318"
+        )));
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        return Err(ConfigError(
+            "telemetry.sample_ratio must be between 0.0 and 1.0".into(),
+        ));
+    }
+    if t.service_name.trim().is_empty() {
+        return Err(ConfigError(
+            "telemetry.service_name must not be empty".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn redis_settings_work(c: &Config) -> Result<(), ConfigError> {
+    let r = &c.redis;
+    if let Some(url) = &r.url {
+        wdt_redis::check_url(url.expose_secret())
+            .map_err(|e| ConfigError(format!("redis.url (WDT_GATEWAY_REDIS_URL): {e}")))?;
+    }
+    if r.replicas == 0 || r.replicas > 1000 {
+        return Err(ConfigError(
+            "redis.replicas (WDT_GATEWAY_REPLICAS) must be between 1 and 1000: the replicas running (the autoscaler's maximum)".into(),
+        ));
+    }
+    if !(10..=10_000).contains(&r.timeout.as_millis()) {
+        return Err(ConfigError(
+            "redis.timeout_ms must be between 10 and 10000".into(),
+        ));
+    }
+    if !(100..=60_000).contains(&r.lease.as_millis()) {
+        return Err(ConfigError(
+            "redis.lease_ms must be between 100 and 60000".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn demo_size_is_sane(c: &Config) -> Result<(), ConfigError> {
+    if c.demo.skus == 0 || c.demo.skus > 1_000_000 {
+        return Err(ConfigError(
+            "demo.skus must be between 1 and 1000000".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A variable's value, from the variable itself or from the file `<NAME>_FILE` names (how
@@ -1002,7 +1009,73 @@ mod tests {
         let toml = "listen = \"127.0.0.1:7000\"\n[cache]\nstock_ttl_secs = 10\n[auth]\njwt_secret = \"from-the-file-0123456789abcdef0123\"\n";
         let c = load(&[("WDT_GATEWAY_LISTEN", "127.0.0.1:7001")], Some(toml)).unwrap();
         assert_eq!(c.listen.port(), 7001, "the environment wins");
-        assert_eq!(c.cache.stock_ttl_secs, 10);
+        assert_eq!(c.cache.stock_ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_sections_are_the_libraries_settings() {
+        let defaults = Config::default();
+        assert_ne!(
+            defaults.vendor.policy,
+            wdt_client::Policy::default(),
+            "the gateway guards the vendor, a bare client does not"
+        );
+        // Keys left out of [vendor] keep the gateway's guard, not a bare client's.
+        let c = load(&[], Some("[vendor]\ncalls_per_minute = 7\n")).unwrap();
+        assert_eq!(
+            c.vendor.policy,
+            wdt_client::Policy {
+                calls_per_minute: 7,
+                ..defaults.vendor.policy.clone()
+            }
+        );
+        let toml = "[vendor]\ntimeout_secs = 9\nquota_wait_secs = 3\nretry_backoff_ms = 150\nbreaker_failures = 4\n\
+                    [cache]\nplan_ttl_secs = 7\n[graphql]\nmax_depth = 20\n[redis]\ntimeout_ms = 300\nlease_ms = 1500\n";
+        let c = load(&[("WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE", "10")], Some(toml)).unwrap();
+        c.validate().unwrap();
+        let policy = c.vendor_policy();
+        assert_eq!(
+            (
+                c.vendor.timeout_secs,
+                policy.calls_per_minute,
+                policy.quota_wait,
+                policy.retry_backoff,
+                policy.breaker_threshold,
+                policy.read_deadline,
+            ),
+            (
+                9,
+                10,
+                Duration::from_secs(3),
+                Duration::from_millis(150),
+                4,
+                Some(Duration::from_secs(59))
+            )
+        );
+        assert_eq!(c.cache.plan_ttl, Duration::from_secs(7));
+        assert_eq!(c.cache.stock_ttl, defaults.cache.stock_ttl);
+        assert_eq!(c.graphql.limits.max_depth, 20);
+        assert_eq!(c.graphql.limits.max_complexity, 2_000);
+        let redis = c.redis_settings();
+        assert_eq!(
+            (redis.timeout, redis.lease, redis.replicas),
+            (Duration::from_millis(300), Duration::from_millis(1500), 2)
+        );
+        assert_eq!(redis.namespace, c.redis_namespace());
+        // The libraries' field names and what the gateway derives are not keys.
+        for (toml, key) in [
+            ("[vendor]\nquota_wait = 3\n", "quota_wait"),
+            ("[vendor]\nbreaker_threshold = 3\n", "breaker_threshold"),
+            ("[vendor]\nread_deadline = 3\n", "read_deadline"),
+            ("[vendor]\ntimeout = 3\n", "timeout"),
+            ("[cache]\nstock_ttl = 3\n", "stock_ttl"),
+            ("[graphql]\nmax_dept = 3\n", "max_dept"),
+            ("[redis]\nnamespace = \"x\"\n", "namespace"),
+            ("[redis]\nlease = 3\n", "lease"),
+        ] {
+            let err = load(&[], Some(toml)).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -18,9 +18,9 @@ use std::time::Duration;
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use secrecy::SecretString;
-use stock_graphql::{Limits, Scope};
+use stock_graphql::Scope;
+use stock_service::StockService;
 use stock_service::idempotency::IdempotencyStore;
-use stock_service::{CacheConfig, StockService};
 use wdt_client::{EnterpriseCredentials, FlagshipCredentials, WdtClient};
 use wdt_emulator::{EmulatorConfig, EnterpriseAccount, FlagshipAccount, RunningEmulator};
 
@@ -143,15 +143,9 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         }
     }
     let redis = match &config.redis.url {
-        Some(url) => {
-            let redis = wdt_redis::Shared::connect(&wdt_redis::Settings {
-                url: url.clone(),
-                namespace: config.redis_namespace(),
-                replicas: config.redis.replicas,
-                timeout: Duration::from_millis(config.redis.timeout_ms),
-                lease: Duration::from_millis(config.redis.lease_ms),
-            })
-            .map_err(|e| ConfigError(format!("redis.url (WDT_GATEWAY_REDIS_URL): {e}")))?;
+        Some(_) => {
+            let redis = wdt_redis::Shared::connect(&config.redis_settings())
+                .map_err(|e| ConfigError(format!("redis.url (WDT_GATEWAY_REDIS_URL): {e}")))?;
             if redis.ping().await {
                 tracing::info!(
                     replicas = config.redis.replicas,
@@ -173,21 +167,15 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         .policy(config.vendor_policy())
         .build()
         .map_err(|e| ConfigError(e.to_string()))?;
-    let cache = CacheConfig {
-        stock_ttl: Duration::from_secs(config.cache.stock_ttl_secs),
-        plan_ttl: Duration::from_secs(config.cache.plan_ttl_secs),
-        stale_if_error: Duration::from_secs(config.cache.stale_if_error_secs),
-        max_entries: config.cache.max_entries,
-    };
     let service = match &redis {
         // A replica waits for another's vendor load at most as long as that load may take.
         Some(redis) => StockService::with_redis(
             client,
-            &cache,
+            &config.cache,
             redis.clone(),
             config.vendor_timeout() + redis.lease(),
         ),
-        None => StockService::new(client, &cache),
+        None => StockService::new(client, &config.cache),
     };
     let a = &config.auth;
     let (auth, demo_token) = match config.auth_mode()? {
@@ -217,13 +205,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             )
         }
     };
-    let schema = stock_graphql::build_schema(
-        service.clone(),
-        Limits {
-            max_depth: config.graphql.max_depth,
-            max_complexity: config.graphql.max_complexity,
-        },
-    );
+    let schema = stock_graphql::build_schema(service.clone(), config.graphql.limits);
     let erp_budget = (config.limits.max_erp_calls_per_request > 0)
         .then_some(config.limits.max_erp_calls_per_request);
     // One store of Idempotency-Keys for both facades.

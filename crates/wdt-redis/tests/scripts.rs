@@ -47,7 +47,10 @@ fn server() -> Server {
 
 async fn shared(server: &Server) -> Shared {
     let shared = Shared::connect(&Settings {
-        url: SecretString::from(format!("redis://127.0.0.1:{}/", server.1)),
+        url: Some(SecretString::from(format!(
+            "redis://127.0.0.1:{}/",
+            server.1
+        ))),
         namespace: "scripts".into(),
         replicas: 2,
         timeout: Duration::from_secs(1),

@@ -39,7 +39,7 @@ async fn concurrent_identical_reads_make_one_vendor_call() {
 
 #[tokio::test]
 async fn cached_reads_expire() {
-    let app = TestApp::spawn_with(|c| c.cache.stock_ttl_secs = 1).await;
+    let app = TestApp::spawn_with(|c| c.cache.stock_ttl = Duration::from_secs(1)).await;
     let q = "{ stock(specNos: [\"G00003-01\"]) { onHand } }";
     app.query(q, json!({})).await;
     app.query(q, json!({})).await;
@@ -56,8 +56,8 @@ async fn cached_reads_expire() {
 #[tokio::test]
 async fn stale_if_error_within_bounds() {
     let app = TestApp::spawn_with(|c| {
-        c.cache.stock_ttl_secs = 1;
-        c.cache.stale_if_error_secs = 60;
+        c.cache.stock_ttl = Duration::from_secs(1);
+        c.cache.stale_if_error = Duration::from_secs(60);
     })
     .await;
     let q = "{ stock(specNos: [\"G00004-01\"]) { specNo onHand } }";
@@ -155,7 +155,7 @@ async fn a_stock_take_invalidates_barcode_reads_too() {
 
 #[tokio::test]
 async fn query_complexity_counts_list_sizes() {
-    let app = TestApp::spawn_with(|c| c.graphql.max_complexity = 500).await;
+    let app = TestApp::spawn_with(|c| c.graphql.limits.max_complexity = 500).await;
     let specs: Vec<String> = (0..100).map(|i| format!("SKU-{i}")).collect();
     let q = "query($s: [String!]!) { stock(specNos: $s) { specNo specName onHand available locked awaitingShipment warehouseNo } }";
     let body = app.query(q, json!({ "s": specs })).await;
@@ -170,7 +170,7 @@ async fn query_complexity_counts_list_sizes() {
 
 #[tokio::test]
 async fn memoized_graphql_answers_follow_the_cache() {
-    let app = TestApp::spawn_with(|c| c.cache.stock_ttl_secs = 2).await;
+    let app = TestApp::spawn_with(|c| c.cache.stock_ttl = Duration::from_secs(2)).await;
     let q = "query S($s: [String!]!) { stock(specNos: $s, warehouseNo: \"WH-SH01\") { specNo onHand } }";
     let vars = json!({ "s": ["G00001-01"] });
     let first = app.query(q, vars.clone()).await;

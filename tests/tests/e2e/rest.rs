@@ -301,7 +301,7 @@ async fn auth_problems_and_validation() {
 
 #[tokio::test]
 async fn vendor_throttling_is_503_with_retry_after() {
-    let app = TestApp::spawn_with(|c| c.cache.stale_if_error_secs = 0).await;
+    let app = TestApp::spawn_with(|c| c.cache.stale_if_error = std::time::Duration::ZERO).await;
     app.emulator
         .emulator
         .set_faults(Faults {
@@ -394,7 +394,8 @@ async fn stock_takes_are_idempotent() {
 #[tokio::test]
 async fn a_throttled_write_is_not_stored_and_can_be_retried() {
     // No pause after the vendor's throttling answer: the retry below goes straight out.
-    let app = TestApp::spawn_with(|c| c.vendor.throttle_pause_secs = 0).await;
+    let app =
+        TestApp::spawn_with(|c| c.vendor.policy.throttle_pause = std::time::Duration::ZERO).await;
     let key = [("idempotency-key", "ack-0001")];
     app.emulator
         .emulator
@@ -469,7 +470,7 @@ async fn a_write_whose_client_went_away_still_finishes_and_replays() {
 /// the TTL, and for other query strings; scopes are still checked first.
 #[tokio::test]
 async fn memoized_stock_answers_follow_the_cache() {
-    let app = TestApp::spawn_with(|c| c.cache.stock_ttl_secs = 3).await;
+    let app = TestApp::spawn_with(|c| c.cache.stock_ttl = std::time::Duration::from_secs(3)).await;
     let path = "/v1/stock?spec_no=G00001-01&spec_no=G00002-01";
     let raw = |app: &TestApp, path: &str| {
         let url = app.url(path);
