@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use tracing::Instrument;
 
 use wdt_redis::{Fetch, Shared, Stored};
@@ -65,26 +65,25 @@ pub(crate) struct Tier {
 ///
 /// In a configuration file (the gateway's `[cache]` section) the times are whole seconds under
 /// `stock_ttl_secs`, `plan_ttl_secs` and `stale_if_error_secs`; keys left out keep the default.
+#[serde_with::serde_as]
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Time to live of stock reads (`stock`, `stockByBarcode`).
-    #[serde(rename = "stock_ttl_secs", deserialize_with = "secs")]
+    #[serde(rename = "stock_ttl_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub stock_ttl: Duration,
     /// Time to live of sync plans.
-    #[serde(rename = "plan_ttl_secs", deserialize_with = "secs")]
+    #[serde(rename = "plan_ttl_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub plan_ttl: Duration,
     /// How long past its TTL an entry may be served, marked stale, while the vendor is
     /// throttling or down. Zero turns stale-if-error off.
-    #[serde(rename = "stale_if_error_secs", deserialize_with = "secs")]
+    #[serde(rename = "stale_if_error_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub stale_if_error: Duration,
     /// Most entries per cache.
     pub max_entries: u64,
-}
-
-/// A [`Duration`] written as whole seconds.
-fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_secs)
 }
 
 impl Default for CacheConfig {

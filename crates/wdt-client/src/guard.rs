@@ -32,7 +32,8 @@ const MINUTE: Duration = Duration::from_secs(61);
 /// milliseconds under the names their units end in (`quota_wait_secs`, `retry_backoff_ms`, …),
 /// `breaker_threshold` is `breaker_failures`, and keys left out keep [`Policy::default`];
 /// `read_deadline` is never read from a file (it follows from the caller's own deadline).
-/// Serializing writes the same names, durations rounded down to their unit.
+/// Serializing writes the same names, durations in their unit.
+#[serde_with::serde_as]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
@@ -42,16 +43,19 @@ pub struct Policy {
     /// `sales.StockSync.calcStock`, enterprise scripts such as `stock_query_detail.php`).
     pub method_calls_per_minute: BTreeMap<String, u32>,
     /// Longest a call waits for its quota slot before it is refused.
-    #[serde(rename = "quota_wait_secs", with = "secs")]
+    #[serde(rename = "quota_wait_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub quota_wait: Duration,
     /// How long a method is left alone after the vendor said it is throttling.
-    #[serde(rename = "throttle_pause_secs", with = "secs")]
+    #[serde(rename = "throttle_pause_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub throttle_pause: Duration,
     /// How often a read is tried again after an outage (HTTP error, no answer, timeout, garbled
     /// body); writes are never retried.
     pub read_retries: u32,
     /// The first retry waits up to this long (full jitter), doubling each time.
-    #[serde(rename = "retry_backoff_ms", with = "millis")]
+    #[serde(rename = "retry_backoff_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub retry_backoff: Duration,
     /// A read is retried only while its backoff plus a whole further attempt (the client's
     /// timeout) ends within this time from its first attempt, so retries never outlast the
@@ -65,38 +69,9 @@ pub struct Policy {
     #[serde(rename = "breaker_failures")]
     pub breaker_threshold: u32,
     /// How long an open breaker fails calls fast before it lets one trial call through.
-    #[serde(rename = "breaker_cooldown_secs", with = "secs")]
+    #[serde(rename = "breaker_cooldown_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
     pub breaker_cooldown: Duration,
-}
-
-/// A [`Duration`] written as whole seconds (rounded down).
-mod secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_secs())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_secs)
-    }
-}
-
-/// A [`Duration`] written as whole milliseconds (rounded down).
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
 }
 
 impl Default for Policy {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult, Value};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::cache::invalidation::{self, Pending};
 use crate::events::{self, Channel};
@@ -27,6 +27,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// In a configuration file (the gateway's `[redis]` section) the times are whole milliseconds
 /// under `timeout_ms` and `lease_ms`, and keys left out keep the default; `namespace` is never
 /// read from a file (it names the vendor account, which the program knows).
+#[serde_with::serde_as]
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
@@ -39,11 +40,13 @@ pub struct Settings {
     /// Replicas configured; when Redis is unreachable each replica takes this share of the quota.
     pub replicas: u32,
     /// Longest wait for one Redis command.
-    #[serde(rename = "timeout_ms", deserialize_with = "millis")]
+    #[serde(rename = "timeout_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub timeout: Duration,
     /// How long a single-flight lease lasts without renewal: the longest a dead replica's load
     /// holds up the others.
-    #[serde(rename = "lease_ms", deserialize_with = "millis")]
+    #[serde(rename = "lease_ms")]
+    #[serde_as(as = "serde_with::DurationMilliSeconds<u64>")]
     pub lease: Duration,
 }
 
@@ -58,11 +61,6 @@ impl Default for Settings {
             lease: Duration::from_secs(3),
         }
     }
-}
-
-/// A [`Duration`] written as whole milliseconds.
-fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_millis)
 }
 
 impl std::fmt::Debug for Settings {
