@@ -473,10 +473,11 @@ async fn stale_answers_are_recorded_by_field() {
     assert!(answer.get("errors").is_none(), "{answer:#}");
     assert_eq!(answer["data"], fresh["data"], "the last good answer");
     stale.sort();
-    assert_eq!(
-        stale,
-        [("stock".to_owned(), 0), ("stockSyncPlan".to_owned(), 0)]
-    );
+    let paths: Vec<&str> = stale.iter().map(|(path, _)| path.as_str()).collect();
+    assert_eq!(paths, ["stock", "stockSyncPlan"]);
+    // Plans carry no age through the loader; the stock entry was fetched 300 ms ago.
+    assert_eq!(stale[1].1, 0);
+    assert!(stale[0].1 <= 1, "{stale:?}");
     let counters = api.emulator.emulator.counters();
     assert_eq!(counters[STOCK_QUERY].http_errors, 1);
     assert_eq!(counters[CALC].http_errors, 1);
