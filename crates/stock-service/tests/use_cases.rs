@@ -897,10 +897,8 @@ async fn cancelling_needs_the_pending_count() {
     assert_eq!(e.vendor.unwrap().message, "取消失败");
     erp.service.cancel_stock_sync(id, count).await.unwrap();
     let view = erp.listing(id).await;
-    assert_eq!(
-        (view["pending"].clone(), view["cancels"].clone()),
-        (Value::Bool(false), Value::from(1))
-    );
+    assert_eq!(view["pending"], false);
+    assert_eq!(view["cancels"], 1);
     assert_eq!(erp.calls(CANCEL), 2);
 }
 
