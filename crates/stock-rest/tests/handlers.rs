@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use stock_rest::{IdempotencyStore, RestState, StockAnswers};
+use stock_rest::{IdempotencyStore, RestState};
 use stock_service::access::{Caller, Scope};
 use stock_service::{CacheConfig, StockService};
 use tower::ServiceExt;
@@ -21,11 +21,7 @@ use wdt_emulator::{EmulatorConfig, Faults, RunningEmulator};
 
 /// The one place the handlers' state is built (its fields may change).
 fn rest_state(service: StockService) -> RestState {
-    RestState {
-        service,
-        idempotency: IdempotencyStore::default(),
-        answers: StockAnswers::default(),
-    }
+    RestState::new(service, IdempotencyStore::default())
 }
 
 const STOCK_QUERY: &str = "stock_query_detail.php";
@@ -421,7 +417,7 @@ async fn bad_input_is_a_problem_naming_the_rest_field() {
         ),
         (
             "/v1/stock/changes?from=2000-01-01T00:00:00%2B08:00&to=2000-01-02T00:00:00%2B08:00&cursor=x",
-            "cursor is not a cursor returned by GET /v1/stock/changes",
+            "cursor is not a cursor of a previous page of stock changes",
         ),
         (
             "/v1/stock-sync/pending?limit=5",
@@ -722,7 +718,7 @@ async fn stock_take_bodies_are_checked_field_by_field() {
             400,
             "BAD_USER_INPUT",
             "The request is invalid",
-            "lines must hold 1 to 1000 counted SKUs, not 0",
+            "lines must list 1 to 1000 counted SKUs, not 0",
         ),
     );
     assert_eq!(rest.all_calls(), 0);

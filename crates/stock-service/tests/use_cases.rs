@@ -13,7 +13,7 @@ use stock_service::model::{
     StockLevel, StockSyncAck, StockTakeInput, StockTakeLine, StockTakeMode,
 };
 use stock_service::quantity::Quantity;
-use stock_service::{CacheConfig, DomainError, ErrorKind, StockService};
+use stock_service::{CacheConfig, DomainError, ErrorKind, Field, StockService};
 use wdt_client::{EnterpriseCredentials, FlagshipCredentials, SecretString, WdtClient};
 use wdt_emulator::{EmulatorConfig, Faults, RunningEmulator};
 
@@ -211,10 +211,11 @@ fn spec_runs<'a>(rows: impl IntoIterator<Item = &'a StockLevel>) -> Vec<String> 
     runs
 }
 
+/// An input refusal, as GraphQL words it (fields in camelCase).
 fn invalid(e: DomainError, message: &str) {
     assert_eq!(e.kind, ErrorKind::InvalidInput, "{e:?}");
-    assert_eq!(e.code(), "BAD_USER_INPUT");
-    assert_eq!(e.message, message);
+    assert_eq!(e.code().as_str(), "BAD_USER_INPUT");
+    assert_eq!(e.describe(Field::camel), message);
 }
 
 fn line(spec_no: &str, quantity: &str) -> StockTakeLine {
@@ -371,7 +372,11 @@ async fn invalid_input_is_refused_before_any_erp_call_naming_the_field() {
     let t = beijing(Utc::now());
     let e = s.stock_changes(t, t, None, 10, None).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::InvalidInput);
-    assert!(e.message.starts_with("from (") && e.message.contains(") must be before to ("));
+    let text = e.describe(Field::camel);
+    assert!(
+        text.starts_with("from (") && text.contains(") must be before to ("),
+        "{text}"
+    );
     let earlier = t - TimeDelta::days(1);
     invalid(
         s.stock_changes(earlier, t, None, 0, None)
@@ -389,7 +394,7 @@ async fn invalid_input_is_refused_before_any_erp_call_naming_the_field() {
         s.stock_changes(earlier, t, None, 10, Some("not-a-cursor"))
             .await
             .unwrap_err(),
-        "after is not a cursor returned by stockChanges",
+        "after is not a cursor of a previous page of stock changes",
     );
     invalid(
         s.stock_sync_plan(0, false).await.unwrap_err(),
@@ -409,13 +414,13 @@ async fn invalid_input_is_refused_before_any_erp_call_naming_the_field() {
     );
     invalid(
         s.pending_stock_syncs(10, Some("-1")).await.unwrap_err(),
-        "after must be a nextCursor returned by pendingStockSyncs",
+        "after must be the next cursor of a previous page of the pending queue",
     );
     invalid(
         s.create_stock_take(take("WH-SH01", vec![]))
             .await
             .unwrap_err(),
-        "lines must hold 1 to 1000 counted SKUs, not 0",
+        "lines must list 1 to 1000 counted SKUs, not 0",
     );
     invalid(
         s.create_stock_take(take("", vec![line("A", "1")]))
@@ -427,13 +432,13 @@ async fn invalid_input_is_refused_before_any_erp_call_naming_the_field() {
         s.create_stock_take(take("WH-SH01", vec![line("A", "1"), line(" ", "1")]))
             .await
             .unwrap_err(),
-        "lines[1]: specNo must not be empty",
+        "lines[1].specNo must not be empty",
     );
     invalid(
         s.create_stock_take(take("WH-SH01", vec![line("A", "1"), line("A ", "2")]))
             .await
             .unwrap_err(),
-        "lines[1]: A is counted twice; give each SKU (and defect flag) once",
+        "lines[1] has A, which is counted twice; give each SKU (and defect flag) once",
     );
     invalid(
         s.confirm_stock_sync(&ack(2447, 1, "-1")).await.unwrap_err(),
@@ -497,7 +502,7 @@ async fn stale_entries_stand_in_while_the_erp_fails() {
     );
     let e = erp.service.stock(&never_read, None).await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::VendorUnavailable);
-    assert_eq!(e.code(), "VENDOR_UNAVAILABLE");
+    assert_eq!(e.code().as_str(), "VENDOR_UNAVAILABLE");
     assert_eq!(e.retry_after, Some(Duration::from_secs(5)));
 }
 
@@ -619,7 +624,7 @@ async fn stock_changes_walk_every_row_once_across_the_30_day_windows() {
             .stock_changes(from, to, Some("WH-SH01"), 3, Some(&cursors[k]))
             .await
             .unwrap_err(),
-        "after belongs to another stockChanges query; pass the same from, to and warehouseNo",
+        "after belongs to another query of stock changes; repeat the query's from, to and warehouse with it",
     );
 }
 
@@ -732,7 +737,7 @@ async fn stock_take_refusals_carry_the_erps_words() {
         .await
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::VendorRejected);
-    assert_eq!(e.code(), "VENDOR_REJECTED");
+    assert_eq!(e.code().as_str(), "VENDOR_REJECTED");
     assert_eq!(e.vendor.unwrap().message, "仓库不存在: WH-NOWHERE");
     let mut strict = take("WH-SH01", vec![line(&spec, "1"), line("NO-SUCH-SKU", "1")]);
     strict.strict = true;
