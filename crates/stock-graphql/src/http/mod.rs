@@ -2,14 +2,15 @@
 //! specification says. The gateway authenticates the caller and routes here; everything after
 //! that lives in this module:
 //!
-//! 1. [`protocol::negotiate`] the answer's media type from `Accept` (GraphiQL for browsers);
-//! 2. read the request ([`protocol::GraphqlHttp::read`]: `GET` query string or `POST` JSON, APQ,
-//!    the parsed-document cache in [`documents`], the introspection setting);
+//! 1. [`negotiate`] the answer's media type from `Accept` (GraphiQL for browsers);
+//! 2. read the request (`protocol.rs`: `GET` query string or `POST` JSON, APQ, the
+//!    parsed-document cache of `documents.rs`, the introspection setting);
 //! 3. a mutation with an `Idempotency-Key` goes through the idempotency store shared with REST;
-//! 4. execute: a memoized answer when the document asks only for `stock` ([`memo`]); else price
-//!    the document in ERP calls ([`cost`]), run it with the caller's attribution, memoize it;
-//! 5. render ([`protocol::render`]): codes on engine errors, `extensions.stale`, `extensions.cost`
-//!    and `extensions.rateLimit`, 403 when nothing could be answered.
+//! 4. execute: a memoized answer when the document asks only for `stock` (`memo.rs`, over
+//!    `stock_service::memo`); else price the document in ERP calls (`cost.rs`), run it with the
+//!    caller's attribution, memoize it;
+//! 5. render: codes on engine errors, `extensions.stale`, `extensions.cost` and
+//!    `extensions.rateLimit`, 403 when nothing could be answered.
 
 mod cost;
 mod documents;
