@@ -4,9 +4,9 @@
 //! store and answers replays with `Idempotent-Replayed: true`; the store's refusals are problem
 //! documents.
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use stock_service::Code;
@@ -28,41 +28,6 @@ const MAX_BODY: usize = 1024 * 1024;
 )]
 pub(crate) fn key_of(value: &HeaderValue) -> Result<String, ApiError> {
     stock_service::idempotency::key_of(value.as_bytes()).map_err(ApiError::from)
-}
-
-/// A response as the store keeps it.
-pub(crate) async fn outcome_of(response: Response) -> Outcome {
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    Outcome {
-        status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect(),
-        body: body.to_vec(),
-    }
-}
-
-/// A kept outcome as a response (marked `Idempotent-Replayed: true` when `replayed`).
-pub(crate) fn respond((outcome, replayed): (Outcome, bool)) -> Response {
-    let mut headers = HeaderMap::new();
-    for (k, v) in &outcome.headers {
-        if let (Ok(k), Ok(v)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_bytes(v),
-        ) {
-            headers.append(k, v);
-        }
-    }
-    if replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK);
-    (status, headers, Bytes::from(outcome.body)).into_response()
 }
 
 /// Whether a REST result is an outcome: successes, the ERP's refusals and what the caller
@@ -128,12 +93,12 @@ pub(crate) async fn idempotency(
         &bytes,
     ]);
     let request = Request::from_parts(parts, Body::from(bytes));
-    let work = async move { outcome_of(next.run(request).await).await };
+    let work = async move { Outcome::of(next.run(request).await).await };
     match store
         .run(&subject, &key, fingerprint, rest_keep, work)
         .await
     {
-        Ok(answer) => respond(answer),
+        Ok((outcome, replayed)) => outcome.into_response(replayed).map(Body::from),
         Err(refused) => ApiError::from(refused).into_response(),
     }
 }

@@ -38,6 +38,57 @@ pub struct Outcome {
     pub body: Vec<u8>,
 }
 
+#[cfg(feature = "http")]
+impl Outcome {
+    /// An HTTP answer as the store keeps it (its whole body read; a body that fails to read
+    /// is kept empty).
+    pub async fn of<B>(response: http::Response<B>) -> Self
+    where
+        B: http_body::Body,
+    {
+        use http_body_util::BodyExt as _;
+        let (parts, body) = response.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|collected| collected.to_bytes().to_vec())
+            .unwrap_or_default();
+        Self {
+            status: parts.status.as_u16(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            body,
+        }
+    }
+
+    /// The kept answer as an HTTP answer, marked `Idempotent-Replayed: true` when it is a
+    /// replay.
+    pub fn into_response(self, replayed: bool) -> http::Response<Vec<u8>> {
+        let mut response = http::Response::new(self.body);
+        *response.status_mut() =
+            http::StatusCode::from_u16(self.status).unwrap_or(http::StatusCode::OK);
+        let headers = response.headers_mut();
+        for (k, v) in &self.headers {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_bytes(v),
+            ) {
+                headers.append(k, v);
+            }
+        }
+        if replayed {
+            headers.insert(
+                "idempotent-replayed",
+                http::HeaderValue::from_static("true"),
+            );
+        }
+        response
+    }
+}
+
 /// Whether a first outcome is one to replay (`true`) or a refusal the caller may correct and
 /// retry under the same key (`false`); given the status and the body.
 pub type Keep = fn(u16, &[u8]) -> bool;

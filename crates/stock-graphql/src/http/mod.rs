@@ -26,7 +26,7 @@ use async_graphql::{ErrorExtensionValues, Name, Value};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use stock_service::Code;
 use stock_service::StockService;
@@ -266,10 +266,11 @@ async fn keyed_mutation(
     ]);
     let subject = caller.subject.clone();
     let store = endpoint.0.idempotency.clone();
-    let work =
-        async move { outcome_of(execute(endpoint, caller, request, Some(doc), reply).await).await };
+    let work = async move {
+        Outcome::of(execute(endpoint, caller, request, Some(doc), reply).await).await
+    };
     match store.run(&subject, &key, fingerprint, keep, work).await {
-        Ok((outcome, replayed)) => respond(outcome, replayed),
+        Ok((outcome, replayed)) => outcome.into_response(replayed).map(axum::body::Body::from),
         Err(e) => {
             let status = StatusCode::from_u16(e.code().status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -292,45 +293,6 @@ async fn keyed_mutation(
             response
         }
     }
-}
-
-/// An answer as the idempotency store keeps it.
-async fn outcome_of(response: Response) -> Outcome {
-    let (parts, body) = response.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    Outcome {
-        status: parts.status.as_u16(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-            .collect(),
-        body: body.to_vec(),
-    }
-}
-
-/// A kept answer, marked `Idempotent-Replayed: true` when it is a replay.
-fn respond(outcome: Outcome, replayed: bool) -> Response {
-    let mut response = (
-        StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::OK),
-        outcome.body,
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    for (k, v) in &outcome.headers {
-        if let (Ok(k), Ok(v)) = (
-            header::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_bytes(v),
-        ) {
-            headers.append(k, v);
-        }
-    }
-    if replayed {
-        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
 }
 
 /// Whether a keyed mutation's answer is an outcome to replay: it succeeded, the ERP refused it
