@@ -16,6 +16,8 @@ pub enum PlanOutcome {
         plan: Box<StockSyncPlan>,
         /// Served stale while the vendor is unavailable.
         stale: bool,
+        /// Age of the batch it came with, in whole seconds.
+        age_secs: u64,
     },
     /// The vendor would not calculate it.
     Refused(String),
@@ -57,6 +59,7 @@ impl Loader<(i64, bool)> for PlanLoader {
                         PlanOutcome::Plan {
                             plan: Box::new(plan),
                             stale: batch.stale,
+                            age_secs: batch.age_secs,
                         },
                     );
                 }

@@ -334,12 +334,16 @@ impl QueryRoot {
             .await
             .map_err(|e| to_graphql_error(&e))?
         {
-            Some(PlanOutcome::Plan { plan, stale }) => Ok(served(
+            Some(PlanOutcome::Plan {
+                plan,
+                stale,
+                age_secs,
+            }) => Ok(served(
                 ctx,
                 Served {
                     value: *plan,
                     stale,
-                    age_secs: 0,
+                    age_secs,
                     cached: false,
                 },
             )),
