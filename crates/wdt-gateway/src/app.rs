@@ -434,16 +434,19 @@ async fn authenticate_graphql(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if !stock_graphql::http::needs_caller(&request) {
+    let Some(media) = stock_graphql::http::executes(&request) else {
         return next.run(request).await;
-    }
-    let media = stock_graphql::http::media_of(&request);
+    };
     match state.admit(request.headers()).await {
         Ok((caller, allowance)) => {
             let rate_limit = state.rate_limit(allowance);
             request
                 .extensions_mut()
-                .insert(stock_graphql::http::Admitted { caller, rate_limit });
+                .insert(stock_graphql::http::Admitted {
+                    caller,
+                    media,
+                    rate_limit,
+                });
             let mut response = next.run(request).await;
             state.rate_headers(&mut response, allowance, None);
             response

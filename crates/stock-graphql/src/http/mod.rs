@@ -40,13 +40,15 @@ use crate::AppSchema;
 use cost::Cost;
 use protocol::{GraphqlHttp, Incoming};
 
-/// What the gateway learned about the caller before routing a request here: who it is, and
-/// what is left of its request allowance (reported in `extensions.rateLimit`). The gateway puts
-/// it in the request's extensions.
+/// What the gateway learned about a request before routing it here: who the caller is, what is
+/// left of its request allowance (reported in `extensions.rateLimit`), and the media type to
+/// answer in ([`executes`]). The gateway puts it in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Admitted {
     /// The authenticated caller.
     pub caller: Caller,
+    /// The media type to answer in.
+    pub media: MediaType,
     /// The per-client limit and what is left of it, when the limit is on.
     pub rate_limit: Option<RateLimit>,
 }
@@ -137,7 +139,7 @@ impl Endpoint {
 }
 
 /// `/graphql` (`GET` and `POST`) and GraphiQL's files under `/graphql/assets/`. Requests that
-/// execute need an [`Admitted`] in their extensions (see [`needs_caller`]).
+/// execute need an [`Admitted`] in their extensions (see [`executes`]).
 pub fn router(endpoint: Endpoint) -> Router {
     Router::new()
         .route("/graphql", get(graphql).post(graphql))
@@ -145,21 +147,26 @@ pub fn router(endpoint: Endpoint) -> Router {
         .with_state(endpoint)
 }
 
-/// Whether this request will execute GraphQL, so the gateway must authenticate it first: not
-/// the GraphiQL page or its files, and not a request refused for its `Accept` header.
-pub fn needs_caller(request: &Request) -> bool {
+/// The media type this request will be answered in when it executes GraphQL, so the gateway
+/// must authenticate it first (and answers its refusals in that type); `None` for the GraphiQL
+/// page and its files, and for a request refused for its `Accept` header.
+pub fn executes(request: &Request) -> Option<MediaType> {
     if request.uri().path() != "/graphql" {
-        return false;
+        return None;
     }
     let get = request.method() != axum::http::Method::POST;
     match negotiate(request.headers(), get) {
-        Some(Wants::Graphql(_)) => !(get && request.uri().query().is_none_or(str::is_empty)),
-        Some(Wants::Html) | None => false,
+        Some(Wants::Graphql(media))
+            if !(get && request.uri().query().is_none_or(str::is_empty)) =>
+        {
+            Some(media)
+        }
+        _ => None,
     }
 }
 
 /// The media type a refusal of this request is answered in (`application/json` unless the
-/// client prefers `application/graphql-response+json`).
+/// client prefers `application/graphql-response+json`), whatever the request.
 pub fn media_of(request: &Request) -> MediaType {
     match negotiate(request.headers(), false) {
         Some(Wants::Graphql(media)) => media,
@@ -170,22 +177,26 @@ pub fn media_of(request: &Request) -> MediaType {
 /// `POST /graphql`, and `GET /graphql` with a query (GraphiQL for browsers and for a bare
 /// `GET`).
 async fn graphql(State(endpoint): State<Endpoint>, request: Request) -> Response {
-    let get = request.method() != axum::http::Method::POST;
-    let wants = negotiate(request.headers(), get);
-    if get && (request.uri().query().is_none_or(str::is_empty) || wants == Some(Wants::Html)) {
-        return graphiql::page(endpoint.0.protocol.introspection);
-    }
-    let Some(Wants::Graphql(media)) = wants else {
-        return refusal(
-            StatusCode::NOT_ACCEPTABLE,
-            MediaType::Json,
-            Code::BadUserInput,
-            "Accept names no media type this endpoint answers in: application/graphql-response+json or application/json",
-        );
-    };
-    let Some(Admitted { caller, rate_limit }) = request.extensions().get::<Admitted>().cloned()
+    let Some(Admitted {
+        caller,
+        media,
+        rate_limit,
+    }) = request.extensions().get::<Admitted>().cloned()
     else {
-        // The gateway authenticates every request that gets here (`needs_caller`).
+        let get = request.method() != axum::http::Method::POST;
+        let wants = negotiate(request.headers(), get);
+        if get && (request.uri().query().is_none_or(str::is_empty) || wants == Some(Wants::Html)) {
+            return graphiql::page(endpoint.0.protocol.introspection);
+        }
+        let Some(Wants::Graphql(media)) = wants else {
+            return refusal(
+                StatusCode::NOT_ACCEPTABLE,
+                MediaType::Json,
+                Code::BadUserInput,
+                "Accept names no media type this endpoint answers in: application/graphql-response+json or application/json",
+            );
+        };
+        // The gateway authenticates every request that executes (`executes`).
         return refusal(
             StatusCode::UNAUTHORIZED,
             media,
