@@ -85,7 +85,7 @@ impl TestApp {
         config.enterprise.appkey = Some("test2-xx".into());
         config.enterprise.appsecret = Some(SecretString::from("12345"));
         config.auth.jwt_secret = Some(SecretString::from(SECRET));
-        config.vendor.timeout_secs = 5;
+        config.vendor.timeout = Duration::from_secs(5);
         tweak(&mut config);
         let gateway = wdt_gateway::build(&config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

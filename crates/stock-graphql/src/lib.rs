@@ -29,6 +29,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Highest complexity allowed (one per field).
     pub max_complexity: usize,
+    /// Whether queries may ask for `__schema` and `__type` (the `http` endpoint refuses them
+    /// otherwise, with a message); `None` leaves it to the application serving the schema (the
+    /// gateway answers them in demo mode only).
+    pub introspection: Option<bool>,
 }
 
 impl Default for Limits {
@@ -36,6 +40,7 @@ impl Default for Limits {
         Self {
             max_depth: 16,
             max_complexity: 2_000,
+            introspection: None,
         }
     }
 }

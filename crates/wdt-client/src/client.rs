@@ -354,8 +354,6 @@ pub fn prepare_enterprise(
 pub struct WdtClientBuilder {
     flagship: Option<FlagshipCredentials>,
     enterprise: Option<EnterpriseCredentials>,
-    timeout: Duration,
-    connect_timeout: Duration,
     max_response_bytes: usize,
     clock: Arc<dyn Clock>,
     policy: Policy,
@@ -367,8 +365,6 @@ impl Default for WdtClientBuilder {
         Self {
             flagship: None,
             enterprise: None,
-            timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
             max_response_bytes: 32 * 1024 * 1024,
             clock: Arc::new(SystemClock),
             policy: Policy::default(),
@@ -392,17 +388,17 @@ impl WdtClientBuilder {
         self
     }
 
-    /// Whole-exchange timeout per call (default 30 s).
+    /// Whole-exchange timeout per call (default 30 s): the policy's `timeout`.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.policy.timeout = timeout;
         self
     }
 
-    /// Connect timeout (default 5 s).
+    /// Connect timeout (default 5 s): the policy's `connect_timeout`.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
+        self.policy.connect_timeout = timeout;
         self
     }
 
@@ -420,7 +416,8 @@ impl WdtClientBuilder {
         self
     }
 
-    /// Quotas, backoff, read retries and the circuit breaker (default: none of them).
+    /// Timeouts, quotas, backoff, read retries and the circuit breaker (default: 30 s and 5 s
+    /// timeouts, none of the others). Replaces timeouts set before.
     #[must_use]
     pub fn policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
@@ -442,8 +439,8 @@ impl WdtClientBuilder {
     /// When the HTTP client cannot be created (TLS initialisation).
     pub fn build(self) -> Result<WdtClient, ConfigError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(self.connect_timeout)
-            .timeout(self.timeout)
+            .connect_timeout(self.policy.connect_timeout)
+            .timeout(self.policy.timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("wdt-gateway/", env!("CARGO_PKG_VERSION")))
@@ -454,8 +451,8 @@ impl WdtClientBuilder {
                 http,
                 flagship: self.flagship,
                 enterprise: self.enterprise,
-                timeout: self.timeout,
-                connect_timeout: self.connect_timeout,
+                timeout: self.policy.timeout,
+                connect_timeout: self.policy.connect_timeout,
                 max_response_bytes: self.max_response_bytes,
                 clock: self.clock,
                 last_answer: std::sync::atomic::AtomicI64::new(0),

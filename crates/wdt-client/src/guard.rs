@@ -37,6 +37,14 @@ const MINUTE: Duration = Duration::from_secs(61);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
+    /// Longest one exchange with the vendor may take (connecting, sending, the whole answer).
+    #[serde(rename = "timeout_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
+    pub timeout: Duration,
+    /// Longest connecting to the vendor may take.
+    #[serde(rename = "connect_timeout_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
+    pub connect_timeout: Duration,
     /// Calls per minute allowed for each vendor method; 0 means no limit.
     pub calls_per_minute: u32,
     /// Per-method overrides of `calls_per_minute` (flagship method names such as
@@ -77,6 +85,8 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
             calls_per_minute: 0,
             method_calls_per_minute: BTreeMap::new(),
             quota_wait: Duration::ZERO,

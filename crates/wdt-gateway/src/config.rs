@@ -14,7 +14,7 @@ use std::time::Duration;
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// The environment variables the gateway reads, and the configuration keys they set.
 pub const ENV_KEYS: [(&str, &str); 23] = [
@@ -79,39 +79,18 @@ impl VendorAccount {
     }
 }
 
-/// `[vendor]`: the client's timeouts, and the guard in front of the vendor whose keys sit beside
-/// them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VendorSettings {
-    /// Whole-call timeout in seconds.
-    pub timeout_secs: u64,
-    /// Connect timeout in seconds.
-    pub connect_timeout_secs: u64,
-    /// Quotas, back-off, retries, subject shares and the circuit breaker (`calls_per_minute`,
-    /// `quota_wait_secs`, …); its `read_deadline` follows from `http.request_timeout_secs`
-    /// ([`Config::vendor_policy`]).
-    #[serde(flatten)]
-    pub policy: wdt_client::Policy,
-}
-
-impl Default for VendorSettings {
-    /// The gateway guards the vendor by default, where a bare client's [`wdt_client::Policy`]
-    /// guards nothing: these are the only defaults of the guard written here.
-    fn default() -> Self {
-        Self {
-            timeout_secs: 30,
-            connect_timeout_secs: 5,
-            policy: wdt_client::Policy {
-                calls_per_minute: 120,
-                quota_wait: Duration::from_secs(5),
-                throttle_pause: Duration::from_secs(300),
-                read_retries: 2,
-                subject_share_percent: 50,
-                breaker_threshold: 5,
-                ..wdt_client::Policy::default()
-            },
-        }
+/// The gateway's guard in front of the vendor when `[vendor]` leaves a key out: a bare
+/// client's [`wdt_client::Policy::default`] guards nothing, the gateway does. These are the only
+/// defaults of the guard written here.
+pub fn vendor_defaults() -> wdt_client::Policy {
+    wdt_client::Policy {
+        calls_per_minute: 120,
+        quota_wait: Duration::from_secs(5),
+        throttle_pause: Duration::from_secs(300),
+        read_retries: 2,
+        subject_share_percent: 50,
+        breaker_threshold: 5,
+        ..wdt_client::Policy::default()
     }
 }
 
@@ -221,18 +200,6 @@ impl Default for AuthSettings {
     }
 }
 
-/// `[graphql]`: the schema's limits, and whether the endpoint answers introspection.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GraphqlSettings {
-    /// Deepest nesting and highest complexity of one query (`max_depth`, `max_complexity`).
-    #[serde(flatten)]
-    pub limits: stock_graphql::Limits,
-    /// Answer introspection queries (`__schema`, `__type`); unset: on in demo mode, off
-    /// otherwise (see [`Config::introspection`]).
-    pub introspection: Option<bool>,
-}
-
 /// HTTP edge settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -306,14 +273,15 @@ pub struct Config {
     pub flagship: VendorAccount,
     /// Enterprise (企业版) credentials.
     pub enterprise: VendorAccount,
-    /// Vendor HTTP settings and the guard in front of the vendor.
-    pub vendor: VendorSettings,
+    /// The client's timeouts and the guard in front of the vendor (defaults:
+    /// [`vendor_defaults`]).
+    pub vendor: wdt_client::Policy,
     /// JWT settings.
     pub auth: AuthSettings,
     /// Cache settings.
     pub cache: stock_service::CacheConfig,
     /// GraphQL limits and introspection.
-    pub graphql: GraphqlSettings,
+    pub graphql: stock_graphql::Limits,
     /// Demo mode.
     pub demo: DemoSettings,
     /// HTTP edge: body size, timeout, CORS, compression.
@@ -337,10 +305,10 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             flagship: VendorAccount::default(),
             enterprise: VendorAccount::default(),
-            vendor: VendorSettings::default(),
+            vendor: vendor_defaults(),
             auth: AuthSettings::default(),
             cache: stock_service::CacheConfig::default(),
-            graphql: GraphqlSettings::default(),
+            graphql: stock_graphql::Limits::default(),
             demo: DemoSettings::default(),
             http: HttpSettings::default(),
             limits: LimitSettings::default(),
@@ -391,7 +359,7 @@ impl Config {
         // Keys left out keep their section's `Default`, except in `[vendor]`: there serde would
         // fill them from `Policy::default()`, which guards nothing, so the gateway's vendor
         // defaults lie under the file and the environment.
-        let mut figment = Figment::from(Serialized::default("vendor", VendorSettings::default()));
+        let mut figment = Figment::from(Serialized::default("vendor", vendor_defaults()));
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| env("WDT_GATEWAY_CONFIG").map(Into::into));
@@ -596,7 +564,7 @@ impl Config {
                 Duration::from_secs(self.http.request_timeout_secs)
                     .saturating_sub(Duration::from_secs(1)),
             ),
-            ..self.vendor.policy.clone()
+            ..self.vendor.clone()
         }
     }
 
@@ -610,7 +578,7 @@ impl Config {
 
     /// The vendor timeout.
     pub fn vendor_timeout(&self) -> Duration {
-        Duration::from_secs(self.vendor.timeout_secs)
+        self.vendor.timeout
     }
 
     /// Names the vendor account in Redis keys, so gateways of different accounts can share one
@@ -658,10 +626,10 @@ const YEAR: u64 = 365 * 24 * 3600;
 /// Counts and times that 0 would break.
 fn nothing_is_zero(c: &Config) -> Result<(), ConfigError> {
     let zero = [
-        ("vendor.timeout_secs", c.vendor.timeout_secs == 0),
+        ("vendor.timeout_secs", c.vendor.timeout.is_zero()),
         (
             "vendor.connect_timeout_secs",
-            c.vendor.connect_timeout_secs == 0,
+            c.vendor.connect_timeout.is_zero(),
         ),
         ("cache.stock_ttl_secs", c.cache.stock_ttl.is_zero()),
         ("cache.plan_ttl_secs", c.cache.plan_ttl.is_zero()),
@@ -675,7 +643,7 @@ fn nothing_is_zero(c: &Config) -> Result<(), ConfigError> {
 }
 
 fn graphql_limits_are_positive(c: &Config) -> Result<(), ConfigError> {
-    let limits = &c.graphql.limits;
+    let limits = &c.graphql;
     if limits.max_depth == 0 || limits.max_complexity == 0 {
         return Err(ConfigError(
             "graphql.max_depth and graphql.max_complexity must be greater than 0".into(),
@@ -714,10 +682,10 @@ fn cors_origins_are_origins(c: &Config) -> Result<(), ConfigError> {
 }
 
 fn durations_are_within_a_year(c: &Config) -> Result<(), ConfigError> {
-    let (v, p) = (&c.vendor, &c.vendor.policy);
+    let p = &c.vendor;
     let bounded = [
-        ("vendor.timeout_secs", v.timeout_secs),
-        ("vendor.connect_timeout_secs", v.connect_timeout_secs),
+        ("vendor.timeout_secs", p.timeout.as_secs()),
+        ("vendor.connect_timeout_secs", p.connect_timeout.as_secs()),
         ("vendor.quota_wait_secs", p.quota_wait.as_secs()),
         ("vendor.throttle_pause_secs", p.throttle_pause.as_secs()),
         ("vendor.breaker_cooldown_secs", p.breaker_cooldown.as_secs()),
@@ -759,7 +727,7 @@ fn hsts_is_within_two_years(c: &Config) -> Result<(), ConfigError> {
 }
 
 fn vendor_retries_and_breaker_fit(c: &Config) -> Result<(), ConfigError> {
-    let p = &c.vendor.policy;
+    let p = &c.vendor;
     if p.read_retries > 10 {
         return Err(ConfigError(format!(
             "vendor.read_retries is {}; at most 10 retries are allowed",
@@ -786,7 +754,7 @@ fn vendor_retries_and_breaker_fit(c: &Config) -> Result<(), ConfigError> {
 }
 
 fn quota_wait_is_shorter_than_a_request(c: &Config) -> Result<(), ConfigError> {
-    let wait = c.vendor.policy.quota_wait;
+    let wait = c.vendor.quota_wait;
     if wait >= Duration::from_secs(c.http.request_timeout_secs) {
         return Err(ConfigError(format!(
             "vendor.quota_wait_secs ({}) must be shorter than http.request_timeout_secs ({})",
@@ -800,7 +768,6 @@ fn quota_wait_is_shorter_than_a_request(c: &Config) -> Result<(), ConfigError> {
 fn method_overrides_name_methods(c: &Config) -> Result<(), ConfigError> {
     if let Some(method) = c
         .vendor
-        .policy
         .method_calls_per_minute
         .keys()
         .find(|m| m.trim().is_empty() || m.chars().any(char::is_whitespace))
@@ -1016,17 +983,17 @@ mod tests {
     fn the_sections_are_the_libraries_settings() {
         let defaults = Config::default();
         assert_ne!(
-            defaults.vendor.policy,
+            defaults.vendor,
             wdt_client::Policy::default(),
             "the gateway guards the vendor, a bare client does not"
         );
         // Keys left out of [vendor] keep the gateway's guard, not a bare client's.
         let c = load(&[], Some("[vendor]\ncalls_per_minute = 7\n")).unwrap();
         assert_eq!(
-            c.vendor.policy,
+            c.vendor,
             wdt_client::Policy {
                 calls_per_minute: 7,
-                ..defaults.vendor.policy.clone()
+                ..defaults.vendor.clone()
             }
         );
         let toml = "[vendor]\ntimeout_secs = 9\nquota_wait_secs = 3\nretry_backoff_ms = 150\nbreaker_failures = 4\n\
@@ -1036,7 +1003,7 @@ mod tests {
         let policy = c.vendor_policy();
         assert_eq!(
             (
-                c.vendor.timeout_secs,
+                c.vendor.timeout.as_secs(),
                 policy.calls_per_minute,
                 policy.quota_wait,
                 policy.retry_backoff,
@@ -1054,8 +1021,8 @@ mod tests {
         );
         assert_eq!(c.cache.plan_ttl, Duration::from_secs(7));
         assert_eq!(c.cache.stock_ttl, defaults.cache.stock_ttl);
-        assert_eq!(c.graphql.limits.max_depth, 20);
-        assert_eq!(c.graphql.limits.max_complexity, 2_000);
+        assert_eq!(c.graphql.max_depth, 20);
+        assert_eq!(c.graphql.max_complexity, 2_000);
         let redis = c.redis_settings();
         assert_eq!(
             (redis.timeout, redis.lease, redis.replicas),
@@ -1089,6 +1056,23 @@ mod tests {
         );
         let err = load(&[], Some("listen = 5\n")).unwrap_err().to_string();
         assert!(err.contains("listen"), "{err}");
+        // Every section names the very key that is wrong, and the keys it knows.
+        for (toml, key) in [
+            (
+                "[vendor]\nquota_wait_secs = \"x\"\n",
+                "vendor.quota_wait_secs",
+            ),
+            ("[vendor]\ntimeout_secs = -1\n", "vendor.timeout_secs"),
+            ("[graphql]\nmax_depth = \"x\"\n", "graphql.max_depth"),
+            ("[redis]\nlease_ms = \"x\"\n", "redis.lease_ms"),
+        ] {
+            let err = load(&[], Some(toml)).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml:?}: {err}");
+        }
+        let err = load(&[], Some("[vendor]\nquota_wiat_secs = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("quota_wait_secs"), "the known keys: {err}");
         let c = load(
             &[("WDT_FLAGSHIP_URL", "http://wdt.wangdian.cn/openapi")],
             None,

@@ -84,9 +84,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     config.validate()?;
     // Metrics are recorded from the start (the Redis connection reports its state at once).
     let _ = observe::recorder();
-    let mut builder = WdtClient::builder()
-        .timeout(config.vendor_timeout())
-        .connect_timeout(Duration::from_secs(config.vendor.connect_timeout_secs));
+    let mut builder = WdtClient::builder();
     let mut demo_emulator = None;
     if config.is_demo() {
         let emulator = wdt_emulator::Emulator::spawn(
@@ -205,7 +203,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
             )
         }
     };
-    let schema = stock_graphql::build_schema(service.clone(), config.graphql.limits);
+    let schema = stock_graphql::build_schema(service.clone(), config.graphql);
     let erp_budget = (config.limits.max_erp_calls_per_request > 0)
         .then_some(config.limits.max_erp_calls_per_request);
     // One store of Idempotency-Keys for both facades.

@@ -155,7 +155,7 @@ async fn a_stock_take_invalidates_barcode_reads_too() {
 
 #[tokio::test]
 async fn query_complexity_counts_list_sizes() {
-    let app = TestApp::spawn_with(|c| c.graphql.limits.max_complexity = 500).await;
+    let app = TestApp::spawn_with(|c| c.graphql.max_complexity = 500).await;
     let specs: Vec<String> = (0..100).map(|i| format!("SKU-{i}")).collect();
     let q = "query($s: [String!]!) { stock(specNos: $s) { specNo specName onHand available locked awaitingShipment warehouseNo } }";
     let body = app.query(q, json!({ "s": specs })).await;

@@ -157,7 +157,7 @@ async fn chunked_bodies_over_the_limit_get_413() {
 async fn slow_requests_time_out() {
     let app = TestApp::spawn_with(|c| {
         c.http.request_timeout_secs = 1;
-        c.vendor.policy.quota_wait = Duration::ZERO;
+        c.vendor.quota_wait = Duration::ZERO;
     })
     .await;
     app.emulator

@@ -98,8 +98,8 @@ async fn bad_input_never_reaches_the_vendor() {
 #[tokio::test]
 async fn depth_and_complexity_limits() {
     let app = TestApp::spawn_with(|c| {
-        c.graphql.limits.max_depth = 3;
-        c.graphql.limits.max_complexity = 5;
+        c.graphql.max_depth = 3;
+        c.graphql.max_complexity = 5;
     })
     .await;
     let deep = "{ stockChanges(from: \"2026-01-01T00:00:00Z\", to: \"2026-01-02T00:00:00Z\") { nodes { details { positionNo } } } }";
@@ -115,8 +115,8 @@ async fn vendor_refusals_and_faults_map_to_the_table() {
     let app = TestApp::spawn_with(|c| {
         c.cache.stale_if_error = std::time::Duration::ZERO;
         // Each fault below is seen by the vendor itself, not held back by the guard.
-        c.vendor.policy.throttle_pause = std::time::Duration::ZERO;
-        c.vendor.policy.breaker_threshold = 0;
+        c.vendor.throttle_pause = std::time::Duration::ZERO;
+        c.vendor.breaker_threshold = 0;
     })
     .await;
     let emu = &app.emulator.emulator;

@@ -89,10 +89,10 @@ async fn a_noisy_client_gets_429_and_others_do_not_notice() {
 #[tokio::test]
 async fn the_vendor_quota_is_never_exceeded() {
     let app = TestApp::spawn_with(|c| {
-        c.vendor.policy.calls_per_minute = 3;
-        c.vendor.policy.quota_wait = Duration::ZERO;
+        c.vendor.calls_per_minute = 3;
+        c.vendor.quota_wait = Duration::ZERO;
         // The method's quota is under test here, not one caller's share of it.
-        c.vendor.policy.subject_share_percent = 100;
+        c.vendor.subject_share_percent = 100;
         c.cache.stale_if_error = Duration::ZERO;
     })
     .await;
@@ -146,7 +146,7 @@ async fn the_vendor_quota_is_never_exceeded() {
 #[tokio::test]
 async fn after_the_vendor_throttles_the_method_is_left_alone() {
     let app = TestApp::spawn_with(|c| {
-        c.vendor.policy.throttle_pause = Duration::from_secs(120);
+        c.vendor.throttle_pause = Duration::from_secs(120);
         c.cache.stale_if_error = Duration::ZERO;
     })
     .await;
@@ -185,9 +185,9 @@ async fn after_the_vendor_throttles_the_method_is_left_alone() {
 #[tokio::test]
 async fn reads_are_retried_and_writes_are_not() {
     let app = TestApp::spawn_with(|c| {
-        c.vendor.policy.read_retries = 2;
-        c.vendor.policy.retry_backoff = Duration::from_millis(10);
-        c.vendor.policy.breaker_threshold = 0;
+        c.vendor.read_retries = 2;
+        c.vendor.retry_backoff = Duration::from_millis(10);
+        c.vendor.breaker_threshold = 0;
     })
     .await;
     let emu = &app.emulator.emulator;
@@ -220,9 +220,9 @@ async fn reads_are_retried_and_writes_are_not() {
 #[tokio::test]
 async fn a_dead_vendor_fails_fast_and_is_tried_again_after_the_cooldown() {
     let app = TestApp::spawn_with(|c| {
-        c.vendor.policy.read_retries = 0;
-        c.vendor.policy.breaker_threshold = 2;
-        c.vendor.policy.breaker_cooldown = Duration::from_secs(3);
+        c.vendor.read_retries = 0;
+        c.vendor.breaker_threshold = 2;
+        c.vendor.breaker_cooldown = Duration::from_secs(3);
         c.cache.stale_if_error = Duration::ZERO;
     })
     .await;

@@ -274,7 +274,7 @@ async fn pending_syncs_walk_to_the_end() {
 #[tokio::test]
 async fn every_stock_changes_edge_cursor_resumes_right_after_its_row() {
     // Hundreds of resumed walks: the ERP quota is not under test here.
-    let app = TestApp::spawn_with(|c| c.vendor.policy.calls_per_minute = 0).await;
+    let app = TestApp::spawn_with(|c| c.vendor.calls_per_minute = 0).await;
     let to = chrono::Utc::now() + chrono::Duration::minutes(1);
     // Three 30-day windows and several vendor pages: edges at their ends are covered too.
     let from = to - chrono::Duration::days(65);

@@ -394,8 +394,7 @@ async fn stock_takes_are_idempotent() {
 #[tokio::test]
 async fn a_throttled_write_is_not_stored_and_can_be_retried() {
     // No pause after the vendor's throttling answer: the retry below goes straight out.
-    let app =
-        TestApp::spawn_with(|c| c.vendor.policy.throttle_pause = std::time::Duration::ZERO).await;
+    let app = TestApp::spawn_with(|c| c.vendor.throttle_pause = std::time::Duration::ZERO).await;
     let key = [("idempotency-key", "ack-0001")];
     app.emulator
         .emulator

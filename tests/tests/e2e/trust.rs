@@ -426,8 +426,8 @@ async fn a_write_whose_answer_was_lost_is_never_sent_again_for_its_key() {
 #[tokio::test]
 async fn retried_writes_under_erp_faults_are_written_once() {
     let app = TestApp::spawn_with(|c| {
-        c.vendor.policy.calls_per_minute = 0;
-        c.vendor.policy.breaker_threshold = 0;
+        c.vendor.calls_per_minute = 0;
+        c.vendor.breaker_threshold = 0;
         c.limits.client_rate_limit = 0;
     })
     .await;
@@ -508,8 +508,8 @@ const STOCK_READS: &str = "stock_query_detail.php";
 async fn one_request_cannot_take_the_quota_from_everyone_else() {
     // The set-up: 120 calls a minute for the account's stock method.
     let app = TestApp::spawn_with(|c| {
-        c.vendor.policy.calls_per_minute = 120;
-        c.vendor.policy.quota_wait = std::time::Duration::from_secs(1);
+        c.vendor.calls_per_minute = 120;
+        c.vendor.quota_wait = std::time::Duration::from_secs(1);
         c.limits.client_rate_limit = 0;
     })
     .await;

@@ -17,56 +17,34 @@ const BUDGET_BYTES: u64 = 16 * 1024 * 1024;
 /// Larger answers are not kept (they would crowd out many small ones).
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
-/// What identifies a request's answer.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Key {
-    query: String,
-    variables: String,
-    operation: Option<String>,
-    scopes: String,
-}
-
-impl Key {
-    /// The key of a request whose answer can be memoized: a query (not a mutation) whose root
-    /// selects only `stock` fields. `None` for anything else.
-    pub(crate) fn of(
-        request: &async_graphql::Request,
-        doc: &ExecutableDocument,
-        caller: &Caller,
-    ) -> Option<Self> {
-        let operation = request.operation_name.clone();
-        if !stock_only(doc, operation.as_deref()) {
-            return None;
-        }
-        Some(Self {
-            variables: serde_json::to_string(&request.variables).ok()?,
-            query: request.query.clone(),
-            operation,
-            scopes: caller
-                .scopes
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
-        })
+/// The memo key of a request whose answer can be memoized — a query (not a mutation) whose
+/// root selects only `stock` fields — as one byte string: the document, the variables, the
+/// operation's name and the caller's scopes, each followed by 0xff (which UTF-8 text never
+/// holds, so parts cannot run into each other). `None` for any other request.
+pub(crate) fn key(
+    request: &async_graphql::Request,
+    doc: &ExecutableDocument,
+    caller: &Caller,
+) -> Option<Vec<u8>> {
+    let operation = request.operation_name.as_deref();
+    if !stock_only(doc, operation) {
+        return None;
     }
-
-    /// The key as one byte string: its parts, each followed by 0xff (which UTF-8 text never
-    /// holds, so parts cannot run into each other).
-    pub(crate) fn bytes(&self) -> Vec<u8> {
-        let parts = [
-            self.query.as_bytes(),
-            self.variables.as_bytes(),
-            self.operation.as_deref().unwrap_or("\0").as_bytes(),
-            self.scopes.as_bytes(),
-        ];
-        let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-        for part in parts {
-            out.extend_from_slice(part);
-            out.push(0xff);
+    let mut out = Vec::with_capacity(request.query.len() + 64);
+    out.extend_from_slice(request.query.as_bytes());
+    out.push(0xff);
+    serde_json::to_writer(&mut out, &request.variables).ok()?;
+    out.push(0xff);
+    out.extend_from_slice(operation.unwrap_or("\0").as_bytes());
+    out.push(0xff);
+    for (i, scope) in caller.scopes.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
         }
-        out
+        out.extend_from_slice(scope.as_str().as_bytes());
     }
+    out.push(0xff);
+    Some(out)
 }
 
 fn stock_only(doc: &ExecutableDocument, operation: Option<&str>) -> bool {

@@ -176,12 +176,12 @@ pub fn media_of(request: &Request) -> MediaType {
 
 /// `POST /graphql`, and `GET /graphql` with a query (GraphiQL for browsers and for a bare
 /// `GET`).
-async fn graphql(State(endpoint): State<Endpoint>, request: Request) -> Response {
+async fn graphql(State(endpoint): State<Endpoint>, mut request: Request) -> Response {
     let Some(Admitted {
         caller,
         media,
         rate_limit,
-    }) = request.extensions().get::<Admitted>().cloned()
+    }) = request.extensions_mut().remove::<Admitted>()
     else {
         let get = request.method() != axum::http::Method::POST;
         let wants = negotiate(request.headers(), get);
@@ -385,8 +385,7 @@ async fn execute(
     };
     let memo = doc
         .as_ref()
-        .and_then(|d| memo::Key::of(&request, &d.1, &caller))
-        .map(|key| key.bytes());
+        .and_then(|d| memo::key(&request, &d.1, &caller));
     if let Some(key) = &memo
         && let Some((body, _)) = inner.answers.get(key, &inner.service).await
     {
