@@ -22,8 +22,9 @@ pub use error::{ApiError, Problem, RequestId};
 pub use stock_service::Code;
 pub use stock_service::idempotency::IdempotencyStore;
 
-/// Most bytes of memoized `GET /v1/stock` answers kept.
-const MEMO_BYTES: u64 = 8 * 1024 * 1024;
+/// Most bytes of memoized `GET /v1/stock` answers kept (with the 8 MiB of entries' JSON text the
+/// service keeps, what a REST-heavy gateway holds beside its caches).
+const MEMO_BYTES: u64 = 6 * 1024 * 1024;
 /// Larger answers are not memoized (they would crowd out many small ones).
 const MEMO_MAX_ANSWER_BYTES: usize = 256 * 1024;
 

@@ -208,6 +208,37 @@ async fn graphql(State(endpoint): State<Endpoint>, mut request: Request) -> Resp
         media,
         rate: rate_limit.map(RateLimit::json),
     };
+    let inner = &endpoint.0;
+    let started = std::time::Instant::now();
+    // A JSON `POST` is looked up in the memo by its body alone, before anything is parsed.
+    let mut request = request;
+    let mut raw_key = None;
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(protocol::is_json);
+    if request.method() == axum::http::Method::POST && json {
+        let (parts, body) = request.into_parts();
+        let bytes = match axum::body::to_bytes(body, inner.protocol.max_body_bytes).await {
+            Ok(bytes) => bytes,
+            Err(e) => return protocol::body_error(&e, inner.protocol.max_body_bytes, media),
+        };
+        raw_key = memo::raw_key(&bytes, &caller);
+        if let Some(key) = &raw_key
+            && let Some((hit, _)) = inner.answers.get(key, &inner.service).await
+        {
+            record(
+                hit.operation.as_deref(),
+                &caller.subject,
+                started,
+                true,
+                true,
+            );
+            return memo_answer(&endpoint, &hit.body, reply);
+        }
+        request = Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
     let key = request.headers().get("idempotency-key").cloned();
     let Incoming { request, doc } = match endpoint
         .0
@@ -226,7 +257,38 @@ async fn graphql(State(endpoint): State<Endpoint>, mut request: Request) -> Resp
         let parsed = parsed.clone();
         return keyed_mutation(endpoint, caller, &key, request, parsed, &fields, reply).await;
     }
-    execute(endpoint, caller, request, doc, reply).await
+    execute(endpoint, caller, request, doc, reply, raw_key).await
+}
+
+/// Records a GraphQL operation's outcome and duration. The operation's label is given only to
+/// requests that ran (see `labels::label`).
+fn record(name: Option<&str>, subject: &str, started: std::time::Instant, ok: bool, ran: bool) {
+    let operation = labels::label(name, subject, ran);
+    metrics::histogram!("wdt_graphql_operation_duration_seconds", "operation" => operation.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(
+        "wdt_graphql_operations_total",
+        "operation" => operation,
+        "outcome" => if ok { "ok" } else { "error" },
+    )
+    .increment(1);
+}
+
+/// A memoized answer with its `extensions`: nothing was called, so without a per-client
+/// allowance they are always the same.
+fn memo_answer(endpoint: &Endpoint, body: &[u8], reply: Reply) -> Response {
+    let inner = &endpoint.0;
+    let body = match &reply.rate {
+        None => Cost::splice(body, &inner.memo_extensions),
+        Some(_) => Cost {
+            requested: 0,
+            actual: 0,
+            max: inner.max_erp_calls,
+            rate: reply.rate.clone(),
+        }
+        .spliced(body),
+    };
+    protocol::answer_bytes(body, reply.media)
 }
 
 /// A mutation sent with an `Idempotency-Key`: the same store and rules as REST writes. A key
@@ -262,7 +324,7 @@ async fn keyed_mutation(
     // never kept, so nothing is stored or replayed.
     let allowed = crate::operation::mutation_scope(field).is_some_and(|s| caller.has(s));
     if !allowed {
-        return execute(endpoint, caller, request, Some(doc), reply).await;
+        return execute(endpoint, caller, request, Some(doc), reply, None).await;
     }
     let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
     let fingerprint = stock_service::idempotency::fingerprint(&[
@@ -278,7 +340,7 @@ async fn keyed_mutation(
     let subject = caller.subject.clone();
     let store = endpoint.0.idempotency.clone();
     let work = async move {
-        Outcome::of(execute(endpoint, caller, request, Some(doc), reply).await).await
+        Outcome::of(execute(endpoint, caller, request, Some(doc), reply, None).await).await
     };
     match store.run(&subject, &key, fingerprint, keep, work).await {
         Ok((outcome, replayed)) => outcome.into_response(replayed).map(axum::body::Body::from),
@@ -356,14 +418,15 @@ fn operation_name(given: Option<&str>, doc: Option<&ExecutableDocument>) -> Opti
 
 /// Executes a GraphQL request (answers of stock-only queries are memoized) and post-processes
 /// the answer: codes on engine errors, stale fields, 403 when nothing could be answered.
+/// `raw_key`: the memo key of a `POST` body already looked up (see `memo::raw_key`).
 async fn execute(
     endpoint: Endpoint,
     caller: Caller,
     mut request: async_graphql::Request,
     doc: Option<Arc<(String, ExecutableDocument)>>,
     reply: Reply,
+    raw_key: Option<Vec<u8>>,
 ) -> Response {
-    let Reply { media, rate } = reply;
     let inner = &endpoint.0;
     let name = operation_name(
         request.operation_name.as_deref(),
@@ -371,38 +434,20 @@ async fn execute(
     );
     let subject = caller.subject.clone();
     let started = std::time::Instant::now();
-    // The operation's label is given only to requests that ran (see `labels::label`).
-    let record = |ok: bool, ran: bool| {
-        let operation = labels::label(name.as_deref(), &subject, ran);
-        metrics::histogram!("wdt_graphql_operation_duration_seconds", "operation" => operation.clone())
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!(
-            "wdt_graphql_operations_total",
-            "operation" => operation,
-            "outcome" => if ok { "ok" } else { "error" },
-        )
-        .increment(1);
-    };
-    let memo = doc
-        .as_ref()
-        .and_then(|d| memo::key(&request, &d.1, &caller));
-    if let Some(key) = &memo
-        && let Some((body, _)) = inner.answers.get(key, &inner.service).await
+    let done = |ok: bool, ran: bool| record(name.as_deref(), &subject, started, ok, ran);
+    let looked_up = raw_key.is_some();
+    let memo = doc.as_ref().and_then(|d| match raw_key {
+        Some(key) => memo::stock_only(&d.1, request.operation_name.as_deref()).then_some(key),
+        None => memo::key(&request, &d.1, &caller),
+    });
+    if !looked_up
+        && let Some(key) = &memo
+        && let Some((hit, _)) = inner.answers.get(key, &inner.service).await
     {
-        record(true, true);
-        // Nothing to call: without a per-client allowance, the extensions are always the same.
-        let body = match &rate {
-            None => Cost::splice(&body, &inner.memo_extensions),
-            Some(_) => Cost {
-                requested: 0,
-                actual: 0,
-                max: inner.max_erp_calls,
-                rate: rate.clone(),
-            }
-            .spliced(&body),
-        };
-        return protocol::answer_bytes(body, media);
+        done(true, true);
+        return memo_answer(&endpoint, &hit.body, reply);
     }
+    let Reply { media, rate } = reply;
     // What the document could cost is known before it runs: over the budget, nothing runs.
     let requested = match &doc {
         Some(d) => {
@@ -419,7 +464,7 @@ async fn execute(
     if let Some(max) = inner.max_erp_calls
         && requested > max
     {
-        record(false, false);
+        done(false, false);
         return Cost {
             requested,
             actual: 0,
@@ -460,9 +505,14 @@ async fn execute(
         && let Some(token) = reads.take()
         && let Ok(body) = serde_json::to_vec(&response)
     {
-        record(true, true);
+        done(true, true);
         let body = axum::body::Bytes::from(body);
-        inner.answers.put(&key, body.clone(), body.len(), token);
+        let size = body.len();
+        let kept = memo::Memoized {
+            body: body.clone(),
+            operation: name.as_deref().map(Arc::from),
+        };
+        inner.answers.put(&key, kept, size, token);
         return protocol::answer_bytes(cost.spliced(&body), media);
     }
     cost.add_to(&mut response.extensions);
@@ -495,7 +545,7 @@ async fn execute(
             Some(Code::Forbidden | Code::GraphqlValidationFailed)
         )
     });
-    record(response.errors.is_empty(), !refused);
+    done(response.errors.is_empty(), !refused);
 
     if !stale.is_empty() {
         let fields = stale

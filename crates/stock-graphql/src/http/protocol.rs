@@ -229,7 +229,7 @@ pub(crate) struct GraphqlHttp {
     /// Whether introspection queries are answered.
     pub(crate) introspection: bool,
     /// Largest body read.
-    max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// Query texts by their SHA-256 (APQ), kept in this process (with several replicas each
     /// learns a query on its first miss: the client sends the text once more).
     persisted: moka::sync::Cache<[u8; 32], Arc<str>>,
@@ -466,7 +466,7 @@ pub(crate) fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 /// Whether a `Content-Type` is `application/json` with no charset or UTF-8.
-fn is_json(value: &str) -> bool {
+pub(crate) fn is_json(value: &str) -> bool {
     let mut parts = value.split(';');
     let essence = parts.next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/json")
