@@ -464,17 +464,15 @@ async fn authenticate_graphql(
             response
         }
         Err(Refusal::RateLimited(secs)) => {
-            let body = serde_json::json!({
-                "errors": [{
-                    "message": format!("too many requests for this token's subject; slow down and retry in {secs}s"),
-                    "extensions": { "code": Code::RateLimited.as_str(), "retryAfterSeconds": secs }
-                }]
-            });
-            let mut response =
-                stock_graphql::http::refusal_body(StatusCode::TOO_MANY_REQUESTS, media, &body);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            let mut response = stock_graphql::http::refusal_retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                media,
+                Code::RateLimited,
+                format!(
+                    "too many requests for this token's subject; slow down and retry in {secs}s"
+                ),
+                Some(secs),
+            );
             state.rate_headers(&mut response, None, Some(secs));
             response
         }

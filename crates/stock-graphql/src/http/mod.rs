@@ -34,7 +34,7 @@ use stock_service::access::Caller;
 use stock_service::idempotency::{IdempotencyStore, Outcome};
 use tracing::Instrument;
 
-pub use protocol::{MediaType, Wants, negotiate, refusal, refusal_body, too_large};
+pub use protocol::{MediaType, Wants, negotiate, refusal, refusal_retry, too_large};
 
 use crate::AppSchema;
 use cost::Cost;
@@ -347,23 +347,15 @@ async fn keyed_mutation(
         Err(e) => {
             let status = StatusCode::from_u16(e.code().status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let retry = e.retry_after.map(|d| d.as_secs());
-            let mut extensions = serde_json::json!({ "code": e.code().as_str() });
-            if let Some(secs) = retry {
-                extensions["retryAfterSeconds"] = secs.into();
-            }
-            let body = serde_json::json!({
-                "errors": [{ "message": e.message, "extensions": extensions }]
-            });
             // As a request error in `application/graphql-response+json`, whose statuses carry
             // meaning (the key store's refusals are HTTP-level outcomes: 409, 422, 503).
-            let mut response = refusal_body(status, MediaType::GraphqlResponse, &body);
-            if let Some(secs) = retry {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            }
-            response
+            refusal_retry(
+                status,
+                MediaType::GraphqlResponse,
+                e.code(),
+                e.message,
+                e.retry_after.map(|d| d.as_secs()),
+            )
         }
     }
 }

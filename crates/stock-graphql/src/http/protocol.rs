@@ -147,10 +147,25 @@ pub fn refusal(
     code: Code,
     message: impl Into<String>,
 ) -> Response {
+    refusal_retry(status, media, code, message, None)
+}
+
+/// [`refusal`] that says when to retry: `extensions.retryAfterSeconds` and `Retry-After`.
+pub fn refusal_retry(
+    status: StatusCode,
+    media: MediaType,
+    code: Code,
+    message: impl Into<String>,
+    retry_after_secs: Option<u64>,
+) -> Response {
+    let mut extensions = serde_json::json!({ "code": code.as_str() });
+    if let Some(secs) = retry_after_secs {
+        extensions["retryAfterSeconds"] = secs.into();
+    }
     let body = serde_json::json!({
-        "errors": [{ "message": message.into(), "extensions": { "code": code.as_str() } }]
+        "errors": [{ "message": message.into(), "extensions": extensions }]
     });
-    (
+    let mut response = (
         status,
         [
             (header::CONTENT_TYPE, media.content_type()),
@@ -158,14 +173,12 @@ pub fn refusal(
         ],
         body.to_string(),
     )
-        .into_response()
-}
-
-/// A GraphQL-shaped answer with this JSON body (`{"errors": […]}`) and status, in `media`.
-/// `Cache-Control: no-store`.
-pub fn refusal_body(status: StatusCode, media: MediaType, body: &serde_json::Value) -> Response {
-    let mut response = answer_bytes(body.to_string().into(), media);
-    *response.status_mut() = status;
+        .into_response();
+    if let Some(secs) = retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     response
 }
 
