@@ -101,7 +101,7 @@ impl Shared {
     ) -> Result<Fetch, Unavailable> {
         let [entry, lease, failure, written] = self.entry_keys(cache, key);
         let cleared = self.key("cleared", cache);
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let value: Value = self
             .run("fetch", async move {
                 FETCH
@@ -111,7 +111,7 @@ impl Shared {
                     .key(written)
                     .key(cleared)
                     .arg(token)
-                    .arg(ms(self.inner.lease))
+                    .arg(ms(self.inner.conn.lease))
                     .arg(ms(ttl))
                     .invoke_async(&mut con)
                     .await
@@ -172,7 +172,7 @@ impl Shared {
             invocation.key(entry).key(written);
         }
         invocation.arg(ms(ttl));
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let value: Value = self
             .run(
                 "peek",
@@ -220,7 +220,7 @@ impl Shared {
         let [entry, lease, failure, written] = self.entry_keys(cache, key);
         let cleared = self.key("cleared", cache);
         let message = Channel::done(cache, key);
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let stored: i64 = self
             .run("store", async move {
                 STORE
@@ -257,7 +257,7 @@ impl Shared {
     ) -> Result<(), Unavailable> {
         let [_, lease, failure, _] = self.entry_keys(cache, key);
         let message = Channel::done(cache, key);
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         self.run("fail", async move {
             FAIL.key(lease)
                 .key(failure)
@@ -279,13 +279,13 @@ impl Shared {
     /// Redis is unavailable.
     pub async fn renew(&self, cache: &str, key: &str, token: &str) -> Result<bool, Unavailable> {
         let [_, lease, _, _] = self.entry_keys(cache, key);
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let renewed: i64 = self
             .run("renew", async move {
                 RENEW
                     .key(lease)
                     .arg(token)
-                    .arg(ms(self.inner.lease))
+                    .arg(ms(self.inner.conn.lease))
                     .invoke_async(&mut con)
                     .await
             })
@@ -298,7 +298,7 @@ impl Shared {
     pub async fn release_lease(&self, cache: &str, key: &str, token: &str) {
         let [_, lease, _, _] = self.entry_keys(cache, key);
         let message = Channel::done(cache, key);
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let _ = self
             .run("release", async move {
                 RELEASE

@@ -1,10 +1,10 @@
 //! The connection to Redis: its settings, the URL check, the health of the connection (up or
-//! down, probed while down) and how every command runs (bounded by the timeout, at once refused
-//! while Redis is known to be down).
+//! down, probed while down), how every command runs (bounded by the timeout, at once refused
+//! while Redis is known to be down), and the views of one namespace each that share it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -12,8 +12,8 @@ use redis::{IntoConnectionInfo, ProtocolVersion, RedisResult, Value};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::cache::invalidation::{self, Pending};
-use crate::events::{self, Channel};
+use crate::cache::invalidation::{self, Held};
+use crate::events::{self, Channel, Subscription};
 
 /// The layout of everything stored; bump it when an encoding changes, so replicas of different
 /// versions never read each other's entries.
@@ -21,6 +21,14 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// How often a replica probes Redis while it is down (and checks its subscription).
 const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Events a listener of the first view ([`Shared::connect`]) may fall behind by before it is
+/// told to [`Reset`](crate::Event::Reset). The buffer is allocated at once (some 70 bytes a slot).
+const EVENTS_BUFFER: usize = 4096;
+
+/// The same for the views made by [`Shared::scoped`]: one process may hold a thousand, and each
+/// namespace carries a share of the traffic.
+const SCOPED_EVENTS_BUFFER: usize = 256;
 
 /// How to reach Redis and how to behave around it.
 ///
@@ -34,7 +42,9 @@ pub struct Settings {
     /// `redis://`, `rediss://` (TLS) or `redis+unix://` URL; may hold a password. Without one
     /// nothing is shared ([`Shared::connect`] refuses).
     pub url: Option<SecretString>,
-    /// Keeps one vendor account's state apart from another's in the same Redis.
+    /// Keeps one vendor account's state apart from another's in the same Redis: the namespace
+    /// of the view [`Shared::connect`] returns (more with [`Shared::scoped`]). Keys live under
+    /// `wdt:v<LAYOUT_VERSION>:{<namespace>}`, so it should not hold braces.
     #[serde(skip)]
     pub namespace: String,
     /// Replicas configured; when Redis is unreachable each replica takes this share of the quota.
@@ -85,22 +95,40 @@ pub struct Unavailable;
 #[error("{0}")]
 pub struct BadUrl(String);
 
-/// What every replica of one account shares, behind [`Shared`].
-pub(crate) struct Inner {
+/// The connection every view shares: one multiplexed connection for commands and pushes, its
+/// health, one pub/sub subscription for every namespace, and the invalidations waiting for
+/// Redis to return.
+pub(crate) struct Connection {
     pub(crate) con: ConnectionManager,
-    /// `wdt:v<LAYOUT_VERSION>:{<namespace>}`.
-    pub(crate) prefix: String,
     timeout: Duration,
     pub(crate) lease: Duration,
     replicas: u32,
     pub(crate) up: AtomicBool,
-    /// The pub/sub channel of the replicas.
-    pub(crate) channel: Channel,
-    /// Invalidations not yet sent because Redis was unreachable.
-    pub(crate) pending: Mutex<Pending>,
+    /// The pattern subscription and the views it routes messages to.
+    pub(crate) subscription: Subscription,
+    /// Invalidations not yet sent because Redis was unreachable, by namespace.
+    pub(crate) held: Held,
 }
 
-/// The shared state of all replicas of one vendor account. Cheap to clone.
+/// One namespace's view over the [`Connection`], behind [`Shared`].
+pub(crate) struct Inner {
+    pub(crate) conn: Arc<Connection>,
+    namespace: String,
+    /// `wdt:v<LAYOUT_VERSION>:{<namespace>}`.
+    pub(crate) prefix: String,
+    /// The namespace's pub/sub channel, as this replica sees it.
+    pub(crate) channel: Channel,
+}
+
+impl Drop for Inner {
+    /// The last clone of the view is gone: messages on its channel are ignored from now on.
+    fn drop(&mut self) {
+        self.conn.subscription.forget(&self.channel.name);
+    }
+}
+
+/// The shared state of all replicas of one vendor account (a namespace), over a connection that
+/// may serve many namespaces ([`Shared::scoped`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
     pub(crate) inner: Arc<Inner>,
@@ -111,7 +139,7 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("prefix", &self.inner.prefix)
             .field("up", &self.is_up())
-            .field("replicas", &self.inner.replicas)
+            .field("replicas", &self.inner.conn.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -191,43 +219,89 @@ impl Shared {
             .set_automatic_resubscription();
         let con = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| BadUrl(format!("the Redis URL cannot be used: {:?}", e.kind())))?;
-        let prefix = format!("wdt:v{LAYOUT_VERSION}:{{{}}}", settings.namespace);
-        let shared = Self {
-            inner: Arc::new(Inner {
-                con,
-                channel: Channel::new(&prefix),
-                prefix,
-                timeout,
-                lease: settings.lease.max(Duration::from_millis(100)),
-                replicas: settings.replicas.max(1),
-                up: AtomicBool::new(false),
-                pending: Mutex::new(Pending::default()),
-            }),
-        };
+        let conn = Arc::new(Connection {
+            con,
+            timeout,
+            lease: settings.lease.max(Duration::from_millis(100)),
+            replicas: settings.replicas.max(1),
+            up: AtomicBool::new(false),
+            subscription: Subscription::new(),
+            held: Held::default(),
+        });
         metrics::gauge!("wdt_redis_up").set(0.0);
-        tokio::spawn(events::listen(Arc::downgrade(&shared.inner), push_rx));
-        tokio::spawn(watch(Arc::downgrade(&shared.inner)));
-        Ok(shared)
+        tokio::spawn(events::listen(Arc::downgrade(&conn), push_rx));
+        tokio::spawn(watch(Arc::downgrade(&conn)));
+        Ok(Self::view(conn, &settings.namespace, EVENTS_BUFFER))
+    }
+
+    /// The view of `namespace` over this view's connection: the same connection, health,
+    /// subscription, timeouts, lease and replica count, with keys under
+    /// `wdt:v<LAYOUT_VERSION>:{<namespace>}` (the hash tag keeps a namespace in one slot) and
+    /// events from that namespace only (see [`Shared::events`]). Everything a `Shared` does
+    /// (cache, quota, idempotency, client limits, invalidations, and those held while Redis is
+    /// away) works per view, apart from every other namespace.
+    ///
+    /// Cheap: no connection, task or subscription is made. While any clone of a namespace's
+    /// view lives, asking again returns that view (so its events and own-invalidation filter
+    /// are shared); once every clone is dropped the connection forgets the namespace and
+    /// ignores its messages. Each new view allocates a buffer for its events (some 18 KiB).
+    /// The connection lives as long as any of its views.
+    pub fn scoped(&self, namespace: &str) -> Shared {
+        Self::view(
+            Arc::clone(&self.inner.conn),
+            namespace,
+            SCOPED_EVENTS_BUFFER,
+        )
+    }
+
+    /// The live view of `namespace` over `conn`, or a new one.
+    fn view(conn: Arc<Connection>, namespace: &str, buffer: usize) -> Shared {
+        let prefix = format!("wdt:v{LAYOUT_VERSION}:{{{namespace}}}");
+        let name = events::channel_name(&prefix);
+        let inner = conn.subscription.view_or_insert(&name, || {
+            Arc::new(Inner {
+                conn: Arc::clone(&conn),
+                namespace: namespace.to_owned(),
+                channel: Channel::new(name.clone(), buffer),
+                prefix,
+            })
+        });
+        Shared { inner }
+    }
+
+    /// The namespace of this view.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// How many namespaces this view's connection serves now (views with a live clone).
+    pub fn views(&self) -> usize {
+        self.inner.conn.subscription.len()
     }
 
     /// Whether the last Redis command worked.
     pub fn is_up(&self) -> bool {
-        self.inner.up.load(Ordering::Acquire)
+        self.inner.conn.up.load(Ordering::Acquire)
     }
 
     /// How long a single-flight lease lasts without renewal.
     pub fn lease(&self) -> Duration {
-        self.inner.lease
+        self.inner.conn.lease
     }
 
     /// `limit` split among the replicas (at least 1): this replica's share while Redis is down.
     pub fn local_share(&self, limit: u32) -> u32 {
-        (limit / self.inner.replicas).max(1)
+        (limit / self.inner.conn.replicas).max(1)
     }
 
     /// Asks Redis whether it is there (and notes the answer).
     pub async fn ping(&self) -> bool {
-        ping(&self.inner).await
+        ping(&self.inner.conn).await
+    }
+
+    /// A clone of the connection, for one command.
+    pub(crate) fn con(&self) -> ConnectionManager {
+        self.inner.conn.con.clone()
     }
 
     /// Runs a command, unless Redis is known to be down: then callers fall back at once
@@ -240,7 +314,7 @@ impl Shared {
         if !self.is_up() {
             return Err(Unavailable);
         }
-        run(&self.inner, op, command).await
+        run(&self.inner.conn, op, command).await
     }
 
     /// The key `<prefix>:<kind>:<rest>`.
@@ -279,13 +353,13 @@ pub(crate) fn bytes(v: Value) -> Vec<u8> {
 
 /// Runs a command within the timeout and notes whether Redis is up.
 pub(crate) async fn run<T>(
-    inner: &Inner,
+    conn: &Connection,
     op: &'static str,
     command: impl Future<Output = RedisResult<T>>,
 ) -> Result<T, Unavailable> {
-    match tokio::time::timeout(inner.timeout, command).await {
+    match tokio::time::timeout(conn.timeout, command).await {
         Ok(Ok(value)) => {
-            mark_up(inner);
+            mark_up(conn);
             Ok(value)
         }
         Ok(Err(e)) => {
@@ -296,7 +370,7 @@ pub(crate) async fn run<T>(
                 || e.is_connection_refusal()
                 || e.is_unrecoverable_error()
             {
-                mark_down(inner, op, &format!("{:?}", e.kind()));
+                mark_down(conn, op, &format!("{:?}", e.kind()));
             } else {
                 // Redis answered, with an error: a bug or a misconfigured server, not an outage.
                 tracing::error!(
@@ -310,16 +384,16 @@ pub(crate) async fn run<T>(
         }
         Err(_) => {
             metrics::counter!("wdt_redis_errors_total", "op" => op).increment(1);
-            mark_down(inner, op, "timed out");
+            mark_down(conn, op, "timed out");
             Err(Unavailable)
         }
     }
 }
 
 /// Asks Redis whether it is there, even while it is known to be down.
-async fn ping(inner: &Inner) -> bool {
-    let mut con = inner.con.clone();
-    run(inner, "ping", async move {
+async fn ping(conn: &Connection) -> bool {
+    let mut con = conn.con.clone();
+    run(conn, "ping", async move {
         redis::cmd("PING").query_async::<Value>(&mut con).await
     })
     .await
@@ -327,8 +401,8 @@ async fn ping(inner: &Inner) -> bool {
 }
 
 /// Redis stopped answering: callers fall back to local behaviour until it is back.
-pub(crate) fn mark_down(inner: &Inner, op: &str, why: &str) {
-    if inner.up.swap(false, Ordering::AcqRel) {
+pub(crate) fn mark_down(conn: &Connection, op: &str, why: &str) {
+    if conn.up.swap(false, Ordering::AcqRel) {
         metrics::gauge!("wdt_redis_up").set(0.0);
         tracing::warn!(
             op,
@@ -338,28 +412,28 @@ pub(crate) fn mark_down(inner: &Inner, op: &str, why: &str) {
     }
 }
 
-fn mark_up(inner: &Inner) {
-    if !inner.up.swap(true, Ordering::AcqRel) {
+fn mark_up(conn: &Connection) {
+    if !conn.up.swap(true, Ordering::AcqRel) {
         metrics::gauge!("wdt_redis_up").set(1.0);
         tracing::info!("Redis is available: state is shared across replicas");
     }
 }
 
 /// Keeps the subscription up, probes Redis while it is away, and replays the invalidations
-/// that could not be sent.
-async fn watch(inner: std::sync::Weak<Inner>) {
+/// that could not be sent; ends with the connection (when its last view is dropped).
+async fn watch(conn: std::sync::Weak<Connection>) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(inner) = inner.upgrade() else { break };
-        if !inner.channel.is_subscribed() {
-            events::subscribe(&inner).await;
-        } else if !inner.up.load(Ordering::Acquire) {
-            ping(&inner).await;
+        let Some(conn) = conn.upgrade() else { break };
+        if !conn.subscription.is_subscribed() {
+            events::subscribe(&conn).await;
+        } else if !conn.up.load(Ordering::Acquire) {
+            ping(&conn).await;
         }
-        if inner.up.load(Ordering::Acquire) {
-            invalidation::replay(&inner).await;
+        if conn.up.load(Ordering::Acquire) {
+            invalidation::replay(&conn).await;
         }
     }
 }

@@ -62,7 +62,7 @@ impl Shared {
         fingerprint: &[u8],
         in_flight: Duration,
     ) -> Result<Begin, Unavailable> {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let key = self.record_key(scope);
         let value: Value = self
             .run("idempotency", async move {
@@ -118,7 +118,7 @@ impl Shared {
         result: Option<&Replay>,
         keep: Duration,
     ) -> Result<bool, Unavailable> {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let key = self.record_key(scope);
         let empty = Replay {
             status: 0,
@@ -151,7 +151,7 @@ impl Shared {
         owner: &str,
         in_flight: Duration,
     ) -> Result<bool, Unavailable> {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let key = self.record_key(scope);
         let renewed: i64 = self
             .run("idempotency", async move {

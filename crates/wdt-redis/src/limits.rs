@@ -32,7 +32,7 @@ impl Shared {
         rate: u32,
         burst: u32,
     ) -> Result<Result<Allowance, Duration>, Unavailable> {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let digest = xxhash_rust::xxh3::xxh3_128(subject.as_bytes());
         let key = self.key("r", &format!("{digest:032x}"));
         let interval = 1000.0 / f64::from(rate.max(1));

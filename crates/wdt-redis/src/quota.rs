@@ -44,7 +44,7 @@ impl Shared {
         max_wait: Duration,
     ) -> Result<Reservation, Unavailable> {
         let member = token();
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let log = self.key("q", method);
         let backoff = self.key("b", method);
         let slot = member.clone();
@@ -71,7 +71,7 @@ impl Shared {
 
     /// Gives back a reserved slot whose call never went out (best effort).
     pub async fn release(&self, method: &str, member: &str) {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let key = self.key("q", method);
         let _ = self
             .run("release", async move {
@@ -86,7 +86,7 @@ impl Shared {
 
     /// The vendor throttled `method`: every replica leaves it alone for `pause` (best effort).
     pub async fn pause(&self, method: &str, pause: Duration) {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let key = self.key("b", method);
         let _ = self
             .run("pause", async move {
@@ -106,7 +106,7 @@ impl Shared {
     /// # Errors
     /// Redis is unavailable.
     pub async fn paused(&self, method: &str) -> Result<Option<Duration>, Unavailable> {
-        let mut con = self.inner.con.clone();
+        let mut con = self.con();
         let key = self.key("b", method);
         let left: i64 = self
             .run("paused", async move {

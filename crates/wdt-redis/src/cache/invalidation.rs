@@ -1,15 +1,15 @@
 //! Writes: a write drops entries in Redis and on every replica, and stops loads that began
-//! before it from being stored. While Redis is unreachable the invalidations wait here and go
-//! out when it returns.
+//! before it from being stored. While Redis is unreachable the invalidations wait here, by
+//! namespace, and go out when it returns (also those of a view dropped meanwhile).
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::LazyLock;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::Script;
 
-use crate::connection::{Inner, Shared, Unavailable, ms, run};
-use crate::events::Event;
+use crate::connection::{Connection, Shared, Unavailable, ms, run};
+use crate::events::{self, Event};
 
 /// Takes the next write number, drops caches and entries, and tells every replica.
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("invalidate.lua")));
@@ -18,21 +18,46 @@ static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!(
 /// began before the write is never stored.
 const WRITE_MEMORY: Duration = Duration::from_secs(3600);
 
-/// Most invalidations remembered while Redis is unreachable; beyond that whole caches are
-/// dropped when it returns.
+/// Most invalidations remembered per namespace while Redis is unreachable; beyond that whole
+/// caches are dropped when it returns.
 const MAX_PENDING: usize = 10_000;
 
-/// Invalidations not yet sent because Redis was unreachable.
+/// One namespace's invalidations not yet sent because Redis was unreachable.
 #[derive(Debug, Default)]
-pub(crate) struct Pending {
+struct Pending {
     caches: BTreeSet<String>,
     keys: HashSet<(String, String)>,
 }
 
+impl Pending {
+    fn extend(
+        &mut self,
+        caches: impl IntoIterator<Item = String>,
+        keys: impl IntoIterator<Item = (String, String)>,
+    ) {
+        self.caches.extend(caches);
+        self.keys.extend(keys);
+        if self.keys.len() > MAX_PENDING {
+            let keys = std::mem::take(&mut self.keys);
+            self.caches.extend(keys.into_iter().map(|(c, _)| c));
+        }
+    }
+}
+
+/// The invalidations of every namespace of a connection not yet sent, by key prefix.
+#[derive(Debug, Default)]
+pub(crate) struct Held(Mutex<HashMap<String, Pending>>);
+
+impl Held {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Shared {
-    /// A write: drops whole `caches` and single `keys` ((cache, key)) on every replica and in
-    /// Redis, and stops loads that began before it from being stored. When Redis is unreachable
-    /// the invalidation is kept and sent when it returns.
+    /// A write: drops whole `caches` and single `keys` ((cache, key)) of this view's namespace
+    /// on every replica and in Redis, and stops loads that began before it from being stored.
+    /// When Redis is unreachable the invalidation is kept and sent when it returns.
     pub async fn invalidate(&self, caches: &[&str], keys: &[(&str, &str)]) {
         let caches: Vec<String> = caches.iter().map(|c| (*c).to_owned()).collect();
         let keys: Vec<(String, String)> = keys
@@ -40,17 +65,13 @@ impl Shared {
             .map(|(c, k)| ((*c).to_owned(), (*k).to_owned()))
             .collect();
         if self.send_invalidation(&caches, &keys).await.is_err() {
-            let mut pending = self
-                .inner
-                .pending
+            self.inner
+                .conn
+                .held
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            pending.caches.extend(caches);
-            pending.keys.extend(keys);
-            if pending.keys.len() > MAX_PENDING {
-                let keys = std::mem::take(&mut pending.keys);
-                pending.caches.extend(keys.into_iter().map(|(c, _)| c));
-            }
+                .entry(self.inner.prefix.clone())
+                .or_default()
+                .extend(caches, keys);
             tracing::warn!(
                 "Redis is unavailable: the write's invalidation is sent when it returns"
             );
@@ -65,48 +86,53 @@ impl Shared {
         if !self.is_up() {
             return Err(Unavailable);
         }
-        send_invalidation(&self.inner, caches, keys).await
+        send_invalidation(&self.inner.conn, &self.inner.prefix, caches, keys).await
     }
 }
 
 async fn send_invalidation(
-    inner: &Inner,
+    conn: &Connection,
+    prefix: &str,
     caches: &[String],
     keys: &[(String, String)],
 ) -> Result<(), Unavailable> {
-    let message = inner.channel.invalidated(caches, keys);
-    let mut invocation = INVALIDATE.key(format!("{}:gen:", inner.prefix));
+    let message = events::invalidated(conn.subscription.origin, caches, keys);
+    let mut invocation = INVALIDATE.key(format!("{prefix}:gen:"));
     for cache in caches {
-        invocation.key(format!("{}:cleared:{cache}", inner.prefix));
+        invocation.key(format!("{prefix}:cleared:{cache}"));
     }
     for (cache, key) in keys {
         invocation
-            .key(format!("{}:c:{cache}:{key}", inner.prefix))
-            .key(format!("{}:w:{cache}:{key}", inner.prefix));
+            .key(format!("{prefix}:c:{cache}:{key}"))
+            .key(format!("{prefix}:w:{cache}:{key}"));
     }
     invocation
         .arg(caches.len())
-        .arg(&inner.channel.name)
+        .arg(events::channel_name(prefix))
         .arg(message)
         .arg(ms(WRITE_MEMORY));
-    let mut con = inner.con.clone();
-    run(inner, "invalidate", async move {
+    let mut con = conn.con.clone();
+    run(conn, "invalidate", async move {
         invocation.invoke_async::<i64>(&mut con).await
     })
     .await
     .map(|_| ())
 }
 
-/// Sends the invalidations held while Redis was away (the watcher calls it while Redis is up).
-pub(crate) async fn replay(inner: &Inner) {
-    let pending = {
-        let mut pending = inner
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::take(&mut *pending)
-    };
-    if !pending.caches.is_empty() || !pending.keys.is_empty() {
+/// Sends the invalidations held while Redis was away, namespace by namespace (the watcher calls
+/// it while Redis is up); after the first failure the rest wait for the next round.
+pub(crate) async fn replay(conn: &Connection) {
+    let held = std::mem::take(&mut *conn.held.lock());
+    if held.is_empty() {
+        return;
+    }
+    let mut sent = 0_usize;
+    let mut back = Vec::new();
+    for (prefix, pending) in held {
+        if !back.is_empty() {
+            back.push((prefix, pending));
+            continue;
+        }
         let caches: Vec<String> = pending.caches.iter().cloned().collect();
         let keys: Vec<(String, String)> = pending
             .keys
@@ -114,17 +140,34 @@ pub(crate) async fn replay(inner: &Inner) {
             .filter(|(c, _)| !pending.caches.contains(c))
             .cloned()
             .collect();
-        if send_invalidation(inner, &caches, &keys).await.is_ok() {
-            tracing::info!("sent the invalidations held while Redis was away");
+        if send_invalidation(conn, &prefix, &caches, &keys)
+            .await
+            .is_ok()
+        {
+            sent += 1;
             // Until now this replica may have re-read what they drop from Redis.
-            inner.channel.send(Event::Reset);
+            if let Some(view) = conn
+                .subscription
+                .view(events::channel_name(&prefix).as_bytes())
+            {
+                view.channel.send(Event::Reset);
+            }
         } else {
-            let mut back = inner
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            back.caches.extend(pending.caches);
-            back.keys.extend(pending.keys);
+            back.push((prefix, pending));
+        }
+    }
+    if sent > 0 {
+        tracing::info!(
+            namespaces = sent,
+            "sent the invalidations held while Redis was away"
+        );
+    }
+    if !back.is_empty() {
+        let mut held = conn.held.lock();
+        for (prefix, pending) in back {
+            held.entry(prefix)
+                .or_default()
+                .extend(pending.caches, pending.keys);
         }
     }
 }
