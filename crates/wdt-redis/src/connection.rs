@@ -506,6 +506,20 @@ mod tests {
         assert_eq!(shared.local_share(10), 3);
         assert_eq!(shared.local_share(2), 1, "never zero");
         assert!(!format!("{shared:?}").contains("hunter2"));
+        let scoped = shared.scoped("other");
+        assert!(!scoped.is_up(), "the same connection");
+        assert_eq!(scoped.local_share(10), 3);
+        assert!(
+            scoped
+                .fetch("stock", "A", "t", Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+        let debug = format!("{scoped:?}");
+        assert!(
+            debug.contains("wdt:v1:{other}") && !debug.contains("hunter2"),
+            "{debug}"
+        );
     }
 
     #[test]
