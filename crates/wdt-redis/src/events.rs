@@ -170,6 +170,10 @@ impl Subscription {
             .is_some_and(|view| view.strong_count() == 0)
         {
             views.remove(channel.as_bytes());
+            // Many tenants removed: give the table back too.
+            if views.capacity() > 64 && views.len() * 4 < views.capacity() {
+                views.shrink_to_fit();
+            }
         }
     }
 }
