@@ -183,8 +183,10 @@ pub fn check_url(url: &str) -> Result<(), BadUrl> {
 
 impl Shared {
     /// Sets up the connection (lazily: a Redis that is down at start only degrades the
-    /// gateway) and the tasks that listen to other replicas and watch the connection. Call
-    /// inside a Tokio runtime.
+    /// gateway) and the tasks that listen to other replicas and watch the connection, and
+    /// returns the view of `settings.namespace`; views of other namespaces over the same
+    /// connection come from [`Shared::scoped`]. The tasks end when the last view is dropped.
+    /// Call inside a Tokio runtime.
     ///
     /// # Errors
     /// When there is no URL or it cannot work.

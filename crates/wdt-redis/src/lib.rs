@@ -17,11 +17,20 @@
 //! Every operation is bounded by a short timeout. When Redis fails, each returns
 //! [`Unavailable`] and the callers fall back to local behaviour; the gateway reconnects by
 //! itself, clears what it may have missed (pub/sub is lossy) and replays the invalidations it
-//! could not send. Keys live under `wdt:v1:{<account>}:`: the version changes with the layout
-//! of what is stored, and the hash tag keeps each account's keys in one slot.
+//! could not send. Keys live under `wdt:v1:{<namespace>}:` (a namespace per vendor account): the
+//! version changes with the layout of what is stored, and the hash tag keeps each account's
+//! keys in one slot.
+//!
+//! A [`Shared`] is the view of one namespace over a connection. [`Shared::connect`] opens the
+//! connection (with its watcher and ONE pattern subscription for every namespace) and returns
+//! the view of [`Settings::namespace`]; [`Shared::scoped`] gives the view of another namespace
+//! over the same connection, so one process can serve many accounts (tenants) without a
+//! connection, task or subscription each. Views share the connection's health, timeouts, lease
+//! and replica count, and nothing else: keys, events and held invalidations are per namespace.
 //!
 //! The source has one module per concern, each Lua script in the folder of its module:
-//! `connection` (settings, health, how every command runs), `events` (the pub/sub channel),
+//! `connection` (settings, health, how every command runs, the views), `events` (the pub/sub
+//! channels, the subscription and the routing of messages to views),
 //! `cache` (the L2 cache, and `cache/invalidation` for writes), `quota`, `idempotency` and
 //! `limits`.
 
