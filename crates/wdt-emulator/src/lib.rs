@@ -279,10 +279,8 @@ impl Emulator {
                 }
                 sids.insert(sid.clone(), index);
             }
-            if index == 0 {
-                config.faults.validate().map_err(ConfigError)?;
-            }
         }
+        config.faults.validate().map_err(ConfigError)?;
         let now = config.clock.unix_now();
         let accounts = all
             .into_iter()
