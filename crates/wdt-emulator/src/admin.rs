@@ -1,16 +1,18 @@
 //! `/__admin/…`: faults, call log, counters, reset and a view of the data, for tests and demos.
+//! Every route acts on the account named by `?account=` (default: `default`).
 //! Never expose this to anyone but the test harness.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use crate::model::Target;
+use crate::model::{Target, World};
 use crate::wire::text4;
-use crate::{Emulator, Faults};
+use crate::{Account, Emulator, Faults};
 
 pub(crate) fn routes() -> Router<Emulator> {
     Router::new()
@@ -24,6 +26,53 @@ pub(crate) fn routes() -> Router<Emulator> {
         .route("/stock/{spec_no}", get(stock))
 }
 
+#[derive(Debug, Deserialize)]
+struct AccountQuery {
+    account: Option<String>,
+}
+
+/// The account a route acts on: `?account=<name>`, or `None` when the query names none.
+struct Named(Option<Account>);
+
+impl FromRequestParts<Emulator> for Named {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, emu: &Emulator) -> Result<Self, Response> {
+        let Query(q) = Query::<AccountQuery>::from_request_parts(parts, emu)
+            .await
+            .map_err(|e| bad_request(format!("invalid query: {e}")))?;
+        let Some(name) = q.account else {
+            return Ok(Self(None));
+        };
+        match emu.account(&name) {
+            Some(account) => Ok(Self(Some(account))),
+            None => {
+                let known = emu.account_names();
+                Err((
+                    StatusCode::NOT_FOUND,
+                    Json(serde_json::json!({
+                        "error": format!("no account {name:?}; known accounts: {}", known.join(", ")),
+                        "accounts": known,
+                    })),
+                )
+                    .into_response())
+            }
+        }
+    }
+}
+
+/// The account a route acts on, [`crate::DEFAULT_ACCOUNT`] unless `?account=` names another.
+struct Acct(Account);
+
+impl FromRequestParts<Emulator> for Acct {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, emu: &Emulator) -> Result<Self, Response> {
+        let Named(account) = Named::from_request_parts(parts, emu).await?;
+        Ok(Self(account.unwrap_or_else(|| emu.default_account())))
+    }
+}
+
 fn bad_request(message: impl Into<String>) -> Response {
     (
         StatusCode::BAD_REQUEST,
@@ -32,17 +81,17 @@ fn bad_request(message: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn get_faults(State(emu): State<Emulator>) -> Json<Faults> {
-    Json(emu.faults())
+async fn get_faults(Acct(account): Acct) -> Json<Faults> {
+    Json(account.faults())
 }
 
-async fn put_faults(State(emu): State<Emulator>, body: axum::body::Bytes) -> Response {
+async fn put_faults(Acct(account): Acct, body: axum::body::Bytes) -> Response {
     let faults: Faults = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => return bad_request(format!("invalid faults: {e}")),
     };
-    match emu.set_faults(faults) {
-        Ok(()) => Json(emu.faults()).into_response(),
+    match account.set_faults(faults) {
+        Ok(()) => Json(account.faults()).into_response(),
         Err(e) => bad_request(e),
     }
 }
@@ -53,15 +102,20 @@ struct CallsQuery {
     limit: Option<usize>,
 }
 
-async fn get_calls(State(emu): State<Emulator>, Query(q): Query<CallsQuery>) -> Response {
-    let calls = emu.calls(q.method.as_deref(), q.limit.unwrap_or(100).min(10_000));
-    Json(serde_json::json!({ "calls": calls })).into_response()
+async fn get_calls(Acct(account): Acct, Query(q): Query<CallsQuery>) -> Response {
+    let calls = account.calls(q.method.as_deref(), q.limit.unwrap_or(100).min(10_000));
+    Json(serde_json::json!({ "account": account.name(), "calls": calls })).into_response()
 }
 
-async fn get_counters(State(emu): State<Emulator>) -> Response {
-    let methods = emu.counters();
+async fn get_counters(Acct(account): Acct) -> Response {
+    let methods = account.counters();
     let total: u64 = methods.values().map(|c| c.calls).sum();
-    Json(serde_json::json!({ "total_calls": total, "methods": methods })).into_response()
+    Json(serde_json::json!({
+        "account": account.name(),
+        "total_calls": total,
+        "methods": methods,
+    }))
+    .into_response()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,7 +125,7 @@ struct ResetBody {
     skus: Option<usize>,
 }
 
-async fn reset(State(emu): State<Emulator>, body: axum::body::Bytes) -> Response {
+async fn reset(Acct(account): Acct, body: axum::body::Bytes) -> Response {
     let req: ResetBody = if body.is_empty() {
         ResetBody::default()
     } else {
@@ -80,40 +134,77 @@ async fn reset(State(emu): State<Emulator>, body: axum::body::Bytes) -> Response
             Err(e) => return bad_request(format!("invalid reset body: {e}")),
         }
     };
-    if req.skus.is_some_and(|n| n == 0 || n > 1_000_000) {
+    if req
+        .skus
+        .is_some_and(|n| n == 0 || n > crate::account::MAX_SKUS)
+    {
         return bad_request("skus must be between 1 and 1000000");
     }
-    emu.reset(req.seed, req.skus);
-    Json(serde_json::json!({ "reset": true })).into_response()
+    account.reset(req.seed, req.skus);
+    Json(serde_json::json!({ "account": account.name(), "reset": true })).into_response()
 }
 
-async fn summary(State(emu): State<Emulator>) -> Json<serde_json::Value> {
-    Json(emu.summary())
+async fn summary(Acct(account): Acct) -> Json<serde_json::Value> {
+    Json(account.summary())
 }
 
-async fn credentials(State(emu): State<Emulator>) -> Json<serde_json::Value> {
-    let c = &emu.inner.config;
-    Json(serde_json::json!({
+fn credentials_of(account: &Account) -> serde_json::Value {
+    let c = account.config();
+    serde_json::json!({
+        "account": c.name,
         "flagship": { "sid": c.flagship.sid, "appkey": c.flagship.appkey, "appsecret": c.flagship.appsecret },
         "enterprise": { "sid": c.enterprise.sid, "appkey": c.enterprise.appkey, "appsecret": c.enterprise.appsecret },
-    }))
+    })
 }
 
-async fn listing(State(emu): State<Emulator>, Path(rec_id): Path<i64>) -> Response {
-    let world = emu.read();
-    let Some(l) = world.listings.get(&rec_id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": format!("no listing {rec_id}") })),
-        )
-            .into_response();
-    };
+/// With `?account=`: that account's credentials. Without: the default account's (as always),
+/// plus every account's under `accounts`, the default one first.
+async fn credentials(
+    State(emu): State<Emulator>,
+    Named(account): Named,
+) -> Json<serde_json::Value> {
+    if let Some(account) = account {
+        return Json(credentials_of(&account));
+    }
+    let mut answer = credentials_of(&emu.default_account());
+    let all: Vec<serde_json::Value> = emu.accounts().iter().map(credentials_of).collect();
+    if let Some(map) = answer.as_object_mut() {
+        map.insert("accounts".into(), all.into());
+    }
+    Json(answer)
+}
+
+fn not_found(message: String) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+async fn listing(Acct(account): Acct, Path(rec_id): Path<i64>) -> Response {
+    match account.listing(rec_id) {
+        Some(view) => Json(view).into_response(),
+        None => not_found(format!("no listing {rec_id}")),
+    }
+}
+
+async fn stock(Acct(account): Acct, Path(spec_no): Path<String>) -> Response {
+    match account.stock(&spec_no) {
+        Some(view) => Json(view).into_response(),
+        None => not_found(format!("no spec {spec_no}")),
+    }
+}
+
+/// A listing's state, rule, available base and `syn_stock`.
+pub(crate) fn listing_view(world: &World, rec_id: i64) -> Option<serde_json::Value> {
+    let l = world.listings.get(&rec_id)?;
     let (target_type, target, target_name) = match l.target {
         Target::Spec(s) => ("spec", &world.specs[s].spec_no, &world.specs[s].spec_name),
         Target::Suite(s) => ("suite", &world.suites[s].suite_no, &world.suites[s].name),
     };
     let base = world.listing_base(l);
-    Json(serde_json::json!({
+    Some(serde_json::json!({
         "rec_id": l.rec_id,
         "target_type": target_type,
         "target": target,
@@ -135,18 +226,11 @@ async fn listing(State(emu): State<Emulator>, Path(rec_id): Path<i64>) -> Respon
         "sync_failures": l.sync_failures,
         "cancels": l.cancels,
     }))
-    .into_response()
 }
 
-async fn stock(State(emu): State<Emulator>, Path(spec_no): Path<String>) -> Response {
-    let world = emu.read();
-    let Some(spec) = world.spec_index(&spec_no) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": format!("no spec {spec_no}") })),
-        )
-            .into_response();
-    };
+/// A spec's rows: good, defect, stock, available per warehouse.
+pub(crate) fn stock_view(world: &World, spec_no: &str) -> Option<serde_json::Value> {
+    let spec = world.spec_index(spec_no)?;
     let rows: Vec<serde_json::Value> = world
         .rows
         .iter()
@@ -163,5 +247,7 @@ async fn stock(State(emu): State<Emulator>, Path(spec_no): Path<String>) -> Resp
             })
         })
         .collect();
-    Json(serde_json::json!({ "spec_no": spec_no, "deleted": world.specs[spec].deleted, "rows": rows })).into_response()
+    Some(
+        serde_json::json!({ "spec_no": spec_no, "deleted": world.specs[spec].deleted, "rows": rows }),
+    )
 }

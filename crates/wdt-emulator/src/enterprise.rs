@@ -8,7 +8,7 @@ use wdt_sign::sign_enterprise;
 
 use crate::model::{BEIJING, StockFilter, StockRow, World, vendor_time};
 use crate::wire::{self, text4};
-use crate::{Emulator, Refusal as CallRefusal};
+use crate::{Account, Emulator, Refusal as CallRefusal, Refused};
 
 /// The enterprise scripts the emulator knows.
 pub const SCRIPTS: [&str; 1] = ["stock_query_detail.php"];
@@ -62,22 +62,14 @@ fn refuse(name: &str, status: i64, message: impl Into<String>) -> CallRefusal {
     }
 }
 
-/// PROTOCOL.md §2.3: form, account, timestamp window, signature.
+/// PROTOCOL.md §2.3: form, account, timestamp window, signature. The call belongs to the
+/// account whose enterprise `sid` it names, and is checked with its secret and clock.
 pub(crate) fn verify(
     emu: &Emulator,
     name: &str,
     content_type: Option<&str>,
     body: &[u8],
-    now: i64,
-) -> Result<BTreeMap<String, String>, CallRefusal> {
-    let codes = &emu.inner.enterprise_codes;
-    if !SCRIPTS.contains(&name) {
-        return Err(refuse(
-            name,
-            codes.unknown_api,
-            format!("接口不存在: {name}"),
-        ));
-    }
+) -> Result<(Account, BTreeMap<String, String>), Refused> {
     let is_form = content_type.is_some_and(|ct| {
         ct.split(';').next().is_some_and(|m| {
             m.trim()
@@ -86,19 +78,47 @@ pub(crate) fn verify(
     });
     // PHP fills $_POST only for form posts; anything else arrives as no parameters at all.
     let fields = if is_form {
-        wire::decode_form(body).map_err(|e| match e {
-            wire::FormError::InvalidUtf8 => refuse(
-                name,
-                codes.invalid_parameter,
-                "参数错误: 参数不是合法的UTF-8编码",
-            ),
-            wire::FormError::Duplicate(k) => {
-                refuse(name, codes.invalid_parameter, format!("参数错误: {k}重复"))
-            }
-        })?
+        wire::decode_form(body)
     } else {
-        BTreeMap::new()
+        Ok(BTreeMap::new())
     };
+    let account = fields
+        .as_ref()
+        .ok()
+        .and_then(|f| f.get("sid"))
+        .and_then(|sid| emu.by_enterprise_sid(sid));
+    check(
+        &emu.inner.config.enterprise_codes,
+        account.clone(),
+        name,
+        fields,
+    )
+    .map_err(|refusal| (account, refusal))
+}
+
+fn check(
+    codes: &EnterpriseCodes,
+    account: Option<Account>,
+    name: &str,
+    fields: Result<BTreeMap<String, String>, wire::FormError>,
+) -> Result<(Account, BTreeMap<String, String>), CallRefusal> {
+    if !SCRIPTS.contains(&name) {
+        return Err(refuse(
+            name,
+            codes.unknown_api,
+            format!("接口不存在: {name}"),
+        ));
+    }
+    let fields = fields.map_err(|e| match e {
+        wire::FormError::InvalidUtf8 => refuse(
+            name,
+            codes.invalid_parameter,
+            "参数错误: 参数不是合法的UTF-8编码",
+        ),
+        wire::FormError::Duplicate(k) => {
+            refuse(name, codes.invalid_parameter, format!("参数错误: {k}重复"))
+        }
+    })?;
     for key in ["sid", "appkey", "timestamp", "sign"] {
         if fields.get(key).is_none_or(String::is_empty) {
             return Err(refuse(
@@ -108,11 +128,11 @@ pub(crate) fn verify(
             ));
         }
     }
-    let account = &emu.inner.enterprise;
-    if fields["sid"] != account.sid {
+    let Some(account) = account else {
         return Err(refuse(name, codes.unknown_sid, "卖家账号不存在"));
-    }
-    if fields["appkey"] != account.appkey {
+    };
+    let credentials = &account.config().enterprise;
+    if fields["appkey"] != credentials.appkey {
         return Err(refuse(name, codes.unknown_appkey, "接口账号不存在"));
     }
     let ts: i64 = fields["timestamp"].parse().map_err(|_| {
@@ -122,7 +142,7 @@ pub(crate) fn verify(
             "时间戳错误: timestamp必须为10位秒级时间戳",
         )
     })?;
-    if now.abs_diff(ts) > 300 {
+    if account.now().abs_diff(ts) > 300 {
         return Err(refuse(
             name,
             codes.bad_timestamp,
@@ -131,12 +151,12 @@ pub(crate) fn verify(
     }
     let expected = sign_enterprise(
         fields.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        &account.appsecret,
+        &credentials.appsecret,
     );
     if !expected.eq_ignore_ascii_case(&fields["sign"]) {
         return Err(refuse(name, codes.bad_sign, "签名错误"));
     }
-    Ok(fields)
+    Ok((account, fields))
 }
 
 fn parse_time(key: &str, text: &str) -> Result<i64, String> {
@@ -149,11 +169,11 @@ fn parse_time(key: &str, text: &str) -> Result<i64, String> {
 
 /// Runs `stock_query_detail.php` (PROTOCOL.md §2.5). `Err((code, message))` refuses.
 pub(crate) fn stock_query_detail(
-    emu: &Emulator,
+    account: &Account,
     fields: &BTreeMap<String, String>,
     now: i64,
 ) -> Result<Vec<u8>, (i64, String)> {
-    let bad = |m: String| (emu.inner.enterprise_codes.invalid_parameter, m);
+    let bad = |m: String| (account.inner().config.enterprise_codes.invalid_parameter, m);
     let get = |k: &str| fields.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let page_size = match get("page_size") {
         None => 40,
@@ -209,7 +229,7 @@ pub(crate) fn stock_query_detail(
             }
         };
     }
-    let world = emu.read();
+    let world = account.read();
     let rows = world.query_stock(&filter);
     let page: Vec<StockOut<'_>> = rows
         .iter()

@@ -10,7 +10,7 @@ use wdt_sign::{FLAGSHIP_EPOCH, sign_flagship};
 
 use crate::model::{Listing, PdLine, Target, World, vendor_time};
 use crate::wire::{self, TypeMismatch};
-use crate::{Emulator, Refusal as CallRefusal};
+use crate::{Account, Emulator, Refusal as CallRefusal, Refused};
 
 /// The flagship methods the emulator knows.
 pub const METHODS: [&str; 9] = [
@@ -40,14 +40,25 @@ fn refuse(method: Option<&str>, status: i64, message: impl Into<String>) -> Call
     }
 }
 
-/// PROTOCOL.md §1.5 steps 1–4: parameters, app, version, timestamp, signature.
+/// PROTOCOL.md §1.5 steps 1–4: parameters, app, version, timestamp, signature. The call
+/// belongs to the account whose flagship `sid` it names, and is checked with its secret and
+/// clock.
 pub(crate) fn verify(
     emu: &Emulator,
     query: &str,
     body: &[u8],
-    now: i64,
-) -> Result<Verified, CallRefusal> {
-    let params = wire::decode_form(query.as_bytes()).map_err(|_| refuse(None, 1, "参数错误"))?;
+) -> Result<(Account, Verified), Refused> {
+    let params =
+        wire::decode_form(query.as_bytes()).map_err(|_| (None, refuse(None, 1, "参数错误")))?;
+    let account = params.get("sid").and_then(|sid| emu.by_flagship_sid(sid));
+    check(account.clone(), &params, body).map_err(|refusal| (account, refusal))
+}
+
+fn check(
+    account: Option<Account>,
+    params: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Result<(Account, Verified), CallRefusal> {
     let method = params.get("method").map(String::as_str);
     for key in ["sid", "key", "salt", "method", "v", "timestamp", "sign"] {
         // The salt may be empty (`secret:`); everything else must have a value.
@@ -58,11 +69,10 @@ pub(crate) fn verify(
             return Err(refuse(method, 1, "参数错误"));
         }
     }
-    let account = &emu.inner.flagship;
-    if params["sid"] != account.sid {
+    let Some(account) = account else {
         return Err(refuse(method, 1, "sid is not exists"));
-    }
-    if params["key"] != account.appkey {
+    };
+    if params["key"] != account.config().flagship.appkey {
         return Err(refuse(method, 1, "app auth fail"));
     }
     if params["v"] != "1.0" {
@@ -75,29 +85,31 @@ pub(crate) fn verify(
             format!("For input string: \"{}\"", params["timestamp"]),
         )
     })?;
-    if now.abs_diff(i64::from(ts) + FLAGSHIP_EPOCH) > 120 {
+    if account.now().abs_diff(i64::from(ts) + FLAGSHIP_EPOCH) > 120 {
         return Err(refuse(method, 7, "时间戳错误"));
     }
     let body = std::str::from_utf8(body).map_err(|_| refuse(method, 1, "参数错误"))?;
+    let secret = account.secret();
     let expected = sign_flagship(
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         body,
-        &account.secret,
+        secret,
     );
-    if params["salt"] != account.secret.salt() || !expected.eq_ignore_ascii_case(&params["sign"]) {
+    if params["salt"] != secret.salt() || !expected.eq_ignore_ascii_case(&params["sign"]) {
         return Err(refuse(method, 1, "验证失败"));
     }
-    if params.contains_key("page_no") || params.contains_key("page_size") {
-        // None of the emulated methods is paged; paging parameters are accepted and ignored.
-    }
+    // None of the emulated methods is paged; paging parameters are accepted and ignored.
     let method = params["method"].clone();
     if !METHODS.contains(&method.as_str()) {
         return Err(refuse(Some(&method), 100, format!("接口不存在: {method}")));
     }
-    Ok(Verified {
-        method,
-        body: body.to_owned(),
-    })
+    Ok((
+        account,
+        Verified {
+            method,
+            body: body.to_owned(),
+        },
+    ))
 }
 
 /// A status/message answer from a method.
@@ -136,7 +148,7 @@ fn data<T: Serialize>(value: &T) -> MethodResult {
 }
 
 /// Runs a verified method against the world. Steps 5–6 of PROTOCOL.md §1.5 happen here.
-pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult {
+pub(crate) fn execute(account: &Account, call: &Verified, now: i64) -> MethodResult {
     let args: Vec<&RawValue> =
         serde_json::from_str(&call.body).map_err(|_| (1, "参数错误".to_owned()))?;
     match call.method.as_str() {
@@ -144,7 +156,7 @@ pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult
             arity(&args, 2)?;
             let rec_id = wire::long(args[0]).map_err(mismatch)?;
             let force = wire::boolean(args[1]).map_err(mismatch)?;
-            let world = emu.read();
+            let world = account.read();
             let (listing, syn) = world.calc(rec_id, force).map_err(|r| business(r.0))?;
             data(&CalcOut::new(&world, listing, syn))
         }
@@ -160,7 +172,7 @@ pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult
                 let rec_id = wire::long(rec_id).map_err(mismatch)?;
                 parsed.push((rec_id, m.get("force_sync").map(|f| wire::boolean(f))));
             }
-            let world = emu.read();
+            let world = account.read();
             let mut success: Vec<Box<RawValue>> = Vec::new();
             let mut errors = Vec::new();
             for (rec_id, force) in parsed {
@@ -204,7 +216,8 @@ pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult
                 return Err(business("count的取值范围为10~5000"));
             }
             let (ids, next) =
-                emu.read()
+                account
+                    .read()
                     .pending_after(position, usize::try_from(count).unwrap_or(10), now);
             data(&serde_json::json!({ "id_list": ids, "position": next }))
         }
@@ -213,7 +226,7 @@ pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult
             let rec_id = wire::long(args[0]).map_err(mismatch)?;
             let info = wire::map(args[1]).map_err(mismatch)?;
             let info = SyncInfo::read(&info)?;
-            let mut world = emu.write();
+            let mut world = account.write();
             if call.method.ends_with("syncSuccess") {
                 world.sync_success(rec_id, info.stock_change_count, info.syn_stock, now)
             } else {
@@ -226,7 +239,8 @@ pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult
             arity(&args, 2)?;
             let rec_id = wire::long(args[0]).map_err(mismatch)?;
             let count = wire::long(args[1]).map_err(mismatch)?;
-            emu.write()
+            account
+                .write()
                 .cancel(rec_id, count)
                 .map_err(|r| business(r.0))?;
             Ok(None)
@@ -262,7 +276,7 @@ pub(crate) fn execute(emu: &Emulator, call: &Verified, now: i64) -> MethodResult
                     defect,
                 });
             }
-            let outcome = emu
+            let outcome = account
                 .write()
                 .stock_take(
                     &warehouse_no,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod account;
 mod admin;
 mod enterprise;
 mod flagship;
@@ -8,19 +9,20 @@ mod model;
 mod ops;
 mod wire;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::Response;
 use axum::routing::post;
-use wdt_sign::FlagshipSecret;
 
+pub use account::{Account, AccountConfig, DEFAULT_ACCOUNT};
 pub use enterprise::{EnterpriseCodes, SCRIPTS, SPAN_TOO_WIDE_CODE, SPAN_TOO_WIDE_MESSAGE};
 pub use flagship::METHODS;
 pub use ops::{
@@ -28,8 +30,7 @@ pub use ops::{
     RATE_LIMIT_MESSAGE,
 };
 
-use model::World;
-use ops::{Ops, Throttle};
+use account::{AccountState, Call};
 
 /// Where the emulator's time comes from (before any injected clock skew).
 pub trait Clock: Send + Sync + fmt::Debug {
@@ -112,6 +113,11 @@ impl Default for EnterpriseAccount {
 }
 
 /// How to build an [`Emulator`].
+///
+/// `seed`, `skus`, `flagship` and `enterprise` define the first account, named
+/// [`DEFAULT_ACCOUNT`] (`"default"`); `accounts` adds more, each with its own data, faults,
+/// throttles, counters and call log. `faults`, `enterprise_codes` and `clock` apply to every
+/// account (each account starts with, and resets to, its own copy of `faults`).
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     /// Seed of the data generator.
@@ -128,6 +134,9 @@ pub struct EmulatorConfig {
     pub enterprise_codes: EnterpriseCodes,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Accounts besides the default one. Names, flagship sids and enterprise sids must be
+    /// unique across all accounts, the default one included.
+    pub accounts: Vec<AccountConfig>,
 }
 
 impl Default for EmulatorConfig {
@@ -140,13 +149,35 @@ impl Default for EmulatorConfig {
             faults: Faults::default(),
             enterprise_codes: EnterpriseCodes::default(),
             clock: Arc::new(SystemClock),
+            accounts: Vec::new(),
         }
+    }
+}
+
+impl EmulatorConfig {
+    /// The account that `seed`, `skus`, `flagship` and `enterprise` define, named
+    /// [`DEFAULT_ACCOUNT`].
+    pub fn default_account(&self) -> AccountConfig {
+        AccountConfig {
+            name: DEFAULT_ACCOUNT.into(),
+            seed: self.seed,
+            skus: self.skus,
+            flagship: self.flagship.clone(),
+            enterprise: self.enterprise.clone(),
+        }
+    }
+
+    /// Every account, the default one first.
+    pub fn all_accounts(&self) -> Vec<AccountConfig> {
+        std::iter::once(self.default_account())
+            .chain(self.accounts.iter().cloned())
+            .collect()
     }
 }
 
 /// A configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(String);
+pub struct ConfigError(pub(crate) String);
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -157,23 +188,19 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 #[derive(Debug)]
-pub(crate) struct FlagshipVerifier {
-    pub(crate) sid: String,
-    pub(crate) appkey: String,
-    pub(crate) secret: FlagshipSecret,
-}
-
-#[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: EmulatorConfig,
-    pub(crate) flagship: FlagshipVerifier,
-    pub(crate) enterprise: EnterpriseAccount,
-    pub(crate) enterprise_codes: EnterpriseCodes,
-    world: RwLock<World>,
-    pub(crate) ops: Mutex<Ops>,
+    /// The default account first.
+    pub(crate) accounts: Vec<AccountState>,
+    flagship_sids: HashMap<String, usize>,
+    enterprise_sids: HashMap<String, usize>,
 }
 
-/// The emulated vendor: its data, its faults, and the HTTP routes. Cheap to clone.
+/// The emulated vendor: its accounts (data, faults, logs), and the HTTP routes. Cheap to clone.
+///
+/// The methods that are not about a particular account ([`calls`](Self::calls),
+/// [`set_faults`](Self::set_faults), …) act on the default account; use
+/// [`account`](Self::account) for the others.
 #[derive(Debug, Clone)]
 pub struct Emulator {
     pub(crate) inner: Arc<Inner>,
@@ -186,6 +213,9 @@ pub(crate) struct Refusal {
     pub(crate) status: i64,
     pub(crate) message: String,
 }
+
+/// A refusal, with the account the call named when it named one that exists.
+pub(crate) type Refused = (Option<Account>, Refusal);
 
 /// Which dialect answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,46 +247,97 @@ impl Family {
 pub(crate) type Executed = Result<Vec<u8>, (i64, String)>;
 
 impl Emulator {
-    /// Builds the emulator and generates its data.
+    /// Builds the emulator and generates every account's data.
     ///
     /// # Errors
-    /// When a credential or a fault setting cannot work.
+    /// When a credential or a fault setting cannot work, or two accounts share a name, a
+    /// flagship sid or an enterprise sid.
     pub fn new(config: EmulatorConfig) -> Result<Self, ConfigError> {
-        let secret = FlagshipSecret::parse(&config.flagship.appsecret)
-            .map_err(|e| ConfigError(format!("flagship appsecret: {e}")))?;
-        for (what, value) in [
-            ("flagship sid", &config.flagship.sid),
-            ("flagship appkey", &config.flagship.appkey),
-            ("enterprise sid", &config.enterprise.sid),
-            ("enterprise appkey", &config.enterprise.appkey),
-            ("enterprise appsecret", &config.enterprise.appsecret),
-        ] {
-            if value.is_empty() {
-                return Err(ConfigError(format!("{what} must not be empty")));
+        let all = config.all_accounts();
+        let mut flagship_sids = HashMap::new();
+        let mut enterprise_sids = HashMap::new();
+        let mut secrets = Vec::with_capacity(all.len());
+        // Everything is checked before any data is generated.
+        for (index, account) in all.iter().enumerate() {
+            secrets.push(AccountState::check(account)?);
+            if let Some(first) = all[..index].iter().find(|a| a.name == account.name) {
+                return Err(ConfigError(format!(
+                    "two accounts are named {:?}",
+                    first.name
+                )));
+            }
+            for (family, sids, sid) in [
+                ("flagship", &mut flagship_sids, &account.flagship.sid),
+                ("enterprise", &mut enterprise_sids, &account.enterprise.sid),
+            ] {
+                if let Some(&first) = sids.get(sid) {
+                    let first: &AccountConfig = &all[first];
+                    return Err(ConfigError(format!(
+                        "accounts {:?} and {:?} have the same {family} sid {sid:?}",
+                        first.name, account.name
+                    )));
+                }
+                sids.insert(sid.clone(), index);
             }
         }
-        if config.skus == 0 || config.skus > 1_000_000 {
-            return Err(ConfigError(format!(
-                "skus must be between 1 and 1000000, not {}",
-                config.skus
-            )));
-        }
         config.faults.validate().map_err(ConfigError)?;
-        let world = World::generate(config.seed, config.skus, config.clock.unix_now());
+        let now = config.clock.unix_now();
+        let accounts = all
+            .into_iter()
+            .zip(secrets)
+            .map(|(account, secret)| AccountState::generate(account, secret, &config.faults, now))
+            .collect();
         Ok(Self {
             inner: Arc::new(Inner {
-                flagship: FlagshipVerifier {
-                    sid: config.flagship.sid.clone(),
-                    appkey: config.flagship.appkey.clone(),
-                    secret,
-                },
-                enterprise: config.enterprise.clone(),
-                enterprise_codes: config.enterprise_codes.clone(),
-                ops: Mutex::new(Ops::new(config.faults.clone(), config.seed)),
-                world: RwLock::new(world),
                 config,
+                accounts,
+                flagship_sids,
+                enterprise_sids,
             }),
         })
+    }
+
+    /// The account named `name`, if there is one.
+    pub fn account(&self, name: &str) -> Option<Account> {
+        let index = self
+            .inner
+            .accounts
+            .iter()
+            .position(|a| a.config.name == name)?;
+        Some(Account::new(self.inner.clone(), index))
+    }
+
+    /// The default account (the one [`EmulatorConfig`]'s own fields define).
+    pub fn default_account(&self) -> Account {
+        Account::new(self.inner.clone(), 0)
+    }
+
+    /// Every account, the default one first.
+    pub fn accounts(&self) -> Vec<Account> {
+        (0..self.inner.accounts.len())
+            .map(|index| Account::new(self.inner.clone(), index))
+            .collect()
+    }
+
+    /// The accounts' names, the default one first.
+    pub fn account_names(&self) -> Vec<String> {
+        self.inner
+            .accounts
+            .iter()
+            .map(|a| a.config.name.clone())
+            .collect()
+    }
+
+    /// The account whose flagship seller account is `sid`.
+    pub(crate) fn by_flagship_sid(&self, sid: &str) -> Option<Account> {
+        let index = *self.inner.flagship_sids.get(sid)?;
+        Some(Account::new(self.inner.clone(), index))
+    }
+
+    /// The account whose enterprise seller account is `sid`.
+    pub(crate) fn by_enterprise_sid(&self, sid: &str) -> Option<Account> {
+        let index = *self.inner.enterprise_sids.get(sid)?;
+        Some(Account::new(self.inner.clone(), index))
     }
 
     /// The routes: `POST /openapi` (and `/openapi/`), `POST /openapi2/{name}`, and `/__admin/…`.
@@ -308,227 +389,73 @@ impl Emulator {
         })
     }
 
-    /// The emulator's current time: the clock plus any injected skew.
+    /// The default account's current time: the clock plus its injected skew.
     pub fn now(&self) -> i64 {
-        self.inner
-            .config
-            .clock
-            .unix_now()
-            .saturating_add(self.ops().faults.clock_skew_secs)
+        self.default_account().now()
     }
 
-    /// Per-method counters since start or the last reset.
+    /// The default account's per-method counters since start or the last reset.
     pub fn counters(&self) -> std::collections::BTreeMap<String, Counter> {
-        self.ops().counters()
+        self.default_account().counters()
     }
 
-    /// The latest `limit` calls, optionally of one method, oldest first.
+    /// The default account's latest `limit` calls, optionally of one method, oldest first.
+    /// Calls that named no known account are logged here too, under the account name `?`.
     pub fn calls(&self, method: Option<&str>, limit: usize) -> Vec<CallRecord> {
-        self.ops().calls(method, limit)
+        self.default_account().calls(method, limit)
     }
 
-    /// The active faults.
+    /// The default account's active faults.
     pub fn faults(&self) -> Faults {
-        self.ops().faults.clone()
+        self.default_account().faults()
     }
 
-    /// Replaces the active faults.
+    /// Replaces the default account's active faults.
     ///
     /// # Errors
     /// When a setting is out of range.
     pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
-        faults.validate()?;
-        self.ops().faults = faults;
-        Ok(())
+        self.default_account().set_faults(faults)
     }
 
-    /// Regenerates the data (optionally with another seed or size) and clears the call log,
-    /// counters and throttles; faults go back to the configured ones.
+    /// Regenerates the default account's data (optionally with another seed or size) and
+    /// clears its call log, counters and throttles; its faults go back to the configured ones.
     pub fn reset(&self, seed: Option<u64>, skus: Option<usize>) {
-        let seed = seed.unwrap_or(self.inner.config.seed);
-        let skus = skus.unwrap_or(self.inner.config.skus).clamp(1, 1_000_000);
-        let world = World::generate(seed, skus, self.inner.config.clock.unix_now());
-        *self.write() = world;
-        *self.ops() = Ops::new(self.inner.config.faults.clone(), seed);
+        self.default_account().reset(seed, skus);
     }
 
-    /// A summary of the data (warehouses, spec numbers, barcodes, listing ids) for demos and
-    /// benchmarks.
+    /// A summary of the default account's data (warehouses, spec numbers, barcodes, listing
+    /// ids) for demos and benchmarks.
     pub fn summary(&self) -> serde_json::Value {
-        self.read().summary()
+        self.default_account().summary()
     }
 
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, World> {
-        self.inner
-            .world
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, World> {
-        self.inner
-            .world
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn ops(&self) -> MutexGuard<'_, Ops> {
-        self.inner
-            .ops
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The shared pipeline after verification: throttles, latency, HTTP faults, the method,
-    /// broken bodies, and the call log.
-    async fn pipeline(
-        &self,
-        family: Family,
-        method: &str,
-        started: Instant,
-        at_ms: i64,
-        run: impl FnOnce(&Self, i64) -> Executed,
-    ) -> Response {
-        let throttle_status = match family {
-            Family::Flagship => 100,
-            Family::Enterprise => self.inner.enterprise_codes.rate_limited,
-        };
-        let admitted = self.ops().admit(method, started);
-        if let Err(throttle) = admitted {
-            let message = match throttle {
-                Throttle::PerMinute => RATE_LIMIT_MESSAGE,
-                Throttle::Concurrency => CONCURRENCY_LIMIT_MESSAGE,
-            };
-            return self.answer(
-                family,
-                method,
-                started,
-                at_ms,
-                Outcome::RateLimited,
-                Some((throttle_status, message.into())),
-                200,
-                family.refusal_body(throttle_status, message),
-            );
-        }
-        let _in_flight = InFlight {
-            emulator: self,
-            method,
-        };
-        let latency = self.ops().latency();
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        let http_error = self.ops().http_error();
-        if let Some(code) = http_error {
-            let body =
-                format!("<html><body><h1>{code}</h1>emulated failure</body></html>").into_bytes();
-            return self.answer(
-                family,
-                method,
-                started,
-                at_ms,
-                Outcome::HttpError,
-                None,
-                code,
-                body,
-            );
-        }
-        let (outcome, refusal, body) = match run(self, self.now()) {
-            Ok(body) => (Outcome::Ok, None, body),
-            Err((status, message)) => {
-                let body = family.refusal_body(status, &message);
-                (Outcome::Refused, Some((status, message)), body)
-            }
-        };
-        let broken = self.ops().malformed();
-        match broken {
-            Some(kind) => self.answer(
-                family,
-                method,
-                started,
-                at_ms,
-                Outcome::Malformed,
-                refusal,
-                200,
-                ops::break_body(body, kind),
-            ),
-            None => self.answer(family, method, started, at_ms, outcome, refusal, 200, body),
-        }
-    }
-
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one private sink for every answer"
-    )]
-    fn answer(
-        &self,
-        family: Family,
-        method: &str,
-        started: Instant,
-        at_ms: i64,
-        outcome: Outcome,
-        refusal: Option<(i64, String)>,
-        http_status: u16,
-        body: Vec<u8>,
-    ) -> Response {
-        let (status, message) = match (&outcome, refusal) {
-            (Outcome::Ok | Outcome::Malformed, None) => (Some(0), None),
-            (_, Some((s, m))) => (Some(s), Some(m)),
-            (_, None) => (None, None),
-        };
-        self.ops().record(CallRecord {
-            seq: 0,
-            at_ms,
-            family: family.name().into(),
-            method: method.to_owned(),
-            outcome,
-            status,
-            message,
-            http_status,
-            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        });
-        let content_type = if outcome == Outcome::HttpError {
-            "text/html; charset=UTF-8"
-        } else {
-            "application/json;charset=UTF-8"
-        };
-        (
-            StatusCode::from_u16(http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            [(header::CONTENT_TYPE, content_type)],
-            body,
-        )
-            .into_response()
-    }
-
-    fn refused(&self, family: Family, started: Instant, at_ms: i64, refusal: Refusal) -> Response {
-        let body = family.refusal_body(refusal.status, &refusal.message);
+    /// Answers a refusal in the log of the account the call named, or, when it named none
+    /// that exists, in the default account's log under the account name `?`.
+    fn refused(&self, account: Option<Account>, call: &Call<'_>, refusal: Refusal) -> Response {
+        let body = call.family.refusal_body(refusal.status, &refusal.message);
         // Count refusals under the method only when it exists: callers choose the name.
         let method = refusal
             .method
             .filter(|m| METHODS.contains(&m.as_str()) || SCRIPTS.contains(&m.as_str()))
             .unwrap_or_else(|| "?".into());
-        self.answer(
-            family,
-            &method,
-            started,
-            at_ms,
+        let (account, name) = match account {
+            Some(a) => {
+                let name = a.name().to_owned();
+                (a, name)
+            }
+            None => (self.default_account(), "?".to_owned()),
+        };
+        account.answer(
+            &Call {
+                method: &method,
+                ..*call
+            },
+            &name,
             Outcome::Refused,
             Some((refusal.status, refusal.message)),
-            200,
-            body,
+            (200, body),
         )
-    }
-}
-
-/// Releases a concurrency slot when the call ends, even if the client went away.
-struct InFlight<'a> {
-    emulator: &'a Emulator,
-    method: &'a str,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.emulator.ops().finish(self.method);
     }
 }
 
@@ -540,20 +467,29 @@ fn unix_ms() -> i64 {
 
 async fn flagship_route(State(emu): State<Emulator>, uri: Uri, body: Bytes) -> Response {
     let (started, at_ms) = (Instant::now(), unix_ms());
-    let now = emu.now();
-    match flagship::verify(&emu, uri.query().unwrap_or(""), &body, now) {
-        Err(refusal) => emu.refused(Family::Flagship, started, at_ms, refusal),
-        Ok(call) => {
-            let method = call.method.clone();
-            emu.pipeline(Family::Flagship, &method, started, at_ms, |emu, now| {
-                let data = flagship::execute(emu, &call, now)?;
-                let body = serde_json::to_vec(&FlagshipOk {
-                    status: 0,
-                    data: data.as_deref(),
-                });
-                body.map_err(|e| (99, format!("其他错误: {e}")))
-            })
-            .await
+    let call = Call {
+        family: Family::Flagship,
+        method: "?",
+        started,
+        at_ms,
+    };
+    match flagship::verify(&emu, uri.query().unwrap_or(""), &body) {
+        Err((account, refusal)) => emu.refused(account, &call, refusal),
+        Ok((account, verified)) => {
+            let call = Call {
+                method: &verified.method,
+                ..call
+            };
+            account
+                .pipeline(&call, |account, now| {
+                    let data = flagship::execute(account, &verified, now)?;
+                    let body = serde_json::to_vec(&FlagshipOk {
+                        status: 0,
+                        data: data.as_deref(),
+                    });
+                    body.map_err(|e| (99, format!("其他错误: {e}")))
+                })
+                .await
         }
     }
 }
@@ -565,17 +501,23 @@ async fn enterprise_route(
     body: Bytes,
 ) -> Response {
     let (started, at_ms) = (Instant::now(), unix_ms());
-    let now = emu.now();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    match enterprise::verify(&emu, &name, content_type, &body, now) {
-        Err(refusal) => emu.refused(Family::Enterprise, started, at_ms, refusal),
-        Ok(fields) => {
-            emu.pipeline(Family::Enterprise, &name, started, at_ms, |emu, now| {
-                enterprise::stock_query_detail(emu, &fields, now)
-            })
-            .await
+    let call = Call {
+        family: Family::Enterprise,
+        method: &name,
+        started,
+        at_ms,
+    };
+    match enterprise::verify(&emu, &name, content_type, &body) {
+        Err((account, refusal)) => emu.refused(account, &call, refusal),
+        Ok((account, fields)) => {
+            account
+                .pipeline(&call, |account, now| {
+                    enterprise::stock_query_detail(account, &fields, now)
+                })
+                .await
         }
     }
 }

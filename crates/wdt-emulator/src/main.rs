@@ -2,10 +2,13 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
-use wdt_emulator::{EmulatorConfig, EnterpriseAccount, Faults, FlagshipAccount, MalformedKind};
+use wdt_emulator::{
+    AccountConfig, EmulatorConfig, EnterpriseAccount, Faults, FlagshipAccount, MalformedKind,
+};
 
 /// A faithful, stateful stand-in for the WangDianTong (旺店通) open API stock methods.
 #[derive(Debug, Parser)]
@@ -38,6 +41,22 @@ struct Cli {
     /// Enterprise appsecret.
     #[arg(long)]
     enterprise_appsecret: Option<String>,
+    /// More ERP accounts, from a TOML file with one [accounts.NAME] table per account.
+    ///
+    /// Keys: sid, appkey, appsecret (secret:salt), enterprise_sid, enterprise_appkey,
+    /// enterprise_appsecret (all required), seed and skus (optional, default --seed and
+    /// --skus). Unknown keys are refused. Every account has its own data, faults, throttles,
+    /// counters and call log; a call belongs to the account whose sid it names.
+    #[arg(long, value_name = "PATH")]
+    accounts_file: Option<PathBuf>,
+    /// One more ERP account NAME with data seed SEED (repeatable), credentials derived from NAME.
+    ///
+    /// Flagship: sid NAME, appkey NAME-key, appsecret NAME-secret:NAME-salt.
+    /// Enterprise: sid NAME-e, appkey NAME-ekey, appsecret NAME-esecret.
+    /// Its data has --skus specs. The first account, "default", is the one the flags above
+    /// define.
+    #[arg(long = "account", value_name = "NAME=SEED", value_parser = parse_account)]
+    accounts: Vec<(String, u64)>,
     /// Added latency in milliseconds: N, or MIN-MAX for a uniform random delay.
     #[arg(long, value_parser = parse_latency)]
     latency_ms: Option<(u64, u64)>,
@@ -96,7 +115,40 @@ fn parse_method_limit(s: &str) -> Result<(String, u32), String> {
     Ok((method.trim().to_owned(), n))
 }
 
-fn config(cli: &Cli) -> EmulatorConfig {
+fn parse_account(s: &str) -> Result<(String, u64), String> {
+    let (name, seed) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=SEED"))?;
+    if name.trim().is_empty() {
+        return Err(format!("{s:?}: the account name is empty"));
+    }
+    let seed = seed
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: {seed:?} is not a seed (a number)"))?;
+    Ok((name.trim().to_owned(), seed))
+}
+
+/// The accounts of `--accounts-file`, then those of `--account`.
+fn accounts(cli: &Cli) -> Result<Vec<AccountConfig>, String> {
+    let mut accounts = match &cli.accounts_file {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            AccountConfig::from_toml(&text, cli.seed, cli.skus)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+    };
+    accounts.extend(
+        cli.accounts
+            .iter()
+            .map(|(name, seed)| AccountConfig::derived(name, *seed, cli.skus)),
+    );
+    Ok(accounts)
+}
+
+fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
     let mut flagship = FlagshipAccount::default();
     let mut enterprise = EnterpriseAccount::default();
     for (slot, value) in [
@@ -112,7 +164,7 @@ fn config(cli: &Cli) -> EmulatorConfig {
         }
     }
     let (latency_min_ms, latency_max_ms) = cli.latency_ms.unwrap_or((0, 0));
-    EmulatorConfig {
+    Ok(EmulatorConfig {
         seed: cli.seed,
         skus: cli.skus,
         flagship,
@@ -131,8 +183,47 @@ fn config(cli: &Cli) -> EmulatorConfig {
             },
             clock_skew_secs: cli.clock_skew_secs,
         },
+        accounts: accounts(cli)?,
         ..EmulatorConfig::default()
+    })
+}
+
+/// What a query value keeps unencoded (RFC 3986 unreserved characters).
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The start-up banner: the default account as it always was, then one block per added account.
+fn banner(config: &EmulatorConfig) -> String {
+    let (f, e) = (&config.flagship, &config.enterprise);
+    let mut banner = format!(
+        "wdt-emulator listening on http://{{addr}}\n\
+         flagship:   WDT_FLAGSHIP_URL=http://{{addr}}/openapi WDT_SID={} WDT_APPKEY={} WDT_APPSECRET={}\n\
+         enterprise: WDT_ENTERPRISE_URL=http://{{addr}}/openapi2/ WDT_ENTERPRISE_SID={} WDT_ENTERPRISE_APPKEY={} WDT_ENTERPRISE_APPSECRET={}\n\
+         admin:      http://{{addr}}/__admin/summary  (seed {}, {} SKUs)",
+        f.sid, f.appkey, f.appsecret, e.sid, e.appkey, e.appsecret, config.seed, config.skus,
+    );
+    for a in &config.accounts {
+        let (f, e) = (&a.flagship, &a.enterprise);
+        banner.push_str(&format!(
+            "\naccount {name}: http://{{addr}}/__admin/summary?account={query}  (seed {}, {} SKUs)\n  \
+             flagship:   WDT_SID={} WDT_APPKEY={} WDT_APPSECRET={}\n  \
+             enterprise: WDT_ENTERPRISE_SID={} WDT_ENTERPRISE_APPKEY={} WDT_ENTERPRISE_APPSECRET={}",
+            a.seed,
+            a.skus,
+            f.sid,
+            f.appkey,
+            f.appsecret,
+            e.sid,
+            e.appkey,
+            e.appsecret,
+            name = a.name,
+            query = percent_encoding::utf8_percent_encode(&a.name, QUERY_VALUE),
+        ));
     }
+    banner
 }
 
 fn fail(message: &str) -> ExitCode {
@@ -153,25 +244,11 @@ async fn main() -> ExitCode {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let config = config(&cli);
-    let banner = {
-        let (f, e) = (&config.flagship, &config.enterprise);
-        format!(
-            "wdt-emulator listening on http://{addr}\n\
-             flagship:   WDT_FLAGSHIP_URL=http://{addr}/openapi WDT_SID={} WDT_APPKEY={} WDT_APPSECRET={}\n\
-             enterprise: WDT_ENTERPRISE_URL=http://{addr}/openapi2/ WDT_ENTERPRISE_SID={} WDT_ENTERPRISE_APPKEY={} WDT_ENTERPRISE_APPSECRET={}\n\
-             admin:      http://{addr}/__admin/summary  (seed {}, {} SKUs)",
-            f.sid,
-            f.appkey,
-            f.appsecret,
-            e.sid,
-            e.appkey,
-            e.appsecret,
-            config.seed,
-            config.skus,
-            addr = "{addr}",
-        )
+    let config = match config(&cli) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
     };
+    let banner = banner(&config);
     let emulator = match wdt_emulator::Emulator::new(config) {
         Ok(e) => e,
         Err(e) => return fail(&e.to_string()),

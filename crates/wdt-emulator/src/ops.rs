@@ -102,6 +102,10 @@ pub struct CallRecord {
     pub seq: u64,
     /// Unix time in milliseconds when the call arrived.
     pub at_ms: i64,
+    /// The account the call named (by its `sid`) and was checked against; `?` when it named
+    /// none that exists (such calls are logged with the default account).
+    #[serde(default)]
+    pub account: String,
     /// `flagship` or `enterprise`.
     pub family: String,
     /// Method or script name (`?` when the request named none).
@@ -356,6 +360,7 @@ mod tests {
             ops.record(CallRecord {
                 seq: 0,
                 at_ms: 0,
+                account: "default".into(),
                 family: "flagship".into(),
                 method: "m".into(),
                 outcome: Outcome::Ok,

@@ -1,7 +1,8 @@
 //! The emulator over real HTTP: `wdt-client` round trips, the signature vectors, every refusal,
-//! faults, concurrency and the binary.
+//! faults, concurrency, several accounts and the binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod accounts;
 mod binary;
 mod faults;
 mod refusals;

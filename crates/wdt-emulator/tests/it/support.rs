@@ -6,7 +6,7 @@ use std::time::Duration;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 use wdt_client::{EnterpriseCredentials, FlagshipCredentials, SecretString, WdtClient};
-use wdt_emulator::{Clock, EmulatorConfig, RunningEmulator};
+use wdt_emulator::{AccountConfig, Clock, EmulatorConfig, RunningEmulator};
 use wdt_sign::{FLAGSHIP_EPOCH, FlagshipSecret, sign_enterprise, sign_flagship};
 
 pub(crate) const SID: &str = "wdtapi3";
@@ -45,22 +45,28 @@ pub(crate) async fn start_small() -> RunningEmulator {
 }
 
 pub(crate) fn client(emu: &RunningEmulator) -> WdtClient {
+    client_for(emu, &EmulatorConfig::default().default_account())
+}
+
+/// Our client, signing with one account's credentials.
+pub(crate) fn client_for(emu: &RunningEmulator, account: &AccountConfig) -> WdtClient {
+    let (f, e) = (&account.flagship, &account.enterprise);
     WdtClient::builder()
         .flagship(
             FlagshipCredentials::new(
                 &emu.flagship_url(),
-                SID,
-                KEY,
-                &SecretString::from(APPSECRET),
+                &f.sid,
+                &f.appkey,
+                &SecretString::from(f.appsecret.as_str()),
             )
             .unwrap(),
         )
         .enterprise(
             EnterpriseCredentials::new(
                 &emu.enterprise_url(),
-                E_SID,
-                E_KEY,
-                &SecretString::from(E_SECRET),
+                &e.sid,
+                &e.appkey,
+                &SecretString::from(e.appsecret.as_str()),
             )
             .unwrap(),
         )
@@ -117,12 +123,23 @@ impl Raw {
 
     /// The signed public parameters of a flagship call at `unix`.
     pub(crate) fn flagship_params(method: &str, body: &str, unix: i64) -> Vec<(String, String)> {
-        let secret = FlagshipSecret::parse(APPSECRET).unwrap();
+        Self::flagship_params_as((SID, KEY, APPSECRET), method, body, unix)
+    }
+
+    /// The public parameters of a flagship call at `unix` naming `sid` and `key`, signed with
+    /// `appsecret`.
+    pub(crate) fn flagship_params_as(
+        (sid, key, appsecret): (&str, &str, &str),
+        method: &str,
+        body: &str,
+        unix: i64,
+    ) -> Vec<(String, String)> {
+        let secret = FlagshipSecret::parse(appsecret).unwrap();
         let mut p: Vec<(String, String)> = vec![
-            ("key".into(), KEY.into()),
+            ("key".into(), key.into()),
             ("method".into(), method.into()),
             ("salt".into(), secret.salt().into()),
-            ("sid".into(), SID.into()),
+            ("sid".into(), sid.into()),
             ("timestamp".into(), (unix - FLAGSHIP_EPOCH).to_string()),
             ("v".into(), "1.0".into()),
         ];
@@ -158,9 +175,19 @@ impl Raw {
 
     /// The signed form fields of an enterprise call at `unix`.
     pub(crate) fn enterprise_fields(fields: &[(&str, &str)], unix: i64) -> Vec<(String, String)> {
+        Self::enterprise_fields_as((E_SID, E_KEY, E_SECRET), fields, unix)
+    }
+
+    /// The form fields of an enterprise call at `unix` naming `sid` and `appkey`, signed with
+    /// `appsecret`.
+    pub(crate) fn enterprise_fields_as(
+        (sid, appkey, appsecret): (&str, &str, &str),
+        fields: &[(&str, &str)],
+        unix: i64,
+    ) -> Vec<(String, String)> {
         let mut f: Vec<(String, String)> = vec![
-            ("sid".into(), E_SID.into()),
-            ("appkey".into(), E_KEY.into()),
+            ("sid".into(), sid.into()),
+            ("appkey".into(), appkey.into()),
             ("timestamp".into(), unix.to_string()),
         ];
         f.extend(
@@ -168,7 +195,7 @@ impl Raw {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        let sign = sign_enterprise(f.iter().map(|(k, v)| (k.as_str(), v.as_str())), E_SECRET);
+        let sign = sign_enterprise(f.iter().map(|(k, v)| (k.as_str(), v.as_str())), appsecret);
         f.push(("sign".into(), sign));
         f
     }
