@@ -107,10 +107,10 @@ fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubsc
     .register_output_type::<ScalarSpecs>()
 }
 
-/// Builds the schema over `service`.
-pub fn build_schema(service: StockService, limits: Limits) -> AppSchema {
+/// Builds the schema. Each request names the service it runs over ([`prepare_request`]), so
+/// one schema serves every tenant.
+pub fn build_schema(limits: Limits) -> AppSchema {
     builder()
-        .data(service)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()
@@ -123,8 +123,9 @@ pub fn sdl() -> String {
         .sdl_with_options(async_graphql::SDLExportOptions::new().include_specified_by())
 }
 
-/// Attaches what one request needs: the caller, a fresh plan loader and the record of fields
-/// answered from stale data (returned, to read after execution).
+/// Attaches what one request needs: the service of the caller's tenant, the caller, a fresh
+/// plan loader and the record of fields answered from stale data (returned, to read after
+/// execution).
 pub fn prepare_request(
     request: async_graphql::Request,
     service: &StockService,
@@ -132,6 +133,7 @@ pub fn prepare_request(
 ) -> (async_graphql::Request, std::sync::Arc<StaleFields>) {
     let stale = std::sync::Arc::new(StaleFields::default());
     let request = request
+        .data(service.clone())
         .data(caller)
         // The batch load runs in its own task: keep it in the request's span (request id, trace).
         .data(DataLoader::new(PlanLoader::new(service.clone()), |f| {

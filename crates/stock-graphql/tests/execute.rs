@@ -68,7 +68,7 @@ impl Api {
 
     async fn with(cache: &CacheConfig, limits: Limits) -> Self {
         let (emulator, service) = service(cache).await;
-        let schema = stock_graphql::build_schema(service.clone(), limits);
+        let schema = stock_graphql::build_schema(limits);
         Self {
             emulator,
             service,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,7 @@ use stock_service::access::{Caller, Scope};
 use stock_service::model::{Served, StockSyncAck, StockSyncPlan, StockTakeInput, StockTakeResult};
 use utoipa::IntoResponses;
 
-use crate::RestState;
+use crate::Tenant;
 use crate::contract::{PROBLEM_JSON, examples};
 use crate::dto::{
     AckRequest, AckResponse, CancelRequest, IdempotencyKey, IfNoneMatch, PendingQueryParams,
@@ -318,7 +318,7 @@ fn meta<T>(s: &Served<T>) -> Served<()> {
     security(("bearer" = ["stock:read"]))
 )]
 pub(crate) async fn get_stock(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ STOCK_READ }>,
     headers: HeaderMap,
     uri: axum::http::Uri,
@@ -366,7 +366,7 @@ pub(crate) async fn get_stock(
     security(("bearer" = ["stock:read"]))
 )]
 pub(crate) async fn get_stock_by_barcode(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ STOCK_READ }>,
     headers: HeaderMap,
     Path(barcode): Path<String>,
@@ -407,7 +407,7 @@ pub(crate) async fn get_stock_by_barcode(
     security(("bearer" = ["stock:read"]))
 )]
 pub(crate) async fn get_stock_changes(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ STOCK_READ }>,
     headers: HeaderMap,
     Query(q): Query<StockChangesQueryParams>,
@@ -451,7 +451,7 @@ pub(crate) async fn get_stock_changes(
     security(("bearer" = ["stock-sync:read"]))
 )]
 pub(crate) async fn get_pending(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ SYNC_READ }>,
     headers: HeaderMap,
     Query(q): Query<PendingQueryParams>,
@@ -493,7 +493,7 @@ pub(crate) async fn get_pending(
     security(("bearer" = ["stock-sync:read"]))
 )]
 pub(crate) async fn get_plan(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ SYNC_READ }>,
     headers: HeaderMap,
     Path(id): Path<i64>,
@@ -525,7 +525,7 @@ pub(crate) async fn get_plan(
     security(("bearer" = ["stock-sync:read"]))
 )]
 pub(crate) async fn post_plans(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ SYNC_READ }>,
     Json(body): Json<PlansRequest>,
 ) -> Result<Response, ApiError> {
@@ -543,7 +543,7 @@ pub(crate) async fn post_plans(
 
 /// Records a push outcome and answers with it.
 async fn acknowledged(
-    s: &RestState,
+    s: &Tenant,
     id: i64,
     body: AckRequest,
     success: bool,
@@ -589,7 +589,7 @@ fn ack(id: i64, body: AckRequest) -> StockSyncAck {
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_confirm(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ SYNC_WRITE }>,
     Path(id): Path<i64>,
     Json(body): Json<AckRequest>,
@@ -614,7 +614,7 @@ pub(crate) async fn post_confirm(
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_fail(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ SYNC_WRITE }>,
     Path(id): Path<i64>,
     Json(body): Json<AckRequest>,
@@ -640,7 +640,7 @@ pub(crate) async fn post_fail(
     security(("bearer" = ["stock-sync:write"]))
 )]
 pub(crate) async fn post_cancel(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ SYNC_WRITE }>,
     Path(id): Path<i64>,
     Json(body): Json<CancelRequest>,
@@ -676,7 +676,7 @@ pub(crate) async fn post_cancel(
     security(("bearer" = ["stock:write"]))
 )]
 pub(crate) async fn post_stock_take(
-    State(s): State<RestState>,
+    s: Tenant,
     _auth: Authorized<{ STOCK_WRITE }>,
     Json(body): Json<StockTakeInput>,
 ) -> Result<Response, ApiError> {

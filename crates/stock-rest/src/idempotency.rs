@@ -1,5 +1,5 @@
 //! `Idempotency-Key` on REST writes: the middleware in front of each write route, over the
-//! store both facades share ([`stock_service::idempotency`]). It checks the key and the
+//! tenant's store, which both facades share ([`stock_service::idempotency`]). It checks the key and the
 //! caller's scope, fingerprints the request (method, path, body), runs the write through the
 //! store and answers replays with `Idempotent-Replayed: true`; the store's refusals are problem
 //! documents.
@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use stock_service::Code;
 use stock_service::access::{Caller, Scope};
-use stock_service::idempotency::{IdempotencyStore, Outcome, fingerprint};
+use stock_service::idempotency::{Outcome, fingerprint};
 
 use crate::error::ApiError;
 
@@ -58,7 +58,7 @@ pub(crate) fn rest_keep(status: u16, body: &[u8]) -> bool {
 
 /// The middleware for write routes needing `scope`.
 pub(crate) async fn idempotency(
-    State((store, scope)): State<(IdempotencyStore, Scope)>,
+    State(scope): State<Scope>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -76,6 +76,11 @@ pub(crate) async fn idempotency(
     };
     let key = match key_of(key) {
         Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
+    // The tenant's own store: the same key string in two tenants is two writes.
+    let store = match crate::service_of(request.extensions()) {
+        Ok(service) => service.idempotency().clone(),
         Err(e) => return e.into_response(),
     };
     let (parts, body) = request.into_parts();

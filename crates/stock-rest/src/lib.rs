@@ -31,25 +31,69 @@ const MEMO_MAX_ANSWER_BYTES: usize = 256 * 1024;
 /// What the REST handlers share. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct RestState {
-    /// The stock use cases.
-    service: StockService,
-    /// Stored first results of idempotent writes (shared with GraphQL mutations).
-    idempotency: IdempotencyStore,
+    /// The service of a gateway with one account; `None` when each request brings its
+    /// tenant's service in its extensions ([`RestState::routed`]).
+    single: Option<StockService>,
     /// Whole `GET /v1/stock` answers (body and ETag) by query string: while every cached entry
     /// an answer was assembled from is still the very same entry, the same query string gets
     /// the same bytes without parsing, assembling or hashing again. The cache headers are
-    /// worked out from the entries on every answer.
+    /// worked out from the entries on every answer. Answers are kept apart by tenant
+    /// ([`Memo`]).
     answers: Memo<(Bytes, HeaderValue)>,
 }
 
 impl RestState {
-    /// The handlers' state over `service`, keeping keyed writes in `idempotency`.
-    pub fn new(service: StockService, idempotency: IdempotencyStore) -> Self {
+    /// The handlers' state over one `service` (one account), whose idempotency store keeps
+    /// keyed writes.
+    pub fn new(service: StockService) -> Self {
         Self {
-            service,
-            idempotency,
+            single: Some(service),
             answers: Memo::new(MEMO_BYTES, MEMO_MAX_ANSWER_BYTES),
         }
+    }
+
+    /// The handlers' state for many tenants: every request must carry its tenant's
+    /// [`StockService`] in its extensions (the gateway puts it there after authenticating the
+    /// caller); one without is refused with a 500, never served by another tenant.
+    pub fn routed() -> Self {
+        Self {
+            single: None,
+            answers: Memo::new(MEMO_BYTES, MEMO_MAX_ANSWER_BYTES),
+        }
+    }
+}
+
+/// What a handler works with: the service of the caller's tenant and the shared memo.
+pub(crate) struct Tenant {
+    service: StockService,
+    answers: Memo<(Bytes, HeaderValue)>,
+}
+
+/// The tenant's service of a request, from its extensions.
+#[allow(
+    clippy::result_large_err,
+    reason = "returned straight to the caller, as the extractors do"
+)]
+fn service_of(extensions: &axum::http::Extensions) -> Result<StockService, ApiError> {
+    extensions.get::<StockService>().cloned().ok_or_else(|| {
+        ApiError::new(
+            Code::InternalServerError,
+            "no ERP account was chosen for this request",
+        )
+    })
+}
+
+impl axum::extract::FromRequestParts<RestState> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &RestState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            service: service_of(&parts.extensions)?,
+            answers: state.answers.clone(),
+        })
     }
 }
 
@@ -92,10 +136,8 @@ impl Modify for BearerAuth {
 
 /// Every route, with the OpenAPI document describing them. Each group of writes knows its
 /// scope, so a replay is never given to a caller who lacks it now.
-fn routes(idempotency: &IdempotencyStore) -> OpenApiRouter<RestState> {
-    let idempotent = |scope| {
-        axum::middleware::from_fn_with_state((idempotency.clone(), scope), idempotency::idempotency)
-    };
+fn routes() -> OpenApiRouter<RestState> {
+    let idempotent = |scope| axum::middleware::from_fn_with_state(scope, idempotency::idempotency);
     let writes = OpenApiRouter::new()
         .routes(routes!(handlers::post_stock_take))
         .layer(idempotent(stock_service::access::Scope::StockWrite))
@@ -118,16 +160,26 @@ fn routes(idempotency: &IdempotencyStore) -> OpenApiRouter<RestState> {
 
 /// The `/v1` routes and the OpenAPI document describing them.
 pub fn router(state: RestState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut api) = routes(&state.idempotency)
-        .with_state(state)
-        .split_for_parts();
+    let single = state.single.clone();
+    let (mut router, mut api) = routes().with_state(state).split_for_parts();
+    if let Some(service) = single {
+        // One account: every request is its.
+        router = router.layer(axum::middleware::from_fn(
+            move |mut request: axum::extract::Request, next: axum::middleware::Next| {
+                if request.extensions().get::<StockService>().is_none() {
+                    request.extensions_mut().insert(service.clone());
+                }
+                next.run(request)
+            },
+        ));
+    }
     contract::finish(&mut api);
     (router, api)
 }
 
 /// The OpenAPI document, as checked in at `openapi/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut api) = routes(&IdempotencyStore::default()).split_for_parts();
+    let (_, mut api) = routes().split_for_parts();
     contract::finish(&mut api);
     api
 }

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use stock_rest::{IdempotencyStore, RestState};
+use stock_rest::RestState;
 use stock_service::access::{Caller, Scope};
 use stock_service::{CacheConfig, StockService};
 use tower::ServiceExt;
@@ -21,7 +21,7 @@ use wdt_emulator::{EmulatorConfig, Faults, RunningEmulator};
 
 /// The one place the handlers' state is built (its fields may change).
 fn rest_state(service: StockService) -> RestState {
-    RestState::new(service, IdempotencyStore::default())
+    RestState::new(service)
 }
 
 const STOCK_QUERY: &str = "stock_query_detail.php";

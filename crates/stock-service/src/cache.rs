@@ -152,11 +152,13 @@ where
         ttl: Duration,
         stale_if_error: Duration,
         max_entries: u64,
+        tenant: &metrics::SharedString,
     ) -> Self {
         let stale_allowed = !stale_if_error.is_zero();
         let ttl = ttl.max(Duration::from_millis(1));
         let changes = Arc::new(AtomicU64::new(0));
         let changed = changes.clone();
+        let evicted = tenant.clone();
         let cache = Cache::builder()
             .max_capacity(max_entries)
             .time_to_live(ttl.saturating_add(stale_if_error))
@@ -167,7 +169,7 @@ where
                     RemovalCause::Expired => "expired",
                     RemovalCause::Explicit | RemovalCause::Replaced => return,
                 };
-                metrics::counter!("wdt_cache_evictions_total", "cache" => name, "cause" => cause)
+                metrics::counter!("wdt_cache_evictions_total", "cache" => name, "cause" => cause, "tenant" => evicted.clone())
                     .increment(1);
             })
             .build();
@@ -175,8 +177,8 @@ where
             .max_capacity(max_entries)
             .time_to_live(ttl.saturating_add(stale_if_error))
             .build();
-        let counter = |result: &'static str| metrics::counter!("wdt_cache_requests_total", "cache" => name, "result" => result);
-        let shared_counter = |result: &'static str| metrics::counter!("wdt_shared_cache_requests_total", "cache" => name, "result" => result);
+        let counter = |result: &'static str| metrics::counter!("wdt_cache_requests_total", "cache" => name, "result" => result, "tenant" => tenant.clone());
+        let shared_counter = |result: &'static str| metrics::counter!("wdt_shared_cache_requests_total", "cache" => name, "result" => result, "tenant" => tenant.clone());
         Self {
             name,
             cache,
@@ -790,7 +792,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_load_that_overlaps_a_write_is_answered_but_not_kept() {
-        let layer: Layer<&str, u32> = Layer::new("t", Duration::from_secs(60), Duration::ZERO, 100);
+        let layer: Layer<&str, u32> = Layer::new(
+            "t",
+            Duration::from_secs(60),
+            Duration::ZERO,
+            100,
+            &"test".into(),
+        );
         let epoch = AtomicU64::new(0);
         let loads = AtomicUsize::new(0);
         let load = || async {
@@ -817,8 +825,13 @@ mod tests {
 
     #[tokio::test]
     async fn stale_if_error_only_for_throttling_and_outages() {
-        let layer: Layer<&str, u32> =
-            Layer::new("t", Duration::from_millis(50), Duration::from_secs(60), 100);
+        let layer: Layer<&str, u32> = Layer::new(
+            "t",
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+            100,
+            &"test".into(),
+        );
         let epoch = AtomicU64::new(0);
         layer.get("k", &epoch, || async { Ok(1) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(80)).await;
@@ -842,8 +855,13 @@ mod tests {
 
     #[tokio::test]
     async fn every_waiter_of_a_failed_reload_gets_the_stale_entry() {
-        let layer: Layer<&str, u32> =
-            Layer::new("t", Duration::from_millis(50), Duration::from_secs(60), 100);
+        let layer: Layer<&str, u32> = Layer::new(
+            "t",
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+            100,
+            &"test".into(),
+        );
         let epoch = AtomicU64::new(0);
         layer.get("k", &epoch, || async { Ok(1) }).await.unwrap();
         assert_eq!(layer.settled_entry_count().await, 1);
@@ -878,8 +896,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_joins_a_load_older_than_a_write_loads_again() {
-        let layer: Layer<&str, usize> =
-            Layer::new("t", Duration::from_secs(60), Duration::from_secs(60), 100);
+        let layer: Layer<&str, usize> = Layer::new(
+            "t",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            100,
+            &"test".into(),
+        );
         let epoch = AtomicU64::new(0);
         let loads = AtomicUsize::new(0);
         let load = || async {

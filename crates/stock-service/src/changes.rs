@@ -61,7 +61,8 @@ impl StockService {
         }
         let first = validate::page("first", first, validate::CHANGES_PAGE)?;
         let warehouse = validate::warehouse_no(warehouse_no)?;
-        let query = cursor::ChangesQuery::new(from, to, warehouse.clone());
+        let query =
+            cursor::ChangesQuery::new(from, to, warehouse.clone(), cursor::binding(self.tenant()));
         let mut at = match after {
             Some(c) => query.resume(c)?,
             None => query.start(),

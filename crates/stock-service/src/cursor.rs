@@ -15,12 +15,42 @@ pub(crate) const MAX_VENDOR_CALLS: usize = 20;
 /// A window is closed `[start, start + 30 days − 1 s]`: its span stays within the vendor's 30 days.
 const WINDOW_SECS: i64 = 30 * 86_400 - 1;
 
-/// The range and filter a cursor belongs to; times in whole seconds, `to` exclusive.
+/// What binds a cursor to its tenant: `None` for [`DEFAULT_TENANT`](crate::DEFAULT_TENANT)
+/// (whose cursors are those of a gateway with one account), else a digest of the tenant's name,
+/// so that a cursor given to one tenant is refused by every other.
+pub(crate) fn binding(tenant: &str) -> Option<String> {
+    (tenant != crate::DEFAULT_TENANT)
+        .then(|| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(tenant.as_bytes())))
+}
+
+/// A position in the pending queue as the cursor given out: the vendor's position, bound to the
+/// tenant (`<position>.<binding>`; the bare position for the default tenant).
+pub(crate) fn pending_cursor(position: i64, binding: Option<&str>) -> String {
+    match binding {
+        None => position.to_string(),
+        Some(b) => format!("{position}.{b}"),
+    }
+}
+
+/// The vendor's position in a pending-queue cursor, if the cursor is one of this tenant's.
+pub(crate) fn pending_position(cursor: &str, binding: Option<&str>) -> Option<i64> {
+    let cursor = cursor.trim();
+    let position = match (cursor.split_once('.'), binding) {
+        (None, None) => cursor,
+        (Some((position, b)), Some(bound)) if b == bound => position,
+        _ => return None,
+    };
+    position.parse::<i64>().ok().filter(|p| *p >= 0)
+}
+
+/// The range and filter a cursor belongs to, and its tenant; times in whole seconds, `to`
+/// exclusive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChangesQuery {
     from: i64,
     to: i64,
     warehouse: Option<String>,
+    binding: Option<String>,
 }
 
 /// Where the next page starts.
@@ -38,6 +68,9 @@ struct Wire {
     t: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     w: Option<String>,
+    /// The tenant's binding (absent for the default tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    a: Option<String>,
     s: i64,
     p: u32,
     o: usize,
@@ -58,11 +91,13 @@ impl ChangesQuery {
         from: DateTime<FixedOffset>,
         to: DateTime<FixedOffset>,
         warehouse: Option<String>,
+        binding: Option<String>,
     ) -> Self {
         Self {
             from: ceil_secs(from),
             to: ceil_secs(to),
             warehouse,
+            binding,
         }
     }
 
@@ -83,7 +118,8 @@ impl ChangesQuery {
         };
         let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).map_err(|_| bad())?;
         let w: Wire = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-        if w.v != 1 {
+        // A cursor of another tenant is no cursor of this one.
+        if w.v != 1 || w.a != self.binding {
             return Err(bad());
         }
         if (w.f, w.t, &w.w) != (self.from, self.to, &self.warehouse) {
@@ -108,6 +144,7 @@ impl ChangesQuery {
             f: self.from,
             t: self.to,
             w: self.warehouse.clone(),
+            a: self.binding.clone(),
             s: at.window_start,
             p: at.page_no,
             o: at.offset,
@@ -165,6 +202,7 @@ mod tests {
             t("2026-01-01T00:00:00+08:00"),
             t("2026-04-15T00:00:00+08:00"),
             None,
+            None,
         );
         let mut at = q.start();
         let mut windows = Vec::new();
@@ -196,6 +234,7 @@ mod tests {
             t("2026-01-01T00:00:00Z"),
             t("2026-02-01T00:00:00Z"),
             Some("WH".into()),
+            None,
         );
         let at = q.start().next_page().with_offset(7);
         let c = q.encode(&at);
@@ -204,6 +243,7 @@ mod tests {
             t("2026-01-01T00:00:00Z"),
             t("2026-02-02T00:00:00Z"),
             Some("WH".into()),
+            None,
         );
         assert!(
             other
@@ -214,5 +254,32 @@ mod tests {
         );
         assert!(q.resume("not a cursor").is_err());
         assert!(q.resume("").is_err());
+    }
+
+    #[test]
+    fn cursors_stay_with_their_tenant() {
+        let (from, to) = (t("2026-01-01T00:00:00Z"), t("2026-02-01T00:00:00Z"));
+        let query = |tenant: &str| ChangesQuery::new(from, to, None, binding(tenant));
+        let at = query("acme").start().next_page();
+        let acme = query("acme").encode(&at);
+        assert_eq!(query("acme").resume(&acme).unwrap(), at);
+        for other in ["globex", crate::DEFAULT_TENANT] {
+            let refused = query(other).resume(&acme).unwrap_err();
+            assert!(refused.message.contains("not a cursor"), "{refused:?}");
+        }
+        let default = query(crate::DEFAULT_TENANT).encode(&at);
+        assert!(query("acme").resume(&default).is_err());
+        assert!(!default.contains('.'));
+
+        let (acme, globex) = (binding("acme"), binding("globex"));
+        assert_eq!(binding(crate::DEFAULT_TENANT), None);
+        let cursor = pending_cursor(40, acme.as_deref());
+        assert_eq!(pending_position(&cursor, acme.as_deref()), Some(40));
+        assert_eq!(pending_position(&cursor, globex.as_deref()), None);
+        assert_eq!(pending_position(&cursor, None), None);
+        assert_eq!(pending_cursor(40, None), "40");
+        assert_eq!(pending_position("40", None), Some(40));
+        assert_eq!(pending_position("40", acme.as_deref()), None);
+        assert_eq!(pending_position("-1", None), None);
     }
 }

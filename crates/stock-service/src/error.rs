@@ -19,6 +19,9 @@ pub enum Code {
     Unauthenticated,
     /// 403: the token lacks the operation's scope (`required_scope` names it).
     Forbidden,
+    /// 403: the token's tenant claim names no ERP account this gateway serves (or the token
+    /// names none and there is no `default` tenant).
+    UnknownTenant,
     /// 400 (413 for a body over the size limit): the request is invalid; the detail says what to fix.
     BadUserInput,
     /// 400 (GraphQL): the query itself is invalid (syntax, unknown fields, limits).
@@ -54,9 +57,10 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of `docs/ERRORS.md`.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::Unauthenticated,
         Self::Forbidden,
+        Self::UnknownTenant,
         Self::BadUserInput,
         Self::GraphqlValidationFailed,
         Self::PersistedQueryNotFound,
@@ -79,6 +83,7 @@ impl Code {
         match self {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Forbidden => "FORBIDDEN",
+            Self::UnknownTenant => "UNKNOWN_TENANT",
             Self::BadUserInput => "BAD_USER_INPUT",
             Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
@@ -108,7 +113,7 @@ impl Code {
         match self {
             Self::BadUserInput | Self::GraphqlValidationFailed | Self::CostLimitExceeded => 400,
             Self::Unauthenticated => 401,
-            Self::Forbidden => 403,
+            Self::Forbidden | Self::UnknownTenant => 403,
             Self::NotFound => 404,
             Self::IdempotencyKeyInUse => 409,
             Self::VendorRejected | Self::IdempotencyKeyReused => 422,
@@ -125,6 +130,7 @@ impl Code {
         match self {
             Self::Unauthenticated => "Authentication required",
             Self::Forbidden => "Missing scope",
+            Self::UnknownTenant => "Unknown tenant",
             Self::BadUserInput => "The request is invalid",
             Self::GraphqlValidationFailed => "The GraphQL document is invalid",
             Self::PersistedQueryNotFound => "Persisted query not found",

@@ -43,7 +43,12 @@ const SNAPSHOT_TTL: Duration = Duration::from_secs(3600);
 
 type Result<T> = std::result::Result<T, DomainError>;
 
-/// The stock use cases over one vendor account, with their caches. Cheap to clone.
+/// The tenant a service belongs to when none is named: the single account of a gateway
+/// configured with `WDT_SID`, …
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The stock use cases over one vendor account (one tenant), with their caches and its
+/// idempotency store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct StockService {
     inner: Arc<Inner>,
@@ -51,50 +56,138 @@ pub struct StockService {
 
 #[derive(Debug)]
 struct Inner {
+    /// Unique in this process: what the memos key answers under, so an answer of one service
+    /// (another tenant, or the same tenant before its account changed) is never given by another.
+    id: u64,
+    /// The tenant's name.
+    tenant: Arc<str>,
     client: WdtClient,
     stock: cache::Layer<String, StockRows>,
     barcode: cache::Layer<String, StockRows>,
     plans: cache::Layer<(i64, bool), StockSyncPlan>,
     /// `calcStock` answers by (listing, stock_change_count): what acknowledgements echo.
     snapshots: Cache<(i64, i64), Arc<StockSyncCalc>>,
-    /// The JSON text of recently read stock entries, by entry id, bounded by bytes.
-    stock_json: moka::sync::Cache<u64, Arc<str>>,
+    /// The JSON text of recently read stock entries, by entry id, bounded by bytes; entry ids
+    /// are unique in the process, so several services may share one ([`Builder::texts`]).
+    stock_json: EntryTexts,
+    /// Keyed writes of this tenant.
+    idempotency: idempotency::IdempotencyStore,
+    /// This tenant's view of the state shared with other replicas, when Redis is configured.
+    redis: Option<wdt_redis::Shared>,
     /// Bumped by every write, so loads that overlap a write never cache what it changed.
     epoch: AtomicU64,
     cache_config: CacheConfig,
 }
 
-impl StockService {
-    /// A service over `client` with the given cache settings.
-    pub fn new(client: WdtClient, cache: &CacheConfig) -> Self {
-        Self::build(client, cache, None)
+/// The JSON text of recently read stock entries, by entry id, bounded by bytes: one per
+/// process is enough, whatever the number of services (tenants) sharing it. Cheap to clone.
+#[derive(Clone)]
+pub struct EntryTexts(moka::sync::Cache<u64, Arc<str>>);
+
+impl EntryTexts {
+    /// At most `bytes` of text, each kept at most `ttl` (the stock TTL: an entry never
+    /// outlives it).
+    pub fn new(bytes: u64, ttl: Duration) -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(bytes)
+                .weigher(|_, text: &Arc<str>| u32::try_from(text.len()).unwrap_or(u32::MAX))
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+        )
+    }
+}
+
+impl std::fmt::Debug for EntryTexts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryTexts")
+            .field("bytes", &self.0.weighted_size())
+            .finish()
+    }
+}
+
+/// Builds a [`StockService`]: the tenant, Redis, the idempotency store and the shared text
+/// cache are optional.
+#[must_use]
+#[derive(Debug)]
+pub struct Builder {
+    client: WdtClient,
+    cache: CacheConfig,
+    tenant: Arc<str>,
+    label: metrics::SharedString,
+    redis: Option<(wdt_redis::Shared, Duration)>,
+    idempotency: Option<idempotency::IdempotencyStore>,
+    texts: Option<EntryTexts>,
+}
+
+impl Builder {
+    /// The tenant's name (default [`DEFAULT_TENANT`]): it binds the cursors the service gives
+    /// out, and is what logs and metrics say.
+    pub fn tenant(mut self, name: &str) -> Self {
+        self.tenant = Arc::from(name);
+        self
     }
 
-    /// A service whose caches share a Redis-backed L2 cache with the other replicas of the same
-    /// vendor account: a miss on any replica is loaded once for all (a caller waits at most
-    /// `wait` for another replica's load before loading itself), and every write drops the
-    /// entries it changed on all replicas. When Redis is unavailable the service behaves as
-    /// [`new`](Self::new). Call inside a Tokio runtime.
-    pub fn with_redis(
-        client: WdtClient,
-        cache: &CacheConfig,
-        redis: wdt_redis::Shared,
-        wait: Duration,
-    ) -> Self {
-        let events = redis.events();
-        let service = Self::build(client, cache, Some(cache::Tier { redis, wait }));
-        tokio::spawn(invalidation::follow(Arc::downgrade(&service.inner), events));
-        service
+    /// The `tenant` label of the caches' metrics (default `default`; the caller keeps the
+    /// number of distinct labels bounded).
+    pub fn metrics_tenant(mut self, label: impl Into<metrics::SharedString>) -> Self {
+        self.label = label.into();
+        self
     }
 
-    fn build(client: WdtClient, cache: &CacheConfig, tier: Option<cache::Tier>) -> Self {
+    /// Shares an L2 cache with the other replicas of the same vendor account through `redis`
+    /// (this tenant's view): a miss on any replica is loaded once for all (a caller waits at
+    /// most `wait` for another replica's load before loading itself), and every write drops
+    /// the entries it changed on all replicas. Keyed writes are kept there too. When Redis is
+    /// unavailable the service behaves as without it.
+    pub fn redis(mut self, redis: wdt_redis::Shared, wait: Duration) -> Self {
+        self.redis = Some((redis, wait));
+        self
+    }
+
+    /// The store of keyed writes (default: [`IdempotencyStore::default`](idempotency::IdempotencyStore::default),
+    /// in Redis when [`redis`](Self::redis) is set).
+    pub fn idempotency(mut self, store: idempotency::IdempotencyStore) -> Self {
+        self.idempotency = Some(store);
+        self
+    }
+
+    /// The text cache to share with other services (default: one of its own, of 8 MiB).
+    pub fn texts(mut self, texts: EntryTexts) -> Self {
+        self.texts = Some(texts);
+        self
+    }
+
+    /// The service. With Redis, call inside a Tokio runtime (it follows the other replicas'
+    /// invalidations in a task of its own).
+    pub fn build(self) -> StockService {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let cache = &self.cache;
+        let tier = self.redis.as_ref().map(|(redis, wait)| cache::Tier {
+            redis: redis.clone(),
+            wait: *wait,
+        });
         let stock = |name, ttl| {
-            cache::Layer::new(name, ttl, cache.stale_if_error, cache.max_entries)
-                .with_tier(tier.clone())
+            cache::Layer::new(
+                name,
+                ttl,
+                cache.stale_if_error,
+                cache.max_entries,
+                &self.label,
+            )
+            .with_tier(tier.clone())
         };
-        Self {
+        let redis = self.redis.map(|(redis, _)| redis);
+        let idempotency = self.idempotency.unwrap_or_else(|| match &redis {
+            Some(redis) => idempotency::IdempotencyStore::default().shared(redis.clone()),
+            None => idempotency::IdempotencyStore::default(),
+        });
+        let events = redis.as_ref().map(wdt_redis::Shared::events);
+        let service = StockService {
             inner: Arc::new(Inner {
-                client,
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                tenant: self.tenant,
+                client: self.client,
                 stock: stock("stock", cache.stock_ttl),
                 barcode: stock("barcode", cache.stock_ttl),
                 plans: cache::Layer::new(
@@ -102,21 +195,78 @@ impl StockService {
                     cache.plan_ttl,
                     cache.stale_if_error,
                     cache.max_entries,
+                    &self.label,
                 )
                 .with_tier(tier.clone()),
                 snapshots: Cache::builder()
                     .max_capacity(cache.max_entries)
                     .time_to_live(SNAPSHOT_TTL)
                     .build(),
-                stock_json: moka::sync::Cache::builder()
-                    .max_capacity(STOCK_JSON_BYTES)
-                    .weigher(|_, text: &Arc<str>| u32::try_from(text.len()).unwrap_or(u32::MAX))
-                    .time_to_live(cache.stock_ttl.max(Duration::from_millis(1)))
-                    .build(),
+                stock_json: self
+                    .texts
+                    .unwrap_or_else(|| EntryTexts::new(STOCK_JSON_BYTES, cache.stock_ttl)),
+                idempotency,
+                redis,
                 epoch: AtomicU64::new(0),
                 cache_config: cache.clone(),
             }),
+        };
+        if let Some(events) = events {
+            tokio::spawn(invalidation::follow(Arc::downgrade(&service.inner), events));
         }
+        service
+    }
+}
+
+impl StockService {
+    /// A service over `client` with the given cache settings, for the tenant
+    /// [`DEFAULT_TENANT`].
+    pub fn new(client: WdtClient, cache: &CacheConfig) -> Self {
+        Self::builder(client, cache).build()
+    }
+
+    /// A service of the tenant [`DEFAULT_TENANT`] whose caches are shared with the other
+    /// replicas through Redis (see [`Builder::redis`]). Call inside a Tokio runtime.
+    pub fn with_redis(
+        client: WdtClient,
+        cache: &CacheConfig,
+        redis: wdt_redis::Shared,
+        wait: Duration,
+    ) -> Self {
+        Self::builder(client, cache).redis(redis, wait).build()
+    }
+
+    /// A service to configure before it is built.
+    pub fn builder(client: WdtClient, cache: &CacheConfig) -> Builder {
+        Builder {
+            client,
+            cache: cache.clone(),
+            tenant: Arc::from(DEFAULT_TENANT),
+            label: metrics::SharedString::const_str(DEFAULT_TENANT),
+            redis: None,
+            idempotency: None,
+            texts: None,
+        }
+    }
+
+    /// The tenant this service serves.
+    pub fn tenant(&self) -> &str {
+        &self.inner.tenant
+    }
+
+    /// The store of this tenant's keyed writes (both facades use it).
+    pub fn idempotency(&self) -> &idempotency::IdempotencyStore {
+        &self.inner.idempotency
+    }
+
+    /// This tenant's view of the state shared with other replicas, when Redis is configured.
+    pub fn redis(&self) -> Option<&wdt_redis::Shared> {
+        self.inner.redis.as_ref()
+    }
+
+    /// Unique in this process (see [`memo`]).
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// Whether the vendor answered within `recent`, or answers a probe now (`/readyz`).

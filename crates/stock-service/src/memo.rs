@@ -25,6 +25,8 @@ use crate::packed::StockRows;
 /// same answer.
 #[derive(Debug)]
 pub struct Token {
+    /// The service the entries are cached in ([`StockService::id`]).
+    service: u64,
     reads: Vec<(String, Arc<StockRows>)>,
     /// The generation at which every read was last seen cached.
     generation: AtomicU64,
@@ -33,25 +35,30 @@ pub struct Token {
 }
 
 impl Token {
-    fn new(reads: Vec<(String, Arc<StockRows>)>, generation: u64) -> Option<Self> {
+    fn new(service: u64, reads: Vec<(String, Arc<StockRows>)>, generation: u64) -> Option<Self> {
         let oldest = reads.iter().map(|(_, r)| r.fetched()).min()?;
         Some(Self {
+            service,
             reads,
             generation: AtomicU64::new(generation),
             oldest,
         })
     }
 
-    /// The tokens of several reads (e.g. the `stock` fields of one GraphQL document) as one;
-    /// `None` when there are none.
+    /// The tokens of several reads of one service (e.g. the `stock` fields of one GraphQL
+    /// document) as one; `None` when there are none, or when they are of different services.
     pub fn merge(tokens: impl IntoIterator<Item = Self>) -> Option<Self> {
         let mut reads = Vec::new();
         let mut generation = u64::MAX;
+        let mut service = None;
         for token in tokens {
+            if *service.get_or_insert(token.service) != token.service {
+                return None;
+            }
             generation = generation.min(token.generation.into_inner());
             reads.extend(token.reads);
         }
-        Self::new(reads, generation)
+        Self::new(service?, reads, generation)
     }
 
     /// How many entries.
@@ -68,6 +75,9 @@ impl Token {
     /// age is the oldest entry's). Counted as cache hits.
     async fn still_holds(&self, service: &StockService) -> Option<Served<()>> {
         let inner = &service.inner;
+        if inner.id != self.service {
+            return None;
+        }
         let age = self.oldest.elapsed();
         if age >= inner.cache_config.stock_ttl {
             return None;
@@ -157,6 +167,7 @@ impl StockRead {
                     self.service
                         .inner
                         .stock_json
+                        .0
                         .get_with(e.id(), || Arc::from(e.render_json()))
                 })
                 .collect(),
@@ -176,19 +187,24 @@ impl StockRead {
         if self.served.stale {
             return None;
         }
-        Token::new(self.entries.clone(), self.generation)
+        Token::new(self.service.id(), self.entries.clone(), self.generation)
     }
 }
 
 /// Whole answers keyed by bytes the facade chooses (e.g. the query string, or the GraphQL
 /// document with its variables and the caller's scopes), bounded by bytes, each kept with the
 /// [`Token`] of the entries it was made of. Cheap to clone.
+///
+/// One memo may serve many services (tenants): an answer is kept under the service it was made
+/// by as well as its key, so the same key from another tenant (or from the same tenant after
+/// its account changed, which makes a new service) never finds it.
 pub struct Memo<A> {
     cache: moka::sync::Cache<u128, Arc<Kept<A>>>,
     max_answer_bytes: usize,
 }
 
 struct Kept<A> {
+    service: u64,
     key: Box<[u8]>,
     answer: A,
     /// The answer's size in bytes.
@@ -236,8 +252,11 @@ impl<A: Clone + Send + Sync + 'static> Memo<A> {
     /// The answer kept for `key`, if every entry it was made of is still cached as it was, and
     /// where it stands (age of its oldest entry).
     pub async fn get(&self, key: &[u8], service: &StockService) -> Option<(A, Served<()>)> {
-        let hash = xxhash_rust::xxh3::xxh3_128(key);
-        let kept = self.cache.get(&hash).filter(|k| *k.key == *key)?;
+        let hash = hash(service.id(), key);
+        let kept = self
+            .cache
+            .get(&hash)
+            .filter(|k| k.service == service.id() && *k.key == *key)?;
         let Some(served) = kept.token.still_holds(service).await else {
             self.cache.invalidate(&hash);
             return None;
@@ -250,10 +269,11 @@ impl<A: Clone + Send + Sync + 'static> Memo<A> {
         if size > self.max_answer_bytes {
             return;
         }
-        let hash = xxhash_rust::xxh3::xxh3_128(key);
+        let hash = hash(token.service, key);
         self.cache.insert(
             hash,
             Arc::new(Kept {
+                service: token.service,
                 key: key.into(),
                 answer,
                 size,
@@ -261,4 +281,12 @@ impl<A: Clone + Send + Sync + 'static> Memo<A> {
             }),
         );
     }
+}
+
+/// Where `key` of `service` is kept.
+fn hash(service: u64, key: &[u8]) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&service.to_le_bytes());
+    hasher.update(key);
+    hasher.digest128()
 }

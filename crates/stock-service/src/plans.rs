@@ -229,19 +229,15 @@ impl StockService {
         after: Option<&str>,
     ) -> Result<PendingStockSyncPage> {
         let count = validate::page("first", first, validate::PENDING_PAGE)?;
+        let binding = crate::cursor::binding(self.tenant());
         let position = match after {
             None => 0,
-            Some(c) => c
-                .trim()
-                .parse::<i64>()
-                .ok()
-                .filter(|p| *p >= 0)
-                .ok_or_else(|| {
-                    DomainError::invalid_field(
-                        Field::new("after"),
-                        "must be the next cursor of a previous page of the pending queue",
-                    )
-                })?,
+            Some(c) => crate::cursor::pending_position(c, binding.as_deref()).ok_or_else(|| {
+                DomainError::invalid_field(
+                    Field::new("after"),
+                    "must be the next cursor of a previous page of the pending queue",
+                )
+            })?,
         };
         let page = self
             .inner
@@ -252,7 +248,7 @@ impl StockService {
         let next_cursor = page
             .position
             .filter(|p| *p != position && !page.id_list.is_empty())
-            .map(|p| p.to_string());
+            .map(|p| crate::cursor::pending_cursor(p, binding.as_deref()));
         Ok(PendingStockSyncPage {
             api_goods_ids: page.id_list,
             next_cursor,

@@ -358,6 +358,9 @@ pub struct WdtClientBuilder {
     clock: Arc<dyn Clock>,
     policy: Policy,
     shared: Option<wdt_redis::Shared>,
+    tenant: metrics::SharedString,
+    /// The connection pool of another client, to share.
+    http: Option<reqwest::Client>,
 }
 
 impl Default for WdtClientBuilder {
@@ -369,6 +372,8 @@ impl Default for WdtClientBuilder {
             clock: Arc::new(SystemClock),
             policy: Policy::default(),
             shared: None,
+            tenant: metrics::SharedString::const_str("default"),
+            http: None,
         }
     }
 }
@@ -433,19 +438,33 @@ impl WdtClientBuilder {
         self
     }
 
-    /// Builds the client and its connection pool.
+    /// The `tenant` label of this client's metrics (default `default`): keep the number of
+    /// distinct labels bounded.
+    #[must_use]
+    pub fn metrics_tenant(mut self, label: impl Into<metrics::SharedString>) -> Self {
+        self.tenant = label.into();
+        self
+    }
+
+    /// Uses the connection pool (and TLS set-up) of `other` instead of a new one: many
+    /// clients of many accounts then cost one pool. The pool's timeouts are `other`'s.
+    #[must_use]
+    pub fn same_pool_as(mut self, other: &WdtClient) -> Self {
+        self.http = Some(other.inner.http.clone());
+        self.policy.timeout = other.inner.timeout;
+        self.policy.connect_timeout = other.inner.connect_timeout;
+        self
+    }
+
+    /// Builds the client and its connection pool (unless it shares one: [`same_pool_as`](Self::same_pool_as)).
     ///
     /// # Errors
     /// When the HTTP client cannot be created (TLS initialisation).
     pub fn build(self) -> Result<WdtClient, ConfigError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.policy.connect_timeout)
-            .timeout(self.policy.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("wdt-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ConfigError::new("HTTP client", e.without_url().to_string()))?;
+        let http = match self.http {
+            Some(http) => http,
+            None => Self::pool(&self.policy)?,
+        };
         Ok(WdtClient {
             inner: Arc::new(Inner {
                 http,
@@ -456,9 +475,22 @@ impl WdtClientBuilder {
                 max_response_bytes: self.max_response_bytes,
                 clock: self.clock,
                 last_answer: std::sync::atomic::AtomicI64::new(0),
-                guard: Guard::new(self.policy).with_shared(self.shared),
+                guard: Guard::new(self.policy)
+                    .with_shared(self.shared)
+                    .with_tenant(self.tenant),
             }),
         })
+    }
+
+    fn pool(policy: &Policy) -> Result<reqwest::Client, ConfigError> {
+        reqwest::Client::builder()
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("wdt-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::new("HTTP client", e.without_url().to_string()))
     }
 }
 
@@ -734,6 +766,7 @@ impl WdtClient {
             span.record("outcome", outcome);
             span.in_scope(|| tracing::debug!(outcome, ?elapsed, "vendor call"));
             let labels = [
+                ("tenant", guard.tenant.to_string()),
                 ("family", family.to_string()),
                 ("method", method.to_owned()),
                 ("outcome", outcome.to_owned()),
@@ -756,6 +789,7 @@ impl WdtClient {
                     tracing::warn!(parent: &span, error = %e, ?wait, "vendor read failed; retrying");
                     metrics::counter!(
                         "wdt_vendor_retries_total",
+                        "tenant" => guard.tenant.clone(),
                         "family" => family.to_string(),
                         "method" => method.to_owned(),
                     )

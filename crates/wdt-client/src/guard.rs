@@ -282,6 +282,8 @@ pub(crate) struct Guard {
     breakers: Mutex<[Breaker; 2]>,
     /// The cluster-wide quota and back-off, with several replicas.
     shared: Option<wdt_redis::Shared>,
+    /// The `tenant` label of the metrics.
+    pub(crate) tenant: metrics::SharedString,
 }
 
 fn slot(family: Family) -> usize {
@@ -298,7 +300,13 @@ impl Guard {
             windows: Mutex::new(HashMap::new()),
             breakers: Mutex::new([Breaker::Closed { failures: 0 }; 2]),
             shared: None,
+            tenant: metrics::SharedString::const_str("default"),
         }
+    }
+
+    pub(crate) fn with_tenant(mut self, tenant: metrics::SharedString) -> Self {
+        self.tenant = tenant;
+        self
     }
 
     pub(crate) fn with_shared(mut self, shared: Option<wdt_redis::Shared>) -> Self {
@@ -518,7 +526,7 @@ impl Guard {
             member,
             used: false,
         };
-        metrics::histogram!("wdt_vendor_quota_wait_seconds", "method" => method.to_owned())
+        metrics::histogram!("wdt_vendor_quota_wait_seconds", "method" => method.to_owned(), "tenant" => self.tenant.clone())
             .record(wait.as_secs_f64());
         tokio::time::sleep(wait).await;
         pending.used = true;
@@ -592,7 +600,7 @@ impl Guard {
                 at,
                 used: false,
             };
-            metrics::histogram!("wdt_vendor_quota_wait_seconds", "method" => method.to_owned())
+            metrics::histogram!("wdt_vendor_quota_wait_seconds", "method" => method.to_owned(), "tenant" => self.tenant.clone())
                 .record((at - now).as_secs_f64());
             tokio::time::sleep_until(at).await;
             pending.used = true;
@@ -674,6 +682,7 @@ impl Guard {
     fn circuit_open(&self, family: Family, wait: Duration) -> VendorError {
         metrics::counter!(
             "wdt_vendor_held_back_total",
+            "tenant" => self.tenant.clone(),
             "family" => family.to_string(),
             "method" => "*",
             "reason" => "circuit_open",
@@ -694,6 +703,7 @@ impl Guard {
     ) -> VendorError {
         metrics::counter!(
             "wdt_vendor_held_back_total",
+            "tenant" => self.tenant.clone(),
             "family" => family.to_string(),
             "method" => method.to_owned(),
             "reason" => reason.as_str(),
@@ -769,7 +779,7 @@ impl Guard {
             (Breaker::Open { until }, Outcome::Outage) => Breaker::Open { until },
             (_, Outcome::Outage) => {
                 tracing::warn!(%family, cooldown = ?self.policy.breaker_cooldown, "circuit breaker open: the vendor keeps failing");
-                metrics::counter!("wdt_vendor_circuit_opened_total", "family" => family.to_string())
+                metrics::counter!("wdt_vendor_circuit_opened_total", "family" => family.to_string(), "tenant" => self.tenant.clone())
                     .increment(1);
                 Breaker::Open {
                     until: now + self.policy.breaker_cooldown,
@@ -777,7 +787,7 @@ impl Guard {
             }
         };
         let open = !matches!(next, Breaker::Closed { .. });
-        metrics::gauge!("wdt_vendor_circuit_open", "family" => family.to_string()).set(if open {
+        metrics::gauge!("wdt_vendor_circuit_open", "family" => family.to_string(), "tenant" => self.tenant.clone()).set(if open {
             1.0
         } else {
             0.0

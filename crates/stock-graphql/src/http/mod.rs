@@ -5,7 +5,8 @@
 //! 1. [`negotiate`] the answer's media type from `Accept` (GraphiQL for browsers);
 //! 2. read the request (`protocol.rs`: `GET` query string or `POST` JSON, APQ, the
 //!    parsed-document cache of `documents.rs`, the introspection setting);
-//! 3. a mutation with an `Idempotency-Key` goes through the idempotency store shared with REST;
+//! 3. a mutation with an `Idempotency-Key` goes through the tenant's idempotency store, shared
+//!    with REST;
 //! 4. execute: a memoized answer when the document asks only for `stock` (`memo.rs`, over
 //!    `stock_service::memo`); else price the document in ERP calls (`cost.rs`), run it with the
 //!    caller's attribution, memoize it;
@@ -31,7 +32,7 @@ use axum::routing::get;
 use stock_service::Code;
 use stock_service::StockService;
 use stock_service::access::Caller;
-use stock_service::idempotency::{IdempotencyStore, Outcome};
+use stock_service::idempotency::Outcome;
 use tracing::Instrument;
 
 pub use protocol::{MediaType, Wants, negotiate, refusal, refusal_retry, too_large};
@@ -40,13 +41,16 @@ use crate::AppSchema;
 use cost::Cost;
 use protocol::{GraphqlHttp, Incoming};
 
-/// What the gateway learned about a request before routing it here: who the caller is, what is
-/// left of its request allowance (reported in `extensions.rateLimit`), and the media type to
-/// answer in ([`executes`]). The gateway puts it in the request's extensions.
+/// What the gateway learned about a request before routing it here: who the caller is, the
+/// service of the caller's tenant, what is left of its request allowance (reported in
+/// `extensions.rateLimit`), and the media type to answer in ([`executes`]). The gateway puts it
+/// in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Admitted {
     /// The authenticated caller.
     pub caller: Caller,
+    /// The stock use cases of the caller's tenant: everything the request reads or writes.
+    pub service: StockService,
     /// The media type to answer in.
     pub media: MediaType,
     /// The per-client limit and what is left of it, when the limit is on.
@@ -88,15 +92,14 @@ pub struct Settings {
     pub max_erp_calls: Option<u32>,
 }
 
-/// The `/graphql` endpoint: the schema, the service behind it, and what requests share (parsed
-/// documents, memoized answers, persisted queries, the idempotency store). Cheap to clone.
+/// The `/graphql` endpoint: the schema and what requests of every tenant share (parsed
+/// documents, memoized answers kept apart by tenant, persisted queries). Each request runs
+/// over its tenant's service ([`Admitted::service`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Endpoint(Arc<Inner>);
 
 struct Inner {
     schema: AppSchema,
-    service: StockService,
-    idempotency: IdempotencyStore,
     protocol: GraphqlHttp,
     documents: documents::Documents,
     answers: memo::Answers,
@@ -117,18 +120,10 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint over `schema` (built over `service`), keeping keyed mutations in
-    /// `idempotency` (the store the REST facade uses too).
-    pub fn new(
-        schema: AppSchema,
-        service: StockService,
-        idempotency: IdempotencyStore,
-        settings: Settings,
-    ) -> Self {
+    /// The endpoint over `schema`.
+    pub fn new(schema: AppSchema, settings: Settings) -> Self {
         Self(Arc::new(Inner {
             schema,
-            service,
-            idempotency,
             protocol: GraphqlHttp::new(settings.introspection, settings.max_body_bytes),
             documents: documents::Documents::default(),
             answers: memo::answers(),
@@ -179,6 +174,7 @@ pub fn media_of(request: &Request) -> MediaType {
 async fn graphql(State(endpoint): State<Endpoint>, mut request: Request) -> Response {
     let Some(Admitted {
         caller,
+        service,
         media,
         rate_limit,
     }) = request.extensions_mut().remove::<Admitted>()
@@ -226,7 +222,7 @@ async fn graphql(State(endpoint): State<Endpoint>, mut request: Request) -> Resp
         };
         raw_key = memo::raw_key(&bytes, &caller);
         if let Some(key) = &raw_key
-            && let Some((hit, _)) = inner.answers.get(key, &inner.service).await
+            && let Some((hit, _)) = inner.answers.get(key, &service).await
         {
             record(
                 hit.operation.as_deref(),
@@ -255,9 +251,21 @@ async fn graphql(State(endpoint): State<Endpoint>, mut request: Request) -> Resp
             crate::operation::writes(&parsed.1, request.operation_name.as_deref())
     {
         let parsed = parsed.clone();
-        return keyed_mutation(endpoint, caller, &key, request, parsed, &fields, reply).await;
+        let run = Run {
+            endpoint,
+            caller,
+            service,
+            reply,
+        };
+        return keyed_mutation(run, &key, request, parsed, &fields).await;
     }
-    execute(endpoint, caller, request, doc, reply, raw_key).await
+    let run = Run {
+        endpoint,
+        caller,
+        service,
+        reply,
+    };
+    execute(run, request, doc, raw_key).await
 }
 
 /// Records a GraphQL operation's outcome and duration. The operation's label is given only to
@@ -295,14 +303,13 @@ fn memo_answer(endpoint: &Endpoint, body: &[u8], reply: Reply) -> Response {
 /// covers one mutation field (a document with several is refused: each write gets its own
 /// request and key); the caller's scope for it is checked before anything is replayed.
 async fn keyed_mutation(
-    endpoint: Endpoint,
-    caller: Caller,
+    run: Run,
     key: &HeaderValue,
     request: async_graphql::Request,
     doc: Arc<(String, ExecutableDocument)>,
     fields: &[String],
-    reply: Reply,
 ) -> Response {
+    let reply = &run.reply;
     let key = match stock_service::idempotency::key_of(key.as_bytes()) {
         Ok(key) => key,
         Err(e) => {
@@ -322,9 +329,9 @@ async fn keyed_mutation(
     };
     // Without the scope (or for a field the schema lacks) the execution refuses; refusals are
     // never kept, so nothing is stored or replayed.
-    let allowed = crate::operation::mutation_scope(field).is_some_and(|s| caller.has(s));
+    let allowed = crate::operation::mutation_scope(field).is_some_and(|s| run.caller.has(s));
     if !allowed {
-        return execute(endpoint, caller, request, Some(doc), reply, None).await;
+        return execute(run, request, Some(doc), None).await;
     }
     let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
     let fingerprint = stock_service::idempotency::fingerprint(&[
@@ -337,11 +344,10 @@ async fn keyed_mutation(
             .as_bytes(),
         &variables,
     ]);
-    let subject = caller.subject.clone();
-    let store = endpoint.0.idempotency.clone();
-    let work = async move {
-        Outcome::of(execute(endpoint, caller, request, Some(doc), reply, None).await).await
-    };
+    let subject = run.caller.subject.clone();
+    // The tenant's own store: the same key string in two tenants is two writes.
+    let store = run.service.idempotency().clone();
+    let work = async move { Outcome::of(execute(run, request, Some(doc), None).await).await };
     match store.run(&subject, &key, fingerprint, keep, work).await {
         Ok((outcome, replayed)) => outcome.into_response(replayed).map(axum::body::Body::from),
         Err(e) => {
@@ -394,6 +400,15 @@ struct Reply {
     rate: Option<serde_json::Value>,
 }
 
+/// An admitted request on its way through the endpoint: who asks, over which tenant's service,
+/// and how to answer.
+struct Run {
+    endpoint: Endpoint,
+    caller: Caller,
+    service: StockService,
+    reply: Reply,
+}
+
 /// The operation's name: `operationName`, else the name of the document's only operation.
 fn operation_name(given: Option<&str>, doc: Option<&ExecutableDocument>) -> Option<String> {
     if let Some(name) = given {
@@ -412,13 +427,17 @@ fn operation_name(given: Option<&str>, doc: Option<&ExecutableDocument>) -> Opti
 /// the answer: codes on engine errors, stale fields, 403 when nothing could be answered.
 /// `raw_key`: the memo key of a `POST` body already looked up (see `memo::raw_key`).
 async fn execute(
-    endpoint: Endpoint,
-    caller: Caller,
+    run: Run,
     mut request: async_graphql::Request,
     doc: Option<Arc<(String, ExecutableDocument)>>,
-    reply: Reply,
     raw_key: Option<Vec<u8>>,
 ) -> Response {
+    let Run {
+        endpoint,
+        caller,
+        service,
+        reply,
+    } = run;
     let inner = &endpoint.0;
     let name = operation_name(
         request.operation_name.as_deref(),
@@ -434,7 +453,7 @@ async fn execute(
     });
     if !looked_up
         && let Some(key) = &memo
-        && let Some((hit, _)) = inner.answers.get(key, &inner.service).await
+        && let Some((hit, _)) = inner.answers.get(key, &service).await
     {
         done(true, true);
         return memo_answer(&endpoint, &hit.body, reply);
@@ -447,7 +466,7 @@ async fn execute(
                 &d.1,
                 request.operation_name.as_deref(),
                 &request.variables,
-                &inner.service,
+                &service,
             )
             .await
         }
@@ -473,7 +492,7 @@ async fn execute(
     if memo.is_some() {
         request = request.data(reads.clone());
     }
-    let (request, stale) = crate::prepare_request(request, &inner.service, caller);
+    let (request, stale) = crate::prepare_request(request, &service, caller);
     let mut response = attribution
         .clone()
         .scope(inner.schema.execute(request))
