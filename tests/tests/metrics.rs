@@ -123,8 +123,36 @@ async fn metrics_cover_requests_vendor_calls_and_the_cache() {
         0.0
     );
     assert!(
-        after.contains("wdt_vendor_circuit_open{family=\"enterprise\"} 0"),
+        after.contains("wdt_vendor_circuit_open{family=\"enterprise\",tenant=\"default\"} 0"),
         "{after}"
+    );
+    // Every series of a tenant's work carries its (bounded) tenant label.
+    assert_eq!(
+        delta(
+            "wdt_http_requests_total",
+            &[("route", "/v1/stock"), ("tenant", "default")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        delta(
+            "wdt_vendor_calls_total",
+            &[("method", "stock_query_detail.php"), ("tenant", "default")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        delta(
+            "wdt_http_requests_total",
+            &[("route", "/metrics"), ("tenant", "none")]
+        ),
+        1.0,
+        "requests of no tenant are labelled none"
+    );
+    assert_eq!(sample(&after, "wdt_tenants", &[]), 1.0);
+    assert_eq!(
+        sample(&after, "wdt_tenant_vendor_up", &[("tenant", "default")]),
+        1.0
     );
     assert!(
         !after.contains(SECRET) && !after.contains("G00002-01"),

@@ -10,16 +10,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rand::Rng;
 use stock_rest::{ApiError, Problem, RequestId, RestState};
-use stock_service::idempotency::IdempotencyStore;
-use stock_service::{Code, StockService};
+use stock_service::Code;
 use utoipa_swagger_ui::SwaggerUi;
 
 use stock_service::access::Caller;
 use tracing::Instrument;
 
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{AuthError, Authenticator, TenantClaim};
 use crate::limiter::{Allowance, ClientLimiter};
 use crate::observe;
+use crate::tenants::{Registry, Tenant, UnknownTenant};
 
 /// What every handler shares (cheap to clone: one reference count).
 #[derive(Clone)]
@@ -44,13 +44,11 @@ impl std::ops::Deref for AppState {
 pub struct AppShared {
     /// The `/graphql` endpoint.
     pub graphql: stock_graphql::http::Endpoint,
-    /// The stock service (also behind the GraphQL endpoint).
-    pub service: StockService,
+    /// The tenants served (each with its stock service, caches and idempotency store).
+    pub tenants: Arc<Registry>,
     /// Token checks.
     pub auth: Authenticator,
-    /// Stored first results of idempotent REST writes.
-    pub idempotency: IdempotencyStore,
-    /// The per-client rate limit, when on.
+    /// The per-client rate limit, when on (per tenant and subject).
     pub limiter: Option<Arc<ClientLimiter>>,
     /// The state shared with other replicas, when Redis is configured.
     pub redis: Option<wdt_redis::Shared>,
@@ -59,33 +57,50 @@ pub struct AppShared {
 }
 
 impl AppShared {
-    /// Authenticates the request's bearer token (in an `auth` span) and applies the caller's
-    /// rate limit.
-    async fn admit(
-        &self,
-        headers: &axum::http::HeaderMap,
-    ) -> Result<(Caller, Option<Allowance>), Refusal> {
-        let span = tracing::info_span!("auth", subject = tracing::field::Empty);
-        let caller = self
+    /// Authenticates the request's bearer token (in an `auth` span), finds the tenant it
+    /// names and applies the caller's rate limit (per tenant and subject).
+    async fn admit(&self, headers: &axum::http::HeaderMap) -> Result<Admission, Refusal> {
+        let span = tracing::info_span!(
+            "auth",
+            subject = tracing::field::Empty,
+            tenant = tracing::field::Empty
+        );
+        let verified = self
             .auth
             .authenticate(headers)
             .instrument(span.clone())
             .await
             .map_err(Refusal::Unauthenticated)?;
+        let caller = verified.caller;
         span.record("subject", caller.subject.as_str());
+        let current = tracing::Span::current();
         if crate::telemetry::detailed_spans() {
-            tracing::Span::current().record("subject", caller.subject.as_str());
+            current.record("subject", caller.subject.as_str());
         }
+        let tenant = match &verified.tenant {
+            TenantClaim::Absent => self.tenants.resolve(None),
+            TenantClaim::Named(name) => self.tenants.resolve(Some(name)),
+            TenantClaim::Invalid => Err(UnknownTenant(
+                "the token's tenant claim is not a string naming a tenant".into(),
+            )),
+        }
+        .map_err(Refusal::UnknownTenant)?;
+        span.record("tenant", tenant.name());
+        current.record("tenant", tenant.name());
         let allowance = match &self.limiter {
             Some(limiter) => Some(
                 limiter
-                    .check(&caller.subject)
+                    .check(tenant.service().redis(), tenant.name(), &caller.subject)
                     .await
                     .map_err(Refusal::RateLimited)?,
             ),
             None => None,
         };
-        Ok((caller, allowance))
+        Ok(Admission {
+            caller,
+            tenant,
+            allowance,
+        })
     }
 
     /// Adds `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers) to an
@@ -132,12 +147,25 @@ impl AppShared {
     }
 }
 
+/// An admitted request's caller, tenant and what is left of its allowance.
+struct Admission {
+    caller: Caller,
+    tenant: Arc<Tenant>,
+    allowance: Option<Allowance>,
+}
+
 /// Why a request is not served.
 enum Refusal {
     Unauthenticated(AuthError),
+    UnknownTenant(UnknownTenant),
     /// Seconds to wait.
     RateLimited(u64),
 }
+
+/// The metrics label of the tenant a request was served for (in the response's extensions,
+/// for the request metrics of the front middleware).
+#[derive(Clone)]
+pub(crate) struct TenantLabel(pub(crate) metrics::SharedString);
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -148,7 +176,7 @@ impl std::fmt::Debug for AppState {
 impl std::fmt::Debug for AppShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("service", &self.service)
+            .field("tenants", &self.tenants)
             .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
@@ -157,10 +185,7 @@ impl std::fmt::Debug for AppShared {
 /// The gateway's routes: GraphQL, the REST facade with its OpenAPI document and docs UI, the
 /// probes and the metrics. [`edge`] adds what every route gets.
 pub fn router(state: AppState) -> Router {
-    let (rest, api) = stock_rest::router(RestState::new(
-        state.service.clone(),
-        state.idempotency.clone(),
-    ));
+    let (rest, api) = stock_rest::router(RestState::routed());
     let rest = rest.layer(from_fn_with_state(state.clone(), authenticate_rest));
     let graphql = stock_graphql::http::router(state.graphql.clone())
         .layer(from_fn_with_state(state.clone(), authenticate_graphql));
@@ -238,12 +263,21 @@ async fn authenticate_rest(
     next: Next,
 ) -> Response {
     match state.admit(request.headers()).await {
-        Ok((caller, allowance)) => {
+        Ok(Admission {
+            caller,
+            tenant,
+            allowance,
+        }) => {
             // Every ERP call of the request is charged to its caller and budget.
             let attribution = stock_service::Attribution::new(&caller.subject, state.erp_budget);
             request.extensions_mut().insert(caller);
+            // The tenant's service: every read and write of the request is the tenant's.
+            request.extensions_mut().insert(tenant.service().clone());
             let mut response = attribution.scope(next.run(request)).await;
             state.rate_headers(&mut response, allowance, None);
+            response
+                .extensions_mut()
+                .insert(TenantLabel(tenant.label().clone()));
             response
         }
         Err(Refusal::Unauthenticated(e)) => {
@@ -252,6 +286,9 @@ async fn authenticate_rest(
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
             response
+        }
+        Err(Refusal::UnknownTenant(UnknownTenant(why))) => {
+            ApiError::new(Code::UnknownTenant, why).into_response()
         }
         Err(Refusal::RateLimited(secs)) => {
             let mut response = ApiError::rate_limited(secs).into_response();
@@ -304,10 +341,11 @@ async fn front(
             method = observe::method_label(request.method()),
             route = route.as_str(),
             subject = tracing::field::Empty,
+            tenant = tracing::field::Empty,
             status = tracing::field::Empty,
         )
     } else {
-        tracing::info_span!("request", request_id = %id)
+        tracing::info_span!("request", request_id = %id, tenant = tracing::field::Empty)
     };
 
     let exporting = crate::telemetry::exporting();
@@ -360,13 +398,17 @@ async fn front(
             headers.insert(name, HeaderValue::from_static(value));
         }
     }
-    tracked.finish(response.status());
+    let tenant = response
+        .extensions()
+        .get::<TenantLabel>()
+        .map(|t| t.0.clone());
+    tracked.finish(response.status(), tenant);
     response
 }
 
 /// Prometheus text format; open, like the probes.
 async fn metrics(State(state): State<AppState>) -> Response {
-    match observe::render(&state.service).await {
+    match observe::render(&state.tenants.tenants()).await {
         Some(text) => (
             [
                 (
@@ -394,36 +436,66 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// How long a vendor answer keeps the gateway ready without probing again.
-const READY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const READY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Ready when the vendor answered within the last minute, or answers a probe now.
-async fn readyz(State(state): State<AppState>) -> Response {
+/// Ready while any tenant's ERP answered within the last minute or answers a probe now
+/// (`health.rs`); the body says how each tenant stands, so one broken account never takes the
+/// others down. With Redis unavailable, still ready but `degraded`. Not ready: 503, a problem
+/// document with the (first) failing tenant's code and every tenant's health.
+async fn readyz(
+    State(state): State<AppState>,
+    request_id: Option<axum::Extension<RequestId>>,
+) -> Response {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    match state.service.ready(READY_WINDOW, now).await {
+    let report = crate::health::check(&state.tenants.tenants(), READY_WINDOW, now).await;
+    crate::health::record(&report);
+    let tenants = crate::health::json(&report);
+    let ready = report
+        .iter()
+        .any(|(_, h)| matches!(h, crate::health::Health::Ready));
+    if ready {
         // Without Redis a replica still serves (from its cache and the vendor, with its share
         // of the quota): ready, but saying it runs degraded.
-        Ok(()) => {
-            let body = match &state.redis {
-                None => serde_json::json!({ "status": "ready" }),
-                Some(redis) if redis.is_up() => {
-                    serde_json::json!({ "status": "ready", "redis": "up" })
-                }
-                Some(_) => serde_json::json!({
-                    "status": "degraded",
-                    "redis": "unavailable",
-                    "detail": "Redis is unavailable: reads are served from this replica's cache and the ERP with this replica's share of the quota; writes with an Idempotency-Key are refused until it returns"
-                }),
-            };
-            ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
-        }
-        Err(e) => {
-            let mut response = ApiError::from(e).into_response();
-            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            response
-        }
+        let mut body = match &state.redis {
+            None => serde_json::json!({ "status": "ready" }),
+            Some(redis) if redis.is_up() => {
+                serde_json::json!({ "status": "ready", "redis": "up" })
+            }
+            Some(_) => serde_json::json!({
+                "status": "degraded",
+                "redis": "unavailable",
+                "detail": "Redis is unavailable: reads are served from this replica's cache and the ERP with this replica's share of the quota; writes with an Idempotency-Key are refused until it returns"
+            }),
+        };
+        body["tenants"] = tenants;
+        return ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response();
     }
+    let first = report.iter().find_map(|(_, h)| match h {
+        crate::health::Health::Failing(e) => Some(e.clone()),
+        _ => None,
+    });
+    let problem = ApiError::from(
+        first.unwrap_or_else(|| stock_service::DomainError::internal("no tenant is served")),
+    )
+    .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    .0;
+    let mut body = serde_json::to_value(Problem {
+        request_id: request_id.map(|id| id.0.0),
+        ..problem
+    })
+    .unwrap_or_default();
+    body["tenants"] = tenants;
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Checks the bearer token of a GraphQL request that will execute (not GraphiQL, not a request
@@ -438,18 +510,29 @@ async fn authenticate_graphql(
         return next.run(request).await;
     };
     match state.admit(request.headers()).await {
-        Ok((caller, allowance)) => {
+        Ok(Admission {
+            caller,
+            tenant,
+            allowance,
+        }) => {
             let rate_limit = state.rate_limit(allowance);
             request
                 .extensions_mut()
                 .insert(stock_graphql::http::Admitted {
                     caller,
+                    service: tenant.service().clone(),
                     media,
                     rate_limit,
                 });
             let mut response = next.run(request).await;
             state.rate_headers(&mut response, allowance, None);
             response
+                .extensions_mut()
+                .insert(TenantLabel(tenant.label().clone()));
+            response
+        }
+        Err(Refusal::UnknownTenant(UnknownTenant(why))) => {
+            stock_graphql::http::refusal(StatusCode::FORBIDDEN, media, Code::UnknownTenant, why)
         }
         Err(Refusal::Unauthenticated(e)) => {
             let mut response = stock_graphql::http::refusal(

@@ -61,6 +61,29 @@ struct Claims {
     /// Issued-at: a token issued in the future (beyond the leeway) is refused.
     #[serde(default)]
     iat: Option<serde_json::Value>,
+    /// The other claims, among them the tenant claim (its name is configured).
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The tenant claim of a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantClaim {
+    /// No tenant claim: the `default` tenant.
+    Absent,
+    /// The tenant named.
+    Named(Arc<str>),
+    /// A claim that is not a string: no tenant.
+    Invalid,
+}
+
+/// What a verified token says: the caller and its tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Subject and scopes.
+    pub caller: Caller,
+    /// The tenant claim.
+    pub tenant: TenantClaim,
 }
 
 /// Refuses JOSE headers this verifier does not understand: `crit` names extensions that must be
@@ -124,6 +147,8 @@ fn check_claims(claims: &Claims, now: u64, leeway: u64) -> Result<(), AuthError>
 struct MintClaims<'a> {
     sub: &'a str,
     scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
     iat: u64,
     exp: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,6 +169,8 @@ struct Inner {
     issuer: Option<String>,
     audience: Option<String>,
     leeway: u64,
+    /// The claim naming the tenant.
+    tenant_claim: String,
     /// Tokens verified lately, by their XXH3-128 (never the token itself), with their `exp`.
     verified: VerifiedTokens,
 }
@@ -152,7 +179,7 @@ struct Inner {
 /// key rotated out of the JWKS stops being accepted soon; the token's own `exp` still applies.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
 
-struct VerifiedTokens(moka::sync::Cache<u128, (Caller, u64)>);
+struct VerifiedTokens(moka::sync::Cache<u128, (Verified, u64)>);
 
 impl std::fmt::Debug for VerifiedTokens {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -211,12 +238,13 @@ struct JwksKeys {
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
 
 impl Authenticator {
-    /// HS256 with a shared secret.
+    /// HS256 with a shared secret; the tenant is named by the claim `tenant_claim`.
     pub fn secret(
         secret: &SecretString,
         issuer: Option<String>,
         audience: Option<String>,
         leeway: u64,
+        tenant_claim: &str,
     ) -> Self {
         let keys = Keys::Secret(DecodingKey::from_secret(secret.expose_secret().as_bytes()));
         Self {
@@ -225,12 +253,14 @@ impl Authenticator {
                 issuer,
                 audience,
                 leeway,
+                tenant_claim: tenant_claim.to_owned(),
                 verified: VerifiedTokens::new(),
             }),
         }
     }
 
-    /// RS256/ES256 keys from `url`. Keys are fetched on first use and every `refresh`.
+    /// RS256/ES256 keys from `url`. Keys are fetched on first use and every `refresh`; the
+    /// tenant is named by the claim `tenant_claim`.
     ///
     /// # Errors
     /// When the HTTP client cannot be built.
@@ -240,6 +270,7 @@ impl Authenticator {
         audience: Option<String>,
         leeway: u64,
         refresh: Duration,
+        tenant_claim: &str,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -257,6 +288,7 @@ impl Authenticator {
                 issuer,
                 audience,
                 leeway,
+                tenant_claim: tenant_claim.to_owned(),
                 verified: VerifiedTokens::new(),
             }),
         };
@@ -285,7 +317,7 @@ impl Authenticator {
     ///
     /// # Errors
     /// [`AuthError::Missing`] or [`AuthError::Invalid`].
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Verified, AuthError> {
         let value = headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or(AuthError::Missing)?;
@@ -303,11 +335,11 @@ impl Authenticator {
         self.verify(token).await
     }
 
-    /// Verifies a token and reads its subject and scopes.
+    /// Verifies a token and reads its subject, scopes and tenant.
     ///
     /// # Errors
     /// [`AuthError::Invalid`] with the reason.
-    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         // A token verified in the last minute is trusted until its `exp` (with the leeway):
         // the same checks would give the same answer, minus the signature's cost.
         let key = xxhash_rust::xxh3::xxh3_128(token.as_bytes());
@@ -321,7 +353,7 @@ impl Authenticator {
         Ok(caller)
     }
 
-    async fn verify_signature(&self, token: &str) -> Result<(Caller, u64), AuthError> {
+    async fn verify_signature(&self, token: &str) -> Result<(Verified, u64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(reason(&e)))?;
         check_header(token)?;
@@ -399,7 +431,18 @@ impl Authenticator {
             reason = "a validated exp is a positive time"
         )]
         let exp = claims.exp.max(0.0).floor() as u64;
-        Ok((Caller { subject, scopes }, exp))
+        let tenant = match claims.other.get(&self.inner.tenant_claim) {
+            None => TenantClaim::Absent,
+            Some(serde_json::Value::String(name)) => TenantClaim::Named(Arc::from(name.as_str())),
+            Some(_) => TenantClaim::Invalid,
+        };
+        Ok((
+            Verified {
+                caller: Caller { subject, scopes },
+                tenant,
+            },
+            exp,
+        ))
     }
 }
 
@@ -510,6 +553,17 @@ impl JwksKeys {
     }
 }
 
+/// What a minted token says besides its subject and scopes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MintOptions<'a> {
+    /// `iss`.
+    pub issuer: Option<&'a str>,
+    /// `aud`.
+    pub audience: Option<&'a str>,
+    /// The tenant (the claim `tenant`); `None`: the `default` tenant.
+    pub tenant: Option<&'a str>,
+}
+
 /// Mints an HS256 token (for `wdt-gateway token` and demo mode).
 ///
 /// # Errors
@@ -519,15 +573,20 @@ pub fn mint(
     subject: &str,
     scopes: &[&str],
     ttl: Duration,
-    issuer: Option<&str>,
-    audience: Option<&str>,
+    options: MintOptions<'_>,
 ) -> Result<String, String> {
+    let MintOptions {
+        issuer,
+        audience,
+        tenant,
+    } = options;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let claims = MintClaims {
         sub: subject,
         scope: scopes.join(" "),
+        tenant,
         iat: now,
         exp: now.saturating_add(ttl.as_secs()),
         iss: issuer,
@@ -551,19 +610,70 @@ mod tests {
 
     #[tokio::test]
     async fn minted_tokens_verify_with_their_scopes() {
-        let auth = Authenticator::secret(&secret(), None, None, 0);
+        let auth = Authenticator::secret(&secret(), None, None, 0, "tenant");
         let token = mint(
             &secret(),
             "alice",
             &["stock:read", "unknown:scope"],
             Duration::from_secs(60),
-            None,
-            None,
+            MintOptions {
+                issuer: None,
+                audience: None,
+                tenant: None,
+            },
         )
         .unwrap();
-        let caller = auth.verify(&token).await.unwrap();
+        let verified = auth.verify(&token).await.unwrap();
+        assert_eq!(verified.tenant, TenantClaim::Absent);
+        let caller = verified.caller;
         assert_eq!(caller.subject, "alice");
         assert!(caller.has(Scope::StockRead) && !caller.has(Scope::StockWrite));
+    }
+
+    #[tokio::test]
+    async fn the_tenant_comes_from_the_configured_claim() {
+        let hs = serde_json::json!({ "alg": "HS256", "typ": "JWT" });
+        let exp = unix_now() + 60;
+        let token = |claims: serde_json::Value| raw_token(&hs, &claims);
+        let auth = Authenticator::secret(&secret(), None, None, 0, "tenant");
+        let named = token(serde_json::json!({ "sub": "a", "exp": exp, "tenant": "acme" }));
+        assert_eq!(
+            auth.verify(&named).await.unwrap().tenant,
+            TenantClaim::Named("acme".into())
+        );
+        let number = token(serde_json::json!({ "sub": "a", "exp": exp, "tenant": 7 }));
+        assert_eq!(
+            auth.verify(&number).await.unwrap().tenant,
+            TenantClaim::Invalid
+        );
+        // Another claim name: `tenant` is then an ordinary claim.
+        let custom = Authenticator::secret(&secret(), None, None, 0, "https://example.com/org");
+        let both = token(
+            serde_json::json!({ "sub": "a", "exp": exp, "tenant": "acme", "https://example.com/org": "globex" }),
+        );
+        assert_eq!(
+            custom.verify(&both).await.unwrap().tenant,
+            TenantClaim::Named("globex".into())
+        );
+        assert_eq!(
+            custom.verify(&named).await.unwrap().tenant,
+            TenantClaim::Absent
+        );
+        let minted = mint(
+            &secret(),
+            "a",
+            &[],
+            Duration::from_secs(60),
+            MintOptions {
+                tenant: Some("acme"),
+                ..MintOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            auth.verify(&minted).await.unwrap().tenant,
+            TenantClaim::Named("acme".into())
+        );
     }
 
     /// An HS256 token with exactly this header and these claims.
@@ -581,7 +691,7 @@ mod tests {
 
     #[tokio::test]
     async fn headers_and_claims_it_does_not_understand_are_refused() {
-        let auth = Authenticator::secret(&secret(), Some("idp".into()), None, 30);
+        let auth = Authenticator::secret(&secret(), Some("idp".into()), None, 30, "tenant");
         let now = unix_now();
         let good = serde_json::json!({"sub": "a", "iss": "idp", "exp": now + 60, "iat": now});
         let hs = serde_json::json!({"alg": "HS256", "typ": "JWT"});
@@ -634,14 +744,17 @@ mod tests {
 
     #[tokio::test]
     async fn verified_tokens_are_remembered_until_their_exp() {
-        let auth = Authenticator::secret(&secret(), None, None, 5);
+        let auth = Authenticator::secret(&secret(), None, None, 5, "tenant");
         let token = mint(
             &secret(),
             "bob",
             &["stock:read"],
             Duration::from_secs(60),
-            None,
-            None,
+            MintOptions {
+                issuer: None,
+                audience: None,
+                tenant: None,
+            },
         )
         .unwrap();
         let caller = auth.verify(&token).await.unwrap();
@@ -671,15 +784,23 @@ mod tests {
 
     #[tokio::test]
     async fn refusals() {
-        let auth =
-            Authenticator::secret(&secret(), Some("issuer-a".into()), Some("aud-a".into()), 0);
+        let auth = Authenticator::secret(
+            &secret(),
+            Some("issuer-a".into()),
+            Some("aud-a".into()),
+            0,
+            "tenant",
+        );
         let good = mint(
             &secret(),
             "a",
             &[],
             Duration::from_secs(60),
-            Some("issuer-a"),
-            Some("aud-a"),
+            MintOptions {
+                issuer: Some("issuer-a"),
+                audience: Some("aud-a"),
+                tenant: None,
+            },
         )
         .unwrap();
         assert!(auth.verify(&good).await.is_ok());
@@ -688,8 +809,11 @@ mod tests {
             "a",
             &[],
             Duration::from_secs(60),
-            Some("issuer-a"),
-            Some("aud-b"),
+            MintOptions {
+                issuer: Some("issuer-a"),
+                audience: Some("aud-b"),
+                tenant: None,
+            },
         )
         .unwrap();
         assert_eq!(
@@ -703,8 +827,11 @@ mod tests {
             "a",
             &[],
             Duration::from_secs(60),
-            Some("issuer-b"),
-            Some("aud-a"),
+            MintOptions {
+                issuer: Some("issuer-b"),
+                audience: Some("aud-a"),
+                tenant: None,
+            },
         )
         .unwrap();
         assert!(
@@ -715,8 +842,11 @@ mod tests {
             "a",
             &[],
             Duration::from_secs(60),
-            Some("issuer-a"),
-            Some("aud-a"),
+            MintOptions {
+                issuer: Some("issuer-a"),
+                audience: Some("aud-a"),
+                tenant: None,
+            },
         )
         .unwrap();
         assert!(

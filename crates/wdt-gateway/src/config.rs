@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The environment variables the gateway reads, and the configuration keys they set.
-pub const ENV_KEYS: [(&str, &str); 23] = [
+pub const ENV_KEYS: [(&str, &str); 25] = [
     ("WDT_GATEWAY_LISTEN", "listen"),
     ("WDT_FLAGSHIP_URL", "flagship.url"),
     ("WDT_SID", "flagship.sid"),
@@ -43,6 +43,8 @@ pub const ENV_KEYS: [(&str, &str); 23] = [
     ("WDT_GATEWAY_REPLICAS", "redis.replicas"),
     ("WDT_GATEWAY_DEMO", "demo.enabled"),
     ("WDT_GATEWAY_GRAPHQL_INTROSPECTION", "graphql.introspection"),
+    ("WDT_GATEWAY_TENANTS_FILE", "tenants_file"),
+    ("WDT_GATEWAY_TENANT_CLAIM", "tenant_claim"),
     ("WDT_GATEWAY_CONFIG", "-"),
 ];
 
@@ -297,6 +299,15 @@ pub struct Config {
     pub redis: wdt_redis::Settings,
     /// Seconds in-flight requests get to finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// A TOML file of ERP accounts, one `[tenants.<name>]` table each (see
+    /// [`crate::tenants::file`]); reloaded on change and on SIGHUP.
+    pub tenants_file: Option<std::path::PathBuf>,
+    /// The JWT claim naming the caller's tenant.
+    pub tenant_claim: String,
+    /// Seconds between two reads of the tenants file (0: on SIGHUP only).
+    pub tenants_watch_secs: u64,
+    /// The most distinct `tenant` labels in the metrics; tenants beyond it are `other`.
+    pub tenant_label_limit: usize,
 }
 
 impl Default for Config {
@@ -316,6 +327,10 @@ impl Default for Config {
             telemetry: TelemetrySettings::default(),
             redis: wdt_redis::Settings::default(),
             shutdown_grace_secs: 30,
+            tenants_file: None,
+            tenant_claim: "tenant".into(),
+            tenants_watch_secs: 5,
+            tenant_label_limit: 100,
         }
     }
 }
@@ -438,9 +453,27 @@ impl Config {
         Ok(())
     }
 
-    /// No vendor credentials at all: the built-in emulator stands in.
+    /// No vendor credentials at all (no single account, no tenants file): the built-in
+    /// emulator stands in.
     pub fn is_demo(&self) -> bool {
-        self.flagship.is_empty() && self.enterprise.is_empty()
+        self.flagship.is_empty() && self.enterprise.is_empty() && self.tenants_file.is_none()
+    }
+
+    /// The `default` tenant of the single-account settings (`WDT_SID`, …), if they are given.
+    ///
+    /// # Errors
+    /// When only some of them are given.
+    pub fn default_tenant(&self) -> Result<Option<crate::tenants::TenantSpec>, ConfigError> {
+        let (flagship, enterprise) = (self.flagship_account()?, self.enterprise_account()?);
+        if flagship.is_none() && enterprise.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(crate::tenants::TenantSpec {
+            name: crate::tenants::DEFAULT.into(),
+            flagship,
+            enterprise,
+            vendor_calls_per_minute: None,
+        }))
     }
 
     /// Whether any auth setting is given (secret, JWKS URL, issuer or audience).
@@ -603,7 +636,7 @@ impl Config {
 type Check = fn(&Config) -> Result<(), ConfigError>;
 
 /// What [`Config::validate`] checks after the accounts, auth and demo mode, in order.
-const CHECKS: [Check; 14] = [
+const CHECKS: [Check; 15] = [
     nothing_is_zero,
     graphql_limits_are_positive,
     http_limits_are_positive,
@@ -618,7 +651,44 @@ const CHECKS: [Check; 14] = [
     telemetry_can_export,
     redis_settings_work,
     demo_size_is_sane,
+    tenant_claim_is_a_claim,
 ];
+
+/// The claims the gateway reads for other purposes cannot also name the tenant.
+const RESERVED_CLAIMS: [&str; 11] = [
+    "sub",
+    "exp",
+    "iat",
+    "nbf",
+    "iss",
+    "aud",
+    "jti",
+    "scope",
+    "scp",
+    "client_id",
+    "azp",
+];
+
+fn tenant_claim_is_a_claim(c: &Config) -> Result<(), ConfigError> {
+    let claim = c.tenant_claim.as_str();
+    if claim.trim().is_empty() || claim.len() > 64 {
+        return Err(ConfigError(
+            "tenant_claim (WDT_GATEWAY_TENANT_CLAIM) must name a JWT claim: 1 to 64 characters"
+                .into(),
+        ));
+    }
+    if RESERVED_CLAIMS.contains(&claim) {
+        return Err(ConfigError(format!(
+            "tenant_claim (WDT_GATEWAY_TENANT_CLAIM) cannot be {claim:?}, which the gateway reads for something else; the default is \"tenant\""
+        )));
+    }
+    if c.tenant_label_limit == 0 {
+        return Err(ConfigError(
+            "tenant_label_limit must be greater than 0 (tenants beyond it are labelled \"other\" in the metrics)".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// A year in seconds: durations beyond it are mistakes, and some would overflow the clock.
 const YEAR: u64 = 365 * 24 * 3600;
@@ -705,6 +775,7 @@ fn durations_are_within_a_year(c: &Config) -> Result<(), ConfigError> {
         ),
         ("http.idle_timeout_secs", c.http.idle_timeout_secs),
         ("shutdown_grace_secs", c.shutdown_grace_secs),
+        ("tenants_watch_secs", c.tenants_watch_secs),
     ];
     match bounded.iter().find(|(_, secs)| *secs > YEAR) {
         Some((key, secs)) => Err(ConfigError(format!(

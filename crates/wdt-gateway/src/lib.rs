@@ -6,23 +6,26 @@ mod app;
 pub mod auth;
 pub mod config;
 mod edge;
+mod health;
 pub mod limiter;
 pub mod observe;
 mod server;
 pub mod telemetry;
+pub mod tenants;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use secrecy::SecretString;
 use stock_graphql::Scope;
-use stock_service::StockService;
-use stock_service::idempotency::IdempotencyStore;
-use wdt_client::{EnterpriseCredentials, FlagshipCredentials, WdtClient};
-use wdt_emulator::{EmulatorConfig, EnterpriseAccount, FlagshipAccount, RunningEmulator};
+use tenants::TenantSpec;
+use wdt_emulator::{
+    AccountConfig, EmulatorConfig, EnterpriseAccount, FlagshipAccount, RunningEmulator,
+};
 
 pub use app::{AppShared, AppState, edge, router};
 use auth::Authenticator;
@@ -32,14 +35,22 @@ pub use server::ConnectionLimits;
 /// How long the demo token is valid.
 pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The built-in emulator and the token minted for it.
+/// The tenants of demo mode: the emulator's default account and a second one with data of its
+/// own, so that two tenants can be tried side by side.
+pub const DEMO_TENANTS: [&str; 2] = [tenants::DEFAULT, "acme"];
+
+/// The built-in emulator and the tokens minted for it.
 #[derive(Debug)]
 pub struct Demo {
     /// The emulator serving in-process.
     pub emulator: RunningEmulator,
-    /// A development token with every scope, signed with a key made at start-up; empty when
-    /// auth is configured (`demo.enabled`), whose keys never sign a printed token.
+    /// A development token with every scope for the `default` tenant, signed with a key made
+    /// at start-up; empty when auth is configured (`demo.enabled`), whose keys never sign a
+    /// printed token.
     pub token: String,
+    /// One token per demo tenant ([`DEMO_TENANTS`]), the same way; empty when auth is
+    /// configured.
+    pub tokens: Vec<(String, String)>,
 }
 
 /// A gateway ready to serve.
@@ -47,7 +58,7 @@ pub struct Demo {
 pub struct Gateway {
     /// The HTTP application.
     pub router: axum::Router,
-    /// Shared state (schema, service, authenticator).
+    /// Shared state (schema, tenants, authenticator).
     pub state: AppState,
     /// Demo mode, when no vendor is configured.
     pub demo: Option<Demo>,
@@ -76,6 +87,27 @@ fn random_secret() -> SecretString {
     )
 }
 
+/// The emulator's account `account` as the tenant `name`.
+fn demo_tenant(name: &str, emulator: &RunningEmulator, account: &AccountConfig) -> TenantSpec {
+    let (f, e) = (&account.flagship, &account.enterprise);
+    TenantSpec {
+        name: name.into(),
+        flagship: Some(config::Account {
+            url: emulator.flagship_url(),
+            sid: f.sid.clone(),
+            appkey: f.appkey.clone(),
+            appsecret: SecretString::from(f.appsecret.clone()),
+        }),
+        enterprise: Some(config::Account {
+            url: emulator.enterprise_url(),
+            sid: e.sid.clone(),
+            appkey: e.appkey.clone(),
+            appsecret: SecretString::from(e.appsecret.clone()),
+        }),
+        vendor_calls_per_minute: None,
+    }
+}
+
 /// Builds the gateway from a configuration; in demo mode starts the emulator.
 ///
 /// # Errors
@@ -84,62 +116,53 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     config.validate()?;
     // Metrics are recorded from the start (the Redis connection reports its state at once).
     let _ = observe::recorder();
-    let mut builder = WdtClient::builder();
     let mut demo_emulator = None;
-    if config.is_demo() {
+    let fixed = if config.is_demo() {
+        let second = AccountConfig::derived(
+            DEMO_TENANTS[1],
+            config.demo.seed.wrapping_add(1),
+            config.demo.skus,
+        );
         let emulator = wdt_emulator::Emulator::spawn(
             EmulatorConfig {
                 seed: config.demo.seed,
                 skus: config.demo.skus,
+                accounts: vec![second.clone()],
                 ..EmulatorConfig::default()
             },
             SocketAddr::from(([127, 0, 0, 1], 0)),
         )
         .await
         .map_err(|e| StartError::Demo(e.to_string()))?;
-        let (f, e) = (FlagshipAccount::default(), EnterpriseAccount::default());
-        let flagship = FlagshipCredentials::new(
-            &emulator.flagship_url(),
-            &f.sid,
-            &f.appkey,
-            &SecretString::from(f.appsecret),
-        )
-        .map_err(|e| StartError::Demo(e.to_string()))?;
-        let enterprise = EnterpriseCredentials::new(
-            &emulator.enterprise_url(),
-            &e.sid,
-            &e.appkey,
-            &SecretString::from(e.appsecret),
-        )
-        .map_err(|e| StartError::Demo(e.to_string()))?;
-        builder = builder.flagship(flagship).enterprise(enterprise);
+        let default = AccountConfig {
+            name: DEMO_TENANTS[0].into(),
+            seed: config.demo.seed,
+            skus: config.demo.skus,
+            flagship: FlagshipAccount::default(),
+            enterprise: EnterpriseAccount::default(),
+        };
+        let fixed = vec![
+            demo_tenant(DEMO_TENANTS[0], &emulator, &default),
+            demo_tenant(DEMO_TENANTS[1], &emulator, &second),
+        ];
         demo_emulator = Some(emulator);
+        fixed
     } else {
-        if let Some(a) = config.flagship_account()? {
-            let creds =
-                FlagshipCredentials::new(&a.url, &a.sid, &a.appkey, &a.appsecret).map_err(|e| {
-                    ConfigError(format!(
-                        "flagship (WDT_FLAGSHIP_URL, WDT_SID, WDT_APPKEY, WDT_APPSECRET): {e}"
-                    ))
-                })?;
-            builder = builder.flagship(creds);
-        } else {
-            tracing::warn!(
-                "no flagship credentials: stock sync plans, the pending queue and stock takes will fail"
-            );
+        let default = config.default_tenant()?;
+        if let Some(d) = &default {
+            if d.flagship.is_none() {
+                tracing::warn!(
+                    "no flagship credentials for the default tenant: its stock sync plans, pending queue and stock takes will fail"
+                );
+            }
+            if d.enterprise.is_none() {
+                tracing::warn!(
+                    "no enterprise credentials for the default tenant: its stock reads will fail"
+                );
+            }
         }
-        if let Some(a) = config.enterprise_account()? {
-            let creds = EnterpriseCredentials::new(&a.url, &a.sid, &a.appkey, &a.appsecret)
-                .map_err(|e| {
-                    ConfigError(format!(
-                        "enterprise (WDT_ENTERPRISE_URL, WDT_ENTERPRISE_SID, …): {e}"
-                    ))
-                })?;
-            builder = builder.enterprise(creds);
-        } else {
-            tracing::warn!("no enterprise credentials: stock reads will fail");
-        }
-    }
+        default.into_iter().collect()
+    };
     let redis = match &config.redis.url {
         Some(_) => {
             let redis = wdt_redis::Shared::connect(&config.redis_settings())
@@ -158,29 +181,36 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         }
         None => None,
     };
-    if let Some(redis) = &redis {
-        builder = builder.shared_quota(redis.clone());
-    }
-    let client = builder
-        .policy(config.vendor_policy())
-        .build()
-        .map_err(|e| ConfigError(e.to_string()))?;
-    let service = match &redis {
+    let factory = tenants::Factory::new(tenants::FactorySettings {
+        policy: config.vendor_policy(),
+        cache: config.cache.clone(),
+        redis: redis.clone(),
         // A replica waits for another's vendor load at most as long as that load may take.
-        Some(redis) => StockService::with_redis(
-            client,
-            &config.cache,
-            redis.clone(),
-            config.vendor_timeout() + redis.lease(),
-        ),
-        None => StockService::new(client, &config.cache),
-    };
+        wait: config.vendor_timeout() + redis.as_ref().map_or(Duration::ZERO, |r| r.lease()),
+        label_limit: config.tenant_label_limit,
+        default_namespace: config.redis_namespace(),
+    })
+    .map_err(ConfigError)?;
+    let file = config.tenants_file.clone();
+    let registry = Arc::new(tenants::Registry::new(factory, fixed, file).map_err(|e| {
+        ConfigError(format!(
+            "tenants (tenants_file, WDT_GATEWAY_TENANTS_FILE): {e}"
+        ))
+    })?);
+    tenants::reload::spawn(&registry, Duration::from_secs(config.tenants_watch_secs));
     let a = &config.auth;
-    let (auth, demo_token) = match config.auth_mode()? {
+    let claim = config.tenant_claim.as_str();
+    let (auth, demo_secret) = match config.auth_mode()? {
         // A configured secret never signs a printed token: whoever reads the console or the
         // logs must not get a token that the production secret would accept.
         Some(AuthMode::Secret(secret)) => (
-            Authenticator::secret(&secret, a.issuer.clone(), a.audience.clone(), a.leeway_secs),
+            Authenticator::secret(
+                &secret,
+                a.issuer.clone(),
+                a.audience.clone(),
+                a.leeway_secs,
+                claim,
+            ),
             None,
         ),
         Some(AuthMode::Jwks(url)) => (
@@ -190,31 +220,30 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
                 a.audience.clone(),
                 a.leeway_secs,
                 Duration::from_secs(a.jwks_refresh_secs),
+                claim,
             )
             .map_err(ConfigError)?,
             None,
         ),
         None => {
             let secret = random_secret();
-            let token = demo_token(&secret, config)?;
             (
-                Authenticator::secret(&secret, a.issuer.clone(), a.audience.clone(), a.leeway_secs),
-                Some(token),
+                Authenticator::secret(
+                    &secret,
+                    a.issuer.clone(),
+                    a.audience.clone(),
+                    a.leeway_secs,
+                    claim,
+                ),
+                Some(secret),
             )
         }
     };
-    let schema = stock_graphql::build_schema(service.clone(), config.graphql);
+    let schema = stock_graphql::build_schema(config.graphql);
     let erp_budget = (config.limits.max_erp_calls_per_request > 0)
         .then_some(config.limits.max_erp_calls_per_request);
-    // One store of Idempotency-Keys for both facades.
-    let idempotency = match &redis {
-        Some(redis) => IdempotencyStore::default().shared(redis.clone()),
-        None => IdempotencyStore::default(),
-    };
     let graphql = stock_graphql::http::Endpoint::new(
         schema,
-        service.clone(),
-        idempotency.clone(),
         stock_graphql::http::Settings {
             introspection: config.introspection(),
             max_body_bytes: config.http.max_body_bytes,
@@ -223,9 +252,8 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     );
     let state = AppState::new(AppShared {
         graphql,
-        service,
+        tenants: registry,
         auth,
-        idempotency,
         limiter: limiter::ClientLimiter::new(
             config.limits.client_rate_limit,
             config.limits.client_burst,
@@ -234,10 +262,23 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         redis,
         erp_budget,
     });
-    let demo = demo_emulator.map(|emulator| Demo {
-        emulator,
-        token: demo_token.unwrap_or_default(),
-    });
+    let demo = match demo_emulator {
+        Some(emulator) => {
+            let tokens = match &demo_secret {
+                Some(secret) => DEMO_TENANTS
+                    .iter()
+                    .map(|t| Ok(((*t).to_owned(), demo_token(secret, config, t)?)))
+                    .collect::<Result<Vec<_>, ConfigError>>()?,
+                None => Vec::new(),
+            };
+            Some(Demo {
+                emulator,
+                token: tokens.first().map(|(_, t)| t.clone()).unwrap_or_default(),
+                tokens,
+            })
+        }
+        None => None,
+    };
     let router = app::edge(router(state.clone()), &config.http);
     Ok(Gateway {
         router,
@@ -247,15 +288,24 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     })
 }
 
-fn demo_token(secret: &SecretString, config: &Config) -> Result<String, ConfigError> {
+/// A development token with every scope for `tenant` (the `default` tenant's names none).
+fn demo_token(secret: &SecretString, config: &Config, tenant: &str) -> Result<String, ConfigError> {
     let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    let subject = if tenant == tenants::DEFAULT {
+        "demo".to_owned()
+    } else {
+        format!("demo-{tenant}")
+    };
     auth::mint(
         secret,
-        "demo",
+        &subject,
         &scopes,
         DEMO_TOKEN_TTL,
-        config.auth.issuer.as_deref(),
-        config.auth.audience.as_deref(),
+        auth::MintOptions {
+            issuer: config.auth.issuer.as_deref(),
+            audience: config.auth.audience.as_deref(),
+            tenant: (tenant != tenants::DEFAULT).then_some(tenant),
+        },
     )
     .map_err(ConfigError)
 }

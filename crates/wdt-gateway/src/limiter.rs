@@ -68,18 +68,25 @@ impl ClientLimiter {
         Some(limiter)
     }
 
-    /// What is left of `subject`'s allowance after this request, or `Err(seconds to wait)`
-    /// when it is over its allowance.
-    pub async fn check(&self, subject: &str) -> Result<Allowance, u64> {
-        let verdict = match &self.shared {
+    /// What is left of the allowance of `subject` of `tenant` after this request, or
+    /// `Err(seconds to wait)` when it is over its allowance. The same subject in two tenants
+    /// is two clients; with several replicas, `redis` is the tenant's view of the shared state
+    /// (its keys stay in the tenant's hash slot).
+    pub async fn check(
+        &self,
+        redis: Option<&wdt_redis::Shared>,
+        tenant: &str,
+        subject: &str,
+    ) -> Result<Allowance, u64> {
+        let verdict = match redis.filter(|_| self.shared.is_some()) {
             Some(shared) => match shared.allow(subject, self.rate, self.burst).await {
                 Ok(verdict) => verdict.map(|a| Allowance {
                     remaining: a.remaining,
                     reset_secs: whole_secs(a.full_in),
                 }),
-                Err(_) => self.check_here(subject),
+                Err(_) => self.check_here(tenant, subject),
             },
-            None => self.check_here(subject),
+            None => self.check_here(tenant, subject),
         };
         verdict.map_err(|wait| {
             metrics::counter!("wdt_rate_limited_total", "limiter" => "client").increment(1);
@@ -88,9 +95,13 @@ impl ClientLimiter {
     }
 
     /// The allowance kept in this process.
-    fn check_here(&self, subject: &str) -> Result<Allowance, Duration> {
-        // Keyed by the subject only: the limiter never sees the token.
-        match self.limiter.check_key(&subject.to_owned()) {
+    fn check_here(&self, tenant: &str, subject: &str) -> Result<Allowance, Duration> {
+        // Keyed by the tenant and subject only: the limiter never sees the token.
+        let mut key = String::with_capacity(tenant.len() + 1 + subject.len());
+        key.push_str(tenant);
+        key.push('\u{0}');
+        key.push_str(subject);
+        match self.limiter.check_key(&key) {
             Ok(state) => {
                 let remaining = state.remaining_burst_capacity();
                 let quota = state.quota();
@@ -147,17 +158,21 @@ mod tests {
     async fn the_client_limit_is_per_subject_and_says_when_to_retry() {
         let limiter = ClientLimiter::new(1, 3, None).unwrap();
         for left in [2, 1, 0] {
-            let allowance = limiter.check("alice").await.unwrap();
+            let allowance = limiter.check(None, "t", "alice").await.unwrap();
             assert_eq!(allowance.remaining, left);
             assert!((1..=3).contains(&allowance.reset_secs), "{allowance:?}");
         }
         assert_eq!(limiter.policy(), "\"client\";q=3;w=3");
-        let wait = limiter.check("alice").await.unwrap_err();
+        let wait = limiter.check(None, "t", "alice").await.unwrap_err();
         assert!((1..=2).contains(&wait), "{wait}");
         limiter
-            .check("bob")
+            .check(None, "t", "bob")
             .await
             .expect("another subject has its own allowance");
+        limiter
+            .check(None, "u", "alice")
+            .await
+            .expect("the same subject in another tenant has its own allowance");
         assert!(ClientLimiter::new(0, 10, None).is_none(), "0 turns it off");
     }
 }

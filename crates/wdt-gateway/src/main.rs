@@ -41,6 +41,10 @@ enum Command {
         /// Validity, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// The tenant (ERP account) the token is for, put in the configured tenant claim;
+        /// without it the token is for the `default` tenant.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// Print the GraphQL schema (SDL).
     Schema,
@@ -67,7 +71,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
     Config::load(cli.config.as_deref(), |k| std::env::var(k).ok()).map_err(|e| e.to_string())
 }
 
-fn token(cli: &Cli, sub: &str, scope: &str, ttl: Duration) -> ExitCode {
+fn token(cli: &Cli, sub: &str, scope: &str, ttl: Duration, tenant: Option<&str>) -> ExitCode {
     let config = match load(cli) {
         Ok(c) => c,
         Err(e) => return fail(&e),
@@ -88,13 +92,29 @@ fn token(cli: &Cli, sub: &str, scope: &str, ttl: Duration) -> ExitCode {
     if sub.trim().is_empty() {
         return fail("--sub must not be empty");
     }
+    if let Some(t) = tenant
+        && !wdt_gateway::tenants::file::valid_name(t)
+    {
+        return fail(
+            "--tenant must be a tenant name: 1 to 64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit",
+        );
+    }
+    if config.tenant_claim != "tenant" && tenant.is_some() {
+        return fail(&format!(
+            "the gateway reads the tenant from the claim {:?} (tenant_claim), which this command does not mint; mint such tokens with your identity provider",
+            config.tenant_claim
+        ));
+    }
     match wdt_gateway::auth::mint(
         &secret,
         sub,
         &scopes,
         ttl,
-        config.auth.issuer.as_deref(),
-        config.auth.audience.as_deref(),
+        wdt_gateway::auth::MintOptions {
+            issuer: config.auth.issuer.as_deref(),
+            audience: config.auth.audience.as_deref(),
+            tenant: tenant.filter(|t| *t != wdt_gateway::tenants::DEFAULT),
+        },
     ) {
         Ok(t) => out(&t),
         Err(e) => fail(&e),
@@ -191,15 +211,22 @@ async fn serve(config: &Config) -> ExitCode {
             ));
         }
         let token = &demo.token;
-        let banner = format!(
+        let mut banner = format!(
             "wdt-gateway {version} in demo mode: the built-in WDT emulator answers at http://{emu}\n\
              \n  GraphiQL  http://{addr}/graphql#token={token}\n\
-             \n  Token     {token}\n            (every scope, valid 24 h)\n\
+             \n  Token     {token}\n            (tenant default, every scope, valid 24 h)\n\
              \n  Try       curl -s http://{addr}/graphql -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n\
              \x20           -d '{{\"query\":\"{{ stock(specNos: [\\\"G00001-01\\\"]) {{ specNo warehouseNo onHand available }} }}\"}}'\n",
             version = env!("CARGO_PKG_VERSION"),
             emu = demo.emulator.addr,
         );
+        for (tenant, token) in demo.tokens.iter().skip(1) {
+            banner.push_str(&format!(
+                "\n  Tenant {tenant}: an ERP account with data of its own (the same SKU codes, other stock)\n\
+                 \n  GraphiQL  http://{addr}/graphql#token={token}\n\
+                 \n  Token     {token}\n            (tenant {tenant}, every scope, valid 24 h)\n"
+            ));
+        }
         if !token.is_empty() {
             let _ = out(&banner);
         }
@@ -254,7 +281,12 @@ async fn main() -> ExitCode {
         .init();
     match &cli.command {
         None | Some(Command::Serve) => ExitCode::SUCCESS,
-        Some(Command::Token { sub, scope, ttl }) => token(&cli, sub, scope, *ttl),
+        Some(Command::Token {
+            sub,
+            scope,
+            ttl,
+            tenant,
+        }) => token(&cli, sub, scope, *ttl, tenant.as_deref()),
         Some(Command::Schema) => out(stock_graphql::sdl().trim_end()),
         Some(Command::Healthcheck) => healthcheck(&cli).await,
     }

@@ -118,6 +118,19 @@ fn describe() {
         "Unix time of the ERP's last HTTP 2xx answer"
     );
     describe_gauge!("wdt_build_info", "1, labelled with the gateway's version");
+    describe_gauge!("wdt_tenants", "ERP accounts (tenants) served");
+    describe_counter!(
+        "wdt_tenants_reloads_total",
+        "Reloads of the tenants file that changed something (applied) or were refused whole (refused)"
+    );
+    describe_gauge!(
+        "wdt_tenants_file_ok",
+        "1 while the tenants file last read was applied, 0 while it is refused (the previous tenants keep serving)"
+    );
+    describe_gauge!(
+        "wdt_tenant_vendor_up",
+        "Per tenant: 1 when its ERP answered within the last minute, 0 when its circuit breaker is open or a probe failed"
+    );
     describe_gauge!(
         "wdt_redis_up",
         "With several replicas: 1 while Redis answers, 0 while this replica runs degraded on its own cache and quota share"
@@ -136,6 +149,9 @@ fn describe() {
     );
 }
 
+/// The `tenant` label of requests served for no tenant (unauthenticated, refused, open routes).
+const NO_TENANT: &str = "none";
+
 /// Decrements the in-flight gauge and records a request that never finished (its client went
 /// away, or the edge timeout fired).
 struct InFlight {
@@ -149,36 +165,45 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         metrics::gauge!("wdt_http_requests_in_flight").decrement(1.0);
         if !self.done {
-            record_request(&self.route, self.method, "cancelled", self.started);
+            record_request(
+                &self.route,
+                self.method,
+                "cancelled",
+                NO_TENANT,
+                self.started,
+            );
         }
     }
 }
 
-/// The request counter and duration histogram of one route, method and status.
+/// The request counter and duration histogram of one route, method, status and tenant.
 struct RequestSeries {
     route: Box<str>,
     method: Box<str>,
     status: Box<str>,
+    tenant: Box<str>,
     count: metrics::Counter,
     duration: metrics::Histogram,
 }
 
 /// Handles of the series seen so far, by the XXH3 of their labels: registering labels on
 /// every request costs more than the request's own bookkeeping. Bounded: routes are
-/// patterns, methods are the standard ones or `other`, statuses are three digits.
+/// patterns, methods are the standard ones or `other`, statuses are three digits, tenants are
+/// bounded labels (`tenant_label_limit`, then `other`).
 static REQUEST_SERIES: std::sync::LazyLock<
     std::sync::RwLock<std::collections::HashMap<u64, Arc<RequestSeries>>>,
 > = std::sync::LazyLock::new(Default::default);
 
-fn request_series(route: &str, method: &str, status: &str) -> Arc<RequestSeries> {
+fn request_series(route: &str, method: &str, status: &str, tenant: &str) -> Arc<RequestSeries> {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    for part in [route, method, status] {
+    for part in [route, method, status, tenant] {
         h.update(part.as_bytes());
         h.update(&[0xff]);
     }
     let key = h.digest();
-    let same =
-        |s: &RequestSeries| &*s.route == route && &*s.method == method && &*s.status == status;
+    let same = |s: &RequestSeries| {
+        &*s.route == route && &*s.method == method && &*s.status == status && &*s.tenant == tenant
+    };
     if let Ok(seen) = REQUEST_SERIES.read()
         && let Some(series) = seen.get(&key).filter(|s| same(s))
     {
@@ -188,11 +213,13 @@ fn request_series(route: &str, method: &str, status: &str) -> Arc<RequestSeries>
         ("route", route.to_owned()),
         ("method", method.to_owned()),
         ("status", status.to_owned()),
+        ("tenant", tenant.to_owned()),
     ];
     let series = Arc::new(RequestSeries {
         route: route.into(),
         method: method.into(),
         status: status.into(),
+        tenant: tenant.into(),
         count: metrics::counter!("wdt_http_requests_total", &labels),
         duration: metrics::histogram!("wdt_http_request_duration_seconds", &labels),
     });
@@ -203,8 +230,8 @@ fn request_series(route: &str, method: &str, status: &str) -> Arc<RequestSeries>
     series
 }
 
-fn record_request(route: &str, method: &str, status: &str, started: Instant) {
-    let series = request_series(route, method, status);
+fn record_request(route: &str, method: &str, status: &str, tenant: &str, started: Instant) {
+    let series = request_series(route, method, status, tenant);
     series.count.increment(1);
     series.duration.record(started.elapsed().as_secs_f64());
 }
@@ -242,36 +269,54 @@ impl Tracked {
         })
     }
 
-    pub(crate) fn finish(mut self, status: axum::http::StatusCode) {
+    /// Records the request's status, for its tenant's label (`none` when it had none).
+    pub(crate) fn finish(
+        mut self,
+        status: axum::http::StatusCode,
+        tenant: Option<metrics::SharedString>,
+    ) {
         self.0.done = true;
         record_request(
             &self.0.route,
             self.0.method,
             status.as_str(),
+            tenant.as_deref().unwrap_or(NO_TENANT),
             self.0.started,
         );
     }
 }
 
-/// Sets the cache-size gauges and renders every metric in the Prometheus text format.
-pub(crate) async fn render(service: &stock_service::StockService) -> Option<String> {
+/// Sets each tenant's gauges (cache sizes, circuits, last ERP answer, vendor health) and
+/// renders every metric in the Prometheus text format.
+pub(crate) async fn render(tenants: &crate::tenants::Tenants) -> Option<String> {
     let handle = recorder()?;
-    for (cache, entries) in service.cache_entries().await {
-        // Entry counts are far below 2^52: exact as f64.
-        #[allow(clippy::cast_precision_loss, reason = "entry counts are small")]
-        metrics::gauge!("wdt_cache_entries", "cache" => cache).set(entries as f64);
+    for tenant in tenants.values() {
+        let service = tenant.service();
+        let label = tenant.label().clone();
+        for (cache, entries) in service.cache_entries().await {
+            // Entry counts are far below 2^52: exact as f64.
+            #[allow(clippy::cast_precision_loss, reason = "entry counts are small")]
+            metrics::gauge!("wdt_cache_entries", "cache" => cache, "tenant" => label.clone())
+                .set(entries as f64);
+        }
+        for (family, open) in service.vendor_circuits() {
+            metrics::gauge!("wdt_vendor_circuit_open", "family" => family.to_string(), "tenant" => label.clone())
+                .set(if open { 1.0 } else { 0.0 });
+        }
+        if let Some(at) = service.vendor_last_answer_unix() {
+            #[allow(clippy::cast_precision_loss, reason = "Unix seconds are exact in f64")]
+            metrics::gauge!("wdt_vendor_last_answer_timestamp_seconds", "tenant" => label)
+                .set(at as f64);
+        }
     }
-    for (family, open) in service.vendor_circuits() {
-        metrics::gauge!("wdt_vendor_circuit_open", "family" => family.to_string()).set(if open {
-            1.0
-        } else {
-            0.0
-        });
-    }
-    if let Some(at) = service.vendor_last_answer_unix() {
-        #[allow(clippy::cast_precision_loss, reason = "Unix seconds are exact in f64")]
-        metrics::gauge!("wdt_vendor_last_answer_timestamp_seconds").set(at as f64);
-    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    crate::health::record(&crate::health::passive_report(
+        tenants,
+        crate::app::READY_WINDOW,
+        now,
+    ));
     metrics::gauge!("wdt_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     handle.run_upkeep();
     Some(handle.render())

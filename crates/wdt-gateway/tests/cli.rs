@@ -57,10 +57,30 @@ async fn token_mints_what_the_gateway_accepts() {
         None,
         None,
         0,
+        "tenant",
     );
-    let caller = auth.verify(&token).await.unwrap();
-    assert_eq!(caller.subject, "ops");
-    assert_eq!(caller.scopes.len(), 2);
+    let verified = auth.verify(&token).await.unwrap();
+    assert_eq!(verified.caller.subject, "ops");
+    assert_eq!(verified.caller.scopes.len(), 2);
+    assert_eq!(verified.tenant, wdt_gateway::auth::TenantClaim::Absent);
+
+    let out = gateway()
+        .args(["token", "--sub", "ops", "--tenant", "acme"])
+        .env("WDT_GATEWAY_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert_eq!(
+        auth.verify(&token).await.unwrap().tenant,
+        wdt_gateway::auth::TenantClaim::Named("acme".into())
+    );
+    let out = gateway()
+        .args(["token", "--sub", "ops", "--tenant", "no such tenant"])
+        .env("WDT_GATEWAY_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 
     let out = gateway().args(["token", "--sub", "ops"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -224,8 +224,7 @@ fn token(subject: &str) -> String {
         subject,
         &scopes,
         Duration::from_secs(600),
-        None,
-        None,
+        wdt_gateway::auth::MintOptions::default(),
     )
     .unwrap()
 }

@@ -82,8 +82,7 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         "telemetry",
         &["stock:read", "stock-sync:read"],
         Duration::from_secs(300),
-        None,
-        None,
+        wdt_gateway::auth::MintOptions::default(),
     )
     .unwrap();
 

@@ -1,0 +1,142 @@
+//! Each tenant's vendor health, for `/readyz` and the metrics: one broken account never takes
+//! the others down. A tenant is *ready* when its ERP answered within the window, *failing*
+//! when its circuit breaker is open or a probe failed, and *idle* when nothing says either.
+//! The gateway is ready while any tenant is; only when none is known ready are tenants
+//! probed, a few at a time, until one answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stock_service::{DomainError, ErrorKind, StockService};
+
+use crate::tenants::{Tenant, Tenants};
+
+/// How many tenants are probed at once when none is known ready.
+const PROBES_AT_ONCE: usize = 8;
+
+/// One tenant's vendor health.
+#[derive(Debug)]
+pub(crate) enum Health {
+    /// Its ERP answered within the window.
+    Ready,
+    /// Nothing says: no answer within the window, and not probed.
+    Idle,
+    /// Its circuit breaker is open, or a probe failed.
+    Failing(DomainError),
+}
+
+impl Health {
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Self::Ready => serde_json::json!({ "status": "ready" }),
+            Self::Idle => serde_json::json!({
+                "status": "idle",
+                "detail": "no ERP answer within the last minute and not probed: another tenant showed the gateway ready"
+            }),
+            Self::Failing(e) => serde_json::json!({
+                "status": "unavailable",
+                "code": e.code(),
+                "detail": e.message,
+            }),
+        }
+    }
+}
+
+/// What the passive signals say of one tenant.
+fn passive(service: &StockService, window: Duration, now_unix: i64) -> Health {
+    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    if service
+        .vendor_last_answer_unix()
+        .is_some_and(|t| now_unix.saturating_sub(t) <= window)
+    {
+        return Health::Ready;
+    }
+    if let Some((family, _)) = service
+        .vendor_circuits()
+        .into_iter()
+        .find(|(_, open)| *open)
+    {
+        return Health::Failing(DomainError {
+            kind: ErrorKind::VendorUnavailable,
+            message: format!("the {family} circuit breaker is open: the ERP kept failing"),
+            field: None,
+            vendor: None,
+            retry_after: None,
+        });
+    }
+    Health::Idle
+}
+
+/// Every tenant's health, in name order; probes (see the module) when none is known ready.
+pub(crate) async fn check(
+    tenants: &Tenants,
+    window: Duration,
+    now_unix: i64,
+) -> Vec<(Arc<Tenant>, Health)> {
+    let mut report: Vec<(Arc<Tenant>, Health)> = tenants
+        .values()
+        .map(|t| (t.clone(), passive(t.service(), window, now_unix)))
+        .collect();
+    if report.iter().any(|(_, h)| matches!(h, Health::Ready)) {
+        return report;
+    }
+    let mut order: Vec<usize> = (0..report.len()).collect();
+    // Idle tenants first: a failing one is likely to fail again.
+    order.sort_by_key(|i| matches!(report[*i].1, Health::Failing(_)));
+    for chunk in order.chunks(PROBES_AT_ONCE) {
+        let probes = chunk.iter().map(|i| {
+            let service = report[*i].0.service().clone();
+            async move { service.ready(window, now_unix).await }
+        });
+        let outcomes = futures::future::join_all(probes).await;
+        let mut any = false;
+        for (i, outcome) in chunk.iter().zip(outcomes) {
+            report[*i].1 = match outcome {
+                Ok(()) => {
+                    any = true;
+                    Health::Ready
+                }
+                Err(e) => Health::Failing(e),
+            };
+        }
+        if any {
+            break;
+        }
+    }
+    report
+}
+
+/// The report as a JSON object by tenant name.
+pub(crate) fn json(report: &[(Arc<Tenant>, Health)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        report
+            .iter()
+            .map(|(t, h)| (t.name().to_owned(), h.json()))
+            .collect(),
+    )
+}
+
+/// Sets `wdt_tenant_vendor_up{tenant}`: 1 for a ready tenant, 0 for a failing one (idle
+/// tenants keep their last value).
+pub(crate) fn record(report: &[(Arc<Tenant>, Health)]) {
+    for (tenant, health) in report {
+        let up = match health {
+            Health::Ready => 1.0,
+            Health::Failing(_) => 0.0,
+            Health::Idle => continue,
+        };
+        metrics::gauge!("wdt_tenant_vendor_up", "tenant" => tenant.label().clone()).set(up);
+    }
+}
+
+/// The passive health of every tenant, for the metrics (no probe).
+pub(crate) fn passive_report(
+    tenants: &Tenants,
+    window: Duration,
+    now_unix: i64,
+) -> Vec<(Arc<Tenant>, Health)> {
+    tenants
+        .values()
+        .map(|t| (t.clone(), passive(t.service(), window, now_unix)))
+        .collect()
+}
