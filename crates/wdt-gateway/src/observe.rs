@@ -125,7 +125,7 @@ fn describe() {
     );
     describe_gauge!(
         "wdt_tenants_file_ok",
-        "1 while the tenants file last read was applied, 0 while it is refused (the previous tenants keep serving)"
+        "Whether the tenants file last read was applied (1) or refused whole (0: the tenants served before keep serving)"
     );
     describe_gauge!(
         "wdt_tenant_vendor_up",

@@ -5,7 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
-use std::net::TcpListener;
+mod common;
+
+use common::{Redis, free_port};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,92 +18,6 @@ use serde_json::{Value, json};
 use wdt_emulator::{EmulatorConfig, Faults, RunningEmulator};
 
 const SECRET: &str = "scale-out-test-secret-0123456789abcdef";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `redis-server` child process without persistence.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start() -> Self {
-        for _ in 0..5 {
-            let port = free_port();
-            if let Some(child) = Self::spawn_on(port) {
-                return Self {
-                    port,
-                    child: Some(child),
-                };
-            }
-        }
-        panic!("redis-server did not start (is it installed? `apt-get install redis-server`)");
-    }
-
-    fn spawn_on(port: u16) -> Option<Child> {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-                "--loglevel",
-                "warning",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (`apt-get install redis-server`)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(child);
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.child = Some(Self::spawn_on(self.port).expect("redis-server restarts on its port"));
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A gateway process.
 struct Replica {

@@ -1,8 +1,10 @@
 //! Helpers shared by the binary's test files.
 
-use std::process::{Child, Command, ExitStatus};
-use std::time::Duration;
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
+#[allow(dead_code, reason = "not every test file uses every helper")]
 /// Sends SIGTERM and waits up to `patience` for the process to exit (killing it after that).
 pub(crate) async fn terminate(mut child: Child, patience: Duration) -> Option<ExitStatus> {
     let pid = child.id().to_string();
@@ -28,4 +30,94 @@ pub(crate) async fn terminate(mut child: Child, patience: Duration) -> Option<Ex
     })
     .await
     .unwrap()
+}
+
+/// A port free on loopback now.
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` child process without persistence.
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) struct Redis {
+    pub(crate) port: u16,
+    pub(crate) child: Option<Child>,
+}
+
+#[allow(dead_code, reason = "not every test file uses every helper")]
+impl Redis {
+    pub(crate) fn start() -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(child) = Self::spawn_on(port) {
+                return Self {
+                    port,
+                    child: Some(child),
+                };
+            }
+        }
+        panic!("redis-server did not start (is it installed? `apt-get install redis-server`)");
+    }
+
+    fn spawn_on(port: u16) -> Option<Child> {
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (`apt-get install redis-server`)");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(child);
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.child = Some(Self::spawn_on(self.port).expect("redis-server restarts on its port"));
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
