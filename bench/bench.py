@@ -197,10 +197,147 @@ def gateway_env(port, emulator, extra=None):
     return env
 
 
+class _Done(Exception):
+    """Ends a run of one scenario (--only)."""
+
+
+def hs256(claims):
+    """An HS256 token signed with the bench secret (what `wdt-gateway token` mints)."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    mac = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(mac)}"
+
+
+def gateway_vendor_calls(gateway):
+    """ERP calls a gateway made (its wdt_vendor_calls_total, all series)."""
+    text = get(f"{gateway}/metrics").decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("wdt_vendor_calls_total{"))
+
+
+def zipf_choices(rng, n, s, k):
+    """k draws from 1..n with P(i) proportional to 1/i^s."""
+    weights = [1 / (i ** s) for i in range(1, n + 1)]
+    return rng.choices(range(n), weights=weights, k=k)
+
+
+def tenants_scenario(servers, smoke, seconds, rounds, connections, logdir):
+    """Many tenants on one gateway: idle memory per tenant, and the cost of a cache hit when
+    traffic spreads over 1,000 tenants (Zipf over tenants and over SKUs) against the same
+    traffic for one tenant. Both gateways keep stock an hour, so every timed request is a hit."""
+    import random
+
+    n = 50 if smoke else 1000
+    skus = 100
+    names = [f"t{i:04}" for i in range(1, n + 1)]
+    emu_port = free_port()
+    emulator = f"http://127.0.0.1:{emu_port}"
+    accounts = os.path.join(logdir, "accounts.toml")
+    with open(accounts, "w") as f:
+        for i, name in enumerate(names):
+            f.write(f"[accounts.{name}]\nseed = {i + 1}\nskus = {skus}\n"
+                    f'sid = "{name}"\nappkey = "{name}-key"\nappsecret = "{name}-secret:{name}-salt"\n'
+                    f'enterprise_sid = "{name}-e"\nenterprise_appkey = "{name}-ekey"\n'
+                    f'enterprise_appsecret = "{name}-esecret"\n\n')
+    started = time.monotonic()
+    servers.start("emulator-tenants", [os.path.join(BIN, "wdt-emulator"), "--listen",
+                                       f"127.0.0.1:{emu_port}", "--skus", str(skus),
+                                       "--accounts-file", accounts])
+    wait_for(f"{emulator}/__admin/summary", timeout=300)
+    print(f"tenants: emulator with {n} accounts up in {time.monotonic() - started:.1f} s",
+          file=sys.stderr)
+
+    def tenants_file(path, count):
+        with open(path, "w") as f:
+            for name in names[:count]:
+                f.write(f"[tenants.{name}]\nflagship_url = \"{emulator}/openapi\"\n"
+                        f'sid = "{name}"\nappkey = "{name}-key"\nappsecret = "{name}-secret:{name}-salt"\n'
+                        f'enterprise_url = "{emulator}/openapi2/"\nenterprise_sid = "{name}-e"\n'
+                        f'enterprise_appkey = "{name}-ekey"\nenterprise_appsecret = "{name}-esecret"\n\n')
+
+    gateways = {}
+    for label, count in [("one_tenant", 1), ("many_tenants", n)]:
+        file = os.path.join(logdir, f"tenants-{label}.toml")
+        tenants_file(file, count)
+        config = os.path.join(logdir, f"gateway-{label}.toml")
+        with open(config, "w") as f:
+            f.write(f'tenants_file = "{file}"\n[cache]\nstock_ttl_secs = 3600\n')
+        port = free_port()
+        env = {
+            "WDT_GATEWAY_LISTEN": f"127.0.0.1:{port}", "WDT_GATEWAY_CONFIG": config,
+            "WDT_GATEWAY_JWT_SECRET": SECRET, "WDT_GATEWAY_CLIENT_RATE_LIMIT": "0",
+            "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": "0", "WDT_GATEWAY_LOG": "warn",
+        }
+        proc = servers.start(f"gateway-{label}", [os.path.join(BIN, "wdt-gateway")], env)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/healthz", timeout=120)
+        time.sleep(2)
+        gateways[label] = (proc, url, count, rss_mib(proc.pid))
+
+    exp = int(time.time()) + 4 * 3600
+    tokens = {name: hs256({"sub": "bench", "scope": "stock:read", "exp": exp, "tenant": name})
+              for name in names}
+    rng = random.Random(17)
+    lines = 2_000 if smoke else 20_000
+    tenant_draws = zipf_choices(rng, n, 1.1, lines)
+    sku_draws = zipf_choices(rng, skus // 2, 1.1, lines)
+    spec = [f"G{k + 1:05}-01" for k in range(skus // 2)]
+    requests = {
+        "one_tenant": [(names[0], spec[k]) for k in sku_draws],
+        "many_tenants": [(names[t], spec[k]) for t, k in zip(tenant_draws, sku_draws)],
+    }
+    result = {"tenants": n, "skus_per_tenant": skus, "requests_in_rotation": lines}
+    targets = {}
+    for label, (proc, url, count, idle) in gateways.items():
+        pairs = sorted(set(requests[label]))
+        for name, sku in pairs:
+            get(f"{url}/v1/stock?spec_no={sku}", tokens[name])
+            get(f"{url}/v1/stock?spec_no={sku}", tokens[name])
+        path = os.path.join(logdir, f"requests-{label}.txt")
+        with open(path, "w") as f:
+            for name, sku in requests[label]:
+                f.write(f"{tokens[name]} /v1/stock?spec_no={sku}\n")
+        targets[label] = (url, path)
+        result[label] = {"tenants": count, "idle_rss_mib": idle, "distinct_keys": len(pairs),
+                         "warm_rss_mib": rss_mib(proc.pid)}
+    result["idle_kib_per_tenant"] = (
+        (result["many_tenants"]["idle_rss_mib"] - result["one_tenant"]["idle_rss_mib"]) * 1024
+        / max(n - 1, 1))
+    calls_before = {label: gateway_vendor_calls(url) for label, (url, _) in targets.items()}
+    runs = {label: [] for label in targets}
+    script = os.path.join(ROOT, "bench", "tenants.lua")
+    for r in range(rounds):
+        for label, (url, path) in targets.items():
+            runs[label].append(wrk(f"{url}/", seconds, connections, script,
+                                   {"WDT_BENCH_REQUESTS": path}))
+            print(f"round {r + 1}/{rounds} tenants {label}: {runs[label][-1]}", file=sys.stderr)
+    for label, results in runs.items():
+        result[label].update({k: statistics.median(x[k] for x in results)
+                              for k in ("rps", "p50_ms", "p99_ms")})
+        result[label]["errors"] = sum(x["errors"] for x in results)
+        result[label]["rounds"] = results
+    result["vendor_calls_during_hits"] = sum(
+        gateway_vendor_calls(url) - calls_before[label] for label, (url, _) in targets.items())
+    result["many_vs_one"] = result["many_tenants"]["rps"] / result["one_tenant"]["rps"]
+    for proc, *_ in gateways.values():
+        servers.stop(proc)
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--smoke", action="store_true", help="about a second per scenario (CI)")
     ap.add_argument("--out", help="where to write the JSON record")
+    ap.add_argument("--only", choices=["tenants"],
+                    help="run one scenario alone (its record has only that section)")
     args = ap.parse_args()
     smoke = args.smoke
     seconds = 1 if smoke else 10
@@ -214,6 +351,10 @@ def main():
               "settings": {"seconds": seconds, "rounds": rounds, "connections": connections,
                            "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU}}
     try:
+        if args.only == "tenants":
+            record["tenants"] = tenants_scenario(servers, smoke, seconds, rounds, connections,
+                                                 logdir)
+            raise _Done
         # Some generated SKUs are deleted ones: enough live ones for 100,000 entries.
         skus = 2_000 if smoke else 105_000
         emu_port = free_port()
@@ -375,6 +516,10 @@ def main():
             record["replicas"][name] = run
             for proc, _ in replicas:
                 servers.stop(proc)
+
+        record["tenants"] = tenants_scenario(servers, smoke, seconds, rounds, connections, logdir)
+    except _Done:
+        pass
     finally:
         servers.stop_all()
 

@@ -112,11 +112,11 @@ struct Entry<V> {
 pub(crate) struct Layer<K, V> {
     /// The cache's name in metrics and spans (`stock`, `barcode`, `plans`).
     name: &'static str,
-    /// Entries for TTL + stale allowance; fresh while younger than `ttl`.
-    cache: Cache<K, Arc<Entry<V>>>,
-    /// Entries past their TTL taken out of `cache` to be reloaded, until their stale
-    /// allowance ends (or a reload replaces them).
-    stale: Cache<K, Arc<Entry<V>>>,
+    /// The caches, made on first use: a service that never serves (an idle tenant) costs
+    /// none of their memory.
+    store: std::sync::OnceLock<Store<K, V>>,
+    /// How to make them.
+    make: Make,
     ttl: Duration,
     /// TTL + stale allowance: how long the shared cache keeps an entry.
     keep: Duration,
@@ -132,6 +132,24 @@ pub(crate) struct Layer<K, V> {
     /// invalidation, an entry retired or evicted): while it stands still, every entry read
     /// before is still the one cached.
     changes: Arc<AtomicU64>,
+}
+
+/// The two caches of a layer.
+struct Store<K, V> {
+    /// Entries for TTL + stale allowance; fresh while younger than `ttl`.
+    cache: Cache<K, Arc<Entry<V>>>,
+    /// Entries past their TTL taken out of `cache` to be reloaded, until their stale
+    /// allowance ends (or a reload replaces them).
+    stale: Cache<K, Arc<Entry<V>>>,
+}
+
+/// What a layer's caches are made with.
+struct Make {
+    max_entries: u64,
+    /// TTL + stale allowance.
+    keep: Duration,
+    /// The `tenant` label of the evictions counter.
+    tenant: metrics::SharedString,
 }
 
 impl<K, V> std::fmt::Debug for Layer<K, V> {
@@ -157,32 +175,16 @@ where
         let stale_allowed = !stale_if_error.is_zero();
         let ttl = ttl.max(Duration::from_millis(1));
         let changes = Arc::new(AtomicU64::new(0));
-        let changed = changes.clone();
-        let evicted = tenant.clone();
-        let cache = Cache::builder()
-            .max_capacity(max_entries)
-            .time_to_live(ttl.saturating_add(stale_if_error))
-            .eviction_listener(move |_, _, cause| {
-                changed.fetch_add(1, Ordering::AcqRel);
-                let cause = match cause {
-                    RemovalCause::Size => "size",
-                    RemovalCause::Expired => "expired",
-                    RemovalCause::Explicit | RemovalCause::Replaced => return,
-                };
-                metrics::counter!("wdt_cache_evictions_total", "cache" => name, "cause" => cause, "tenant" => evicted.clone())
-                    .increment(1);
-            })
-            .build();
-        let stale = Cache::builder()
-            .max_capacity(max_entries)
-            .time_to_live(ttl.saturating_add(stale_if_error))
-            .build();
         let counter = |result: &'static str| metrics::counter!("wdt_cache_requests_total", "cache" => name, "result" => result, "tenant" => tenant.clone());
         let shared_counter = |result: &'static str| metrics::counter!("wdt_shared_cache_requests_total", "cache" => name, "result" => result, "tenant" => tenant.clone());
         Self {
             name,
-            cache,
-            stale,
+            store: std::sync::OnceLock::new(),
+            make: Make {
+                max_entries,
+                keep: ttl.saturating_add(stale_if_error),
+                tenant: tenant.clone(),
+            },
             ttl,
             keep: ttl.saturating_add(stale_if_error),
             stale_allowed,
@@ -191,6 +193,42 @@ where
             tier: None,
             changes,
         }
+    }
+
+    /// The caches, made now if they were not yet.
+    fn store(&self) -> &Store<K, V> {
+        self.store.get_or_init(|| {
+            let Make {
+                max_entries,
+                keep,
+                tenant,
+            } = &self.make;
+            let (name, changed, tenant) = (self.name, self.changes.clone(), tenant.clone());
+            let cache = Cache::builder()
+                .max_capacity(*max_entries)
+                .time_to_live(*keep)
+                .eviction_listener(move |_, _, cause| {
+                    changed.fetch_add(1, Ordering::AcqRel);
+                    let cause = match cause {
+                        RemovalCause::Size => "size",
+                        RemovalCause::Expired => "expired",
+                        RemovalCause::Explicit | RemovalCause::Replaced => return,
+                    };
+                    metrics::counter!("wdt_cache_evictions_total", "cache" => name, "cause" => cause, "tenant" => tenant.clone())
+                        .increment(1);
+                })
+                .build();
+            let stale = Cache::builder()
+                .max_capacity(*max_entries)
+                .time_to_live(*keep)
+                .build();
+            Store { cache, stale }
+        })
+    }
+
+    /// The caches if they were made (nothing to drop or count otherwise).
+    fn built(&self) -> Option<&Store<K, V>> {
+        self.store.get()
     }
 
     /// Puts the shared L2 cache behind this layer.
@@ -225,12 +263,12 @@ where
     /// The entry under `key` if it is fresh. One past its TTL is taken out of the cache (if
     /// it is still the one there) and kept aside for stale-if-error while it is reloaded.
     async fn fresh_or_retire(&self, key: &K) -> Option<Arc<Entry<V>>> {
-        let entry = self.cache.get(key).await?;
+        let entry = self.store().cache.get(key).await?;
         if self.is_fresh(&entry) {
             return Some(entry);
         }
         if self.stale_allowed {
-            self.stale.insert(key.clone(), entry.clone()).await;
+            self.store().stale.insert(key.clone(), entry.clone()).await;
         }
         self.remove_if_same(key, &entry).await;
         None
@@ -238,7 +276,8 @@ where
 
     /// Removes `entry` if it is still the one cached under `key`.
     async fn remove_if_same(&self, key: &K, entry: &Arc<Entry<V>>) {
-        self.cache
+        self.store()
+            .cache
             .entry_by_ref(key)
             .and_compute_with(|current| {
                 std::future::ready(match current {
@@ -297,6 +336,7 @@ where
         };
         let span = tracing::info_span!("cache", cache = self.name, result = tracing::field::Empty);
         let mut result = self
+            .store()
             .cache
             .try_get_with(key.clone(), init())
             .instrument(span.clone())
@@ -313,6 +353,7 @@ where
             let joined = entry.clone();
             self.remove_if_same(&key, &joined).await;
             result = self
+                .store()
                 .cache
                 .try_get_with(key.clone(), init())
                 .instrument(span.clone())
@@ -329,7 +370,7 @@ where
                 if loaded.load(Ordering::Relaxed) {
                     self.changed();
                     // The reload replaced what was kept aside.
-                    self.stale.invalidate(&key).await;
+                    self.store().stale.invalidate(&key).await;
                 }
                 span.record("result", outcome);
                 self.count(outcome);
@@ -344,7 +385,7 @@ where
             Err(error) => {
                 if self.stale_allowed
                     && error.allows_stale()
-                    && let Some(entry) = self.stale.get(&key).await
+                    && let Some(entry) = self.store().stale.get(&key).await
                 {
                     tracing::warn!(
                         cache = self.name,
@@ -370,6 +411,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let found = self
+            .store()
             .cache
             .get(key)
             .await
@@ -387,7 +429,11 @@ where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.cache.get(key).await.is_some_and(|e| self.is_fresh(&e))
+        self.store()
+            .cache
+            .get(key)
+            .await
+            .is_some_and(|e| self.is_fresh(&e))
     }
 
     /// Counts lookups that missed and were loaded outside [`get`](Self::get) (a batch call).
@@ -400,9 +446,9 @@ where
         if !self.stale_allowed {
             return None;
         }
-        let entry = match self.stale.get(key).await {
+        let entry = match self.store().stale.get(key).await {
             Some(e) => Some(e),
-            None => self.cache.get(key).await,
+            None => self.store().cache.get(key).await,
         };
         let found = entry.map(|e| served(&e, true, Instant::now()));
         if found.is_some() {
@@ -435,32 +481,39 @@ where
             made: now,
             epoch,
         });
-        self.stale.invalidate(&key).await;
-        self.cache.insert(key, entry).await;
+        self.store().stale.invalidate(&key).await;
+        self.store().cache.insert(key, entry).await;
         self.changed();
     }
 
     pub(crate) async fn invalidate(&self, key: &K) {
-        self.cache.invalidate(key).await;
-        self.stale.invalidate(key).await;
+        if let Some(store) = self.built() {
+            store.cache.invalidate(key).await;
+            store.stale.invalidate(key).await;
+        }
         self.changed();
     }
 
     pub(crate) fn invalidate_all(&self) {
-        self.cache.invalidate_all();
-        self.stale.invalidate_all();
+        if let Some(store) = self.built() {
+            store.cache.invalidate_all();
+            store.stale.invalidate_all();
+        }
         self.changed();
     }
 
     /// Entries held, fresh or kept for stale-if-error (approximate until pending tasks run).
     pub(crate) fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
+        self.built().map_or(0, |s| s.cache.entry_count())
     }
 
     /// Entries held, fresh or kept for stale-if-error, after pending maintenance ran.
     pub(crate) async fn settled_entry_count(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
-        self.cache.entry_count()
+        let Some(store) = self.built() else {
+            return 0;
+        };
+        store.cache.run_pending_tasks().await;
+        store.cache.entry_count()
     }
 }
 
@@ -647,7 +700,7 @@ where
         let Some(stored) = stale.filter(|_| self.stale_allowed) else {
             return;
         };
-        if self.stale.contains_key(key) {
+        if self.store().stale.contains_key(key) {
             return;
         }
         if let Some(value) = V::decode(&stored.value, fetched_at(&stored)) {
@@ -657,7 +710,7 @@ where
                 made: Instant::now(),
                 epoch: 0,
             });
-            self.stale.insert(key.clone(), entry).await;
+            self.store().stale.insert(key.clone(), entry).await;
         }
     }
 
@@ -694,8 +747,8 @@ where
                 epoch: before,
             });
             if epoch.load(Ordering::Acquire) == before {
-                self.stale.invalidate(key).await;
-                self.cache.insert(key.clone(), entry.clone()).await;
+                self.store().stale.invalidate(key).await;
+                self.store().cache.insert(key.clone(), entry.clone()).await;
                 self.changed();
             }
             self.count_shared("hit");
@@ -788,6 +841,26 @@ mod tests {
         fn decode(bytes: &[u8], _: Instant) -> Option<Self> {
             std::str::from_utf8(bytes).ok()?.parse().ok()
         }
+    }
+
+    #[tokio::test]
+    async fn an_idle_layer_makes_no_cache() {
+        let layer: Layer<&str, u32> = Layer::new(
+            "t",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            100,
+            &"test".into(),
+        );
+        // Counting, dropping and looking for nothing make nothing.
+        layer.invalidate_all();
+        layer.invalidate(&"k").await;
+        assert_eq!(layer.entry_count(), 0);
+        assert_eq!(layer.settled_entry_count().await, 0);
+        assert!(layer.built().is_none());
+        layer.put("k", 1, 0, None).await;
+        assert!(layer.built().is_some());
+        assert_eq!(layer.settled_entry_count().await, 1);
     }
 
     #[tokio::test]
@@ -891,7 +964,7 @@ mod tests {
         let fresh = layer.get("k", &epoch, || async { Ok(2) }).await.unwrap();
         assert!(!fresh.stale && *fresh.value == 2);
         assert_eq!(*layer.peek(&"k").await.unwrap().value, 2);
-        assert!(layer.stale.get(&"k").await.is_none());
+        assert!(layer.store().stale.get(&"k").await.is_none());
     }
 
     #[tokio::test]

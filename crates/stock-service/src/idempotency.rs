@@ -121,7 +121,9 @@ pub fn key_of(value: &[u8]) -> Result<String, DomainError> {
 /// Where first outcomes live: in this process, or in Redis for all replicas. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
-    slots: Arc<Cache<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Made on first use: a tenant that never writes with a key costs none of its memory.
+    slots: Arc<std::sync::OnceLock<Cache<String, Arc<tokio::sync::Mutex<Slot>>>>>,
+    max_keys: u64,
     /// With several replicas: the records in Redis.
     shared: Option<wdt_redis::Shared>,
     retention: Duration,
@@ -145,12 +147,8 @@ impl IdempotencyStore {
     /// A store keeping at most `max_keys` outcomes for `retention`.
     pub fn new(max_keys: u64, retention: Duration) -> Self {
         Self {
-            slots: Arc::new(
-                Cache::builder()
-                    .max_capacity(max_keys)
-                    .time_to_live(retention)
-                    .build(),
-            ),
+            slots: Arc::default(),
+            max_keys,
             shared: None,
             retention,
         }
@@ -190,7 +188,13 @@ impl IdempotencyStore {
         if let Some(shared) = &self.shared {
             return run_shared(shared, self.retention, scope, fingerprint, keep, work).await;
         }
-        let slot = self.slots.get_with(scope, async { Arc::default() }).await;
+        let slots = self.slots.get_or_init(|| {
+            Cache::builder()
+                .max_capacity(self.max_keys)
+                .time_to_live(self.retention)
+                .build()
+        });
+        let slot = slots.get_with(scope, async { Arc::default() }).await;
         // In its own task: if the client goes away mid-write, the write still finishes and its
         // outcome is kept, so a retry replays it instead of writing twice.
         let task = tokio::spawn(crate::Attribution::carry(

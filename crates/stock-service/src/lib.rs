@@ -66,7 +66,8 @@ struct Inner {
     barcode: cache::Layer<String, StockRows>,
     plans: cache::Layer<(i64, bool), StockSyncPlan>,
     /// `calcStock` answers by (listing, stock_change_count): what acknowledgements echo.
-    snapshots: Cache<(i64, i64), Arc<StockSyncCalc>>,
+    /// Made on first use, like the caches.
+    snapshots: std::sync::OnceLock<Cache<(i64, i64), Arc<StockSyncCalc>>>,
     /// The JSON text of recently read stock entries, by entry id, bounded by bytes; entry ids
     /// are unique in the process, so several services may share one ([`Builder::texts`]).
     stock_json: EntryTexts,
@@ -198,10 +199,7 @@ impl Builder {
                     &self.label,
                 )
                 .with_tier(tier.clone()),
-                snapshots: Cache::builder()
-                    .max_capacity(cache.max_entries)
-                    .time_to_live(SNAPSHOT_TTL)
-                    .build(),
+                snapshots: std::sync::OnceLock::new(),
                 stock_json: self
                     .texts
                     .unwrap_or_else(|| EntryTexts::new(STOCK_JSON_BYTES, cache.stock_ttl)),
@@ -262,6 +260,16 @@ impl StockService {
     /// This tenant's view of the state shared with other replicas, when Redis is configured.
     pub fn redis(&self) -> Option<&wdt_redis::Shared> {
         self.inner.redis.as_ref()
+    }
+
+    /// The plan snapshots acknowledgements echo (made on first use).
+    fn snapshots(&self) -> &Cache<(i64, i64), Arc<StockSyncCalc>> {
+        self.inner.snapshots.get_or_init(|| {
+            Cache::builder()
+                .max_capacity(self.inner.cache_config.max_entries)
+                .time_to_live(SNAPSHOT_TTL)
+                .build()
+        })
     }
 
     /// Unique in this process (see [`memo`]).

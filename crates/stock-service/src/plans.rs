@@ -210,8 +210,7 @@ impl StockService {
     }
 
     async fn remember(&self, calc: &StockSyncCalc) {
-        self.inner
-            .snapshots
+        self.snapshots()
             .insert(
                 (calc.rec_id, calc.stock_change_count),
                 Arc::new(calc.clone()),
@@ -279,12 +278,7 @@ impl StockService {
             1024,
         )?;
         // Echo the snapshot of the plan that was pushed; fetch the rule if it is gone.
-        let snapshot = match self
-            .inner
-            .snapshots
-            .get(&(id, ack.stock_change_count))
-            .await
-        {
+        let snapshot = match self.snapshots().get(&(id, ack.stock_change_count)).await {
             Some(s) => s,
             None => {
                 let calc = self
