@@ -232,41 +232,45 @@ def zipf_choices(rng, n, s, k):
 def tenants_scenario(servers, smoke, seconds, rounds, connections, logdir):
     """Many tenants on one gateway: idle memory per tenant, and the cost of a cache hit when
     traffic spreads over 1,000 tenants (Zipf over tenants and over SKUs) against the same
-    traffic for one tenant. Both gateways keep stock an hour, so every timed request is a hit."""
+    traffic for one tenant: the same number of distinct keys with the same frequencies, mapped
+    onto one account's SKUs. Both gateways keep stock an hour, so every timed request is a hit."""
     import random
 
     n = 50 if smoke else 1000
     skus = 100
     names = [f"t{i:04}" for i in range(1, n + 1)]
+    solo = "solo"
     emu_port = free_port()
     emulator = f"http://127.0.0.1:{emu_port}"
     accounts = os.path.join(logdir, "accounts.toml")
+
+    def credentials(name):
+        return (f'sid = "{name}"\nappkey = "{name}-key"\nappsecret = "{name}-secret:{name}-salt"\n'
+                f'enterprise_sid = "{name}-e"\nenterprise_appkey = "{name}-ekey"\n'
+                f'enterprise_appsecret = "{name}-esecret"\n')
+
     with open(accounts, "w") as f:
         for i, name in enumerate(names):
-            f.write(f"[accounts.{name}]\nseed = {i + 1}\nskus = {skus}\n"
-                    f'sid = "{name}"\nappkey = "{name}-key"\nappsecret = "{name}-secret:{name}-salt"\n'
-                    f'enterprise_sid = "{name}-e"\nenterprise_appkey = "{name}-ekey"\n'
-                    f'enterprise_appsecret = "{name}-esecret"\n\n')
+            f.write(f"[accounts.{name}]\nseed = {i + 1}\nskus = {skus}\n{credentials(name)}\n")
+        f.write(f"[accounts.{solo}]\nseed = 99\nskus = 12000\n{credentials(solo)}\n")
     started = time.monotonic()
     servers.start("emulator-tenants", [os.path.join(BIN, "wdt-emulator"), "--listen",
                                        f"127.0.0.1:{emu_port}", "--skus", str(skus),
                                        "--accounts-file", accounts])
     wait_for(f"{emulator}/__admin/summary", timeout=300)
-    print(f"tenants: emulator with {n} accounts up in {time.monotonic() - started:.1f} s",
+    print(f"tenants: emulator with {n + 1} accounts up in {time.monotonic() - started:.1f} s",
           file=sys.stderr)
 
-    def tenants_file(path, count):
+    def tenants_file(path, tenants):
         with open(path, "w") as f:
-            for name in names[:count]:
+            for name in tenants:
                 f.write(f"[tenants.{name}]\nflagship_url = \"{emulator}/openapi\"\n"
-                        f'sid = "{name}"\nappkey = "{name}-key"\nappsecret = "{name}-secret:{name}-salt"\n'
-                        f'enterprise_url = "{emulator}/openapi2/"\nenterprise_sid = "{name}-e"\n'
-                        f'enterprise_appkey = "{name}-ekey"\nenterprise_appsecret = "{name}-esecret"\n\n')
+                        f'enterprise_url = "{emulator}/openapi2/"\n{credentials(name)}\n')
 
     gateways = {}
-    for label, count in [("one_tenant", 1), ("many_tenants", n)]:
+    for label, tenants in [("one_tenant", [solo]), ("many_tenants", names)]:
         file = os.path.join(logdir, f"tenants-{label}.toml")
-        tenants_file(file, count)
+        tenants_file(file, tenants)
         config = os.path.join(logdir, f"gateway-{label}.toml")
         with open(config, "w") as f:
             f.write(f'tenants_file = "{file}"\n[cache]\nstock_ttl_secs = 3600\n')
@@ -280,20 +284,24 @@ def tenants_scenario(servers, smoke, seconds, rounds, connections, logdir):
         url = f"http://127.0.0.1:{port}"
         wait_for(f"{url}/healthz", timeout=120)
         time.sleep(2)
-        gateways[label] = (proc, url, count, rss_mib(proc.pid))
+        gateways[label] = (proc, url, len(tenants), rss_mib(proc.pid))
 
     exp = int(time.time()) + 4 * 3600
     tokens = {name: hs256({"sub": "bench", "scope": "stock:read", "exp": exp, "tenant": name})
-              for name in names}
+              for name in names + [solo]}
     rng = random.Random(17)
     lines = 2_000 if smoke else 20_000
     tenant_draws = zipf_choices(rng, n, 1.1, lines)
     sku_draws = zipf_choices(rng, skus // 2, 1.1, lines)
     spec = [f"G{k + 1:05}-01" for k in range(skus // 2)]
-    requests = {
-        "one_tenant": [(names[0], spec[k]) for k in sku_draws],
-        "many_tenants": [(names[t], spec[k]) for t, k in zip(tenant_draws, sku_draws)],
-    }
+    many = [(names[t], spec[k]) for t, k in zip(tenant_draws, sku_draws)]
+    # The same stream for one tenant: each distinct (tenant, SKU) becomes a SKU of its own.
+    solo_specs = json.loads(get(f"{emulator}/__admin/summary?account={solo}"))["spec_nos"]
+    order = list(dict.fromkeys(many))
+    if len(order) > len(solo_specs):
+        raise SystemExit(f"bench: {solo} has {len(solo_specs)} SKUs for {len(order)} keys")
+    mapped = {pair: solo_specs[i] for i, pair in enumerate(order)}
+    requests = {"one_tenant": [(solo, mapped[pair]) for pair in many], "many_tenants": many}
     result = {"tenants": n, "skus_per_tenant": skus, "requests_in_rotation": lines}
     targets = {}
     for label, (proc, url, count, idle) in gateways.items():
@@ -330,7 +338,6 @@ def tenants_scenario(servers, smoke, seconds, rounds, connections, logdir):
     for proc, *_ in gateways.values():
         servers.stop(proc)
     return result
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)

@@ -71,9 +71,10 @@ def print_tenants(tn):
     print("\n### Many tenants\n")
     print(f"Cache hits (`GET /v1/stock`, one SKU) spread over {tn['tenants']:,} tenants "
           f"(Zipf s = 1.1 over tenants and over 50 SKUs of each; {tn['requests_in_rotation']:,} "
-          "requests in rotation) against the same SKUs for one tenant. Every pair was read twice "
-          "before and stock is kept an hour, so every timed request is a cache hit. Each tenant "
-          "is its own emulator account.\n")
+          "requests in rotation), against the same stream for one tenant: each distinct "
+          "(tenant, SKU) of it mapped to a SKU of its own, so both serve the same number of keys "
+          "with the same frequencies. Every key was read twice before and stock is kept an hour, "
+          "so every timed request is a cache hit. Each tenant is its own emulator account.\n")
     print("| | tenants | distinct keys | requests/s | p50 ms | p99 ms | errors | idle RSS MiB | "
           "RSS after warming MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

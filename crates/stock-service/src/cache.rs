@@ -139,8 +139,24 @@ struct Store<K, V> {
     /// Entries for TTL + stale allowance; fresh while younger than `ttl`.
     cache: Cache<K, Arc<Entry<V>>>,
     /// Entries past their TTL taken out of `cache` to be reloaded, until their stale
-    /// allowance ends (or a reload replaces them).
-    stale: Cache<K, Arc<Entry<V>>>,
+    /// allowance ends (or a reload replaces them); made when the first entry is kept aside.
+    stale: std::sync::OnceLock<Cache<K, Arc<Entry<V>>>>,
+}
+
+impl<K, V> Store<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    /// The entries kept aside, made now if they were not yet.
+    fn stale(&self, max_entries: u64, keep: Duration) -> &Cache<K, Arc<Entry<V>>> {
+        self.stale.get_or_init(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(keep)
+                .build()
+        })
+    }
 }
 
 /// What a layer's caches are made with.
@@ -218,12 +234,16 @@ where
                         .increment(1);
                 })
                 .build();
-            let stale = Cache::builder()
-                .max_capacity(*max_entries)
-                .time_to_live(*keep)
-                .build();
-            Store { cache, stale }
+            Store {
+                cache,
+                stale: std::sync::OnceLock::new(),
+            }
         })
+    }
+
+    /// The entries kept aside for stale-if-error, made now if they were not yet.
+    fn stale(&self) -> &Cache<K, Arc<Entry<V>>> {
+        self.store().stale(self.make.max_entries, self.make.keep)
     }
 
     /// The caches if they were made (nothing to drop or count otherwise).
@@ -268,7 +288,7 @@ where
             return Some(entry);
         }
         if self.stale_allowed {
-            self.store().stale.insert(key.clone(), entry.clone()).await;
+            self.stale().insert(key.clone(), entry.clone()).await;
         }
         self.remove_if_same(key, &entry).await;
         None
@@ -370,7 +390,9 @@ where
                 if loaded.load(Ordering::Relaxed) {
                     self.changed();
                     // The reload replaced what was kept aside.
-                    self.store().stale.invalidate(&key).await;
+                    if let Some(stale) = self.store().stale.get() {
+                        stale.invalidate(&key).await;
+                    }
                 }
                 span.record("result", outcome);
                 self.count(outcome);
@@ -385,7 +407,8 @@ where
             Err(error) => {
                 if self.stale_allowed
                     && error.allows_stale()
-                    && let Some(entry) = self.store().stale.get(&key).await
+                    && let Some(stale) = self.store().stale.get()
+                    && let Some(entry) = stale.get(&key).await
                 {
                     tracing::warn!(
                         cache = self.name,
@@ -446,7 +469,11 @@ where
         if !self.stale_allowed {
             return None;
         }
-        let entry = match self.store().stale.get(key).await {
+        let kept = match self.store().stale.get() {
+            Some(stale) => stale.get(key).await,
+            None => None,
+        };
+        let entry = match kept {
             Some(e) => Some(e),
             None => self.store().cache.get(key).await,
         };
@@ -481,7 +508,9 @@ where
             made: now,
             epoch,
         });
-        self.store().stale.invalidate(&key).await;
+        if let Some(stale) = self.store().stale.get() {
+            stale.invalidate(&key).await;
+        }
         self.store().cache.insert(key, entry).await;
         self.changed();
     }
@@ -489,7 +518,9 @@ where
     pub(crate) async fn invalidate(&self, key: &K) {
         if let Some(store) = self.built() {
             store.cache.invalidate(key).await;
-            store.stale.invalidate(key).await;
+            if let Some(stale) = store.stale.get() {
+                stale.invalidate(key).await;
+            }
         }
         self.changed();
     }
@@ -497,7 +528,9 @@ where
     pub(crate) fn invalidate_all(&self) {
         if let Some(store) = self.built() {
             store.cache.invalidate_all();
-            store.stale.invalidate_all();
+            if let Some(stale) = store.stale.get() {
+                stale.invalidate_all();
+            }
         }
         self.changed();
     }
@@ -700,7 +733,12 @@ where
         let Some(stored) = stale.filter(|_| self.stale_allowed) else {
             return;
         };
-        if self.store().stale.contains_key(key) {
+        if self
+            .store()
+            .stale
+            .get()
+            .is_some_and(|stale| stale.contains_key(key))
+        {
             return;
         }
         if let Some(value) = V::decode(&stored.value, fetched_at(&stored)) {
@@ -710,7 +748,7 @@ where
                 made: Instant::now(),
                 epoch: 0,
             });
-            self.store().stale.insert(key.clone(), entry).await;
+            self.stale().insert(key.clone(), entry).await;
         }
     }
 
@@ -747,7 +785,9 @@ where
                 epoch: before,
             });
             if epoch.load(Ordering::Acquire) == before {
-                self.store().stale.invalidate(key).await;
+                if let Some(stale) = self.store().stale.get() {
+                    stale.invalidate(key).await;
+                }
                 self.store().cache.insert(key.clone(), entry.clone()).await;
                 self.changed();
             }
@@ -964,7 +1004,7 @@ mod tests {
         let fresh = layer.get("k", &epoch, || async { Ok(2) }).await.unwrap();
         assert!(!fresh.stale && *fresh.value == 2);
         assert_eq!(*layer.peek(&"k").await.unwrap().value, 2);
-        assert!(layer.store().stale.get(&"k").await.is_none());
+        assert!(layer.store().stale.get().is_none() || layer.stale().get(&"k").await.is_none());
     }
 
     #[tokio::test]

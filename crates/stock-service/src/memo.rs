@@ -283,10 +283,7 @@ impl<A: Clone + Send + Sync + 'static> Memo<A> {
     }
 }
 
-/// Where `key` of `service` is kept.
+/// Where `key` of `service` is kept: the key's hash seeded with the service.
 fn hash(service: u64, key: &[u8]) -> u128 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    hasher.update(&service.to_le_bytes());
-    hasher.update(key);
-    hasher.digest128()
+    xxhash_rust::xxh3::xxh3_128_with_seed(key, service)
 }

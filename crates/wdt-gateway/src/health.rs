@@ -117,15 +117,22 @@ pub(crate) fn json(report: &[(Arc<Tenant>, Health)]) -> serde_json::Value {
 }
 
 /// Sets `wdt_tenant_vendor_up{tenant}`: 1 for a ready tenant, 0 for a failing one (idle
-/// tenants keep their last value).
+/// tenants keep their last value). Tenants sharing a label (`other`) count as down while any
+/// of them is.
 pub(crate) fn record(report: &[(Arc<Tenant>, Health)]) {
+    let mut up: std::collections::HashMap<&metrics::SharedString, f64> =
+        std::collections::HashMap::new();
     for (tenant, health) in report {
-        let up = match health {
+        let value = match health {
             Health::Ready => 1.0,
             Health::Failing(_) => 0.0,
             Health::Idle => continue,
         };
-        metrics::gauge!("wdt_tenant_vendor_up", "tenant" => tenant.label().clone()).set(up);
+        let seen = up.entry(tenant.label()).or_insert(value);
+        *seen = seen.min(value);
+    }
+    for (label, value) in up {
+        metrics::gauge!("wdt_tenant_vendor_up", "tenant" => label.clone()).set(value);
     }
 }
 

@@ -287,27 +287,44 @@ impl Tracked {
 }
 
 /// Sets each tenant's gauges (cache sizes, circuits, last ERP answer, vendor health) and
-/// renders every metric in the Prometheus text format.
+/// renders every metric in the Prometheus text format. Tenants sharing a label (`other`, beyond
+/// the label limit) are added up: entries summed, a circuit open if any is, the latest answer.
 pub(crate) async fn render(tenants: &crate::tenants::Tenants) -> Option<String> {
+    use std::collections::HashMap;
+
     let handle = recorder()?;
+    let mut entries: HashMap<(metrics::SharedString, &'static str), u64> = HashMap::new();
+    let mut circuits: HashMap<(metrics::SharedString, String), bool> = HashMap::new();
+    let mut answers: HashMap<metrics::SharedString, i64> = HashMap::new();
     for tenant in tenants.values() {
         let service = tenant.service();
-        let label = tenant.label().clone();
-        for (cache, entries) in service.cache_entries().await {
-            // Entry counts are far below 2^52: exact as f64.
-            #[allow(clippy::cast_precision_loss, reason = "entry counts are small")]
-            metrics::gauge!("wdt_cache_entries", "cache" => cache, "tenant" => label.clone())
-                .set(entries as f64);
+        let label = tenant.label();
+        for (cache, n) in service.cache_entries().await {
+            *entries.entry((label.clone(), cache)).or_default() += n;
         }
         for (family, open) in service.vendor_circuits() {
-            metrics::gauge!("wdt_vendor_circuit_open", "family" => family.to_string(), "tenant" => label.clone())
-                .set(if open { 1.0 } else { 0.0 });
+            *circuits
+                .entry((label.clone(), family.to_string()))
+                .or_default() |= open;
         }
         if let Some(at) = service.vendor_last_answer_unix() {
-            #[allow(clippy::cast_precision_loss, reason = "Unix seconds are exact in f64")]
-            metrics::gauge!("wdt_vendor_last_answer_timestamp_seconds", "tenant" => label)
-                .set(at as f64);
+            let latest = answers.entry(label.clone()).or_insert(at);
+            *latest = (*latest).max(at);
         }
+    }
+    for ((tenant, cache), n) in entries {
+        // Entry counts are far below 2^52: exact as f64.
+        #[allow(clippy::cast_precision_loss, reason = "entry counts are small")]
+        metrics::gauge!("wdt_cache_entries", "cache" => cache, "tenant" => tenant).set(n as f64);
+    }
+    for ((tenant, family), open) in circuits {
+        metrics::gauge!("wdt_vendor_circuit_open", "family" => family, "tenant" => tenant)
+            .set(if open { 1.0 } else { 0.0 });
+    }
+    for (tenant, at) in answers {
+        #[allow(clippy::cast_precision_loss, reason = "Unix seconds are exact in f64")]
+        metrics::gauge!("wdt_vendor_last_answer_timestamp_seconds", "tenant" => tenant)
+            .set(at as f64);
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

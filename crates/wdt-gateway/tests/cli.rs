@@ -118,32 +118,47 @@ async fn demo_mode_prints_a_working_token_and_shuts_down_gracefully() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (url, token) = tokio::task::spawn_blocking(move || {
-        let mut url = None;
+    // One GraphiQL link per demo tenant: `default`, then `acme`.
+    let links = tokio::task::spawn_blocking(move || {
+        let mut links = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
             if let Some(rest) = line.trim().strip_prefix("GraphiQL") {
-                url = Some(rest.trim().to_owned());
-                break;
+                let (base, token) = rest.trim().split_once("#token=").unwrap();
+                links.push((base.to_owned(), token.to_owned()));
+                if links.len() == 2 {
+                    break;
+                }
             }
         }
-        let url = url.unwrap();
-        let (base, token) = url.split_once("#token=").unwrap();
-        (base.to_owned(), token.to_owned())
+        links
     })
     .await
     .unwrap();
-    let body: serde_json::Value = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "query": "{ stock(specNos: [\"G00001-01\"]) { specNo } }" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01", "{body}");
+    let [(url, token), (_, acme)] = <[(String, String); 2]>::try_from(links).unwrap();
+    let stock = |token: String| {
+        let url = url.clone();
+        async move {
+            let body: serde_json::Value = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&serde_json::json!({ "query": "{ stock(specNos: [\"G00001-01\"]) { specNo warehouseNo available } }" }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(body["data"]["stock"][0]["specNo"], "G00001-01", "{body}");
+            body
+        }
+    };
+    let default_stock = stock(token.clone()).await;
+    assert_ne!(
+        default_stock,
+        stock(acme).await,
+        "the second demo tenant has data of its own"
+    );
     let listen = url
         .trim_start_matches("http://")
         .trim_end_matches("/graphql")

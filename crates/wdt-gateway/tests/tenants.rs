@@ -698,6 +698,61 @@ async fn reloads_add_rekey_and_remove_tenants_under_load_and_a_broken_file_chang
 }
 
 #[tokio::test]
+async fn a_rotated_secret_file_is_taken_without_a_restart() {
+    let emulator = emulator().await;
+    let dir = folder("rotate");
+    let acme = emulator.emulator.account("acme").unwrap().config().clone();
+    // acme's flagship and enterprise secrets in files beside the tenants file; the enterprise
+    // one starts wrong, as if the ERP's secret had just been regenerated.
+    write(
+        &dir.join("acme-flagship"),
+        &format!("{}\n", acme.flagship.appsecret),
+    );
+    write(&dir.join("acme-enterprise"), "the-old-secret\n");
+    let table = table(&emulator, "acme", "acme", "")
+        .replace(
+            &format!("appsecret = \"{}\"", acme.flagship.appsecret),
+            "appsecret_file = \"acme-flagship\"",
+        )
+        .replace(
+            &format!("enterprise_appsecret = \"{}\"", acme.enterprise.appsecret),
+            "enterprise_appsecret_file = \"acme-enterprise\"",
+        );
+    assert!(table.contains("enterprise_appsecret_file"), "{table}");
+    write(
+        &dir.join("tenants.toml"),
+        &format!("{table}{}", table_of(&emulator, "globex")),
+    );
+    let gateway = Gateway::start(&dir, "tenants_watch_secs = 1\n", &[]).await;
+    let path = format!("/v1/stock?spec_no={SPEC}");
+    let (status, problem) = gateway.get(&path, &token("ops", Some("acme"))).await;
+    assert_eq!(
+        (status, &problem["code"]),
+        (StatusCode::BAD_GATEWAY, &json!("VENDOR_MISCONFIGURED")),
+        "{problem}"
+    );
+    // The secret file alone changes; the tenants file stays as it is.
+    write(
+        &dir.join("acme-enterprise"),
+        &format!("{}\n", acme.enterprise.appsecret),
+    );
+    gateway.until_status(Some("acme"), StatusCode::OK).await;
+    let (status, answer) = gateway.get(&path, &token("ops", Some("acme"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(rows(&answer), truth(&emulator, "acme", SPEC));
+    assert_eq!(
+        gateway.get(&path, &token("ops", Some("globex"))).await.0,
+        200,
+        "globex was never touched"
+    );
+}
+
+/// The tenants-file table of the tenant named after its emulator account.
+fn table_of(emulator: &RunningEmulator, account: &str) -> String {
+    table(emulator, account, account, "")
+}
+
+#[tokio::test]
 async fn sighup_reads_the_tenants_file_again() {
     let emulator = emulator().await;
     let dir = folder("sighup");
