@@ -128,6 +128,8 @@ null is left out (0 is kept: it turns a limit off).
   (list "WDT_GATEWAY_LOG" $v.logLevel)
   (list "WDT_GATEWAY_OTLP_ENDPOINT" $v.otlp.endpoint)
   (list "WDT_GATEWAY_REPLICAS" $replicas)
+  (list "WDT_GATEWAY_TENANTS_FILE" (ternary (printf "%s/%s" (include "wdt-gateway.tenantsDir" .) $v.tenants.fileKey) "" (not (empty $v.tenants.existingSecret))))
+  (list "WDT_GATEWAY_TENANT_CLAIM" $v.tenants.claim)
 -}}
 {{- $env := list -}}
 {{- range $vars -}}
@@ -216,7 +218,7 @@ null is left out (0 is kept: it turns a limit off).
 {{- if and (not $existing) $v.secrets.create $v.secrets.jwtSecret (lt (len $v.secrets.jwtSecret) 32) }}
 {{- fail "secrets.jwtSecret must be at least 32 characters long" }}
 {{- end }}
-{{- if and (or $v.vendor.flagship.url $v.vendor.enterprise.url) (not (include "wdt-gateway.hasSecretFile" (dict "root" . "path" "jwt-secret"))) }}
+{{- if and (or $v.vendor.flagship.url $v.vendor.enterprise.url $v.tenants.existingSecret) (not (include "wdt-gateway.hasSecretFile" (dict "root" . "path" "jwt-secret"))) }}
 {{- fail "no way to check tokens: set auth.jwksUrl, or a JWT secret (secrets.jwtSecret, or existingSecret with existingSecretKeys.jwtSecret)" }}
 {{- end }}
 {{- end }}
@@ -226,10 +228,21 @@ null is left out (0 is kept: it turns a limit off).
 {{- if regexMatch "(?m)^\\s*(appsecret|jwt_secret)\\s*=" $v.configToml }}
 {{- fail "configToml: secrets do not belong in the ConfigMap; use existingSecret or secrets.*" }}
 {{- end }}
+{{- if and $v.tenants.existingSecret (not (regexMatch "^[A-Za-z0-9._-]+$" (toString $v.tenants.fileKey))) }}
+{{- fail "tenants.fileKey must name a key of the tenants Secret (letters, digits, '.', '_', '-')" }}
+{{- end }}
+{{- if regexMatch "(?m)^\\s*tenants_file\\s*=" $v.configToml }}
+{{- fail "configToml: leave out `tenants_file`; set tenants.existingSecret and the chart mounts it" }}
+{{- end }}
 {{- if not (has $v.logFormat (list "json" "text")) }}
 {{- fail (printf "logFormat must be json or text, not %q" (toString $v.logFormat)) }}
 {{- end }}
 {{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
+{{- end }}
+
+{{/* Where the tenants Secret is mounted. */}}
+{{- define "wdt-gateway.tenantsDir" -}}
+/var/run/secrets/wdt-gateway-tenants
 {{- end }}
