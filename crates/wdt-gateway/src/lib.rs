@@ -200,44 +200,33 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
     tenants::reload::spawn(&registry, Duration::from_secs(config.tenants_watch_secs));
     let a = &config.auth;
     let claim = config.tenant_claim.as_str();
-    let (auth, demo_secret) = match config.auth_mode()? {
-        // A configured secret never signs a printed token: whoever reads the console or the
-        // logs must not get a token that the production secret would accept.
-        Some(AuthMode::Secret(secret)) => (
-            Authenticator::secret(
-                &secret,
-                a.issuer.clone(),
-                a.audience.clone(),
-                a.leeway_secs,
-                claim,
-            ),
-            None,
-        ),
-        Some(AuthMode::Jwks(url)) => (
-            Authenticator::jwks(
-                url,
-                a.issuer.clone(),
-                a.audience.clone(),
-                a.leeway_secs,
-                Duration::from_secs(a.jwks_refresh_secs),
-                claim,
-            )
-            .map_err(ConfigError)?,
-            None,
-        ),
+    // Demo mode without auth settings signs its tokens with a secret made now. A configured
+    // secret never signs a printed token: whoever reads the console or the logs must not get a
+    // token that the production secret would accept.
+    let (mode, demo_secret) = match config.auth_mode()? {
+        Some(mode) => (mode, None),
         None => {
             let secret = random_secret();
-            (
-                Authenticator::secret(
-                    &secret,
-                    a.issuer.clone(),
-                    a.audience.clone(),
-                    a.leeway_secs,
-                    claim,
-                ),
-                Some(secret),
-            )
+            (AuthMode::Secret(secret.clone()), Some(secret))
         }
+    };
+    let auth = match mode {
+        AuthMode::Secret(secret) => Authenticator::secret(
+            &secret,
+            a.issuer.clone(),
+            a.audience.clone(),
+            a.leeway_secs,
+            claim,
+        ),
+        AuthMode::Jwks(url) => Authenticator::jwks(
+            url,
+            a.issuer.clone(),
+            a.audience.clone(),
+            a.leeway_secs,
+            Duration::from_secs(a.jwks_refresh_secs),
+            claim,
+        )
+        .map_err(ConfigError)?,
     };
     let schema = stock_graphql::build_schema(config.graphql);
     let erp_budget = (config.limits.max_erp_calls_per_request > 0)

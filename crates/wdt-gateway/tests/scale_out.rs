@@ -56,16 +56,8 @@ impl Replica {
             base: format!("http://127.0.0.1:{port}"),
             child,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = http().get(replica.url("/healthz")).send().await
-                && r.status().is_success()
-            {
-                return replica;
-            }
-            assert!(Instant::now() < deadline, "the gateway did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::wait_healthy(&replica.base).await;
+        replica
     }
 
     fn url(&self, path: &str) -> String {

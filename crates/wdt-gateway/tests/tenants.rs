@@ -77,6 +77,19 @@ fn write(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The tenants file of `dir`: acme and globex on their own accounts (acme's table ends with
+/// `acme_extra`).
+fn write_acme_and_globex(emulator: &RunningEmulator, dir: &Path, acme_extra: &str) {
+    write(
+        &dir.join("tenants.toml"),
+        &format!(
+            "{}{}",
+            table(emulator, "acme", "acme", acme_extra),
+            table_of(emulator, "globex")
+        ),
+    );
+}
+
 /// A gateway process serving the tenants of `file`.
 struct Gateway {
     base: String,
@@ -113,16 +126,8 @@ impl Gateway {
             base: format!("http://127.0.0.1:{port}"),
             child: command.spawn().expect("the gateway binary starts"),
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = http().get(gateway.url("/healthz")).send().await
-                && r.status().is_success()
-            {
-                return gateway;
-            }
-            assert!(Instant::now() < deadline, "the gateway did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        common::wait_healthy(&gateway.base).await;
+        gateway
     }
 
     fn url(&self, path: &str) -> String {
@@ -315,14 +320,7 @@ fn take(spec: &str, qty: &str) -> Value {
 async fn each_tenant_sees_its_own_stock_and_nothing_picks_another() {
     let emulator = emulator().await;
     let dir = folder("own");
-    write(
-        &dir.join("tenants.toml"),
-        &format!(
-            "{}{}",
-            table(&emulator, "acme", "acme", ""),
-            table(&emulator, "globex", "globex", "")
-        ),
-    );
+    write_acme_and_globex(&emulator, &dir, "");
     let gateway = Gateway::start(&dir, "", &[]).await;
     let (acme, globex) = (token("ops", Some("acme")), token("ops", Some("globex")));
     assert_ne!(
@@ -413,14 +411,7 @@ async fn each_tenant_sees_its_own_stock_and_nothing_picks_another() {
 async fn cursors_and_idempotency_keys_stay_with_their_tenant() {
     let emulator = emulator().await;
     let dir = folder("keys");
-    write(
-        &dir.join("tenants.toml"),
-        &format!(
-            "{}{}",
-            table(&emulator, "acme", "acme", ""),
-            table(&emulator, "globex", "globex", "")
-        ),
-    );
+    write_acme_and_globex(&emulator, &dir, "");
     let gateway = Gateway::start(&dir, "", &[]).await;
     let (acme, globex) = (token("ops", Some("acme")), token("ops", Some("globex")));
 
@@ -496,14 +487,7 @@ async fn cursors_and_idempotency_keys_stay_with_their_tenant() {
 async fn one_tenants_spent_quota_leaves_the_others_answering() {
     let emulator = emulator().await;
     let dir = folder("quota");
-    write(
-        &dir.join("tenants.toml"),
-        &format!(
-            "{}{}",
-            table(&emulator, "acme", "acme", "vendor_calls_per_minute = 2"),
-            table(&emulator, "globex", "globex", "")
-        ),
-    );
+    write_acme_and_globex(&emulator, &dir, "vendor_calls_per_minute = 2");
     let gateway = Gateway::start(&dir, "[vendor]\nquota_wait_secs = 1\n", &[]).await;
     let (acme, globex) = (token("ops", Some("acme")), token("ops", Some("globex")));
     let specs: Vec<String> = (2..=9).map(|i| format!("G0000{i}-01")).collect();
@@ -583,10 +567,7 @@ async fn reloads_add_rekey_and_remove_tenants_under_load_and_a_broken_file_chang
     let dir = folder("reload");
     let file = dir.join("tenants.toml");
     let acme = table(&emulator, "acme", "acme", "");
-    write(
-        &file,
-        &format!("{acme}{}", table(&emulator, "globex", "globex", "")),
-    );
+    write(&file, &format!("{acme}{}", table_of(&emulator, "globex")));
     let gateway = Arc::new(Gateway::start(&dir, "tenants_watch_secs = 1\n", &[]).await);
     let stop = Arc::new(AtomicBool::new(false));
     let loads = [load(&gateway, "acme", &stop), load(&gateway, "acme", &stop)];
@@ -761,14 +742,7 @@ async fn sighup_reads_the_tenants_file_again() {
     // No polling: only SIGHUP reads the file.
     let gateway = Gateway::start(&dir, "tenants_watch_secs = 0\n", &[]).await;
     gateway.until_status(Some("acme"), StatusCode::OK).await;
-    write(
-        &file,
-        &format!(
-            "{}{}",
-            table(&emulator, "acme", "acme", ""),
-            table(&emulator, "globex", "globex", "")
-        ),
-    );
+    write_acme_and_globex(&emulator, &dir, "");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _) = gateway
         .get(
@@ -796,14 +770,7 @@ async fn sighup_reads_the_tenants_file_again() {
 async fn a_tenant_whose_erp_fails_leaves_readiness_and_the_others_alone() {
     let emulator = emulator().await;
     let dir = folder("health");
-    write(
-        &dir.join("tenants.toml"),
-        &format!(
-            "{}{}",
-            table(&emulator, "acme", "acme", ""),
-            table(&emulator, "globex", "globex", "")
-        ),
-    );
+    write_acme_and_globex(&emulator, &dir, "");
     let gateway = Gateway::start(
         &dir,
         "[vendor]\nbreaker_failures = 2\nread_retries = 0\n",
@@ -881,14 +848,7 @@ async fn replicas_on_redis_keep_each_tenant_in_its_own_hash_slot() {
     let emulator = emulator().await;
     let redis = Redis::start();
     let dir = folder("redis");
-    write(
-        &dir.join("tenants.toml"),
-        &format!(
-            "{}{}",
-            table(&emulator, "acme", "acme", ""),
-            table(&emulator, "globex", "globex", "")
-        ),
-    );
+    write_acme_and_globex(&emulator, &dir, "");
     let env = [
         ("WDT_GATEWAY_REDIS_URL", redis.url()),
         ("WDT_GATEWAY_REPLICAS", "2".to_owned()),

@@ -121,3 +121,19 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// Waits up to 20 s for `base`'s `/healthz` to answer 2xx.
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) async fn wait_healthy(base: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the gateway did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
