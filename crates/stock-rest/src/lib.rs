@@ -127,7 +127,9 @@ impl Modify for BearerAuth {
         scheme.bearer_format = Some("JWT".into());
         scheme.description = Some(
             "A JWT (HS256 or RS256/ES256 per the gateway's configuration) with `exp`, and scopes in `scope` \
-             (space-separated) or `scp` (array): stock:read, stock:write, stock-sync:read, stock-sync:write."
+             (space-separated) or `scp` (array): stock:read, stock:write, stock-sync:read, stock-sync:write. \
+             A gateway serving several ERP accounts takes the account from the token's `tenant` claim (its name is \
+             configurable) and from nothing else; a token for an account it does not serve gets 403 `UNKNOWN_TENANT`."
                 .into(),
         );
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
