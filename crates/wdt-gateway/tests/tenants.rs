@@ -260,26 +260,20 @@ fn truth(emulator: &RunningEmulator, account: &str, spec: &str) -> Vec<(String, 
         .unwrap()
         .stock(spec)
         .unwrap();
-    let mut rows: Vec<(String, String)> = view["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["warehouse_no"].as_str().unwrap().to_owned(),
-                r["available"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    rows.sort();
-    rows
+    warehouse_rows(&view["rows"])
 }
 
 /// A REST stock answer as (warehouse, available) rows, sorted.
 fn rows(answer: &Value) -> Vec<(String, String)> {
-    let mut rows: Vec<(String, String)> = answer["items"]
+    assert!(answer["items"].is_array(), "{answer}");
+    warehouse_rows(&answer["items"])
+}
+
+/// Stock rows (the emulator's or an answer's) as (warehouse, available), sorted.
+fn warehouse_rows(rows: &Value) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = rows
         .as_array()
-        .unwrap_or_else(|| panic!("{answer}"))
+        .unwrap()
         .iter()
         .map(|r| {
             (

@@ -37,15 +37,7 @@ async fn binary_prints_its_credentials_and_serves() {
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let banner = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        (0..4)
-            .map(|_| lines.next().unwrap().unwrap())
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let banner = banner(&mut child, 4).await;
     let url = banner[1]
         .split_whitespace()
         .find_map(|w| w.strip_prefix("WDT_FLAGSHIP_URL="))
@@ -140,15 +132,7 @@ enterprise_appsecret = "acme-esecret"
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let banner = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        (0..10)
-            .map(|_| lines.next().unwrap().unwrap())
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let banner = banner(&mut child, 10).await;
     assert!(banner[1].contains("WDT_SID=wdtapi3"), "{banner:?}");
     assert!(banner[4].starts_with("account acme: "), "{banner:?}");
     assert!(banner[4].contains("(seed 7, 60 SKUs)"), "{banner:?}");
@@ -230,4 +214,17 @@ fn bad_accounts_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=SEED"));
+}
+
+/// The first `n` lines the emulator printed.
+async fn banner(child: &mut Child, n: usize) -> Vec<String> {
+    let stdout = child.0.stdout.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        (0..n)
+            .map(|_| lines.next().unwrap().unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap()
 }
