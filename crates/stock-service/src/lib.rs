@@ -8,6 +8,7 @@ mod cursor;
 mod error;
 pub mod idempotency;
 mod invalidation;
+pub mod live;
 mod mapping;
 pub mod memo;
 pub mod model;
@@ -78,6 +79,8 @@ struct Inner {
     /// Bumped by every write, so loads that overlap a write never cache what it changed.
     epoch: AtomicU64,
     cache_config: CacheConfig,
+    /// Events for this tenant's subscribers.
+    live: live::Live,
 }
 
 /// The JSON text of recently read stock entries, by entry id, bounded by bytes: one per
@@ -119,6 +122,7 @@ pub struct Builder {
     redis: Option<(wdt_redis::Shared, Duration)>,
     idempotency: Option<idempotency::IdempotencyStore>,
     texts: Option<EntryTexts>,
+    live_buffer: usize,
 }
 
 impl Builder {
@@ -156,6 +160,13 @@ impl Builder {
     /// The text cache to share with other services (default: one of its own, of 8 MiB).
     pub fn texts(mut self, texts: EntryTexts) -> Self {
         self.texts = Some(texts);
+        self
+    }
+
+    /// Events kept per kind for this tenant's subscribers (default [`live::DEFAULT_BUFFER`]):
+    /// a subscriber further behind is cut off.
+    pub fn live_buffer(mut self, events: usize) -> Self {
+        self.live_buffer = events;
         self
     }
 
@@ -207,6 +218,7 @@ impl Builder {
                 redis,
                 epoch: AtomicU64::new(0),
                 cache_config: cache.clone(),
+                live: live::Live::new(self.live_buffer),
             }),
         };
         if let Some(events) = events {
@@ -244,6 +256,7 @@ impl StockService {
             redis: None,
             idempotency: None,
             texts: None,
+            live_buffer: live::DEFAULT_BUFFER,
         }
     }
 
