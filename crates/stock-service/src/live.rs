@@ -82,13 +82,15 @@ impl StockService {
         )
     }
 
-    #[allow(dead_code, reason = "the change feed (next commit) publishes")]
-    pub(crate) fn publish_stock(&self, rows: impl IntoIterator<Item = Arc<StockLevel>>) {
+    /// Hands changed rows to this tenant's stock subscribers (the change feed does; so may a
+    /// test).
+    pub fn publish_stock(&self, rows: impl IntoIterator<Item = Arc<StockLevel>>) {
         Live::send(&self.inner.live.stock, rows);
     }
 
-    #[allow(dead_code, reason = "the change feed (next commit) publishes")]
-    pub(crate) fn publish_pending(&self, plans: impl IntoIterator<Item = Arc<StockSyncPlan>>) {
+    /// Hands plans of listings that entered the pending queue to this tenant's subscribers
+    /// (the pending walk does; so may a test).
+    pub fn publish_pending(&self, plans: impl IntoIterator<Item = Arc<StockSyncPlan>>) {
         Live::send(&self.inner.live.pending, plans);
     }
 }
