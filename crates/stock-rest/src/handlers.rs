@@ -323,7 +323,7 @@ pub(crate) async fn get_stock(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    let ttl = s.service.cache_config().stock_ttl;
+    let ttl = s.service.stock_ttl_now();
     let raw = uri.query().unwrap_or_default();
     if let Some(((body, etag), served)) = s.answers.get(raw.as_bytes(), &s.service).await {
         return Ok(respond(&headers, body, etag, Some((&served, ttl))));
@@ -376,7 +376,7 @@ pub(crate) async fn get_stock_by_barcode(
         .service
         .stock_by_barcode(&barcode, q.warehouse_no.as_deref())
         .await?;
-    let ttl = s.service.cache_config().stock_ttl;
+    let ttl = s.service.stock_ttl_now();
     Ok(read_response(
         &headers,
         &StockListResponse {

@@ -23,6 +23,7 @@ use tracing::Instrument;
 use wdt_redis::{Fetch, Shared, Stored};
 
 use crate::error::DomainError;
+use crate::freshness::Freshness;
 use crate::model::Served;
 
 /// A cached value that can live in the shared L2 cache (Redis), as bytes.
@@ -84,6 +85,12 @@ pub struct CacheConfig {
     pub stale_if_error: Duration,
     /// Most entries per cache.
     pub max_entries: u64,
+    /// Time to live of stock reads while the change feed keeps them current (it replaces what
+    /// changes; this bounds what it could miss). Falls back to `stock_ttl` when the feed is
+    /// off, failing or behind.
+    #[serde(rename = "fed_stock_ttl_secs")]
+    #[serde_as(as = "serde_with::DurationSeconds<u64>")]
+    pub fed_stock_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -93,6 +100,7 @@ impl Default for CacheConfig {
             plan_ttl: Duration::from_secs(5),
             stale_if_error: Duration::from_secs(300),
             max_entries: 100_000,
+            fed_stock_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -132,6 +140,8 @@ pub(crate) struct Layer<K, V> {
     /// invalidation, an entry retired or evicted): while it stands still, every entry read
     /// before is still the one cached.
     changes: Arc<AtomicU64>,
+    /// The change feed's word on this layer's entries, when the feed keeps them current.
+    freshness: Option<Arc<Freshness>>,
 }
 
 /// The two caches of a layer.
@@ -208,7 +218,20 @@ where
             shared_counters: ["hit", "lead", "wait", "failed", "unavailable"].map(shared_counter),
             tier: None,
             changes,
+            freshness: None,
         }
+    }
+
+    /// Lets the change feed keep this layer's entries current: while it reports, an entry it
+    /// covers is fresh for its fed TTL (and kept that long). Call before the first use.
+    pub(crate) fn with_freshness(mut self, freshness: Option<Arc<Freshness>>) -> Self {
+        if let Some(f) = &freshness {
+            let stale = self.keep.saturating_sub(self.ttl);
+            self.keep = self.ttl.max(f.fed_ttl()).saturating_add(stale);
+            self.make.keep = self.keep;
+        }
+        self.freshness = freshness;
+        self
     }
 
     /// The caches, made now if they were not yet.
@@ -276,8 +299,37 @@ where
         self.counters[0].increment(n as u64);
     }
 
+    /// The age of a value fetched at `fetched` if it is fresh: kept current by the change feed
+    /// (then as old as the feed's last poll, or its fetch if later), or younger than the TTL.
+    pub(crate) fn judge(&self, fetched: Instant) -> Option<Duration> {
+        if let Some(age) = self
+            .freshness
+            .as_ref()
+            .and_then(|f| f.covered())
+            .and_then(|c| c.age(fetched))
+        {
+            return Some(age);
+        }
+        let age = fetched.elapsed();
+        (age < self.ttl).then_some(age)
+    }
+
     fn is_fresh(&self, entry: &Entry<V>) -> bool {
-        entry.fetched.elapsed() < self.ttl
+        self.judge(entry.fetched).is_some()
+    }
+
+    /// An entry as an answer (its age as [`judge`](Self::judge) sees it, unless stale).
+    fn served(&self, entry: &Entry<V>, stale: bool, asked: Instant) -> Served<Arc<V>> {
+        let age = match stale {
+            true => None,
+            false => self.judge(entry.fetched),
+        };
+        Served {
+            value: entry.value.clone(),
+            stale,
+            age_secs: age.unwrap_or_else(|| entry.fetched.elapsed()).as_secs(),
+            cached: entry.fetched < asked,
+        }
     }
 
     /// The entry under `key` if it is fresh. One past its TTL is taken out of the cache (if
@@ -336,7 +388,7 @@ where
         let asked = Instant::now();
         if let Some(entry) = self.fresh_or_retire(&key).await {
             self.count("hit");
-            return Ok(served(&entry, false, asked));
+            return Ok(self.served(&entry, false, asked));
         }
         let loaded = std::sync::atomic::AtomicBool::new(false);
         let init = || async {
@@ -402,7 +454,7 @@ where
                 if now != before && entry.epoch < now {
                     self.invalidate(&key).await;
                 }
-                Ok(served(&entry, false, asked))
+                Ok(self.served(&entry, false, asked))
             }
             Err(error) => {
                 if self.stale_allowed
@@ -417,7 +469,7 @@ where
                     );
                     span.record("result", "stale");
                     self.count("stale");
-                    return Ok(served(&entry, true, asked));
+                    return Ok(self.served(&entry, true, asked));
                 }
                 span.record("result", outcome);
                 self.count(outcome);
@@ -439,7 +491,7 @@ where
             .get(key)
             .await
             .filter(|e| self.is_fresh(e))
-            .map(|e| served(&e, false, Instant::now()));
+            .map(|e| self.served(&e, false, Instant::now()));
         if found.is_some() {
             self.count("hit");
         }
@@ -477,7 +529,7 @@ where
             Some(e) => Some(e),
             None => self.store().cache.get(key).await,
         };
-        let found = entry.map(|e| served(&e, true, Instant::now()));
+        let found = entry.map(|e| self.served(&e, true, Instant::now()));
         if found.is_some() {
             self.count("stale");
         }
@@ -533,6 +585,47 @@ where
             }
         }
         self.changed();
+    }
+
+    /// Replaces the entry under `key`, if one is cached, with what `change` makes of its value
+    /// (left as it is when `change` gives nothing). The new entry counts as fetched at the
+    /// later of the old one's fetch and `as_of`, made at write epoch `epoch`. Whatever was kept
+    /// aside for stale-if-error under `key` is dropped. Whether an entry was replaced.
+    pub(crate) async fn patch(
+        &self,
+        key: &K,
+        as_of: Instant,
+        epoch: u64,
+        change: impl FnOnce(&V, Instant) -> Option<V>,
+    ) -> bool {
+        let Some(store) = self.built() else {
+            return false;
+        };
+        let mut change = Some(change);
+        let outcome = store
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|current| {
+                let op = match current.map(|c| c.into_value()) {
+                    Some(old) => match change.take().and_then(|f| f(&old.value, old.fetched)) {
+                        Some(value) => Op::Put(Arc::new(Entry {
+                            value: Arc::new(value),
+                            fetched: old.fetched.max(as_of),
+                            made: Instant::now(),
+                            epoch,
+                        })),
+                        None => Op::Nop,
+                    },
+                    None => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        if let Some(stale) = store.stale.get() {
+            stale.invalidate(key).await;
+        }
+        self.changed();
+        matches!(outcome, moka::ops::compute::CompResult::ReplacedWith(_))
     }
 
     /// Entries held, fresh or kept for stale-if-error (approximate until pending tasks run).
@@ -792,7 +885,7 @@ where
                 self.changed();
             }
             self.count_shared("hit");
-            out.push((key.clone(), served(&entry, false, Instant::now())));
+            out.push((key.clone(), self.served(&entry, false, Instant::now())));
         }
         (out, tokens)
     }
@@ -827,15 +920,6 @@ impl Drop for Lease {
 fn fetched_at(stored: &Stored) -> Instant {
     let now = Instant::now();
     now.checked_sub(stored.age).unwrap_or(now)
-}
-
-fn served<V>(entry: &Entry<V>, stale: bool, asked: Instant) -> Served<Arc<V>> {
-    Served {
-        value: entry.value.clone(),
-        stale,
-        age_secs: entry.fetched.elapsed().as_secs(),
-        cached: entry.fetched < asked,
-    }
 }
 
 #[cfg(test)]

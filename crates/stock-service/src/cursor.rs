@@ -80,7 +80,8 @@ fn ceil_secs(t: DateTime<FixedOffset>) -> i64 {
     t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0)
 }
 
-fn naive(unix: i64) -> NaiveDateTime {
+/// Unix seconds as the ERP's Beijing wall time.
+pub(crate) fn naive(unix: i64) -> NaiveDateTime {
     DateTime::from_timestamp(unix, 0)
         .map(|t| t.with_timezone(&BEIJING).naive_local())
         .unwrap_or_default()

@@ -121,6 +121,18 @@ pub(crate) async fn follow(
                 inner.barcode.invalidate_all();
                 inner.plans.invalidate_all();
             }
+            wdt_redis::Event::Feed(payload) => {
+                match serde_json::from_str::<crate::feed::FeedMessage>(&payload) {
+                    Ok(message) => {
+                        StockService { inner }.feed_received(message).await;
+                    }
+                    Err(error) => tracing::warn!(
+                        tenant = %inner.tenant,
+                        %error,
+                        "an unreadable change-feed message from another replica"
+                    ),
+                }
+            }
             wdt_redis::Event::Done(..) => {}
         }
     }

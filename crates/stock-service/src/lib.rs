@@ -6,6 +6,8 @@ mod cache;
 mod changes;
 mod cursor;
 mod error;
+pub mod feed;
+mod freshness;
 pub mod idempotency;
 mod invalidation;
 pub mod live;
@@ -81,6 +83,8 @@ struct Inner {
     cache_config: CacheConfig,
     /// Events for this tenant's subscribers.
     live: live::Live,
+    /// The change feed's word on the stock caches, when it runs.
+    freshness: Option<Arc<freshness::Freshness>>,
 }
 
 /// The JSON text of recently read stock entries, by entry id, bounded by bytes: one per
@@ -123,6 +127,7 @@ pub struct Builder {
     idempotency: Option<idempotency::IdempotencyStore>,
     texts: Option<EntryTexts>,
     live_buffer: usize,
+    feed_interval: Option<Duration>,
 }
 
 impl Builder {
@@ -170,6 +175,14 @@ impl Builder {
         self
     }
 
+    /// Lets the change feed, polling every `interval`, keep the stock caches current (see
+    /// [`feed`]): while it reports, stock entries live up to the fed TTL
+    /// ([`CacheConfig::fed_stock_ttl`]) and their age is the feed's.
+    pub fn change_feed(mut self, interval: Duration) -> Self {
+        self.feed_interval = Some(interval);
+        self
+    }
+
     /// The service. With Redis, call inside a Tokio runtime (it follows the other replicas'
     /// invalidations in a task of its own).
     pub fn build(self) -> StockService {
@@ -179,6 +192,10 @@ impl Builder {
             redis: redis.clone(),
             wait: *wait,
         });
+        let freshness = self
+            .feed_interval
+            .filter(|i| !i.is_zero())
+            .map(|i| Arc::new(freshness::Freshness::new(i, cache.fed_stock_ttl)));
         let stock = |name, ttl| {
             cache::Layer::new(
                 name,
@@ -188,6 +205,7 @@ impl Builder {
                 &self.label,
             )
             .with_tier(tier.clone())
+            .with_freshness(freshness.clone())
         };
         let redis = self.redis.map(|(redis, _)| redis);
         let idempotency = self.idempotency.unwrap_or_else(|| match &redis {
@@ -219,6 +237,7 @@ impl Builder {
                 epoch: AtomicU64::new(0),
                 cache_config: cache.clone(),
                 live: live::Live::new(self.live_buffer),
+                freshness,
             }),
         };
         if let Some(events) = events {
@@ -257,6 +276,7 @@ impl StockService {
             idempotency: None,
             texts: None,
             live_buffer: live::DEFAULT_BUFFER,
+            feed_interval: None,
         }
     }
 

@@ -78,10 +78,7 @@ impl Token {
         if inner.id != self.service {
             return None;
         }
-        let age = self.oldest.elapsed();
-        if age >= inner.cache_config.stock_ttl {
-            return None;
-        }
+        let age = inner.stock.judge(self.oldest)?;
         let generation = inner.stock.changes();
         if self.generation.load(Ordering::Acquire) == generation {
             inner.stock.count_hits(self.reads.len());

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The environment variables the gateway reads, and the configuration keys they set.
-pub const ENV_KEYS: [(&str, &str); 25] = [
+pub const ENV_KEYS: [(&str, &str); 27] = [
     ("WDT_GATEWAY_LISTEN", "listen"),
     ("WDT_FLAGSHIP_URL", "flagship.url"),
     ("WDT_SID", "flagship.sid"),
@@ -45,14 +45,20 @@ pub const ENV_KEYS: [(&str, &str); 25] = [
     ("WDT_GATEWAY_GRAPHQL_INTROSPECTION", "graphql.introspection"),
     ("WDT_GATEWAY_TENANTS_FILE", "tenants_file"),
     ("WDT_GATEWAY_TENANT_CLAIM", "tenant_claim"),
+    (
+        "WDT_GATEWAY_CHANGE_FEED_INTERVAL",
+        "change_feed.interval_secs",
+    ),
+    ("WDT_GATEWAY_STATE_DIR", "state_dir"),
     ("WDT_GATEWAY_CONFIG", "-"),
 ];
 
 /// The keys set by environment variables that hold numbers.
-const NUMERIC_KEYS: [&str; 3] = [
+const NUMERIC_KEYS: [&str; 4] = [
     "limits.client_rate_limit",
     "vendor.calls_per_minute",
     "redis.replicas",
+    "change_feed.interval_secs",
 ];
 
 /// The keys set by environment variables that hold `true` or `false`.
@@ -116,6 +122,33 @@ impl Default for LimitSettings {
             client_rate_limit: 50,
             client_burst: 100,
             max_erp_calls_per_request: 100,
+        }
+    }
+}
+
+/// The ERP change feed (see `crate::feed`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChangeFeedSettings {
+    /// Seconds between two polls of each tenant; 0 turns the feed off (stock is then judged by
+    /// TTL alone, and subscriptions get no events).
+    pub interval_secs: u64,
+    /// Seconds each poll reaches back behind its cursor, for rows the ERP commits late.
+    pub overlap_secs: u64,
+    /// Most stock rows one poll reads; more changes than that make the feed catch up over
+    /// several polls (`behind`).
+    pub max_rows_per_poll: u64,
+    /// Most listings one walk of the pending queue announces.
+    pub max_pending_per_poll: usize,
+}
+
+impl Default for ChangeFeedSettings {
+    fn default() -> Self {
+        Self {
+            interval_secs: 5,
+            overlap_secs: 30,
+            max_rows_per_poll: 5_000,
+            max_pending_per_poll: 1_000,
         }
     }
 }
@@ -308,6 +341,11 @@ pub struct Config {
     pub tenants_watch_secs: u64,
     /// The most distinct `tenant` labels in the metrics; tenants beyond it are `other`.
     pub tenant_label_limit: usize,
+    /// The ERP change feed.
+    pub change_feed: ChangeFeedSettings,
+    /// Where the gateway keeps state that survives a restart when Redis is not configured
+    /// (the change feed's cursors); relative to the working directory.
+    pub state_dir: std::path::PathBuf,
 }
 
 impl Default for Config {
@@ -331,6 +369,8 @@ impl Default for Config {
             tenant_claim: "tenant".into(),
             tenants_watch_secs: 5,
             tenant_label_limit: 100,
+            change_feed: ChangeFeedSettings::default(),
+            state_dir: std::path::PathBuf::from("state"),
         }
     }
 }
@@ -609,6 +649,20 @@ impl Config {
         }
     }
 
+    /// How the change feed runs, unless it is off.
+    pub fn feed_config(&self) -> Option<crate::feed::FeedConfig> {
+        let f = &self.change_feed;
+        (f.interval_secs > 0).then(|| crate::feed::FeedConfig {
+            interval: Duration::from_secs(f.interval_secs),
+            walk: stock_service::feed::FeedSettings {
+                overlap: Duration::from_secs(f.overlap_secs),
+                max_rows: f.max_rows_per_poll,
+            },
+            max_pending: f.max_pending_per_poll,
+            state_dir: self.state_dir.clone(),
+        })
+    }
+
     /// The vendor timeout.
     pub fn vendor_timeout(&self) -> Duration {
         self.vendor.timeout
@@ -636,7 +690,7 @@ impl Config {
 type Check = fn(&Config) -> Result<(), ConfigError>;
 
 /// What [`Config::validate`] checks after the accounts, auth and demo mode, in order.
-const CHECKS: [Check; 15] = [
+const CHECKS: [Check; 16] = [
     nothing_is_zero,
     graphql_limits_are_positive,
     http_limits_are_positive,
@@ -652,7 +706,32 @@ const CHECKS: [Check; 15] = [
     redis_settings_work,
     demo_size_is_sane,
     tenant_claim_is_a_claim,
+    change_feed_can_run,
 ];
+
+fn change_feed_can_run(c: &Config) -> Result<(), ConfigError> {
+    let f = &c.change_feed;
+    if f.interval_secs == 0 {
+        return Ok(());
+    }
+    if f.max_rows_per_poll < 100 {
+        return Err(ConfigError(format!(
+            "change_feed.max_rows_per_poll is {}; it must be at least 100 (one ERP page)",
+            f.max_rows_per_poll
+        )));
+    }
+    if f.max_pending_per_poll == 0 {
+        return Err(ConfigError(
+            "change_feed.max_pending_per_poll must be greater than 0".into(),
+        ));
+    }
+    if c.state_dir.as_os_str().is_empty() {
+        return Err(ConfigError(
+            "state_dir (WDT_GATEWAY_STATE_DIR) is empty; name a directory the gateway may write, or turn the change feed off (change_feed.interval_secs = 0)".into(),
+        ));
+    }
+    Ok(())
+}
 
 /// The claims the gateway reads for other purposes cannot also name the tenant.
 const RESERVED_CLAIMS: [&str; 11] = [
@@ -776,6 +855,9 @@ fn durations_are_within_a_year(c: &Config) -> Result<(), ConfigError> {
         ("http.idle_timeout_secs", c.http.idle_timeout_secs),
         ("shutdown_grace_secs", c.shutdown_grace_secs),
         ("tenants_watch_secs", c.tenants_watch_secs),
+        ("change_feed.interval_secs", c.change_feed.interval_secs),
+        ("change_feed.overlap_secs", c.change_feed.overlap_secs),
+        ("cache.fed_stock_ttl_secs", c.cache.fed_stock_ttl.as_secs()),
     ];
     match bounded.iter().find(|(_, secs)| *secs > YEAR) {
         Some((key, secs)) => Err(ConfigError(format!(

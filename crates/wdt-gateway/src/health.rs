@@ -106,14 +106,39 @@ pub(crate) async fn check(
     report
 }
 
-/// The report as a JSON object by tenant name.
+/// The report as a JSON object by tenant name; with the change feed on, each tenant's also
+/// says where its feed stands (`change_feed`).
 pub(crate) fn json(report: &[(Arc<Tenant>, Health)]) -> serde_json::Value {
     serde_json::Value::Object(
         report
             .iter()
-            .map(|(t, h)| (t.name().to_owned(), h.json()))
+            .map(|(t, h)| {
+                let mut health = h.json();
+                if let (Some(feed), Some(object)) = (feed_json(t), health.as_object_mut()) {
+                    object.insert("change_feed".into(), feed);
+                }
+                (t.name().to_owned(), health)
+            })
             .collect(),
     )
+}
+
+/// Where a tenant's change feed stands: its poller's state here (`standby` while another
+/// replica polls), whether stock is kept current by the feed (`fed`) or judged by TTL
+/// (`ttl`: the feed failed, fell behind or has not reported yet), and how long ago it last
+/// walked up to now.
+fn feed_json(tenant: &Tenant) -> Option<serde_json::Value> {
+    let status = tenant.feed()?;
+    let synced = tenant.service().feed_synced_ago();
+    let mut out = serde_json::json!({
+        "state": status.health().as_str(),
+        "stock": if synced.is_some() { "fed" } else { "ttl" },
+        "last_sync_age_secs": synced.map(|d| d.as_secs()),
+    });
+    if let (Some(error), Some(object)) = (status.last_error(), out.as_object_mut()) {
+        object.insert("error".into(), error.into());
+    }
+    Some(out)
 }
 
 /// Sets `wdt_tenant_vendor_up{tenant}`: 1 for a ready tenant, 0 for a failing one (idle
@@ -133,6 +158,31 @@ pub(crate) fn record(report: &[(Arc<Tenant>, Health)]) {
     }
     for (label, value) in up {
         metrics::gauge!("wdt_tenant_vendor_up", "tenant" => label.clone()).set(value);
+    }
+    // The feed: 1 while it keeps a tenant's stock current; tenants sharing a label count as
+    // down while any of them is, and report the oldest sync.
+    let mut fed: std::collections::HashMap<&metrics::SharedString, (f64, f64)> =
+        std::collections::HashMap::new();
+    for (tenant, _) in report {
+        if tenant.feed().is_none() {
+            continue;
+        }
+        let synced = tenant.service().feed_synced_ago();
+        let value = (
+            f64::from(u8::from(synced.is_some())),
+            synced.map_or(f64::NAN, |d| d.as_secs_f64()),
+        );
+        let seen = fed.entry(tenant.label()).or_insert(value);
+        seen.0 = seen.0.min(value.0);
+        seen.1 = if seen.1.is_nan() || value.1.is_nan() {
+            f64::NAN
+        } else {
+            seen.1.max(value.1)
+        };
+    }
+    for (label, (up, age)) in fed {
+        metrics::gauge!("wdt_change_feed_up", "tenant" => label.clone()).set(up);
+        metrics::gauge!("wdt_change_feed_sync_age_seconds", "tenant" => label.clone()).set(age);
     }
 }
 

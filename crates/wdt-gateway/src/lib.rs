@@ -6,6 +6,7 @@ mod app;
 pub mod auth;
 pub mod config;
 mod edge;
+pub mod feed;
 mod health;
 pub mod limiter;
 pub mod observe;
@@ -189,6 +190,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         wait: config.vendor_timeout() + redis.as_ref().map_or(Duration::ZERO, |r| r.lease()),
         label_limit: config.tenant_label_limit,
         default_namespace: config.redis_namespace(),
+        feed: config.feed_config(),
     })
     .map_err(ConfigError)?;
     let file = config.tenants_file.clone();

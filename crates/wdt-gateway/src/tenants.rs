@@ -35,6 +35,8 @@ pub struct Tenant {
     service: StockService,
     label: metrics::SharedString,
     fingerprint: u128,
+    /// The tenant's change-feed poller, while the feed runs (stops with the tenant).
+    feed: Option<crate::feed::Poller>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -50,6 +52,11 @@ impl Tenant {
     /// The name tokens carry.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where the tenant's change feed stands, when it runs.
+    pub fn feed(&self) -> Option<&crate::feed::FeedStatus> {
+        self.feed.as_ref().map(crate::feed::Poller::status)
     }
 
     /// The tenant's stock use cases.
@@ -69,6 +76,7 @@ pub type Tenants = BTreeMap<Arc<str>, Arc<Tenant>>;
 /// Builds tenants: what their services share (the vendor policy, the cache settings, one
 /// connection pool, one Redis connection, one text cache) and the metrics labels given so far.
 pub struct Factory {
+    feed: Option<crate::feed::FeedConfig>,
     policy: wdt_client::Policy,
     cache: CacheConfig,
     redis: Option<wdt_redis::Shared>,
@@ -106,6 +114,8 @@ pub struct FactorySettings {
     pub label_limit: usize,
     /// The Redis namespace of the `default` tenant.
     pub default_namespace: String,
+    /// The change feed, unless it is off.
+    pub feed: Option<crate::feed::FeedConfig>,
 }
 
 /// The `tenant` labels given out: at most `limit` names, then `other`, so a gateway of many
@@ -152,6 +162,7 @@ impl Factory {
                 given: Mutex::default(),
             },
             default_namespace: settings.default_namespace,
+            feed: settings.feed,
         })
     }
 
@@ -201,11 +212,32 @@ impl Factory {
         if let Some(redis) = redis {
             service = service.redis(redis, self.wait);
         }
+        if let Some(feed) = &self.feed {
+            service = service.change_feed(feed.interval);
+        }
+        let service = service.build();
+        let feed = self.feed.as_ref().map(|config| {
+            let account = match spec.name == DEFAULT {
+                true => self.default_namespace.clone(),
+                false => spec.account_id(),
+            };
+            crate::feed::Poller::start(
+                service.clone(),
+                &account,
+                label.clone(),
+                config,
+                crate::feed::Families {
+                    enterprise: spec.enterprise.is_some(),
+                    flagship: spec.flagship.is_some(),
+                },
+            )
+        });
         Ok(Arc::new(Tenant {
             name,
-            service: service.build(),
+            service,
             label,
             fingerprint: spec.fingerprint(),
+            feed,
         }))
     }
 }
@@ -373,6 +405,7 @@ mod tests {
             wait: Duration::from_secs(1),
             label_limit,
             default_namespace: "ns".into(),
+            feed: None,
         })
         .unwrap()
     }

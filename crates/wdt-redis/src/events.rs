@@ -30,6 +30,9 @@ pub enum Event {
     },
     /// A lease holder finished loading (cache, key): waiters look again.
     Done(String, String),
+    /// Another replica's change-feed poll, as its poller wrote it (the rows and plans to apply
+    /// and announce); the entries it changed are already dropped from the shared cache.
+    Feed(std::sync::Arc<str>),
     /// Invalidations may have been missed (the connection was lost, or events were dropped):
     /// drop everything held locally.
     Reset,
@@ -48,6 +51,12 @@ enum Message {
     Done {
         c: String,
         k: String,
+    },
+    Feed {
+        /// The replica whose poller wrote it (it has applied it itself).
+        o: u64,
+        /// The poll, as the poller wrote it.
+        d: String,
     },
 }
 
@@ -91,6 +100,15 @@ pub(crate) fn invalidated(origin: u64, caches: &[String], keys: &[(String, Strin
         o: origin,
         caches: caches.to_vec(),
         keys: keys.to_vec(),
+    })
+    .unwrap_or_default()
+}
+
+/// The message carrying a change-feed poll by the replica `origin`.
+pub(crate) fn feed(origin: u64, payload: &str) -> String {
+    serde_json::to_string(&Message::Feed {
+        o: origin,
+        d: payload.to_owned(),
     })
     .unwrap_or_default()
 }
@@ -265,6 +283,10 @@ fn route(conn: &Connection, channel: &Value, payload: &Value) {
             view.channel.send(Event::Invalidated { caches, keys });
         }
         Ok(Message::Done { c, k }) => view.channel.send(Event::Done(c, k)),
+        Ok(Message::Feed { o, d }) if o != conn.subscription.origin => {
+            view.channel.send(Event::Feed(d.into()));
+        }
+        Ok(Message::Feed { .. }) => {}
         Ok(Message::Inv { .. }) => {}
         Err(_) => tracing::warn!("an unreadable message on the Redis channel"),
     }

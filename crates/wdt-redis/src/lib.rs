@@ -12,7 +12,9 @@
 //! - **invalidation**: a write drops the entries in Redis and tells every replica (pub/sub);
 //! - the **vendor quota** per method over any sliding minute, and the back-off after the vendor
 //!   throttled, in Lua scripts on the server's clock;
-//! - **idempotency records** and **client rate limits** (GCRA).
+//! - **idempotency records** and **client rate limits** (GCRA);
+//! - the **change feed**: one poller per account under a lease, its cursor, and its polls
+//!   handed to every replica.
 //!
 //! Every operation is bounded by a short timeout. When Redis fails, each returns
 //! [`Unavailable`] and the callers fall back to local behaviour; the gateway reconnects by
@@ -31,12 +33,13 @@
 //! The source has one module per concern, each Lua script in the folder of its module:
 //! `connection` (settings, health, how every command runs, the views), `events` (the pub/sub
 //! channels, the subscription and the routing of messages to views),
-//! `cache` (the L2 cache, and `cache/invalidation` for writes), `quota`, `idempotency` and
-//! `limits`.
+//! `cache` (the L2 cache, and `cache/invalidation` for writes), `quota`, `idempotency`,
+//! `limits` and `feed`.
 
 mod cache;
 mod connection;
 mod events;
+mod feed;
 mod idempotency;
 mod limits;
 mod quota;

@@ -85,6 +85,47 @@ impl StockRows {
         }
     }
 
+    /// These rows with `changed` rows applied: each replaces the row of its warehouse when it
+    /// is newer (a later `modified_at`, or the same one when `tie_to_changed`: the change was
+    /// read after these rows were), or joins them when the warehouse had none. The rows are
+    /// then ordered by their last change, as the ERP answers them. `None` when nothing changes.
+    /// The new entry counts as read from the vendor at `fetched`.
+    pub(crate) fn with_changes(
+        &self,
+        changed: &[&StockLevel],
+        tie_to_changed: bool,
+        fetched: std::time::Instant,
+    ) -> Option<Self> {
+        let mut rows = self.rows();
+        let mut any = false;
+        for new in changed {
+            match rows.iter_mut().find(|r| r.warehouse_no == new.warehouse_no) {
+                Some(old) => {
+                    let newer = match new.modified_at.cmp(&old.modified_at) {
+                        std::cmp::Ordering::Greater => true,
+                        std::cmp::Ordering::Equal => tie_to_changed,
+                        std::cmp::Ordering::Less => false,
+                    };
+                    if newer && *old != **new {
+                        *old = (*new).clone();
+                        any = true;
+                    }
+                }
+                None => {
+                    rows.push((*new).clone());
+                    any = true;
+                }
+            }
+        }
+        if !any {
+            return None;
+        }
+        rows.sort_by_key(|r| r.modified_at);
+        let mut entry = Self::new(rows);
+        entry.fetched = fetched;
+        Some(entry)
+    }
+
     /// When the rows were read from the vendor (just before they were cached).
     pub(crate) fn fetched(&self) -> std::time::Instant {
         self.fetched

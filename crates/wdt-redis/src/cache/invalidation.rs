@@ -86,7 +86,34 @@ impl Shared {
         if !self.is_up() {
             return Err(Unavailable);
         }
-        send_invalidation(&self.inner.conn, &self.inner.prefix, caches, keys).await
+        let message = events::invalidated(self.inner.conn.subscription.origin, caches, keys);
+        send_invalidation(&self.inner.conn, &self.inner.prefix, caches, keys, message).await
+    }
+
+    /// A change-feed poll of this view's namespace: drops the (cache, key) entries it changed
+    /// from the shared cache (and stops loads that began before from being stored, as a write
+    /// does), and hands `payload` to every other replica as [`Event::Feed`]. When Redis is
+    /// unreachable the drops are kept and sent when it returns (as a write's), and the payload
+    /// is lost: the other replicas then judge their stock by TTL until polls reach them again.
+    pub async fn publish_feed(&self, payload: &str, keys: &[(&str, &str)]) {
+        let keys: Vec<(String, String)> = keys
+            .iter()
+            .map(|(c, k)| ((*c).to_owned(), (*k).to_owned()))
+            .collect();
+        let message = events::feed(self.inner.conn.subscription.origin, payload);
+        let sent = self.is_up()
+            && send_invalidation(&self.inner.conn, &self.inner.prefix, &[], &keys, message)
+                .await
+                .is_ok();
+        if !sent && !keys.is_empty() {
+            self.inner
+                .conn
+                .held
+                .lock()
+                .entry(self.inner.prefix.clone())
+                .or_default()
+                .extend([], keys);
+        }
     }
 }
 
@@ -95,8 +122,8 @@ async fn send_invalidation(
     prefix: &str,
     caches: &[String],
     keys: &[(String, String)],
+    message: String,
 ) -> Result<(), Unavailable> {
-    let message = events::invalidated(conn.subscription.origin, caches, keys);
     let mut invocation = INVALIDATE.key(format!("{prefix}:gen:"));
     for cache in caches {
         invocation.key(format!("{prefix}:cleared:{cache}"));
@@ -140,7 +167,8 @@ pub(crate) async fn replay(conn: &Connection) {
             .filter(|(c, _)| !pending.caches.contains(c))
             .cloned()
             .collect();
-        if send_invalidation(conn, &prefix, &caches, &keys)
+        let message = events::invalidated(conn.subscription.origin, &caches, &keys);
+        if send_invalidation(conn, &prefix, &caches, &keys, message)
             .await
             .is_ok()
         {
