@@ -511,21 +511,10 @@ impl World {
             if !applies {
                 continue;
             }
-            let index = match self.row_by_key.get(&(spec, warehouse)) {
-                Some(&i) => i,
-                None => {
-                    let rec_id = self.next_row_id;
-                    self.next_row_id += 1;
-                    self.insert_row(empty_row(rec_id, spec, warehouse, now))
-                }
-            };
-            let row = &mut self.rows[index];
-            let before = (row.good, row.defect);
-            row.set_quantity(line.defect, line.new_num.round_dp(4));
-            row.modified = now;
-            row.last_pd_time = Some(now);
-            row.last_inout_time = Some(now);
-            if (row.good, row.defect) != before && !changed.contains(&spec) {
+            let (index, quantity_changed) =
+                self.overwrite_quantity(spec, warehouse, line.defect, line.new_num, now);
+            self.rows[index].last_pd_time = Some(now);
+            if quantity_changed && !changed.contains(&spec) {
                 changed.push(spec);
             }
         }
@@ -541,6 +530,35 @@ impl World {
             pd_id,
             skipped,
         })
+    }
+
+    /// Sets the good (or, with `defect`, the defective) quantity of `spec` in `warehouse` to
+    /// `quantity` rounded to four places, creating the row when the spec has none there, and
+    /// stamps the row's `modified` and `last_inout_time` with `now`, whether the quantity
+    /// changed or not. Returns the row's index and whether its quantities changed; the
+    /// listings are left to [`Self::stock_changed`].
+    fn overwrite_quantity(
+        &mut self,
+        spec: usize,
+        warehouse: usize,
+        defect: bool,
+        quantity: Decimal,
+        now: i64,
+    ) -> (usize, bool) {
+        let index = match self.row_by_key.get(&(spec, warehouse)) {
+            Some(&i) => i,
+            None => {
+                let rec_id = self.next_row_id;
+                self.next_row_id += 1;
+                self.insert_row(empty_row(rec_id, spec, warehouse, now))
+            }
+        };
+        let row = &mut self.rows[index];
+        let before = (row.good, row.defect);
+        row.set_quantity(defect, quantity.round_dp(4));
+        row.modified = now;
+        row.last_inout_time = Some(now);
+        (index, (row.good, row.defect) != before)
     }
 
     /// Bumps `stock_change_count` once and queues every listing whose stock depends on one of
