@@ -228,9 +228,14 @@ pub(crate) fn listing_view(world: &World, rec_id: i64) -> Option<serde_json::Val
     }))
 }
 
-/// A spec's rows: good, defect, stock, available per warehouse.
+/// A spec's rows: good, defect, stock, available per warehouse; `None` for an unknown spec.
 pub(crate) fn stock_view(world: &World, spec_no: &str) -> Option<serde_json::Value> {
-    let spec = world.spec_index(spec_no)?;
+    Some(spec_stock_view(world, world.spec_index(spec_no)?))
+}
+
+/// The rows of the spec at `spec` (an index into `world.specs`).
+pub(crate) fn spec_stock_view(world: &World, spec: usize) -> serde_json::Value {
+    let spec_no = &world.specs[spec].spec_no;
     let rows: Vec<serde_json::Value> = world
         .rows
         .iter()
@@ -247,7 +252,5 @@ pub(crate) fn stock_view(world: &World, spec_no: &str) -> Option<serde_json::Val
             })
         })
         .collect();
-    Some(
-        serde_json::json!({ "spec_no": spec_no, "deleted": world.specs[spec].deleted, "rows": rows }),
-    )
+    serde_json::json!({ "spec_no": spec_no, "deleted": world.specs[spec].deleted, "rows": rows })
 }
