@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use rust_decimal::Decimal;
 use serde::Deserialize;
 use wdt_sign::FlagshipSecret;
 
-use crate::model::World;
+use crate::model::{SetStockError, World};
 use crate::ops::{self, Ops, Throttle};
 use crate::{
     CONCURRENCY_LIMIT_MESSAGE, CallRecord, ConfigError, Counter, EnterpriseAccount, Executed,
@@ -296,6 +297,35 @@ impl Account {
     /// `GET /__admin/stock/{spec_no}` answers; `None` for an unknown spec.
     pub fn stock(&self, spec_no: &str) -> Option<serde_json::Value> {
         crate::admin::stock_view(&self.read(), spec_no)
+    }
+
+    /// Sets the good (or, with `defect`, the defective) quantity of `spec_no` in
+    /// `warehouse_no` directly, as a person would in the ERP's own UI rather than through the
+    /// open API; `POST /__admin/stock/{spec_no}` does the same. The row is created when the spec
+    /// has none in that warehouse; `quantity` is rounded to four places; the row's `modified`
+    /// and `last_inout_time` become the account's [`now`](Self::now), so a
+    /// `stock_query_detail.php` window on `modified` covering now finds the row. When the
+    /// quantity changed, every listing whose stock depends on the spec (directly or through a
+    /// suite) in that warehouse gets `stock_change_count + 1` and is queued, as after a stock
+    /// take. Nothing enters the call log: this is no vendor call.
+    ///
+    /// Returns the spec's stock view afterwards, as [`stock`](Self::stock) gives it.
+    ///
+    /// # Errors
+    /// An unknown or deleted spec, an unknown warehouse (see
+    /// [`SetStockError::is_not_found`]), a negative quantity or one larger than the vendor's
+    /// `decimal(19,4)`; nothing changes then.
+    pub fn set_stock(
+        &self,
+        spec_no: &str,
+        warehouse_no: &str,
+        quantity: Decimal,
+        defect: bool,
+    ) -> Result<serde_json::Value, SetStockError> {
+        let now = self.now();
+        let mut world = self.write();
+        let spec = world.set_stock(spec_no, warehouse_no, quantity, defect, now)?;
+        Ok(crate::admin::spec_stock_view(&world, spec))
     }
 
     /// A listing's state, rule, available base and `syn_stock`, as

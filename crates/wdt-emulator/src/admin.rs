@@ -1,5 +1,7 @@
-//! `/__admin/…`: faults, call log, counters, reset and a view of the data, for tests and demos.
-//! Every route acts on the account named by `?account=` (default: `default`).
+//! `/__admin/…`: faults, call log, counters, reset, a view of the data and direct stock changes
+//! (`POST /stock/{spec_no}`, as a person in the ERP's UI would make them), for tests and demos.
+//! Every route acts on the account named by `?account=` (default: `default`). None of them is a
+//! vendor call: they never enter the call log.
 //! Never expose this to anyone but the test harness.
 
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -9,9 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::model::{Target, World};
-use crate::wire::text4;
+use crate::wire::{self, text4};
 use crate::{Account, Emulator, Faults};
 
 pub(crate) fn routes() -> Router<Emulator> {
@@ -23,7 +26,7 @@ pub(crate) fn routes() -> Router<Emulator> {
         .route("/summary", get(summary))
         .route("/credentials", get(credentials))
         .route("/listings/{rec_id}", get(listing))
-        .route("/stock/{spec_no}", get(stock))
+        .route("/stock/{spec_no}", get(stock).post(set_stock))
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +199,47 @@ async fn stock(Acct(account): Acct, Path(spec_no): Path<String>) -> Response {
     }
 }
 
+/// The body of `POST /stock/{spec_no}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStockBody {
+    warehouse_no: String,
+    /// A JSON number or a string holding one, read exactly.
+    quantity: Box<RawValue>,
+    /// The defective quantity instead of the good one.
+    #[serde(default)]
+    defect: bool,
+}
+
+/// Sets one row's good or defective quantity directly (see [`Account::set_stock`]); answers the
+/// spec's stock view, 400 for a bad body or quantity, 404 for an unknown or deleted spec or an
+/// unknown warehouse.
+async fn set_stock(
+    Acct(account): Acct,
+    Path(spec_no): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let req: SetStockBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(format!(
+                "invalid stock body (want {{\"warehouse_no\": \"…\", \"quantity\": \"12.5\", \"defect\": false}}): {e}"
+            ));
+        }
+    };
+    let Ok(quantity) = wire::decimal(&req.quantity) else {
+        return bad_request(format!(
+            "quantity must be a number or a string holding one, not {}",
+            req.quantity.get()
+        ));
+    };
+    match account.set_stock(&spec_no, &req.warehouse_no, quantity, req.defect) {
+        Ok(view) => Json(view).into_response(),
+        Err(e) if e.is_not_found() => not_found(e.to_string()),
+        Err(e) => bad_request(e.to_string()),
+    }
+}
+
 /// A listing's state, rule, available base and `syn_stock`.
 pub(crate) fn listing_view(world: &World, rec_id: i64) -> Option<serde_json::Value> {
     let l = world.listings.get(&rec_id)?;
@@ -228,9 +272,14 @@ pub(crate) fn listing_view(world: &World, rec_id: i64) -> Option<serde_json::Val
     }))
 }
 
-/// A spec's rows: good, defect, stock, available per warehouse.
+/// A spec's rows: good, defect, stock, available per warehouse; `None` for an unknown spec.
 pub(crate) fn stock_view(world: &World, spec_no: &str) -> Option<serde_json::Value> {
-    let spec = world.spec_index(spec_no)?;
+    Some(spec_stock_view(world, world.spec_index(spec_no)?))
+}
+
+/// The rows of the spec at `spec` (an index into `world.specs`).
+pub(crate) fn spec_stock_view(world: &World, spec: usize) -> serde_json::Value {
+    let spec_no = &world.specs[spec].spec_no;
     let rows: Vec<serde_json::Value> = world
         .rows
         .iter()
@@ -247,7 +296,5 @@ pub(crate) fn stock_view(world: &World, spec_no: &str) -> Option<serde_json::Val
             })
         })
         .collect();
-    Some(
-        serde_json::json!({ "spec_no": spec_no, "deleted": world.specs[spec].deleted, "rows": rows }),
-    )
+    serde_json::json!({ "spec_no": spec_no, "deleted": world.specs[spec].deleted, "rows": rows })
 }

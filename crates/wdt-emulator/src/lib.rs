@@ -25,6 +25,7 @@ use axum::routing::post;
 pub use account::{Account, AccountConfig, DEFAULT_ACCOUNT};
 pub use enterprise::{EnterpriseCodes, SCRIPTS, SPAN_TOO_WIDE_CODE, SPAN_TOO_WIDE_MESSAGE};
 pub use flagship::METHODS;
+pub use model::SetStockError;
 pub use ops::{
     CONCURRENCY_LIMIT_MESSAGE, CallRecord, Counter, Faults, MalformedKind, Outcome,
     RATE_LIMIT_MESSAGE,
@@ -428,6 +429,22 @@ impl Emulator {
     /// ids) for demos and benchmarks.
     pub fn summary(&self) -> serde_json::Value {
         self.default_account().summary()
+    }
+
+    /// Sets the default account's stock directly, as a person would in the ERP's own UI: see
+    /// [`Account::set_stock`].
+    ///
+    /// # Errors
+    /// As [`Account::set_stock`].
+    pub fn set_stock(
+        &self,
+        spec_no: &str,
+        warehouse_no: &str,
+        quantity: rust_decimal::Decimal,
+        defect: bool,
+    ) -> Result<serde_json::Value, SetStockError> {
+        self.default_account()
+            .set_stock(spec_no, warehouse_no, quantity, defect)
     }
 
     /// Answers a refusal in the log of the account the call named, or, when it named none

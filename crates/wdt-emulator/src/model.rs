@@ -273,6 +273,63 @@ pub(crate) struct PdOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal(pub(crate) String);
 
+/// Why a direct stock change ([`Account::set_stock`](crate::Account::set_stock)) was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetStockError {
+    /// No spec has this `spec_no`.
+    UnknownSpec(String),
+    /// The spec is deleted (a stock take skips deleted specs too).
+    DeletedSpec(String),
+    /// No warehouse has this `warehouse_no`.
+    UnknownWarehouse {
+        /// The warehouse asked for.
+        warehouse_no: String,
+        /// The account's warehouses.
+        known: Vec<String>,
+    },
+    /// Stock quantities are never negative.
+    NegativeQuantity(Decimal),
+    /// More than the vendor's `decimal(19,4)` holds.
+    QuantityTooLarge(Decimal),
+}
+
+impl SetStockError {
+    /// Whether the spec or the warehouse does not exist (or the spec is deleted), as opposed to
+    /// a quantity that cannot be stored.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownSpec(_) | Self::DeletedSpec(_) | Self::UnknownWarehouse { .. }
+        )
+    }
+}
+
+impl std::fmt::Display for SetStockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownSpec(spec_no) => write!(f, "no spec {spec_no:?}"),
+            Self::DeletedSpec(spec_no) => write!(f, "spec {spec_no:?} is deleted"),
+            Self::UnknownWarehouse {
+                warehouse_no,
+                known,
+            } => write!(
+                f,
+                "no warehouse {warehouse_no:?}; known warehouses: {}",
+                known.join(", ")
+            ),
+            Self::NegativeQuantity(q) => write!(f, "quantity must not be negative, not {q}"),
+            Self::QuantityTooLarge(q) => write!(
+                f,
+                "quantity {q} is more than the ERP stores (at most {})",
+                max_quantity()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SetStockError {}
+
 /// Filters of `stock_query_detail.php`, already validated.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StockFilter {
@@ -511,21 +568,10 @@ impl World {
             if !applies {
                 continue;
             }
-            let index = match self.row_by_key.get(&(spec, warehouse)) {
-                Some(&i) => i,
-                None => {
-                    let rec_id = self.next_row_id;
-                    self.next_row_id += 1;
-                    self.insert_row(empty_row(rec_id, spec, warehouse, now))
-                }
-            };
-            let row = &mut self.rows[index];
-            let before = (row.good, row.defect);
-            row.set_quantity(line.defect, line.new_num.round_dp(4));
-            row.modified = now;
-            row.last_pd_time = Some(now);
-            row.last_inout_time = Some(now);
-            if (row.good, row.defect) != before && !changed.contains(&spec) {
+            let (index, quantity_changed) =
+                self.overwrite_quantity(spec, warehouse, line.defect, line.new_num, now);
+            self.rows[index].last_pd_time = Some(now);
+            if quantity_changed && !changed.contains(&spec) {
                 changed.push(spec);
             }
         }
@@ -541,6 +587,74 @@ impl World {
             pd_id,
             skipped,
         })
+    }
+
+    /// A direct stock change, as a person would make it in the ERP's own UI (not through the
+    /// open API): sets the good (or, with `defect`, the defective) quantity of a live spec in a
+    /// warehouse, creating the row when the spec has none there, exactly as a stock take's line
+    /// does (`modified` and `last_inout_time` become `now`; `last_pd_time` is left alone, this
+    /// is no stock take). When the quantity changed, the listings depending on the spec in that
+    /// warehouse are queued as after a stock take. Returns the spec's index.
+    pub(crate) fn set_stock(
+        &mut self,
+        spec_no: &str,
+        warehouse_no: &str,
+        quantity: Decimal,
+        defect: bool,
+        now: i64,
+    ) -> Result<usize, SetStockError> {
+        if quantity < Decimal::ZERO {
+            return Err(SetStockError::NegativeQuantity(quantity));
+        }
+        if quantity > max_quantity() {
+            return Err(SetStockError::QuantityTooLarge(quantity));
+        }
+        let spec = self
+            .spec_index(spec_no)
+            .ok_or_else(|| SetStockError::UnknownSpec(spec_no.to_owned()))?;
+        if self.specs[spec].deleted {
+            return Err(SetStockError::DeletedSpec(spec_no.to_owned()));
+        }
+        let warehouse =
+            self.warehouse_index(warehouse_no)
+                .ok_or_else(|| SetStockError::UnknownWarehouse {
+                    warehouse_no: warehouse_no.to_owned(),
+                    known: self.warehouses.iter().map(|w| w.no.to_owned()).collect(),
+                })?;
+        let (_, changed) = self.overwrite_quantity(spec, warehouse, defect, quantity, now);
+        if changed {
+            self.stock_changed(&[spec], warehouse);
+        }
+        Ok(spec)
+    }
+
+    /// Sets the good (or, with `defect`, the defective) quantity of `spec` in `warehouse` to
+    /// `quantity` rounded to four places, creating the row when the spec has none there, and
+    /// stamps the row's `modified` and `last_inout_time` with `now`, whether the quantity
+    /// changed or not. Returns the row's index and whether its quantities changed; the
+    /// listings are left to [`Self::stock_changed`].
+    fn overwrite_quantity(
+        &mut self,
+        spec: usize,
+        warehouse: usize,
+        defect: bool,
+        quantity: Decimal,
+        now: i64,
+    ) -> (usize, bool) {
+        let index = match self.row_by_key.get(&(spec, warehouse)) {
+            Some(&i) => i,
+            None => {
+                let rec_id = self.next_row_id;
+                self.next_row_id += 1;
+                self.insert_row(empty_row(rec_id, spec, warehouse, now))
+            }
+        };
+        let row = &mut self.rows[index];
+        let before = (row.good, row.defect);
+        row.set_quantity(defect, quantity.round_dp(4));
+        row.modified = now;
+        row.last_inout_time = Some(now);
+        (index, (row.good, row.defect) != before)
     }
 
     /// Bumps `stock_change_count` once and queues every listing whose stock depends on one of
@@ -972,6 +1086,166 @@ mod tests {
             defect: false,
         };
         assert!(w.stock_take("WH-SH01", 0, false, &[negative], NOW).is_err());
+    }
+
+    #[test]
+    fn set_stock_changes_one_row_and_queues_its_listings() {
+        let mut w = World::generate(42, 500, NOW);
+        let (spec, listing) = live_spec_with_listing(&w);
+        let spec_no = w.specs[spec].spec_no.clone();
+        let before = w.listings[&listing].stock_change_count;
+        let index = w.row_by_key[&(spec, 0)];
+        let (defect, last_pd) = (w.rows[index].defect, w.rows[index].last_pd_time);
+
+        assert_eq!(
+            w.set_stock(&spec_no, "WH-SH01", d("12.5"), false, NOW + 7),
+            Ok(spec)
+        );
+        let row = &w.rows[index];
+        assert_eq!((row.good, row.defect), (d("12.5"), defect));
+        assert_eq!(
+            row.details.iter().map(|x| x.stock_num).sum::<Decimal>(),
+            row.stock_num()
+        );
+        assert_eq!(
+            (row.modified, row.last_inout_time, row.last_pd_time),
+            (NOW + 7, Some(NOW + 7), last_pd),
+            "no stock take: last_pd_time stays"
+        );
+        let l = &w.listings[&listing];
+        assert!(l.pending);
+        assert_eq!(l.stock_change_count, before + 1);
+        let (queue, _) = w.pending_after(0, 5000, NOW + 7);
+        assert_eq!(queue.last(), Some(&listing), "at the back of the queue");
+
+        // Defective stock, without touching the good.
+        w.set_stock(&spec_no, "WH-SH01", d("3"), true, NOW + 8)
+            .unwrap();
+        let row = &w.rows[index];
+        assert_eq!((row.good, row.defect), (d("12.5"), d("3")));
+        assert_eq!(
+            row.details.iter().map(|x| x.stock_num).sum::<Decimal>(),
+            d("15.5")
+        );
+        assert_eq!(w.listings[&listing].stock_change_count, before + 2);
+
+        // The same quantity again: a new `modified`, but nothing to push.
+        w.set_stock(&spec_no, "WH-SH01", d("3.0000"), true, NOW + 9)
+            .unwrap();
+        assert_eq!(w.rows[index].modified, NOW + 9);
+        assert_eq!(w.listings[&listing].stock_change_count, before + 2);
+    }
+
+    #[test]
+    fn set_stock_creates_a_missing_row() {
+        let mut w = World::generate(42, 500, NOW);
+        let (spec, warehouse) = (0..w.specs.len())
+            .filter(|&s| !w.specs[s].deleted)
+            .find_map(|s| {
+                (0..w.warehouses.len())
+                    .find(|&h| !w.row_by_key.contains_key(&(s, h)))
+                    .map(|h| (s, h))
+            })
+            .unwrap();
+        let (spec_no, warehouse_no) = (w.specs[spec].spec_no.clone(), w.warehouses[warehouse].no);
+        let rows = w.rows.len();
+        w.set_stock(&spec_no, warehouse_no, d("4"), false, NOW + 3)
+            .unwrap();
+        assert_eq!(w.rows.len(), rows + 1);
+        let found = w.query_stock(&StockFilter {
+            spec_no: Some(spec_no.clone()),
+            warehouse_no: Some(warehouse_no.into()),
+            ..StockFilter::default()
+        });
+        assert_eq!(found.len(), 1);
+        let row = found[0];
+        assert_eq!(
+            (row.good, row.defect, row.available()),
+            (d("4"), d("0"), d("4"))
+        );
+        assert_eq!((row.created, row.modified), (NOW + 3, NOW + 3));
+        let window = w.query_stock(&StockFilter {
+            window: Some((NOW + 3, NOW + 3)),
+            ..StockFilter::default()
+        });
+        assert_eq!(window.len(), 1, "the modified-time window finds it");
+    }
+
+    /// A direct change queues the same listings, the same way, as a stock take of the same line.
+    #[test]
+    fn set_stock_queues_what_a_stock_take_queues() {
+        let taken = World::generate(42, 500, NOW);
+        // The live spec with the most dependent listings (some of them suites).
+        let spec = (0..taken.specs.len())
+            .filter(|&s| !taken.specs[s].deleted)
+            .max_by_key(|s| taken.listings_by_spec.get(s).map_or(0, Vec::len))
+            .unwrap();
+        let spec_no = taken.specs[spec].spec_no.clone();
+        let (mut set, original) = (taken.clone(), taken.clone());
+        let mut taken = taken;
+        let line = PdLine {
+            spec_no: spec_no.clone(),
+            new_num: d("321"),
+            defect: false,
+        };
+        taken
+            .stock_take("WH-SH01", 0, false, &[line], NOW + 1)
+            .unwrap();
+        set.set_stock(&spec_no, "WH-SH01", d("321"), false, NOW + 1)
+            .unwrap();
+        let listings = |w: &World| format!("{:?}", w.listings);
+        assert_eq!(listings(&set), listings(&taken));
+        let bumped: Vec<&Listing> = set
+            .listings
+            .values()
+            .filter(|l| l.stock_change_count != original.listings[&l.rec_id].stock_change_count)
+            .collect();
+        assert!(
+            bumped.iter().any(|l| matches!(l.target, Target::Suite(_)))
+                && bumped.iter().any(|l| matches!(l.target, Target::Spec(_))),
+            "listings of the spec and of a suite holding it: {bumped:?}"
+        );
+        let index = taken.row_by_key[&(spec, 0)];
+        taken.rows[index].last_pd_time = set.rows[index].last_pd_time;
+        assert_eq!(format!("{:?}", set.rows), format!("{:?}", taken.rows));
+    }
+
+    #[test]
+    fn set_stock_refusals_change_nothing() {
+        let mut w = World::generate(42, 500, NOW);
+        let live = w.specs.iter().find(|s| !s.deleted).unwrap().spec_no.clone();
+        let deleted = w.specs.iter().find(|s| s.deleted).unwrap().spec_no.clone();
+        let before = dump(&w);
+        let mut refused = |spec_no: &str, warehouse_no: &str, quantity: &str| {
+            w.set_stock(spec_no, warehouse_no, d(quantity), false, NOW + 1)
+                .unwrap_err()
+        };
+        assert_eq!(
+            refused("NOPE", "WH-SH01", "1"),
+            SetStockError::UnknownSpec("NOPE".into())
+        );
+        assert_eq!(
+            refused(&deleted, "WH-SH01", "1"),
+            SetStockError::DeletedSpec(deleted.clone())
+        );
+        let nowhere = refused(&live, "NOWHERE", "1");
+        assert!(nowhere.is_not_found());
+        assert_eq!(
+            nowhere.to_string(),
+            "no warehouse \"NOWHERE\"; known warehouses: WH-SH01, WH-BJ01, WH-GZ01, WMS-CN01, WH-RET01"
+        );
+        let negative = refused(&live, "WH-SH01", "-0.5");
+        assert_eq!(negative, SetStockError::NegativeQuantity(d("-0.5")));
+        assert!(!negative.is_not_found());
+        assert_eq!(
+            negative.to_string(),
+            "quantity must not be negative, not -0.5"
+        );
+        let huge = refused(&live, "WH-SH01", "1000000000000000");
+        assert_eq!(huge, SetStockError::QuantityTooLarge(d("1000000000000000")));
+        assert_eq!(dump(&w), before);
+        w.set_stock(&live, "WH-SH01", max_quantity(), false, NOW + 1)
+            .unwrap();
     }
 
     #[test]

@@ -469,6 +469,7 @@ async fn admin_routes_take_an_account() {
         ("POST", "reset"),
         ("GET", "credentials"),
         ("GET", "stock/G00001-01"),
+        ("POST", "stock/G00001-01"),
         ("GET", "listings/2447"),
     ] {
         let response = http
@@ -494,6 +495,53 @@ async fn admin_routes_take_an_account() {
         120,
         "nothing was reset by the refused calls"
     );
+}
+
+#[tokio::test]
+async fn a_direct_stock_change_touches_only_the_named_account() {
+    let emu = start_three().await;
+    let views = |emu: &RunningEmulator| {
+        ["default", "acme", "beta"].map(|name| emu.emulator.account(name).unwrap().stock(SPEC))
+    };
+    let before = views(&emu);
+    let default_stock = stock(&client(&emu)).await;
+    let acme_handle = emu.emulator.account("acme").unwrap();
+    let acme_calls = acme_handle.calls(None, 100).len();
+
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/__admin/stock/{SPEC}?account=acme",
+            emu.addr
+        ))
+        .body(r#"{"warehouse_no": "WH-BJ01", "quantity": "77"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(view, acme_handle.stock(SPEC).unwrap());
+    assert_eq!(
+        acme_handle.calls(None, 100).len(),
+        acme_calls,
+        "not in acme's call log"
+    );
+    let after = views(&emu);
+    assert_ne!(after[1], before[1], "acme's stock changed");
+    assert_eq!(
+        (&after[0], &after[2]),
+        (&before[0], &before[2]),
+        "default and beta untouched"
+    );
+    // acme's enterprise calls see the change, the default account's do not.
+    assert_eq!(stock(&client_for(&emu, &acme())).await, admin_stock(&view));
+    assert_eq!(stock(&client(&emu)).await, default_stock);
+    // Through the Rust handle too, another account's change leaves acme alone.
+    emu.emulator
+        .account("beta")
+        .unwrap()
+        .set_stock(SPEC, "WH-GZ01", Decimal::new(5, 0), true)
+        .unwrap();
+    assert_eq!(views(&emu)[1], after[1]);
 }
 
 #[test]

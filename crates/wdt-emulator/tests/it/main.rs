@@ -1,9 +1,10 @@
 //! The emulator over real HTTP: `wdt-client` round trips, the signature vectors, every refusal,
-//! faults, concurrency, several accounts and the binary.
+//! faults, concurrency, several accounts, direct stock changes and the binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 mod accounts;
 mod binary;
+mod direct;
 mod faults;
 mod refusals;
 mod roundtrip;

@@ -11,29 +11,10 @@ use wdt_client::flagship::{
 };
 use wdt_client::{Family, VendorError};
 
-use crate::support::{Raw, admin, client, ids, now, start_small};
+use crate::support::{Raw, admin, client, ids, now, spec_listing, start_small};
 
 fn dec(s: &str) -> Decimal {
     s.parse().unwrap()
-}
-
-/// An enabled listing of a single spec whose rule includes `WH-SH01`, and that spec.
-async fn spec_listing(emu: &wdt_emulator::RunningEmulator, pending: bool) -> (i64, String) {
-    let summary = admin(emu, "summary").await;
-    let disabled = ids(&summary["disabled_listing_ids"]);
-    for id in ids(&summary["listing_ids"])
-        .into_iter()
-        .filter(|id| !disabled.contains(id))
-    {
-        let l = admin(emu, &format!("listings/{id}")).await;
-        if l["target_type"] == "spec"
-            && l["pending"] == pending
-            && ids(&l["rule"]["warehouses"]).contains(&1)
-        {
-            return (id, l["target"].as_str().unwrap().to_owned());
-        }
-    }
-    panic!("no suitable listing");
 }
 
 fn take(

@@ -92,6 +92,25 @@ pub(crate) fn ids(v: &Value) -> Vec<i64> {
         .collect()
 }
 
+/// An enabled listing of a single spec whose rule includes `WH-SH01`, and that spec.
+pub(crate) async fn spec_listing(emu: &RunningEmulator, pending: bool) -> (i64, String) {
+    let summary = admin(emu, "summary").await;
+    let disabled = ids(&summary["disabled_listing_ids"]);
+    for id in ids(&summary["listing_ids"])
+        .into_iter()
+        .filter(|id| !disabled.contains(id))
+    {
+        let l = admin(emu, &format!("listings/{id}")).await;
+        if l["target_type"] == "spec"
+            && l["pending"] == pending
+            && ids(&l["rule"]["warehouses"]).contains(&1)
+        {
+            return (id, l["target"].as_str().unwrap().to_owned());
+        }
+    }
+    panic!("no suitable listing");
+}
+
 /// PHP `http_build_query` encoding: RFC 1738, space as `+`.
 const PHP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
 
