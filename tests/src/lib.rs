@@ -86,6 +86,10 @@ impl TestApp {
         config.enterprise.appsecret = Some(SecretString::from("12345"));
         config.auth.jwt_secret = Some(SecretString::from(SECRET));
         config.vendor.timeout = Duration::from_secs(5);
+        // These tests count ERP calls exactly and judge freshness by TTL: the change feed, which
+        // polls on its own, is off unless a test turns it on (its own tests are live.rs here and
+        // crates/wdt-gateway/tests/feed.rs).
+        config.change_feed.interval_secs = 0;
         tweak(&mut config);
         let gateway = wdt_gateway::build(&config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -9,8 +9,9 @@
 //! ERP has no rows in its own future). The *overlap* re-reads rows a late commit may have
 //! written behind the cursor; rows already seen (same SKU, warehouse, `modified` and content)
 //! are dropped, so each change is applied and announced once. A window holding more rows than
-//! one poll may read is narrowed (the feed is then *behind* and catches up over the next
-//! polls). Paging a window that changes while it is read can skip a row at a page boundary (a
+//! one poll may read is narrowed, never to less than a second past the cursor (the feed is
+//! then *behind* and catches up over the next polls; the cursor moves to the narrowed end, which
+//! the ERP's clock has passed since it counted rows after it). Paging a window that changes while it is read can skip a row at a page boundary (a
 //! row modified meanwhile moves to the end): when the walk read fewer distinct rows than the
 //! ERP counted, the cursor stays where it was and the next poll reads the window again.
 //!
@@ -39,6 +40,9 @@ const MAX_WINDOW_SECS: i64 = 30 * 24 * 3600 - 1;
 const PAGE: u32 = 100;
 /// Most times one poll narrows its window before it reads what it has.
 const MAX_NARROWING: u32 = 8;
+/// Most pages one poll reads (a second holding more changes than that is never walked whole;
+/// the feed then stays behind and stock is judged by TTL).
+const MAX_PAGES: u32 = 1000;
 /// Listings read per call of the pending walk.
 const PENDING_PAGE: u32 = 1000;
 /// Listings per plan batch (the vendor's limit for `batchCalcStock`).
@@ -126,6 +130,28 @@ pub struct FeedMessage {
     pub plans: Vec<StockSyncPlan>,
 }
 
+/// The rows of one walk.
+#[derive(Default)]
+struct Walk {
+    rows: Vec<StockLevel>,
+    /// Rows the ERP sent.
+    read: u64,
+    /// Rows without a SKU or warehouse (never cached, never announced).
+    unusable: u64,
+}
+
+impl Walk {
+    fn take(&mut self, page: Vec<wdt_client::enterprise::StockDetail>) {
+        self.read += page.len() as u64;
+        for row in page {
+            match mapping::stock_level(row) {
+                Some(row) => self.rows.push(row),
+                None => self.unusable += 1,
+            }
+        }
+    }
+}
+
 impl StockService {
     /// One page of the stock rows modified in `[from, to]` (Unix seconds).
     async fn feed_page(
@@ -168,40 +194,47 @@ impl StockService {
             .min(from.saturating_add(MAX_WINDOW_SECS));
         let mut calls = 0;
         let mut narrowed = false;
-        let (mut rows, total, full) = loop {
+        let (first, total) = loop {
             let page = self.feed_page(from, to, 0).await?;
             calls += 1;
-            let got = page.stocks.len();
-            let total = page.total_count.unwrap_or(got as u64);
+            let total = page.total_count.unwrap_or(page.stocks.len() as u64);
             if total <= settings.max_rows || to - from <= 1 || calls >= MAX_NARROWING {
-                let rows: Vec<StockLevel> = page
-                    .stocks
-                    .into_iter()
-                    .filter_map(mapping::stock_level)
-                    .collect();
-                break (rows, total, got >= PAGE as usize);
+                break (page, total);
             }
-            // Narrow the window in proportion, to what one poll may read.
+            // Narrow the window in proportion, to what one poll may read, but always past the
+            // cursor: the overlap before it is read again whatever it holds, and each poll
+            // moves on by at least a second.
             let span = u64::try_from(to - from).unwrap_or(1);
             let kept = span.saturating_mul(settings.max_rows.max(1)) / total;
-            to = from + i64::try_from(kept.max(1)).unwrap_or(1);
+            let narrower = (from + i64::try_from(kept.max(1)).unwrap_or(1)).max(cursor + 1);
+            if narrower >= to {
+                break (page, total);
+            }
+            to = narrower;
             narrowed = true;
         };
-        let mut complete = !full;
+        let mut walk = Walk::default();
+        let full = first.stocks.len() >= PAGE as usize;
+        walk.take(first.stocks);
+        let mut complete = !full || walk.read >= total;
         let mut page_no = 1;
-        while !complete && (rows.len() as u64) < total.max(settings.max_rows) {
+        while !complete && page_no < MAX_PAGES {
             let page = self.feed_page(from, to, page_no).await?;
             calls += 1;
             page_no += 1;
-            complete = page.stocks.len() < PAGE as usize;
-            rows.extend(page.stocks.into_iter().filter_map(mapping::stock_level));
+            let short = page.stocks.len() < PAGE as usize;
+            walk.take(page.stocks);
+            complete = short || walk.read >= total;
         }
+        let Walk {
+            mut rows, unusable, ..
+        } = walk;
         let distinct: HashSet<(&str, &str)> = rows
             .iter()
             .map(|r| (r.spec_no.as_str(), r.warehouse_no.as_str()))
             .collect();
         // Every row the ERP counted was read: nothing slipped past a page boundary.
-        let settled = complete && distinct.len() as u64 >= total;
+        let settled = complete && distinct.len() as u64 + unusable >= total;
         rows.sort_by_key(modified);
         let mut changed = Vec::new();
         let newest = rows.iter().map(modified).max();
@@ -212,9 +245,15 @@ impl StockService {
         }
         let mut next = cursor;
         if settled {
-            next = next
-                .max(newest.unwrap_or(i64::MIN))
-                .max(to.min(now_unix.saturating_sub(SKEW_ALLOWANCE_SECS)));
+            // Everything up to `to` was read. The ERP's clock is past `to` when the window was
+            // narrowed (it counted rows after it), or when `to` lies further behind this
+            // host's clock than any skew allowed; otherwise the newest row read is the
+            // furthest the ERP's clock is known to have reached.
+            let known = match narrowed {
+                true => to,
+                false => to.min(now_unix.saturating_sub(SKEW_ALLOWANCE_SECS)),
+            };
+            next = next.max(newest.unwrap_or(i64::MIN)).max(known);
         }
         state.cursor = Some(next);
         let keep_from = next.saturating_sub(overlap);

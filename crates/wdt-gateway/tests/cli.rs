@@ -12,7 +12,13 @@ const SECRET: &str = "cli-test-secret-0123456789abcdef0123";
 
 fn gateway() -> Command {
     let mut c = Command::new(BIN);
-    c.env_clear().env("RUST_LOG", "warn");
+    c.env_clear()
+        .env("RUST_LOG", "warn")
+        // The change feed's cursors go to a folder of the tests', not the source tree.
+        .env(
+            "WDT_GATEWAY_STATE_DIR",
+            std::env::temp_dir().join(format!("wdt-cli-state-{}", std::process::id())),
+        );
     c
 }
 

@@ -60,6 +60,8 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         // Quiet, except the per-call line of the client: spans are kept at any level.
         .env("WDT_GATEWAY_LOG", "warn,wdt_client=debug")
         .env("WDT_GATEWAY_OTLP_ENDPOINT", &endpoint)
+        // Only the test's own requests make spans and client log lines.
+        .env("WDT_GATEWAY_CHANGE_FEED_INTERVAL", "0")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log_file).unwrap())
         .spawn()

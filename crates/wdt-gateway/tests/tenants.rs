@@ -116,6 +116,8 @@ impl Gateway {
             .env("WDT_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("WDT_GATEWAY_JWT_SECRET", SECRET)
             .env("WDT_GATEWAY_CLIENT_RATE_LIMIT", "0")
+            // Exact ERP call counts: the change feed (tested in feed.rs) would poll on its own.
+            .env("WDT_GATEWAY_CHANGE_FEED_INTERVAL", "0")
             .env("WDT_GATEWAY_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -130,6 +130,8 @@ null is left out (0 is kept: it turns a limit off).
   (list "WDT_GATEWAY_REPLICAS" $replicas)
   (list "WDT_GATEWAY_TENANTS_FILE" (ternary (printf "%s/%s" (include "wdt-gateway.tenantsDir" .) $v.tenants.fileKey) "" (not (empty $v.tenants.existingSecret))))
   (list "WDT_GATEWAY_TENANT_CLAIM" $v.tenants.claim)
+  (list "WDT_GATEWAY_CHANGE_FEED_INTERVAL" $v.changeFeed.interval)
+  (list "WDT_GATEWAY_STATE_DIR" "/var/lib/wdt-gateway")
 -}}
 {{- $env := list -}}
 {{- range $vars -}}
