@@ -114,3 +114,67 @@ impl Covered {
         Some(fetched.max(self.synced).elapsed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_reports_nothing_is_covered() {
+        let f = Freshness::new(Duration::from_millis(100), Duration::from_secs(60));
+        assert!(f.covered().is_none());
+    }
+
+    #[test]
+    fn a_report_covers_entries_fetched_since_its_run_began_and_ages_them_by_the_poll() {
+        let f = Freshness::new(Duration::from_millis(100), Duration::from_secs(60));
+        let before = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+        let poll = Instant::now();
+        f.synced(poll);
+        let covered = f.covered().expect("healthy");
+        assert!(
+            covered.age(before).is_none(),
+            "fetched before the run began"
+        );
+        let fetched = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let later = Instant::now();
+        f.synced(later);
+        let covered = f.covered().unwrap();
+        let age = covered.age(fetched).unwrap();
+        assert!(
+            age < Duration::from_millis(20),
+            "as old as the last poll: {age:?}"
+        );
+        // The run goes on: `since` stays at the first poll of the run.
+        assert!(covered.age(poll).is_some());
+    }
+
+    #[test]
+    fn a_gap_longer_than_the_horizon_ends_the_run() {
+        // Horizon: three intervals, at least 5 s; a short interval makes it 5 s.
+        let f = Freshness::new(Duration::from_millis(10), Duration::from_secs(60));
+        let first = Instant::now();
+        f.synced(first);
+        let fetched = first + Duration::from_millis(1);
+        f.synced(first + Duration::from_secs(6));
+        // The report came after the horizon: a new run, which the earlier fetch predates.
+        let covered = Covered {
+            since: f.instant(f.since.load(Ordering::Acquire)),
+            synced: first + Duration::from_secs(6),
+            fed_ttl: Duration::from_secs(60),
+        };
+        assert!(covered.since > fetched);
+    }
+
+    #[test]
+    fn entries_older_than_the_fed_ttl_are_not_fresh() {
+        let f = Freshness::new(Duration::from_secs(1), Duration::from_millis(10));
+        let fetched = Instant::now();
+        f.synced(fetched);
+        std::thread::sleep(Duration::from_millis(15));
+        f.synced(Instant::now());
+        assert!(f.covered().unwrap().age(fetched).is_none());
+    }
+}

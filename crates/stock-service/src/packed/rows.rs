@@ -199,3 +199,79 @@ impl StockRows {
         }
     }
 }
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+
+    /// A real row (the client's fixture) in `warehouse` with `on_hand`, changed at `modified`.
+    fn row(warehouse: &str, on_hand: i64, modified: i64) -> StockLevel {
+        let page: wdt_client::enterprise::StockQueryDetailResponse = serde_json::from_str(
+            include_str!("../../../wdt-client/tests/fixtures/stock_query_detail.json"),
+        )
+        .unwrap_or_else(|_| panic!("the fixture parses"));
+        let mut row = page
+            .stocks
+            .into_iter()
+            .find_map(crate::mapping::stock_level)
+            .unwrap_or_else(|| panic!("the fixture has a row"));
+        row.spec_no = "A1".into();
+        row.warehouse_no = warehouse.into();
+        row.on_hand = Some(on_hand.into());
+        row.modified_at = chrono::DateTime::from_timestamp(modified, 0).map(|t| t.fixed_offset());
+        row
+    }
+
+    #[test]
+    fn a_newer_change_replaces_its_warehouses_row_and_the_rows_keep_the_erps_order() {
+        let entry = StockRows::new([row("W1", 1, 100), row("W2", 2, 200)]);
+        let at = std::time::Instant::now();
+        let changed = row("W1", 9, 300);
+        let next = entry.with_changes(&[&changed], false, at).unwrap();
+        let rows = next.rows();
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.warehouse_no.as_str(), r.on_hand))
+                .collect::<Vec<_>>(),
+            [("W2", Some(2.into())), ("W1", Some(9.into()))],
+            "ordered by last change"
+        );
+        assert_eq!(next.fetched(), at);
+        assert_ne!(next.id(), entry.id());
+    }
+
+    #[test]
+    fn an_older_change_or_a_tie_read_before_the_entry_changes_nothing() {
+        let entry = StockRows::new([row("W1", 1, 100)]);
+        let now = std::time::Instant::now();
+        assert!(
+            entry
+                .with_changes(&[&row("W1", 5, 50)], true, now)
+                .is_none()
+        );
+        assert!(
+            entry
+                .with_changes(&[&row("W1", 5, 100)], false, now)
+                .is_none()
+        );
+        let tie = entry
+            .with_changes(&[&row("W1", 5, 100)], true, now)
+            .unwrap();
+        assert_eq!(tie.rows()[0].on_hand, Some(5.into()));
+        assert!(
+            entry
+                .with_changes(&[&row("W1", 1, 100)], true, now)
+                .is_none(),
+            "same row"
+        );
+    }
+
+    #[test]
+    fn a_new_warehouse_joins_the_rows() {
+        let entry = StockRows::new([row("W1", 1, 100)]);
+        let next = entry
+            .with_changes(&[&row("W3", 3, 150)], false, std::time::Instant::now())
+            .unwrap();
+        assert_eq!(next.rows().len(), 2);
+    }
+}
