@@ -25,7 +25,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release")
+# Where bench/run.sh built the release binaries (cargo honours CARGO_TARGET_DIR).
+BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 SECRET = "bench-secret-0123456789abcdef0123456789"
 SCOPES = "stock:read stock:write stock-sync:read stock-sync:write"
 # The cached GraphQL query and REST read of the throughput scenarios: 10 SKUs.
@@ -192,9 +193,36 @@ def gateway_env(port, emulator, extra=None):
         "WDT_GATEWAY_JWT_SECRET": SECRET,
         "WDT_GATEWAY_CLIENT_RATE_LIMIT": "0",
         "WDT_GATEWAY_LOG": "warn",
+        # The change feed (on by default since issue 18) is the `feed` scenario's subject; the
+        # other scenarios measure what they always have, stock judged by TTL alone. Its state
+        # files would go under ./state otherwise.
+        "WDT_GATEWAY_CHANGE_FEED_INTERVAL": "0",
+        "WDT_GATEWAY_STATE_DIR": state_dir(),
     }
     env.update(extra or {})
     return env
+
+
+_STATE = []
+
+
+def state_dir():
+    """A fresh directory for a gateway's state files (the change feed's cursors)."""
+    if not _STATE:
+        _STATE.append(tempfile.mkdtemp(prefix="wdt-bench-state-"))
+    return tempfile.mkdtemp(dir=_STATE[0])
+
+
+def mint_tokens(n, prefix="bench-"):
+    """`n` tokens with every scope for the subjects bench-0, bench-1, …, joined by commas: the
+    mixes' callers, as a fleet of frontends would be (each keeps to its share of the ERP quota,
+    vendor.subject_share_percent)."""
+    return ",".join(
+        subprocess.run([os.path.join(BIN, "wdt-gateway"), "token", "--sub", f"{prefix}{i}",
+                        "--scope", SCOPES, "--ttl", "4h"], capture_output=True, text=True,
+                       env={**os.environ, "WDT_GATEWAY_JWT_SECRET": SECRET},
+                       check=True).stdout.strip()
+        for i in range(n))
 
 
 class _Done(Exception):
@@ -279,6 +307,8 @@ def tenants_scenario(servers, smoke, seconds, rounds, connections, logdir):
             "WDT_GATEWAY_LISTEN": f"127.0.0.1:{port}", "WDT_GATEWAY_CONFIG": config,
             "WDT_GATEWAY_JWT_SECRET": SECRET, "WDT_GATEWAY_CLIENT_RATE_LIMIT": "0",
             "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": "0", "WDT_GATEWAY_LOG": "warn",
+            # 1,000 feeds would poll the ERP 200 times a second: not this scenario's subject.
+            "WDT_GATEWAY_CHANGE_FEED_INTERVAL": "0", "WDT_GATEWAY_STATE_DIR": state_dir(),
         }
         proc = servers.start(f"gateway-{label}", [os.path.join(BIN, "wdt-gateway")], env)
         url = f"http://127.0.0.1:{port}"
@@ -345,11 +375,92 @@ def tenants_scenario(servers, smoke, seconds, rounds, connections, logdir):
         servers.stop(proc)
     return result
 
+def feed_metrics(gateway):
+    """The gateway's wdt_change_feed_* counters, summed over tenants: polls by result, ERP
+    calls, rows and plans."""
+    out = {}
+    for line in get(f"{gateway}/metrics").decode().splitlines():
+        m = re.match(r'^wdt_change_feed_(polls|erp_calls|rows|plans)_total\{([^}]*)\} ([\d.e+]+)$',
+                     line)
+        if not m:
+            continue
+        result = re.search(r'result="([^"]*)"', m.group(2))
+        key = f"polls_{result.group(1)}" if m.group(1) == "polls" and result else m.group(1)
+        out[key] = out.get(key, 0) + float(m.group(3))
+    return out
+
+
+def feed_scenario(servers, smoke):
+    """Live stock: the realistic mix twice on fresh gateways, with the change feed off (stock
+    judged by its 30 s TTL, as before the feed) and on (a poll every 5 s; fed stock kept 600 s
+    while the feed reports). Meanwhile the ERP changes by itself: a direct stock change through
+    the emulator's admin route every 2 s (Zipf over the 100 most read SKUs, warehouses other
+    than the takes'), besides the mix's stock takes through the gateway. Each run has a warm-up
+    that is not counted, then the measured phase: reads and their `Age`, and every ERP call
+    (the emulator's counters, so the feed's own polls too). With the feed on, two GraphQL
+    subscribers (`stockChanged` over graphql-transport-ws: one on the changed SKUs, one on
+    every SKU) time each change from its answer to its event."""
+    interval = 5
+    ttl = 30
+    quota = 3600
+    warmup = 4 if smoke else 60
+    measured = 5 if smoke else 120
+    direct_every = 1 if smoke else 2
+    emu_port = free_port()
+    emulator = f"http://127.0.0.1:{emu_port}"
+    emu = servers.start("emulator-feed", [os.path.join(BIN, "wdt-emulator"), "--listen",
+                                          f"127.0.0.1:{emu_port}", "--skus", "2000"])
+    wait_for(f"{emulator}/__admin/summary")
+    tokens = mint_tokens(8)
+    result = {"interval_s": interval, "ttl_s": ttl, "fed_ttl_s": 600, "quota_per_minute": quota,
+              "warmup_s": warmup, "measured_s": measured, "direct_every_s": direct_every}
+    for label, feed_interval in [("ttl_only", 0), ("feed_on", interval)]:
+        # The same data as the mix's (seed 42, 2,000 SKUs), counters cleared.
+        post_json(f"{emulator}/__admin/reset", {"seed": 42, "skus": 2000}, timeout=60)
+        post_json(f"{emulator}/__admin/faults", {"calls_per_minute": quota}, method="PUT")
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = servers.start(f"gateway-feed-{label}", [os.path.join(BIN, "wdt-gateway")],
+                             gateway_env(port, emulator, {
+                                 "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": str(quota),
+                                 "WDT_GATEWAY_CHANGE_FEED_INTERVAL": str(feed_interval)}))
+        wait_for(f"{url}/healthz")
+        argv = ["mix", "--warmup", str(warmup), "--duration", str(measured),
+                "--clients", "16" if smoke else "64", "--rate", "10", "--zipf", "1.1",
+                "--take-every", "2" if smoke else "5", "--ttl", str(ttl),
+                "--direct-every", str(direct_every), "--direct-skus", "100",
+                # Two changes of a row within one interval may arrive as one event.
+                "--change-gap", str(3 * interval)]
+        if feed_interval:
+            argv += ["--subscribe", "--drain", str(2 * interval + 5)]
+        run = driver(None, url, emulator, tokens, argv)
+        run["feed_interval_s"] = feed_interval
+        run["vendor_rate_limited"] = sum(
+            c.get("rate_limited", 0) for c in counters(emulator).values())
+        run["feed_metrics"] = feed_metrics(url)
+        print(f"feed {label}: {run['requests']} requests, {run['erp_calls']} ERP calls "
+              f"({run['erp_calls_per_1000']:.1f} per 1,000), age p99 {run['age_p99_s']} s",
+              file=sys.stderr)
+        result[label] = run
+        servers.stop(proc)
+    servers.stop(emu)
+    off, on = result["ttl_only"]["erp_calls_per_1000"], result["feed_on"]["erp_calls_per_1000"]
+    result["erp_calls_ratio"] = off / on if on else None
+    return result
+
+
+def post_json(url, body, method="POST", timeout=10):
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--smoke", action="store_true", help="about a second per scenario (CI)")
     ap.add_argument("--out", help="where to write the JSON record")
-    ap.add_argument("--only", choices=["tenants"],
+    ap.add_argument("--only", choices=["tenants", "feed"],
                     help="run one scenario alone (its record has only that section)")
     args = ap.parse_args()
     smoke = args.smoke
@@ -367,6 +478,9 @@ def main():
         if args.only == "tenants":
             record["tenants"] = tenants_scenario(servers, smoke, seconds, rounds, connections,
                                                  logdir)
+            raise _Done
+        if args.only == "feed":
+            record["feed"] = feed_scenario(servers, smoke)
             raise _Done
         # Some generated SKUs are deleted ones: enough live ones for 100,000 entries.
         skus = 2_000 if smoke else 105_000
@@ -390,12 +504,7 @@ def main():
                                check=True).stdout.strip()
         # The mixes' clients are eight callers (token subjects), as a fleet of frontends would
         # be: each caller keeps to its share of the ERP quota (vendor.subject_share_percent).
-        mix_tokens = ",".join(
-            subprocess.run([os.path.join(BIN, "wdt-gateway"), "token", "--sub", f"bench-{i}",
-                            "--scope", SCOPES, "--ttl", "4h"], capture_output=True, text=True,
-                           env={**os.environ, "WDT_GATEWAY_JWT_SECRET": SECRET},
-                           check=True).stdout.strip()
-            for i in range(8))
+        mix_tokens = mint_tokens(8)
 
         # The cached answers, and the ceiling that serves the same bytes.
         rest_path = "/v1/stock?" + "&".join(f"spec_no={s}" for s in SPECS)
@@ -531,6 +640,7 @@ def main():
                 servers.stop(proc)
 
         record["tenants"] = tenants_scenario(servers, smoke, seconds, rounds, connections, logdir)
+        record["feed"] = feed_scenario(servers, smoke)
     except _Done:
         pass
     finally:

@@ -12,6 +12,8 @@ def fmt(x, digits=2):
 
 
 def check(ok):
+    if ok is None:
+        return "not measured"
     return "met" if ok else "**missed**"
 
 
@@ -24,11 +26,16 @@ def main():
     doc = None
     if len(args) >= 3 and args[0] == "--doc":
         doc, args = args[1], args[2:]
-    if len(args) not in (1, 2):
+    if len(args) not in (1, 2, 3):
         raise SystemExit("usage: report.py [--doc docs/PERFORMANCE.md] bench/results/<record>.json "
-                         "[bench/results/<tenants-record>.json]")
-    global TENANTS
-    TENANTS = args[1] if len(args) == 2 else None
+                         "[bench/results/<tenants-record>.json] [bench/results/<feed-record>.json]")
+    global TENANTS, FEED
+    # A second or third record contributes the scenario it was run for (bench.py --only).
+    for extra in args[1:]:
+        if "feed" in json.load(open(extra)):
+            FEED = extra
+        else:
+            TENANTS = extra
     args = args[:1]
     if doc:
         import contextlib
@@ -44,6 +51,10 @@ def main():
             trel = os.path.relpath(TENANTS, os.path.dirname(os.path.abspath(doc)))
             source += (f"; the many-tenants scenario from [`{os.path.basename(TENANTS)}`]({trel}) "
                        "(`bench.py --only tenants`)")
+        if FEED:
+            frel = os.path.relpath(FEED, os.path.dirname(os.path.abspath(doc)))
+            source += (f"; the change-feed scenario from [`{os.path.basename(FEED)}`]({frel}) "
+                       "(`bench.py --only feed`)")
         text = (text[:start] + source + "._\n\n"
                 + out.getvalue() + "\n" + text[end:])
         with open(doc, "w") as f:
@@ -104,13 +115,93 @@ def print_tenants(tn):
           f"{tn['tenants']:,} tenants − idle RSS with one) / {tn['tenants'] - 1:,}).")
 
 
+def feed_targets(fd):
+    """The targets of the change-feed scenario: (name, measured, met)."""
+    off, on = fd["ttl_only"], fd["feed_on"]
+    ratio = fd.get("erp_calls_ratio")
+    limit = fd["interval_s"] + 2
+    rows = [
+        ("change feed: ≥ 5× fewer ERP calls than TTL-only (realistic mix, steady state)",
+         f"{fmt(on['erp_calls_per_1000'], 1)} against {fmt(off['erp_calls_per_1000'], 1)} per "
+         f"1,000 requests ({'∞' if ratio is None else fmt(ratio, 1)}×)",
+         ratio is None or ratio >= 5),
+        (f"change feed: answer age p99 ≤ interval + 2 s ({limit} s)",
+         f"{fmt(on['age_p99_s'], 0)} s (max {fmt(on['age_max_s'], 0)} s)",
+         on["age_p99_s"] <= limit),
+    ]
+    sub = on.get("subscriptions") or {}
+    if "skipped" in sub:
+        rows.append(("change feed: every change reaches the subscribers",
+                     "no subscription endpoint", None))
+    elif sub:
+        d, t = sub["direct"], sub["takes"]
+        rows.append(("change feed: every change reaches the subscribers",
+                     f"direct {d['seen']}/{d['made']}, stock takes {t['seen']}/{t['made']}",
+                     d["seen"] == d["made"] and t["seen"] == t["made"]))
+    return rows
+
+
+def print_feed(fd):
+    off, on = fd["ttl_only"], fd["feed_on"]
+    print("\n### Live stock: change feed vs TTL\n")
+    print(f"The realistic mix twice on fresh gateways: the change feed off (stock judged by its "
+          f"{fd['ttl_s']} s TTL) and on (a poll every {fd['interval_s']} s; fed stock kept "
+          f"{fd['fed_ttl_s']} s while the feed reports). Meanwhile the ERP changes by itself: a "
+          f"direct stock change every {fd['direct_every_s']} s through the emulator's admin route "
+          "(Zipf over the 100 most read SKUs), besides the mix's stock takes through the gateway. "
+          f"{fd['warmup_s']} s of warm-up, then {fd['measured_s']} s measured; ERP calls are every "
+          "call the emulator counted in the measured phase (the feed's polls included). "
+          "Subscribers: `stockChanged` over graphql-transport-ws, one on the changed SKUs and one "
+          "on every SKU; latency runs from a change's answer to its event.\n")
+    print("| | requests | errors | ERP calls | per 1,000 requests | vs TTL only | "
+          "age p50 / p99 / max s | stale answers | direct changes made / seen | "
+          "change → subscriber p50 / p99 / max ms | stock takes made / seen | "
+          "take → subscriber p50 / p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---|")
+    for x, label in [(off, "TTL only (feed off)"),
+                     (on, f"change feed ({fd['interval_s']} s)")]:
+        ratio = off["erp_calls_per_1000"] / x["erp_calls_per_1000"] \
+            if x["erp_calls_per_1000"] else float("inf")
+        sub = x.get("subscriptions") or {}
+        made = x.get("direct_changes", {}).get("made", 0)
+        if "direct" in sub:
+            d, t = sub["direct"], sub["takes"]
+            seen = f"{made} / {d['seen']}"
+            lat = f"{fmt(d['p50_ms'], 0)} / {fmt(d['p99_ms'], 0)} / {fmt(d['max_ms'], 0)}"
+            takes = f"{t['made']} / {t['seen']}"
+            tlat = f"{fmt(t['p50_ms'], 0)} / {fmt(t['p99_ms'], 0)}"
+        else:
+            note = "skipped" if "skipped" in sub else "—"
+            seen, lat, takes, tlat = f"{made} / {note}", note, f"{x['stock_takes']} / {note}", note
+        print(f"| {label} | {x['requests']:,} | {x['errors']} | {x['erp_calls']:,} | "
+              f"{fmt(x['erp_calls_per_1000'], 1)} | {fmt(ratio, 1)}× | "
+              f"{fmt(x['age_p50_s'], 0)} / {fmt(x['age_p99_s'], 0)} / {fmt(x['age_max_s'], 0)} | "
+              f"{x['stale_answers']} | {seen} | {lat} | {takes} | {tlat} |")
+    print()
+    for x, label in [(off, "TTL only"), (on, "change feed")]:
+        methods = ", ".join(f"`{m}` {n:,}" for m, n in x["erp_calls_by_method"].items())
+        print(f"- ERP calls by method, {label}: {methods or 'none'}.")
+    sub = on.get("subscriptions") or {}
+    if "skipped" in sub:
+        print(f"\nLatency not measured: {sub['skipped']}.")
+    fm = on.get("feed_metrics") or {}
+    if fm:
+        polls = ", ".join(f"{k[6:]} {v:,.0f}" for k, v in sorted(fm.items()) if k.startswith("polls_"))
+        print(f"\nThe feed over the whole run (warm-up included): polls {polls or 'none'}; "
+              f"{fm.get('erp_calls', 0):,.0f} ERP calls, {fm.get('rows', 0):,.0f} rows, "
+              f"{fm.get('plans', 0):,.0f} plans.")
+
+
 TENANTS = None
+FEED = None
 
 
 def tables(path):
     r = json.load(open(path))
     if TENANTS:
         r["tenants"] = json.load(open(TENANTS))["tenants"]
+    if FEED:
+        r["feed"] = json.load(open(FEED))["feed"]
     m = r["machine"]
     s = r["settings"]
     print(f"Recorded {r['date']} ({r['mode']} run) at commit `{m['commit']}` on {m['cpu']} "
@@ -120,10 +211,14 @@ def tables(path):
           f"medians.\n")
 
     tn = r.get("tenants")
+    fd = r.get("feed")
     if "cache_hits" not in r:
-        # A run of the tenants scenario alone (bench.py --only tenants).
-        print_targets(tenant_targets(tn))
-        print_tenants(tn)
+        # A run of one scenario alone (bench.py --only tenants or --only feed).
+        print_targets((tenant_targets(tn) if tn else []) + (feed_targets(fd) if fd else []))
+        if tn:
+            print_tenants(tn)
+        if fd:
+            print_feed(fd)
         return
     h = r["cache_hits"]
     print("### Cache hits against the ceiling\n")
@@ -166,6 +261,8 @@ def tables(path):
     ]
     if tn:
         rows += tenant_targets(tn)
+    if fd:
+        rows += feed_targets(fd)
     print_targets(rows)
 
     print("\n### Realistic mix\n")
@@ -198,6 +295,8 @@ def tables(path):
                   f"{fmt(x['vendor_calls_per_1000'], 1)} | {x['max_vendor_calls_in_any_minute']:,} "
                   f"({x['quota_per_minute']:,}) | {x['vendor_rate_limited']:,} | "
                   f"{x['fresh_reads_after_take']}/{x['stock_takes']} |")
+    if fd:
+        print_feed(fd)
     if tn:
         print_tenants(tn)
     print("\n### Miss path, stampede, memory\n")
