@@ -130,7 +130,11 @@ async fn each_change_is_read_once_and_replaces_the_cached_rows_without_an_erp_re
         .unwrap();
     assert!(first.changed.is_empty() && first.caught_up, "{first:?}");
     erp.service.feed_polled(Some(&first), &[]).await;
-    let cached = erp.service.stock(std::slice::from_ref(&spec), None).await.unwrap();
+    let cached = erp
+        .service
+        .stock(std::slice::from_ref(&spec), None)
+        .await
+        .unwrap();
     let before = on_hand(
         &cached
             .value
@@ -156,7 +160,11 @@ async fn each_change_is_read_once_and_replaces_the_cached_rows_without_an_erp_re
         (event.spec_no.as_str(), event.on_hand),
         (spec.as_str(), Some(Decimal::from(777)))
     );
-    let read = erp.service.stock(std::slice::from_ref(&spec), None).await.unwrap();
+    let read = erp
+        .service
+        .stock(std::slice::from_ref(&spec), None)
+        .await
+        .unwrap();
     assert!(read.cached, "answered from the replaced entry");
     assert!(read.age_secs <= 1, "as old as the poll: {}", read.age_secs);
     let rows: Vec<_> = read.value.iter().map(|r| (**r).clone()).collect();

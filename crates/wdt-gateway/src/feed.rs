@@ -121,16 +121,24 @@ impl FeedStatus {
     }
 }
 
-/// A tenant's poller; stops when dropped (with its tenant).
+/// A tenant's poller; stops when dropped (with its tenant), giving its Redis lease up so
+/// another replica takes over at once.
 #[derive(Debug)]
 pub struct Poller {
     task: tokio::task::AbortHandle,
     status: Arc<FeedStatus>,
+    /// The Redis view and this poller's name in the lease, with Redis.
+    lease: Option<(wdt_redis::Shared, String)>,
 }
 
 impl Drop for Poller {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some((redis, holder)) = self.lease.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { redis.release_feed_lease(&holder).await });
+        }
     }
 }
 
@@ -149,6 +157,8 @@ impl Poller {
             Some(redis) => Store::Redis(redis.clone()),
             None => Store::File(state_file(&config.state_dir, account)),
         };
+        let holder = wdt_redis::token();
+        let lease = service.redis().map(|redis| (redis.clone(), holder.clone()));
         let run = Run {
             service,
             config: config.clone(),
@@ -156,10 +166,14 @@ impl Poller {
             store,
             label,
             families,
-            holder: wdt_redis::token(),
+            holder,
         };
         let task = tokio::spawn(run.run()).abort_handle();
-        Self { task, status }
+        Self {
+            task,
+            status,
+            lease,
+        }
     }
 
     /// Where the feed stands.

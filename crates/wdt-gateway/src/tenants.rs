@@ -151,7 +151,14 @@ impl Factory {
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Self {
-            texts: EntryTexts::new(ENTRY_TEXT_BYTES, settings.cache.stock_ttl),
+            // An entry's text lives as long as the entry may (its id changes with its rows).
+            texts: EntryTexts::new(
+                ENTRY_TEXT_BYTES,
+                match settings.feed {
+                    Some(_) => settings.cache.stock_ttl.max(settings.cache.fed_stock_ttl),
+                    None => settings.cache.stock_ttl,
+                },
+            ),
             policy: settings.policy,
             cache: settings.cache,
             redis: settings.redis,

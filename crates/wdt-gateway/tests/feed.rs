@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Redis, free_port};
+use common::{Redis, free_port, table};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use secrecy::SecretString;
@@ -72,9 +72,17 @@ impl Gateway {
     /// A stock read: status, the `Cache-Status` and `Age` headers, and the (warehouse, on
     /// hand) rows.
     async fn stock(&self) -> (StatusCode, String, u64, Vec<(String, String)>) {
+        self.stock_of(None).await
+    }
+
+    /// A stock read by a caller of `tenant` (`None`: no tenant claim).
+    async fn stock_of(
+        &self,
+        tenant: Option<&str>,
+    ) -> (StatusCode, String, u64, Vec<(String, String)>) {
         let r = http()
             .get(self.url(&format!("/v1/stock?spec_no={SPEC}")))
-            .bearer_auth(token())
+            .bearer_auth(token_of(tenant))
             .send()
             .await
             .unwrap();
@@ -199,6 +207,10 @@ fn http() -> reqwest::Client {
 }
 
 fn token() -> String {
+    token_of(None)
+}
+
+fn token_of(tenant: Option<&str>) -> String {
     let scopes: Vec<&str> = stock_graphql::Scope::ALL
         .iter()
         .map(|s| s.as_str())
@@ -208,7 +220,10 @@ fn token() -> String {
         "feed-test",
         &scopes,
         Duration::from_secs(600),
-        wdt_gateway::auth::MintOptions::default(),
+        wdt_gateway::auth::MintOptions {
+            tenant,
+            ..wdt_gateway::auth::MintOptions::default()
+        },
     )
     .unwrap()
 }
@@ -481,4 +496,98 @@ async fn replicas_on_redis_poll_once_per_tenant_and_a_survivor_takes_over() {
         ready["tenants"]["default"]["change_feed"]["state"], "live",
         "{ready}"
     );
+}
+
+#[tokio::test]
+async fn each_tenant_has_its_own_feed_on_its_own_account() {
+    let accounts = ["acme", "globex"]
+        .iter()
+        .zip(7..)
+        .map(|(name, seed)| wdt_emulator::AccountConfig::derived(name, seed, 300))
+        .collect();
+    let emulator = wdt_emulator::Emulator::spawn(
+        EmulatorConfig {
+            skus: 300,
+            accounts,
+            ..EmulatorConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = state_dir("tenants");
+    let tenants = dir.join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        table(&emulator, "acme", "acme", "") + &table(&emulator, "globex", "globex", ""),
+    )
+    .unwrap();
+    let gateway = Gateway::start(
+        &emulator,
+        &[
+            ("WDT_GATEWAY_STATE_DIR", dir.display().to_string()),
+            ("WDT_GATEWAY_TENANTS_FILE", tenants.display().to_string()),
+        ],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = gateway.readyz().await;
+        let fed = ["default", "acme", "globex"]
+            .iter()
+            .all(|t| ready["tenants"][t]["change_feed"]["stock"] == "fed");
+        if fed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, _, _, globex_before) = gateway.stock_of(Some("globex")).await;
+    gateway.stock_of(Some("acme")).await;
+    emulator
+        .emulator
+        .account("acme")
+        .unwrap()
+        .set_stock(SPEC, WAREHOUSE, Decimal::from(6060), false)
+        .unwrap();
+    let deadline = Instant::now() + INTERVAL * 2 + Duration::from_millis(500);
+    loop {
+        let (_, cache, _, rows) = gateway.stock_of(Some("acme")).await;
+        if rows.contains(&(WAREHOUSE.to_owned(), "6060.0000".to_owned()))
+            || rows.iter().any(|(w, q)| {
+                w == WAREHOUSE && q.parse::<Decimal>().ok() == Some(Decimal::from(6060))
+            })
+        {
+            assert!(cache.contains("hit"), "{cache}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "acme never read its change: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(INTERVAL * 2).await;
+    let (_, _, _, globex_after) = gateway.stock_of(Some("globex")).await;
+    assert_eq!(
+        globex_before, globex_after,
+        "another account's change is not globex's"
+    );
+    // Each feed polls its own account, signed with its credentials.
+    for account in ["acme", "globex"] {
+        let calls = emulator
+            .emulator
+            .account(account)
+            .unwrap()
+            .calls(Some(PENDING_METHOD), 10_000);
+        assert!(!calls.is_empty(), "{account} is polled");
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.account == account && c.outcome == wdt_emulator::Outcome::Ok)
+        );
+    }
+    let files = std::fs::read_dir(dir.join("feed")).unwrap().count();
+    assert_eq!(files, 3, "a state file per account");
+    let _ = std::fs::remove_dir_all(&dir);
 }

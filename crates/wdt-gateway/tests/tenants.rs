@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Redis, free_port};
+use common::{Redis, free_port, table};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -43,23 +43,6 @@ async fn emulator() -> RunningEmulator {
     )
     .await
     .unwrap()
-}
-
-/// The tenants-file table of `tenant` on the emulator account `account`.
-fn table(emulator: &RunningEmulator, tenant: &str, account: &str, extra: &str) -> String {
-    let a = emulator.emulator.account(account).unwrap().config().clone();
-    format!(
-        "[tenants.{tenant}]\nflagship_url = \"{}\"\nsid = \"{}\"\nappkey = \"{}\"\nappsecret = \"{}\"\n\
-         enterprise_url = \"{}\"\nenterprise_sid = \"{}\"\nenterprise_appkey = \"{}\"\nenterprise_appsecret = \"{}\"\n{extra}\n",
-        emulator.flagship_url(),
-        a.flagship.sid,
-        a.flagship.appkey,
-        a.flagship.appsecret,
-        emulator.enterprise_url(),
-        a.enterprise.sid,
-        a.enterprise.appkey,
-        a.enterprise.appsecret,
-    )
 }
 
 /// A folder of the test's own.

@@ -137,3 +137,26 @@ pub(crate) async fn wait_healthy(base: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The tenants-file table of `tenant` on the emulator account `account` (`extra`: more keys).
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) fn table(
+    emulator: &wdt_emulator::RunningEmulator,
+    tenant: &str,
+    account: &str,
+    extra: &str,
+) -> String {
+    let a = emulator.emulator.account(account).unwrap().config().clone();
+    format!(
+        "[tenants.{tenant}]\nflagship_url = \"{}\"\nsid = \"{}\"\nappkey = \"{}\"\nappsecret = \"{}\"\n\
+         enterprise_url = \"{}\"\nenterprise_sid = \"{}\"\nenterprise_appkey = \"{}\"\nenterprise_appsecret = \"{}\"\n{extra}\n",
+        emulator.flagship_url(),
+        a.flagship.sid,
+        a.flagship.appkey,
+        a.flagship.appsecret,
+        emulator.enterprise_url(),
+        a.enterprise.sid,
+        a.enterprise.appkey,
+        a.enterprise.appsecret,
+    )
+}
