@@ -523,3 +523,49 @@ async fn subscriptions_over_http_are_refused_with_directions() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+/// The protocol author's reference client (`graphql-ws` from npm, run by Node) through
+/// `.ci/graphql-ws-check.mjs`: a bad token refused with 4401, then a row received. `.ci/run`
+/// installs the packages into `target/graphql-ws-check` (or `WDT_GRAPHQL_WS_CHECK_DIR`).
+#[tokio::test]
+async fn the_reference_client_graphql_ws_receives_an_event() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let modules = std::env::var("WDT_GRAPHQL_WS_CHECK_DIR").map_or_else(
+        |_| root.join("target/graphql-ws-check"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        modules.join("node_modules/graphql-ws").is_dir(),
+        "the graphql-ws client is not installed in {}: .ci/run installs it (npm install --prefix target/graphql-ws-check graphql-ws@6.4.2 ws@8.23.1 graphql@16.15.0), or set WDT_GRAPHQL_WS_CHECK_DIR",
+        modules.display()
+    );
+    let app = TestApp::spawn().await;
+    let rows = rows(&app).await;
+    let child = tokio::process::Command::new("node")
+        .arg(root.join(".ci/graphql-ws-check.mjs"))
+        .arg(&modules)
+        .arg(format!("ws://{}/graphql", app.addr))
+        .arg(token("stock:read"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs (.ci/run installs it)");
+    stock_subscribers(&app, 1).await;
+    app.service().publish_stock(rows);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the check ends")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("refused  bad token: 4401"), "{stdout}");
+    assert!(stdout.contains("event    G00001-0"), "{stdout}");
+}
