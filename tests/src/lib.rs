@@ -23,6 +23,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The emulator behind it.
     pub emulator: RunningEmulator,
+    /// The gateway's shared state (its tenants and their services, the endpoint).
+    pub state: wdt_gateway::AppState,
     http: reqwest::Client,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -103,9 +105,16 @@ impl TestApp {
         Self {
             addr,
             emulator,
+            state: gateway.state,
             http: reqwest::Client::new(),
             server,
         }
+    }
+
+    /// The stock service of the `default` tenant (to publish live events, as the change feed
+    /// does).
+    pub fn service(&self) -> stock_service::StockService {
+        self.state.tenants.resolve(None).unwrap().service().clone()
     }
 
     /// `http://addr` + `path`.

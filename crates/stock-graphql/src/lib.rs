@@ -7,18 +7,20 @@ pub mod http;
 mod loader;
 pub mod operation;
 mod schema;
+mod subscription;
 
 pub use auth::{Caller, Scope};
 pub use error::to_graphql_error;
 pub use loader::{PlanLoader, PlanOutcome};
 pub use schema::{MutationRoot, QueryRoot, StaleFields};
+pub use subscription::SubscriptionRoot;
 
+use async_graphql::Schema;
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{EmptySubscription, Schema};
 use stock_service::StockService;
 
 /// The executable schema.
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Limits on what one query may ask. In a configuration file (the gateway's `[graphql]`
 /// section) keys left out keep the default.
@@ -91,20 +93,15 @@ impl async_graphql::OutputType for ScalarSpecs {
 }
 const DATE_TIME: &str = "A date and time in RFC 3339 with its offset, e.g. \"2026-11-23T18:02:43+08:00\". The ERP's times are Beijing time (+08:00).";
 
-fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+fn builder() -> async_graphql::SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     // Written quantities (`Quantity`, strict) and answered decimals (rust_decimal's scalar) are
     // both the schema's `Decimal`: one scalar for clients, two parsers inside.
-    Schema::build_with_ignore_name_conflicts(
-        QueryRoot,
-        MutationRoot,
-        EmptySubscription,
-        ["Decimal"],
-    )
-    .override_output_type_description::<rust_decimal::Decimal>(DECIMAL)
-    .override_input_type_description::<rust_decimal::Decimal>(DECIMAL)
-    .override_output_type_description::<chrono::DateTime<chrono::FixedOffset>>(DATE_TIME)
-    .override_input_type_description::<chrono::DateTime<chrono::FixedOffset>>(DATE_TIME)
-    .register_output_type::<ScalarSpecs>()
+    Schema::build_with_ignore_name_conflicts(QueryRoot, MutationRoot, SubscriptionRoot, ["Decimal"])
+        .override_output_type_description::<rust_decimal::Decimal>(DECIMAL)
+        .override_input_type_description::<rust_decimal::Decimal>(DECIMAL)
+        .override_output_type_description::<chrono::DateTime<chrono::FixedOffset>>(DATE_TIME)
+        .override_input_type_description::<chrono::DateTime<chrono::FixedOffset>>(DATE_TIME)
+        .register_output_type::<ScalarSpecs>()
 }
 
 /// Builds the schema. Each request names the service it runs over ([`prepare_request`]), so

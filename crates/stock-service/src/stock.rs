@@ -166,20 +166,7 @@ impl StockService {
 
 /// The SKUs of a stock request, validated, without repeats, in the order asked.
 fn distinct_specs(spec_nos: &[String]) -> Result<Vec<String>> {
-    validate::list_len(
-        "spec_nos",
-        spec_nos.len(),
-        validate::MAX_SPEC_NOS,
-        "merchant codes",
-    )?;
-    let mut specs: Vec<String> = Vec::with_capacity(spec_nos.len());
-    for s in spec_nos {
-        let s = validate::spec_no(&Field::new("spec_no"), s)?;
-        if !specs.contains(&s) {
-            specs.push(s);
-        }
-    }
-    Ok(specs)
+    validate::spec_nos(spec_nos)
 }
 
 /// Several cached answers as one: stale if any is, as old as the oldest, cached if all were.

@@ -55,7 +55,11 @@ pub(crate) fn spec_no(field: &Field, value: &str) -> Result<String, DomainError>
     code(field, value, 40)
 }
 
-pub(crate) fn warehouse_no(value: Option<&str>) -> Result<Option<String>, DomainError> {
+/// A warehouse code, when given: trimmed, 1 to 40 characters, no control characters.
+///
+/// # Errors
+/// `BAD_USER_INPUT` naming `warehouse_no` and what to fix.
+pub fn warehouse_no(value: Option<&str>) -> Result<Option<String>, DomainError> {
     value
         .map(|w| code(&Field::new("warehouse_no"), w, 40))
         .transpose()
@@ -93,6 +97,23 @@ pub(crate) fn page(field: &str, n: u32, (min, max): (u32, u32)) -> Result<u32, D
         ));
     }
     Ok(n)
+}
+
+/// The merchant codes of a stock request: 1 to [`MAX_SPEC_NOS`], each a code of at most 40
+/// characters, trimmed, without repeats, in the order given (what `stock` checks).
+///
+/// # Errors
+/// `BAD_USER_INPUT` naming `spec_nos` or `spec_no` and what to fix.
+pub fn spec_nos(spec_nos: &[String]) -> Result<Vec<String>, DomainError> {
+    list_len("spec_nos", spec_nos.len(), MAX_SPEC_NOS, "merchant codes")?;
+    let mut specs: Vec<String> = Vec::with_capacity(spec_nos.len());
+    for s in spec_nos {
+        let s = spec_no(&Field::new("spec_no"), s)?;
+        if !specs.contains(&s) {
+            specs.push(s);
+        }
+    }
+    Ok(specs)
 }
 
 /// A list of 1 to `max` items.

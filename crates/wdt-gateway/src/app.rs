@@ -30,6 +30,18 @@ impl AppState {
     pub fn new(shared: AppShared) -> Self {
         Self(Arc::new(shared))
     }
+
+    /// The shared parts, for what must hold them weakly.
+    pub(crate) fn shared(&self) -> Arc<AppShared> {
+        self.0.clone()
+    }
+
+    /// Closes the GraphQL WebSocket connections (1001, going away) and refuses new ones;
+    /// resolves when all are closed. Upgraded connections are no longer the server's, so a
+    /// graceful shutdown calls this beside stopping the server.
+    pub async fn close_websockets(&self) {
+        self.graphql.close_websockets().await;
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -102,6 +114,7 @@ impl AppShared {
             caller,
             tenant,
             allowance,
+            expires_at: verified.expires_at,
         })
     }
 
@@ -154,6 +167,61 @@ struct Admission {
     caller: Caller,
     tenant: Arc<Tenant>,
     allowance: Option<Allowance>,
+    /// The token's `exp` (Unix seconds).
+    expires_at: u64,
+}
+
+/// Admits a GraphQL WebSocket connection as an HTTP request is admitted
+/// ([`AppShared::admit`]: the token, its tenant, the subject's rate limit), from the
+/// `Authorization` of its `connection_init`. Holds the state weakly: the state holds the
+/// endpoint that holds this.
+pub(crate) struct SocketAdmission(pub(crate) std::sync::Weak<AppShared>);
+
+impl stock_graphql::http::ws::Admit for SocketAdmission {
+    fn admit(
+        &self,
+        authorization: Option<String>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        stock_graphql::http::ws::Session,
+                        stock_graphql::http::ws::Refused,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        use stock_graphql::http::ws::{Refused, Session};
+        Box::pin(async move {
+            let shared = self
+                .0
+                .upgrade()
+                .ok_or_else(|| Refused::Unauthorized("the gateway is shutting down".into()))?;
+            let Some(authorization) = authorization else {
+                return Err(Refused::Unauthorized(
+                    "connection_init needs the payload {\"Authorization\": \"Bearer <JWT>\"}"
+                        .into(),
+                ));
+            };
+            let mut headers = axum::http::HeaderMap::new();
+            let value = HeaderValue::from_str(&authorization).map_err(|_| {
+                Refused::Unauthorized("the Authorization value is not ASCII".into())
+            })?;
+            headers.insert(header::AUTHORIZATION, value);
+            match shared.admit(&headers).await {
+                Ok(admission) => Ok(Session {
+                    caller: admission.caller,
+                    service: admission.tenant.service().clone(),
+                    expires_at: admission.expires_at.saturating_add(shared.auth.leeway()),
+                    tenant_label: admission.tenant.label().clone(),
+                }),
+                Err(Refusal::Unauthenticated(e)) => Err(Refused::Unauthorized(e.to_string())),
+                Err(Refusal::UnknownTenant(UnknownTenant(why))) => Err(Refused::Forbidden(why)),
+                Err(Refusal::RateLimited(secs)) => Err(Refused::RateLimited(secs)),
+            }
+        })
+    }
 }
 
 /// Why a request is not served.
@@ -269,6 +337,7 @@ async fn authenticate_rest(
             caller,
             tenant,
             allowance,
+            ..
         }) => {
             // Every ERP call of the request is charged to its caller and budget.
             let attribution = stock_service::Attribution::new(&caller.subject, state.erp_budget);
@@ -517,6 +586,7 @@ async fn authenticate_graphql(
             caller,
             tenant,
             allowance,
+            ..
         }) => {
             let rate_limit = state.rate_limit(allowance);
             request

@@ -84,6 +84,9 @@ pub struct Verified {
     pub caller: Caller,
     /// The tenant claim.
     pub tenant: TenantClaim,
+    /// The token's `exp`, Unix seconds rounded down (it is accepted until then plus the
+    /// leeway, [`Authenticator::leeway`]).
+    pub expires_at: u64,
 }
 
 /// Refuses JOSE headers this verifier does not understand: `crit` names extensions that must be
@@ -313,6 +316,11 @@ impl Authenticator {
         Ok(this)
     }
 
+    /// The clock leeway allowed past `exp` (and before `nbf`), seconds.
+    pub fn leeway(&self) -> u64 {
+        self.inner.leeway
+    }
+
     /// The caller a request's `Authorization` header proves.
     ///
     /// # Errors
@@ -440,6 +448,7 @@ impl Authenticator {
             Verified {
                 caller: Caller { subject, scopes },
                 tenant,
+                expires_at: exp,
             },
             exp,
         ))

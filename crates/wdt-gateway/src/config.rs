@@ -258,6 +258,9 @@ pub struct HttpSettings {
     /// `Strict-Transport-Security: max-age=<this>; includeSubDomains` on every answer; 0 sends
     /// none. Set it only when every client reaches the gateway over HTTPS.
     pub hsts_max_age_secs: u64,
+    /// Most WebSocket connections (GraphQL subscriptions) open at once in this process; further
+    /// handshakes get 503.
+    pub max_websocket_connections: usize,
 }
 
 impl Default for HttpSettings {
@@ -270,6 +273,7 @@ impl Default for HttpSettings {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 75,
             hsts_max_age_secs: 0,
+            max_websocket_connections: 1_000,
         }
     }
 }
@@ -812,6 +816,11 @@ fn http_limits_are_positive(c: &Config) -> Result<(), ConfigError> {
         return Err(ConfigError(
             "http.header_read_timeout_secs and http.idle_timeout_secs must be greater than 0"
                 .into(),
+        ));
+    }
+    if h.max_websocket_connections == 0 {
+        return Err(ConfigError(
+            "http.max_websocket_connections must be greater than 0".into(),
         ));
     }
     Ok(())

@@ -270,6 +270,13 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         }
         None => None,
     };
+    state.graphql.serve_websockets(
+        Arc::new(app::SocketAdmission(Arc::downgrade(&state.shared()))),
+        stock_graphql::http::ws::Settings {
+            max_connections: config.http.max_websocket_connections,
+            ..stock_graphql::http::ws::Settings::default()
+        },
+    );
     let router = app::edge(router(state.clone()), &config.http);
     Ok(Gateway {
         router,

@@ -249,7 +249,14 @@ async fn serve(config: &Config) -> ExitCode {
     ));
     shutdown_signal().await;
     let _ = stop_tx.send(());
-    match tokio::time::timeout(grace, server).await {
+    // Upgraded connections (GraphQL subscriptions) are no longer the server's: they are told
+    // to go away (1001) beside it.
+    let sockets = gateway.state.close_websockets();
+    let finished = async {
+        let (server, ()) = tokio::join!(server, sockets);
+        server
+    };
+    match tokio::time::timeout(grace, finished).await {
         Ok(Ok(Ok(()))) => ExitCode::SUCCESS,
         Ok(Ok(Err(e))) => fail(&format!("server error: {e}")),
         Ok(Err(e)) => fail(&format!("server task failed: {e}")),

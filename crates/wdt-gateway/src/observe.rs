@@ -69,6 +69,18 @@ fn describe() {
         Unit::Seconds,
         "GraphQL operation latency, by operation name"
     );
+    describe_gauge!(
+        "wdt_graphql_ws_connections",
+        "GraphQL WebSocket connections open now, by tenant (none before connection_init is admitted)"
+    );
+    describe_counter!(
+        "wdt_graphql_ws_closed_total",
+        "GraphQL WebSocket connections closed, by close code (the gateway's, or the client's; 1006 when the client went away without one) and tenant"
+    );
+    describe_counter!(
+        "wdt_graphql_ws_refused_total",
+        "GraphQL WebSocket handshakes refused with 503, by reason (connections: the process holds http.max_websocket_connections)"
+    );
     describe_counter!(
         "wdt_rate_limited_total",
         "Requests refused with 429 by the per-client rate limit"

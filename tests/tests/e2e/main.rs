@@ -13,4 +13,5 @@ mod mutations;
 mod production;
 mod queries;
 mod rest;
+mod subscriptions;
 mod trust;

@@ -1,5 +1,6 @@
 // Starts GraphiQL against this gateway. A token may be handed over in the URL fragment
 // (#token=...), which browsers never send to the server; it fills the Authorization header.
+// Subscriptions go over a WebSocket with the same token.
 // When the gateway does not answer introspection (graphql.introspection), the page says so and
 // GraphiQL runs queries without asking for the schema (no documentation or completion).
 (function () {
@@ -12,7 +13,15 @@
     history.replaceState(null, "", window.location.pathname + window.location.search);
   }
   var headers = token ? JSON.stringify({ Authorization: "Bearer " + token }, null, 2) : undefined;
-  var fetcher = GraphiQL.createFetcher({ url: window.location.origin + "/graphql" });
+  // Subscriptions run over a WebSocket to the same /graphql (graphql-transport-ws, with the
+  // graphql-ws client bundled in GraphiQL); the headers editor's content (the Authorization
+  // header) is sent as the connection_init payload.
+  var socketUrl = (window.location.protocol === "https:" ? "wss:" : "ws:") + "//" +
+    window.location.host + "/graphql";
+  var fetcher = GraphiQL.createFetcher({
+    url: window.location.origin + "/graphql",
+    subscriptionUrl: socketUrl
+  });
   var notice = introspection ? [] : [
     "# Introspection is turned off on this gateway (graphql.introspection), so there is no",
     "# documentation or completion here; the schema is schema/schema.graphql.",

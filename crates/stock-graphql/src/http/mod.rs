@@ -19,6 +19,7 @@ mod graphiql;
 mod labels;
 mod memo;
 mod protocol;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -107,6 +108,8 @@ struct Inner {
     /// The `extensions` of an answer made of memoized answers alone, without a per-client
     /// allowance to report: the same for every such answer, so made once.
     memo_extensions: String,
+    /// Subscriptions over WebSocket, once the application turned them on.
+    sockets: std::sync::OnceLock<ws::Sockets>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -129,15 +132,31 @@ impl Endpoint {
             answers: memo::answers(),
             max_erp_calls: settings.max_erp_calls,
             memo_extensions: Cost::memoized(settings.max_erp_calls),
+            sockets: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Serves subscriptions over WebSocket (`ws`): connections are admitted by `admit` and
+    /// bounded by `settings`. Only the first call counts.
+    pub fn serve_websockets(&self, admit: Arc<dyn ws::Admit>, settings: ws::Settings) {
+        let _ = self.0.sockets.set(ws::Sockets::new(admit, settings));
+    }
+
+    /// Closes every subscription connection with 1001 (going away) and refuses new ones;
+    /// resolves when all are closed. For a graceful shutdown, with a deadline of the caller's.
+    pub async fn close_websockets(&self) {
+        if let Some(sockets) = self.0.sockets.get() {
+            sockets.close_all().await;
+        }
     }
 }
 
-/// `/graphql` (`GET` and `POST`) and GraphiQL's files under `/graphql/assets/`. Requests that
-/// execute need an [`Admitted`] in their extensions (see [`executes`]).
+/// `/graphql` (`GET` and `POST`, and WebSocket upgrades: [`ws`]) and GraphiQL's files under
+/// `/graphql/assets/`. Requests that execute need an [`Admitted`] in their extensions (see
+/// [`executes`]).
 pub fn router(endpoint: Endpoint) -> Router {
     Router::new()
-        .route("/graphql", get(graphql).post(graphql))
+        .route("/graphql", get(graphql).post(graphql).connect(graphql))
         .route("/graphql/assets/{name}", get(graphiql::file))
         .with_state(endpoint)
 }
@@ -146,7 +165,8 @@ pub fn router(endpoint: Endpoint) -> Router {
 /// must authenticate it first (and answers its refusals in that type); `None` for the GraphiQL
 /// page and its files, and for a request refused for its `Accept` header.
 pub fn executes(request: &Request) -> Option<MediaType> {
-    if request.uri().path() != "/graphql" {
+    // A WebSocket handshake is authenticated by its `connection_init` (`ws`).
+    if request.uri().path() != "/graphql" || ws::is_upgrade(request) {
         return None;
     }
     let get = request.method() != axum::http::Method::POST;
@@ -170,8 +190,11 @@ pub fn media_of(request: &Request) -> MediaType {
 }
 
 /// `POST /graphql`, and `GET /graphql` with a query (GraphiQL for browsers and for a bare
-/// `GET`).
+/// `GET`, a WebSocket for a handshake).
 async fn graphql(State(endpoint): State<Endpoint>, mut request: Request) -> Response {
+    if ws::is_upgrade(&request) {
+        return ws::upgrade(&endpoint, request).await;
+    }
     let Some(Admitted {
         caller,
         service,

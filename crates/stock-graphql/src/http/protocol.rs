@@ -341,18 +341,26 @@ impl GraphqlHttp {
         if let Some(doc) = &doc
             && let Some(op) = operation(&doc.1, params.operation_name.as_deref())
         {
-            if get && op.node.ty != OperationType::Query {
+            if op.node.ty == OperationType::Subscription {
+                // Like a document that does not validate: 400 in
+                // application/graphql-response+json, 200 in application/json.
+                let status = match media {
+                    MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
+                    MediaType::Json => StatusCode::OK,
+                };
+                return Err(refusal(
+                    status,
+                    media,
+                    Code::GraphqlValidationFailed,
+                    "a subscription cannot run over HTTP: open a WebSocket to this same /graphql (ws:// or wss://) with the graphql-transport-ws subprotocol, send connection_init with {\"Authorization\": \"Bearer <JWT>\"}, then subscribe",
+                ));
+            }
+            if get && op.node.ty == OperationType::Mutation {
                 let mut refused = refusal(
                     StatusCode::METHOD_NOT_ALLOWED,
                     media,
                     Code::BadUserInput,
-                    format!(
-                        "a {} cannot be sent with GET: use POST",
-                        match op.node.ty {
-                            OperationType::Mutation => "mutation",
-                            _ => "subscription",
-                        }
-                    ),
+                    "a mutation cannot be sent with GET: use POST",
                 );
                 refused
                     .headers_mut()
@@ -587,7 +595,7 @@ fn persisted_hash(value: &serde_json::Value) -> Result<[u8; 32], String> {
 }
 
 /// The operation a request runs: the named one, or the only one.
-fn operation<'a>(
+pub(super) fn operation<'a>(
     doc: &'a ExecutableDocument,
     name: Option<&str>,
 ) -> Option<&'a Positioned<OperationDefinition>> {
