@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Redis, free_port, table};
+use common::{Redis, Subscription, free_port, table};
 use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use secrecy::SecretString;
@@ -264,6 +264,38 @@ fn state_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// What subscribers of `SPEC` ask for.
+const STOCK_CHANGED: &str =
+    "subscription { stockChanged(specNos: [\"G00001-01\"]) { specNo warehouseNo onHand } }";
+
+/// A subscriber of `SPEC`'s changes on `gateway`.
+async fn subscriber(gateway: &Gateway) -> Subscription {
+    Subscription::start(&gateway.base, &token(), STOCK_CHANGED).await
+}
+
+/// Waits for `SPEC`'s event with `on_hand` in the warehouse (other events, e.g. of other
+/// warehouses, are skipped); the time it took.
+async fn event_with(subscription: &mut Subscription, on_hand: u32, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let left = within.saturating_sub(started.elapsed());
+        let event = subscription
+            .next(left)
+            .await
+            .unwrap_or_else(|| panic!("no event with {on_hand} within {within:?}"));
+        let row = &event["stockChanged"];
+        assert_eq!(row["specNo"], SPEC, "{event}");
+        if row["warehouseNo"] == WAREHOUSE
+            && row["onHand"]
+                .as_str()
+                .and_then(|q| q.parse::<Decimal>().ok())
+                == Some(Decimal::from(on_hand))
+        {
+            return started.elapsed();
+        }
+    }
+}
+
 /// Changes stock in the ERP directly (its admin route, not the open API).
 fn change_in_erp(emulator: &RunningEmulator, on_hand: u32) {
     emulator
@@ -282,6 +314,7 @@ async fn changes_made_in_the_erp_and_through_the_gateway_reach_cached_reads_with
     )
     .await;
     gateway.until_fed().await;
+    let mut live = subscriber(&gateway).await;
     let (status, _, _, before) = gateway.stock().await;
     assert_eq!(status, StatusCode::OK);
     let (_, cache, age, _) = gateway.stock().await;
@@ -297,6 +330,8 @@ async fn changes_made_in_the_erp_and_through_the_gateway_reach_cached_reads_with
         .until_on_hand("4321", INTERVAL * 2 + Duration::from_millis(500))
         .await;
     eprintln!("a direct change reached the cached read in {took:?}");
+    let took = event_with(&mut live, 4321, INTERVAL * 2).await;
+    eprintln!("… and the subscriber in {took:?}");
     let (_, cache, age, after) = gateway.stock().await;
     assert!(
         cache.contains("hit"),
@@ -323,6 +358,7 @@ async fn changes_made_in_the_erp_and_through_the_gateway_reach_cached_reads_with
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     gateway.until_on_hand("55", INTERVAL * 2).await;
+    event_with(&mut live, 55, INTERVAL * 2).await;
     let ready = gateway.readyz().await;
     let feed = &ready["tenants"]["default"]["change_feed"];
     assert_eq!(feed["state"], "live", "{ready}");
@@ -411,8 +447,24 @@ async fn the_cursor_survives_a_restart_and_nothing_is_missed_or_applied_twice() 
 
     // While the gateway is down, the ERP changes.
     change_in_erp(&emulator, 202);
+    // The ERP answers slowly at first, so the new process's first poll ends after its
+    // subscriber is listening.
+    emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults {
+            latency_min_ms: 1_500,
+            latency_max_ms: 1_500,
+            ..wdt_emulator::Faults::default()
+        })
+        .unwrap();
     let second = Gateway::start(&emulator, &env).await;
+    let mut live = subscriber(&second).await;
+    emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults::default())
+        .unwrap();
     second.until_fed().await;
+    event_with(&mut live, 202, INTERVAL * 3).await;
     second
         .until_metric("wdt_change_feed_rows_total{tenant=\"default\"}", 1.0)
         .await;
@@ -420,6 +472,11 @@ async fn the_cursor_survives_a_restart_and_nothing_is_missed_or_applied_twice() 
     // Two more polls: the change before the restart (within the overlap) is not applied
     // again, the one while down was applied once.
     tokio::time::sleep(INTERVAL * 2).await;
+    assert_eq!(
+        live.next(Duration::ZERO).await,
+        None,
+        "nothing announced twice"
+    );
     assert_eq!(
         second
             .metric("wdt_change_feed_rows_total{tenant=\"default\"}")
@@ -474,10 +531,20 @@ async fn replicas_on_redis_poll_once_per_tenant_and_a_survivor_takes_over() {
     sorted.sort();
     assert_eq!(sorted, ["live", "standby"], "{states:?}");
 
-    // A change reaches the cached reads of both: the poller's and, through Redis, the other's.
+    // A change reaches the cached reads and the subscribers of both: the poller's and, through
+    // Redis, the other's.
+    let (mut live_a, mut live_b) = (subscriber(&a).await, subscriber(&b).await);
     change_in_erp(&emulator, 303);
     a.until_on_hand("303", INTERVAL * 2).await;
     b.until_on_hand("303", INTERVAL * 2).await;
+    event_with(&mut live_a, 303, INTERVAL * 2).await;
+    event_with(&mut live_b, 303, INTERVAL * 2).await;
+    assert_eq!(live_a.next(INTERVAL).await, None, "one event per change");
+    assert_eq!(
+        live_b.next(Duration::ZERO).await,
+        None,
+        "one event per change"
+    );
     let (_, cache_a, _, _) = a.stock().await;
     let (_, cache_b, _, _) = b.stock().await;
     assert!(
@@ -486,11 +553,16 @@ async fn replicas_on_redis_poll_once_per_tenant_and_a_survivor_takes_over() {
     );
 
     // The poller dies: the survivor takes the lease over and goes on from the cursor.
-    let (poller, survivor) = if states[0] == "live" { (a, b) } else { (b, a) };
+    let (poller, survivor, mut live) = if states[0] == "live" {
+        (a, b, live_b)
+    } else {
+        (b, a, live_a)
+    };
     drop(poller);
     change_in_erp(&emulator, 404);
     let took = survivor.until_on_hand("404", Duration::from_secs(15)).await;
     eprintln!("the survivor read the change after the poller died in {took:?}");
+    event_with(&mut live, 404, Duration::from_secs(5)).await;
     let ready = survivor.readyz().await;
     assert_eq!(
         ready["tenants"]["default"]["change_feed"]["state"], "live",

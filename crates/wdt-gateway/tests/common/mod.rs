@@ -160,3 +160,73 @@ pub(crate) fn table(
         a.enterprise.appsecret,
     )
 }
+
+/// A GraphQL subscription over the gateway's WebSocket (graphql-transport-ws): its `next`
+/// payloads' `data`, as they come, read by a task of its own.
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) struct Subscription {
+    events: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[allow(dead_code, reason = "not every test file uses every helper")]
+impl Subscription {
+    /// Connects to `base` (`http://…`) with `token`, subscribes to `query` and waits a moment
+    /// for the subscription to start (the protocol acknowledges none).
+    pub(crate) async fn start(base: &str, token: &str, query: &str) -> Self {
+        use futures::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{}/graphql", base.replacen("http://", "ws://", 1))
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let init = serde_json::json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+        ws.send(Message::text(init.to_string())).await.unwrap();
+        let subscribe =
+            serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+        ws.send(Message::text(subscribe.to_string())).await.unwrap();
+        let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(message)) = ws.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+                    continue;
+                };
+                match value["type"].as_str() {
+                    Some("next") => {
+                        let _ = sender.send(value["payload"]["data"].clone());
+                    }
+                    Some("ping") => {
+                        let pong = serde_json::json!({ "type": "pong" });
+                        let _ = ws.send(Message::text(pong.to_string())).await;
+                    }
+                    Some("error" | "complete") => panic!("the subscription ended: {value}"),
+                    _ => {}
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Self { events, task }
+    }
+
+    /// The next event within `patience`, if any.
+    pub(crate) async fn next(&mut self, patience: Duration) -> Option<serde_json::Value> {
+        tokio::time::timeout(patience, self.events.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
