@@ -525,10 +525,10 @@ async fn subscriptions_over_http_are_refused_with_directions() {
 }
 
 /// The protocol author's reference client (`graphql-ws` from npm, run by Node) through
-/// `.ci/graphql-ws-check.mjs`: a bad token refused with 4401, then a row received. `.ci/run`
-/// installs the packages into `target/graphql-ws-check` (or `WDT_GRAPHQL_WS_CHECK_DIR`).
-#[tokio::test]
-async fn the_reference_client_graphql_ws_receives_an_event() {
+/// `.ci/graphql-ws-check.mjs` against `app`: it checks that a bad token is refused with 4401,
+/// then waits for a row. `.ci/run` installs the packages into `target/graphql-ws-check` (or
+/// `WDT_GRAPHQL_WS_CHECK_DIR`).
+fn reference_client(app: &TestApp) -> tokio::process::Child {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -542,9 +542,7 @@ async fn the_reference_client_graphql_ws_receives_an_event() {
         "the graphql-ws client is not installed in {}: .ci/run installs it (npm install --prefix target/graphql-ws-check graphql-ws@6.4.2 ws@8.23.1 graphql@16.15.0), or set WDT_GRAPHQL_WS_CHECK_DIR",
         modules.display()
     );
-    let app = TestApp::spawn().await;
-    let rows = rows(&app).await;
-    let child = tokio::process::Command::new("node")
+    tokio::process::Command::new("node")
         .arg(root.join(".ci/graphql-ws-check.mjs"))
         .arg(&modules)
         .arg(format!("ws://{}/graphql", app.addr))
@@ -553,9 +551,11 @@ async fn the_reference_client_graphql_ws_receives_an_event() {
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("node runs (.ci/run installs it)");
-    stock_subscribers(&app, 1).await;
-    app.service().publish_stock(rows);
+        .expect("node runs (.ci/run installs it)")
+}
+
+/// The reference client's verdict: it ran to the end, refused the bad token and got a row.
+async fn reference_client_passed(child: tokio::process::Child) {
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("the check ends")
@@ -567,5 +567,35 @@ async fn the_reference_client_graphql_ws_receives_an_event() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("refused  bad token: 4401"), "{stdout}");
-    assert!(stdout.contains("event    G00001-0"), "{stdout}");
+    assert!(stdout.contains("event    G0"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_reference_client_graphql_ws_receives_an_event() {
+    let app = TestApp::spawn().await;
+    let rows = rows(&app).await;
+    let child = reference_client(&app);
+    stock_subscribers(&app, 1).await;
+    app.service().publish_stock(rows);
+    reference_client_passed(child).await;
+}
+
+/// The same client gets a change made in the ERP's own UI, found by the change feed.
+#[tokio::test]
+async fn the_reference_client_graphql_ws_receives_a_change_the_feed_found() {
+    let state = std::env::temp_dir().join(format!("wdt-e2e-feed-{}", std::process::id()));
+    let dir = state.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.change_feed.interval_secs = 1;
+        c.state_dir = dir;
+    })
+    .await;
+    let child = reference_client(&app);
+    stock_subscribers(&app, 1).await;
+    app.emulator
+        .emulator
+        .set_stock("G00001-01", "WH-SH01", 4242.into(), false)
+        .unwrap();
+    reference_client_passed(child).await;
+    let _ = std::fs::remove_dir_all(&state);
 }
