@@ -2,7 +2,8 @@
 //! modified-time window and over the pending queue, applied to the caches and handed to the
 //! live subscribers (here and, through Redis, on every replica).
 //!
-//! **The stock walk.** Each poll reads `[cursor − overlap, now + skew allowance]` (at most the
+//! **The stock walk.** The first poll (no cursor yet) reads the last ten minutes as what is
+//! already known and announces nothing. Each poll reads `[cursor − overlap, now + skew allowance]` (at most the
 //! vendor's 30 days), every page of it. The *cursor* is on the ERP's own clock: the newest
 //! `modified` seen, or a point well behind this host's clock when nothing changed, so a host
 //! clock off by minutes loses nothing (the window's end lies ahead by the skew allowance and the
@@ -187,7 +188,13 @@ impl StockService {
     ) -> Result<StockPoll> {
         let started = Instant::now();
         let overlap = i64::try_from(settings.overlap.as_secs()).unwrap_or(i64::MAX / 4);
-        let cursor = state.cursor.unwrap_or(now_unix);
+        // A first poll starts as far back as the ERP's clock may lag this host's, reads what
+        // changed there as what is already known, and announces nothing: from then on every
+        // change is new.
+        let first_poll = state.cursor.is_none();
+        let cursor = state
+            .cursor
+            .unwrap_or(now_unix.saturating_sub(SKEW_ALLOWANCE_SECS));
         let from = cursor.saturating_sub(overlap);
         let mut to = now_unix
             .saturating_add(SKEW_ALLOWANCE_SECS)
@@ -239,7 +246,7 @@ impl StockService {
         let mut changed = Vec::new();
         let newest = rows.iter().map(modified).max();
         for row in rows {
-            if state.seen.insert(SeenRow::of(&row)) {
+            if state.seen.insert(SeenRow::of(&row)) && !first_poll {
                 changed.push(row);
             }
         }

@@ -186,6 +186,11 @@ async fn two_changes_within_one_second_are_two_versions() {
     let erp = erp().await;
     let spec = erp.specs(1).remove(0);
     let mut state = FeedState::default();
+    // The first poll announces nothing; the changes after it are news.
+    erp.service
+        .poll_stock_changes(&mut state, &SETTINGS, now_unix())
+        .await
+        .unwrap();
     erp.set(&spec, 1);
     let a = erp
         .service
@@ -332,4 +337,33 @@ async fn the_pending_walk_announces_each_listing_entering_the_queue_once_with_it
             .is_empty(),
         "announced once"
     );
+}
+
+#[tokio::test]
+async fn an_erp_clock_minutes_ahead_or_behind_loses_no_change() {
+    for skew in [240, -240] {
+        let erp = erp().await;
+        let spec = erp.specs(1).remove(0);
+        erp.skew(skew);
+        let mut state = FeedState::default();
+        let first = erp
+            .service
+            .poll_stock_changes(&mut state, &SETTINGS, now_unix())
+            .await
+            .unwrap();
+        assert!(first.changed.is_empty(), "a first poll announces nothing");
+        erp.set(&spec, 9_000 + skew);
+        let poll = erp
+            .service
+            .poll_stock_changes(&mut state, &SETTINGS, now_unix())
+            .await
+            .unwrap();
+        assert_eq!(
+            on_hand(&poll.changed, &spec),
+            Some(Decimal::from(9_000 + skew)),
+            "the ERP's clock {skew} s off: {:?}",
+            poll.changed
+        );
+        assert!(poll.caught_up);
+    }
 }

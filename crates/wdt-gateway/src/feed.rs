@@ -8,7 +8,7 @@
 //! `wdt_change_feed_*` metrics report.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,8 +35,6 @@ pub struct FeedConfig {
 #[derive(Debug)]
 pub struct FeedStatus {
     state: AtomicU8,
-    /// Unix seconds of the last poll that reached now (0: none).
-    last_synced_unix: AtomicI64,
     /// The last failure, for `/readyz`.
     last_error: Mutex<Option<String>>,
 }
@@ -84,7 +82,6 @@ impl FeedStatus {
     fn new() -> Self {
         Self {
             state: AtomicU8::new(0),
-            last_synced_unix: AtomicI64::new(0),
             last_error: Mutex::new(None),
         }
     }
@@ -96,12 +93,6 @@ impl FeedStatus {
     /// Where the feed stands.
     pub fn health(&self) -> FeedHealth {
         FeedHealth::from_u8(self.state.load(Ordering::Acquire))
-    }
-
-    /// Unix seconds of the last poll that reached now, if any.
-    pub fn last_synced_unix(&self) -> Option<i64> {
-        let t = self.last_synced_unix.load(Ordering::Acquire);
-        (t > 0).then_some(t)
     }
 
     /// The last failure's message, while failing.
@@ -390,7 +381,6 @@ impl Run {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
         if caught_up {
-            self.status.last_synced_unix.store(now, Ordering::Release);
             self.status.set(FeedHealth::Live);
         } else {
             self.status.set(FeedHealth::Behind);
