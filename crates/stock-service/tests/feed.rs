@@ -4,6 +4,8 @@
 //! listing entering the queue once, with its new plan.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -11,8 +13,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use stock_service::feed::{FeedSettings, FeedState};
 use stock_service::{CacheConfig, StockService};
-use wdt_client::{EnterpriseCredentials, FlagshipCredentials, SecretString, WdtClient};
-use wdt_emulator::{EmulatorConfig, Faults, RunningEmulator};
+use wdt_emulator::{Faults, RunningEmulator};
 
 const STOCK_QUERY: &str = "stock_query_detail.php";
 const WAREHOUSE: &str = "WH-SH01";
@@ -23,37 +24,7 @@ struct Erp {
 }
 
 async fn erp() -> Erp {
-    let emulator = wdt_emulator::Emulator::spawn(
-        EmulatorConfig {
-            skus: 400,
-            ..EmulatorConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
-    let client = WdtClient::builder()
-        .flagship(
-            FlagshipCredentials::new(
-                &emulator.flagship_url(),
-                "wdtapi3",
-                "wdt_test",
-                &SecretString::from("testsecret:testsalt"),
-            )
-            .unwrap(),
-        )
-        .enterprise(
-            EnterpriseCredentials::new(
-                &emulator.enterprise_url(),
-                "test2",
-                "test2-xx",
-                &SecretString::from("12345"),
-            )
-            .unwrap(),
-        )
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let (emulator, client) = common::erp_and_client(400).await;
     let service = StockService::builder(client, &CacheConfig::default())
         .change_feed(Duration::from_secs(1))
         .build();
@@ -61,6 +32,23 @@ async fn erp() -> Erp {
 }
 
 impl Erp {
+    /// One walk of the stock changes from `state`, with `settings`.
+    async fn poll_with(
+        &self,
+        state: &mut FeedState,
+        settings: &FeedSettings,
+    ) -> stock_service::feed::StockPoll {
+        self.service
+            .poll_stock_changes(state, settings, now_unix())
+            .await
+            .unwrap()
+    }
+
+    /// One walk with the usual settings.
+    async fn poll(&self, state: &mut FeedState) -> stock_service::feed::StockPoll {
+        self.poll_with(state, &SETTINGS).await
+    }
+
     fn calls(&self, method: &str) -> u64 {
         self.emulator
             .emulator
@@ -123,11 +111,7 @@ async fn each_change_is_read_once_and_replaces_the_cached_rows_without_an_erp_re
     let mut state = FeedState::default();
     let mut events = erp.service.subscribe_stock();
     // The first poll finds nothing (the seeded world changed minutes ago) and is caught up.
-    let first = erp
-        .service
-        .poll_stock_changes(&mut state, &SETTINGS, now_unix())
-        .await
-        .unwrap();
+    let first = erp.poll(&mut state).await;
     assert!(first.changed.is_empty() && first.caught_up, "{first:?}");
     erp.service.feed_polled(Some(&first), &[]).await;
     let cached = erp
@@ -145,11 +129,7 @@ async fn each_change_is_read_once_and_replaces_the_cached_rows_without_an_erp_re
     );
 
     erp.set(&spec, 777);
-    let poll = erp
-        .service
-        .poll_stock_changes(&mut state, &SETTINGS, now_unix())
-        .await
-        .unwrap();
+    let poll = erp.poll(&mut state).await;
     assert_eq!(poll.changed.len(), 1, "{:?}", poll.changed);
     assert_eq!(on_hand(&poll.changed, &spec), Some(Decimal::from(777)));
     assert_ne!(before, Some(Decimal::from(777)));
@@ -172,11 +152,7 @@ async fn each_change_is_read_once_and_replaces_the_cached_rows_without_an_erp_re
     assert_eq!(erp.calls(STOCK_QUERY), reads, "no ERP read after the poll");
 
     // Read again within the overlap: nothing new.
-    let again = erp
-        .service
-        .poll_stock_changes(&mut state, &SETTINGS, now_unix())
-        .await
-        .unwrap();
+    let again = erp.poll(&mut state).await;
     assert!(again.changed.is_empty(), "{:?}", again.changed);
     assert!(events.try_recv().is_err());
 }
@@ -187,22 +163,11 @@ async fn two_changes_within_one_second_are_two_versions() {
     let spec = erp.specs(1).remove(0);
     let mut state = FeedState::default();
     // The first poll announces nothing; the changes after it are news.
-    erp.service
-        .poll_stock_changes(&mut state, &SETTINGS, now_unix())
-        .await
-        .unwrap();
+    erp.poll(&mut state).await;
     erp.set(&spec, 1);
-    let a = erp
-        .service
-        .poll_stock_changes(&mut state, &SETTINGS, now_unix())
-        .await
-        .unwrap();
+    let a = erp.poll(&mut state).await;
     erp.set(&spec, 2);
-    let b = erp
-        .service
-        .poll_stock_changes(&mut state, &SETTINGS, now_unix())
-        .await
-        .unwrap();
+    let b = erp.poll(&mut state).await;
     assert_eq!(on_hand(&a.changed, &spec), Some(Decimal::from(1)));
     assert_eq!(on_hand(&b.changed, &spec), Some(Decimal::from(2)));
     assert_eq!(b.changed.len(), 1);
@@ -234,11 +199,7 @@ async fn a_burst_larger_than_one_poll_is_read_over_several_each_row_once() {
     loop {
         polls += 1;
         assert!(polls < 20, "never caught up: {state:?}");
-        let poll = erp
-            .service
-            .poll_stock_changes(&mut state, &settings, now_unix())
-            .await
-            .unwrap();
+        let poll = erp.poll_with(&mut state, &settings).await;
         for row in &poll.changed {
             assert!(
                 seen.insert(row.spec_no.clone(), row.on_hand.unwrap())
@@ -346,18 +307,10 @@ async fn an_erp_clock_minutes_ahead_or_behind_loses_no_change() {
         let spec = erp.specs(1).remove(0);
         erp.skew(skew);
         let mut state = FeedState::default();
-        let first = erp
-            .service
-            .poll_stock_changes(&mut state, &SETTINGS, now_unix())
-            .await
-            .unwrap();
+        let first = erp.poll(&mut state).await;
         assert!(first.changed.is_empty(), "a first poll announces nothing");
         erp.set(&spec, 9_000 + skew);
-        let poll = erp
-            .service
-            .poll_stock_changes(&mut state, &SETTINGS, now_unix())
-            .await
-            .unwrap();
+        let poll = erp.poll(&mut state).await;
         assert_eq!(
             on_hand(&poll.changed, &spec),
             Some(Decimal::from(9_000 + skew)),

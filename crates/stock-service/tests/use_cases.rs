@@ -3,6 +3,8 @@
 //! per-method counters tell how many ERP calls a use case made.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -14,8 +16,7 @@ use stock_service::model::{
 };
 use stock_service::quantity::Quantity;
 use stock_service::{CacheConfig, DomainError, ErrorKind, Field, StockService};
-use wdt_client::{EnterpriseCredentials, FlagshipCredentials, SecretString, WdtClient};
-use wdt_emulator::{EmulatorConfig, Faults, RunningEmulator};
+use wdt_emulator::{Faults, RunningEmulator};
 
 const STOCK_QUERY: &str = "stock_query_detail.php";
 const CALC: &str = "sales.StockSync.calcStock";
@@ -39,37 +40,7 @@ impl Erp {
     }
 
     async fn with_cache(cache: &CacheConfig) -> Self {
-        let emulator = wdt_emulator::Emulator::spawn(
-            EmulatorConfig {
-                skus: 400,
-                ..EmulatorConfig::default()
-            },
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-        let client = WdtClient::builder()
-            .flagship(
-                FlagshipCredentials::new(
-                    &emulator.flagship_url(),
-                    "wdtapi3",
-                    "wdt_test",
-                    &SecretString::from("testsecret:testsalt"),
-                )
-                .unwrap(),
-            )
-            .enterprise(
-                EnterpriseCredentials::new(
-                    &emulator.enterprise_url(),
-                    "test2",
-                    "test2-xx",
-                    &SecretString::from("12345"),
-                )
-                .unwrap(),
-            )
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
+        let (emulator, client) = common::erp_and_client(400).await;
         Self {
             service: StockService::new(client, cache),
             emulator,

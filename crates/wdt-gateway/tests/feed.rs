@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{Redis, Subscription, free_port, table};
@@ -32,28 +32,11 @@ struct Gateway {
 impl Gateway {
     async fn start(emulator: &RunningEmulator, env: &[(&str, String)]) -> Self {
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wdt-gateway"));
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("WDT_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("WDT_FLAGSHIP_URL", emulator.flagship_url())
-            .env("WDT_SID", "wdtapi3")
-            .env("WDT_APPKEY", "wdt_test")
-            .env("WDT_APPSECRET", "testsecret:testsalt")
-            .env("WDT_ENTERPRISE_URL", emulator.enterprise_url())
-            .env("WDT_ENTERPRISE_SID", "test2")
-            .env("WDT_ENTERPRISE_APPKEY", "test2-xx")
-            .env("WDT_ENTERPRISE_APPSECRET", "12345")
-            .env("WDT_GATEWAY_JWT_SECRET", SECRET)
-            .env("WDT_GATEWAY_CLIENT_RATE_LIMIT", "0")
-            .env(
-                "WDT_GATEWAY_CHANGE_FEED_INTERVAL",
-                INTERVAL.as_secs().to_string(),
-            )
-            .env("WDT_GATEWAY_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        let mut command = common::gateway_on(emulator, port, SECRET);
+        command.env(
+            "WDT_GATEWAY_CHANGE_FEED_INTERVAL",
+            INTERVAL.as_secs().to_string(),
+        );
         for (k, v) in env {
             command.env(k, v);
         }

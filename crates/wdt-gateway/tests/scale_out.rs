@@ -9,7 +9,7 @@ mod common;
 
 use common::{Redis, free_port};
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -28,28 +28,12 @@ struct Replica {
 impl Replica {
     async fn start(emulator: &RunningEmulator, redis: &Redis, extra: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wdt-gateway"));
+        let mut command = common::gateway_on(emulator, port, SECRET);
         command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("WDT_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
-            .env("WDT_FLAGSHIP_URL", emulator.flagship_url())
-            .env("WDT_SID", "wdtapi3")
-            .env("WDT_APPKEY", "wdt_test")
-            .env("WDT_APPSECRET", "testsecret:testsalt")
-            .env("WDT_ENTERPRISE_URL", emulator.enterprise_url())
-            .env("WDT_ENTERPRISE_SID", "test2")
-            .env("WDT_ENTERPRISE_APPKEY", "test2-xx")
-            .env("WDT_ENTERPRISE_APPSECRET", "12345")
-            .env("WDT_GATEWAY_JWT_SECRET", SECRET)
             .env("WDT_GATEWAY_REDIS_URL", redis.url())
             .env("WDT_GATEWAY_REPLICAS", "2")
-            .env("WDT_GATEWAY_CLIENT_RATE_LIMIT", "0")
             // Exact ERP call counts: the change feed (tested in feed.rs) would poll on its own.
-            .env("WDT_GATEWAY_CHANGE_FEED_INTERVAL", "0")
-            .env("WDT_GATEWAY_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .env("WDT_GATEWAY_CHANGE_FEED_INTERVAL", "0");
         for (k, v) in extra {
             command.env(k, v);
         }

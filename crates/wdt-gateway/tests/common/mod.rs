@@ -230,3 +230,33 @@ impl Drop for Subscription {
         self.task.abort();
     }
 }
+
+/// The gateway binary on `127.0.0.1:port` against the emulator's default account (both
+/// families), with `secret` for HS256 tokens, no per-client limit and quiet logs; nothing else of
+/// the test's environment.
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) fn gateway_on(
+    emulator: &wdt_emulator::RunningEmulator,
+    port: u16,
+    secret: &str,
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wdt-gateway"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WDT_GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WDT_FLAGSHIP_URL", emulator.flagship_url())
+        .env("WDT_SID", "wdtapi3")
+        .env("WDT_APPKEY", "wdt_test")
+        .env("WDT_APPSECRET", "testsecret:testsalt")
+        .env("WDT_ENTERPRISE_URL", emulator.enterprise_url())
+        .env("WDT_ENTERPRISE_SID", "test2")
+        .env("WDT_ENTERPRISE_APPKEY", "test2-xx")
+        .env("WDT_ENTERPRISE_APPSECRET", "12345")
+        .env("WDT_GATEWAY_JWT_SECRET", secret)
+        .env("WDT_GATEWAY_CLIENT_RATE_LIMIT", "0")
+        .env("WDT_GATEWAY_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    command
+}
