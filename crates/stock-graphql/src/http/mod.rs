@@ -551,24 +551,7 @@ async fn execute(
     }
     cost.add_to(&mut response.extensions);
 
-    // Errors raised by the GraphQL engine itself carry no code yet.
-    for error in &mut response.errors {
-        let has_code = error
-            .extensions
-            .as_ref()
-            .is_some_and(|e| e.get("code").is_some());
-        if !has_code {
-            let code = if error.path.is_empty() {
-                Code::GraphqlValidationFailed
-            } else {
-                Code::BadUserInput
-            };
-            error
-                .extensions
-                .get_or_insert_with(ErrorExtensionValues::default)
-                .set("code", code.as_str());
-        }
-    }
+    give_codes(&mut response.errors);
     let code_of = |e: &async_graphql::ServerError| match e.extensions.as_ref()?.get("code") {
         Some(Value::String(code)) => Code::parse(code),
         _ => None,
@@ -611,4 +594,27 @@ async fn execute(
             StatusCode::from_u16(Code::Forbidden.status()).unwrap_or(StatusCode::FORBIDDEN);
     }
     http
+}
+
+/// Gives errors raised by the GraphQL engine itself (which carry no code yet) theirs: a
+/// document that does not validate (no path) `GRAPHQL_VALIDATION_FAILED`, a field's bad input
+/// `BAD_USER_INPUT`.
+pub(crate) fn give_codes(errors: &mut [async_graphql::ServerError]) {
+    for error in errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
+        if !has_code {
+            let code = if error.path.is_empty() {
+                Code::GraphqlValidationFailed
+            } else {
+                Code::BadUserInput
+            };
+            error
+                .extensions
+                .get_or_insert_with(ErrorExtensionValues::default)
+                .set("code", code.as_str());
+        }
+    }
 }

@@ -342,14 +342,8 @@ impl GraphqlHttp {
             && let Some(op) = operation(&doc.1, params.operation_name.as_deref())
         {
             if op.node.ty == OperationType::Subscription {
-                // Like a document that does not validate: 400 in
-                // application/graphql-response+json, 200 in application/json.
-                let status = match media {
-                    MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
-                    MediaType::Json => StatusCode::OK,
-                };
                 return Err(refusal(
-                    status,
+                    invalid_document_status(media),
                     media,
                     Code::GraphqlValidationFailed,
                     "a subscription cannot run over HTTP: open a WebSocket to this same /graphql (ws:// or wss://) with the graphql-transport-ws subprotocol, send connection_init with {\"Authorization\": \"Bearer <JWT>\"}, then subscribe",
@@ -368,12 +362,8 @@ impl GraphqlHttp {
                 return Err(refused);
             }
             if !self.introspection && introspects(&doc.1, &op.node.selection_set) {
-                let status = match media {
-                    MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
-                    MediaType::Json => StatusCode::OK,
-                };
                 return Err(refusal(
-                    status,
+                    invalid_document_status(media),
                     media,
                     Code::GraphqlValidationFailed,
                     "introspection is turned off on this gateway (graphql.introspection, WDT_GATEWAY_GRAPHQL_INTROSPECTION): __schema and __type cannot be queried; schema/schema.graphql is the published schema",
@@ -628,6 +618,15 @@ fn introspects(doc: &ExecutableDocument, selection: &Positioned<SelectionSet>) -
         })
     }
     walk(doc, selection, &mut HashSet::new())
+}
+
+/// The status of a document refused like one that does not validate: 400 in
+/// `application/graphql-response+json`, 200 in `application/json` (GraphQL over HTTP).
+fn invalid_document_status(media: MediaType) -> StatusCode {
+    match media {
+        MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
+        MediaType::Json => StatusCode::OK,
+    }
 }
 
 #[cfg(test)]

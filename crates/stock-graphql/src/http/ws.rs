@@ -331,23 +331,7 @@ impl Executor for Live {
         }
         Executor::execute_stream(&self.0, request, session_data)
             .map(|mut response| {
-                for error in &mut response.errors {
-                    let has_code = error
-                        .extensions
-                        .as_ref()
-                        .is_some_and(|e| e.get("code").is_some());
-                    if !has_code {
-                        let code = if error.path.is_empty() {
-                            Code::GraphqlValidationFailed
-                        } else {
-                            Code::BadUserInput
-                        };
-                        error
-                            .extensions
-                            .get_or_insert_with(ErrorExtensionValues::default)
-                            .set("code", code.as_str());
-                    }
-                }
+                super::give_codes(&mut response.errors);
                 response
             })
             .boxed()
