@@ -103,6 +103,18 @@ impl FeedStatus {
             .clone()
     }
 
+    /// A poll worked: live when it reached now, behind otherwise.
+    fn polled(&self, caught_up: bool) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.set(match caught_up {
+            true => FeedHealth::Live,
+            false => FeedHealth::Behind,
+        });
+    }
+
     fn failed(&self, message: String) {
         *self
             .last_error
@@ -375,16 +387,7 @@ impl Run {
         let caught_up = stock.as_ref().is_none_or(|s| s.caught_up);
         let result = if caught_up { "live" } else { "behind" };
         metrics::counter!("wdt_change_feed_polls_total", "tenant" => label.clone(), "result" => result).increment(1);
-        *self
-            .status
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
-        if caught_up {
-            self.status.set(FeedHealth::Live);
-        } else {
-            self.status.set(FeedHealth::Behind);
-        }
+        self.status.polled(caught_up);
         if rows > 0 || !plans.is_empty() {
             tracing::debug!(tenant = %service.tenant(), rows, plans = plans.len(), "the change feed applied a poll");
         }

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::http;
+
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -97,17 +99,22 @@ impl Gateway {
             .unwrap()
     }
 
-    /// The value of an unlabelled-but-for-tenant counter or gauge in `/metrics`.
-    async fn metric(&self, line_start: &str) -> f64 {
-        let text = http()
+    async fn metrics(&self) -> String {
+        http()
             .get(self.url("/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// The value of an unlabelled-but-for-tenant counter or gauge in `/metrics`.
+    async fn metric(&self, line_start: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
             .find(|l| l.starts_with(line_start))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
@@ -123,14 +130,7 @@ impl Gateway {
                 return;
             }
             if Instant::now() >= deadline {
-                let text = http()
-                    .get(self.url("/metrics"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let text = self.metrics().await;
                 let feed: Vec<&str> = text.lines().filter(|l| l.contains("change_feed")).collect();
                 panic!("{line_start} is {now}, not {value}: {feed:#?}");
             }
@@ -180,13 +180,6 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 fn token() -> String {
@@ -555,21 +548,7 @@ async fn replicas_on_redis_poll_once_per_tenant_and_a_survivor_takes_over() {
 
 #[tokio::test]
 async fn each_tenant_has_its_own_feed_on_its_own_account() {
-    let accounts = ["acme", "globex"]
-        .iter()
-        .zip(7..)
-        .map(|(name, seed)| wdt_emulator::AccountConfig::derived(name, seed, 300))
-        .collect();
-    let emulator = wdt_emulator::Emulator::spawn(
-        EmulatorConfig {
-            skus: 300,
-            accounts,
-            ..EmulatorConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let emulator = common::emulator_with(&["acme", "globex"]).await;
     let dir = state_dir("tenants");
     let tenants = dir.join("tenants.toml");
     std::fs::write(

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::http;
+
 use common::{Redis, free_port};
 
 use std::process::{Child, Command};
@@ -100,13 +102,6 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 fn token(subject: &str) -> String {

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use common::{Redis, free_port, table};
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use serde_json::{Value, json};
-use wdt_emulator::{AccountConfig, EmulatorConfig, RunningEmulator};
+use wdt_emulator::RunningEmulator;
 
 const SECRET: &str = "tenants-test-secret-0123456789abcdef!!";
 const SPEC: &str = "G00001-01";
@@ -28,21 +30,7 @@ const TAKE_METHOD: &str = "wms.StockPd.stockSyncByPd";
 /// An emulator with the accounts `acme`, `globex`, `initech` and `umbrella` (besides its
 /// default), each seeded differently.
 async fn emulator() -> RunningEmulator {
-    let accounts = ["acme", "globex", "initech", "umbrella"]
-        .iter()
-        .zip(7..)
-        .map(|(name, seed)| AccountConfig::derived(name, seed, 300))
-        .collect();
-    wdt_emulator::Emulator::spawn(
-        EmulatorConfig {
-            skus: 300,
-            accounts,
-            ..EmulatorConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap()
+    common::emulator_with(&["acme", "globex", "initech", "umbrella"]).await
 }
 
 /// A folder of the test's own.
@@ -209,13 +197,6 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
 }
 
 /// A token with every scope for `tenant` (`None`: no tenant claim).

@@ -260,3 +260,33 @@ pub(crate) fn gateway_on(
         .stderr(Stdio::inherit());
     command
 }
+
+/// An HTTP client with a 30 s timeout.
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// An emulator of 300 SKUs with the named accounts besides its default, seeded 7, 8, … in
+/// order (each account's data its own).
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) async fn emulator_with(accounts: &[&str]) -> wdt_emulator::RunningEmulator {
+    let accounts = accounts
+        .iter()
+        .zip(7..)
+        .map(|(name, seed)| wdt_emulator::AccountConfig::derived(name, seed, 300))
+        .collect();
+    wdt_emulator::Emulator::spawn(
+        wdt_emulator::EmulatorConfig {
+            skus: 300,
+            accounts,
+            ..wdt_emulator::EmulatorConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap()
+}
