@@ -14,7 +14,9 @@
 //!   throttled, in Lua scripts on the server's clock;
 //! - **idempotency records** and **client rate limits** (GCRA);
 //! - the **change feed**: one poller per account under a lease, its cursor, and its polls
-//!   handed to every replica.
+//!   handed to every replica;
+//! - the **webhook store** ([`webhooks`]): endpoints and their deliveries, claimed under a
+//!   lease so two replicas never send the same attempt.
 //!
 //! Every operation is bounded by a short timeout. When Redis fails, each returns
 //! [`Unavailable`] and the callers fall back to local behaviour; the gateway reconnects by
@@ -34,7 +36,7 @@
 //! `connection` (settings, health, how every command runs, the views), `events` (the pub/sub
 //! channels, the subscription and the routing of messages to views),
 //! `cache` (the L2 cache, and `cache/invalidation` for writes), `quota`, `idempotency`,
-//! `limits` and `feed`.
+//! `limits`, `feed` and `webhooks`.
 
 mod cache;
 mod connection;
@@ -43,6 +45,7 @@ mod feed;
 mod idempotency;
 mod limits;
 mod quota;
+pub mod webhooks;
 
 pub use cache::{Fetch, Peeked, Stored};
 pub use connection::{BadUrl, LAYOUT_VERSION, Settings, Shared, Unavailable, check_url, token};
