@@ -13,15 +13,21 @@ pub enum Scope {
     StockSyncRead,
     /// `stock-sync:write`: acknowledge or cancel pushes.
     StockSyncWrite,
+    /// `webhooks:read`: list webhook endpoints and their deliveries.
+    WebhooksRead,
+    /// `webhooks:write`: register, change and remove webhook endpoints.
+    WebhooksWrite,
 }
 
 impl Scope {
     /// Every scope.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::StockRead,
         Self::StockWrite,
         Self::StockSyncRead,
         Self::StockSyncWrite,
+        Self::WebhooksRead,
+        Self::WebhooksWrite,
     ];
 
     /// The scope's name in tokens.
@@ -31,6 +37,8 @@ impl Scope {
             Self::StockWrite => "stock:write",
             Self::StockSyncRead => "stock-sync:read",
             Self::StockSyncWrite => "stock-sync:write",
+            Self::WebhooksRead => "webhooks:read",
+            Self::WebhooksWrite => "webhooks:write",
         }
     }
 

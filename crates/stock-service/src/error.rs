@@ -45,6 +45,9 @@ pub enum Code {
     IdempotencyKeyInUse,
     /// 503: the shared idempotency store is down, so the keyed write was not sent.
     IdempotencyUnavailable,
+    /// 503: the gateway's own state (webhook endpoints and deliveries) cannot be read or
+    /// written now: Redis or the state directory is unavailable.
+    StoreUnavailable,
     /// 400: the request could make more ERP calls than its budget allows.
     CostLimitExceeded,
     /// 502: a write whose ERP answer was lost; it is never sent again under its key.
@@ -57,7 +60,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of `docs/ERRORS.md`.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 19] = [
         Self::Unauthenticated,
         Self::Forbidden,
         Self::UnknownTenant,
@@ -72,6 +75,7 @@ impl Code {
         Self::IdempotencyKeyReused,
         Self::IdempotencyKeyInUse,
         Self::IdempotencyUnavailable,
+        Self::StoreUnavailable,
         Self::CostLimitExceeded,
         Self::WriteOutcomeUnknown,
         Self::RateLimited,
@@ -95,6 +99,7 @@ impl Code {
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             Self::IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
             Self::IdempotencyUnavailable => "IDEMPOTENCY_UNAVAILABLE",
+            Self::StoreUnavailable => "STORE_UNAVAILABLE",
             Self::CostLimitExceeded => "COST_LIMIT_EXCEEDED",
             Self::WriteOutcomeUnknown => "WRITE_OUTCOME_UNKNOWN",
             Self::RateLimited => "RATE_LIMITED",
@@ -120,7 +125,10 @@ impl Code {
             Self::RateLimited => 429,
             Self::InternalServerError => 500,
             Self::VendorMisconfigured | Self::WriteOutcomeUnknown => 502,
-            Self::VendorRateLimited | Self::VendorUnavailable | Self::IdempotencyUnavailable => 503,
+            Self::VendorRateLimited
+            | Self::VendorUnavailable
+            | Self::IdempotencyUnavailable
+            | Self::StoreUnavailable => 503,
             Self::PersistedQueryNotFound => 200,
         }
     }
@@ -142,6 +150,7 @@ impl Code {
             Self::IdempotencyKeyReused => "The idempotency key was used with another request",
             Self::IdempotencyKeyInUse => "A request with this idempotency key is still running",
             Self::IdempotencyUnavailable => "Idempotency keys cannot be honoured right now",
+            Self::StoreUnavailable => "The gateway's state store is unavailable",
             Self::CostLimitExceeded => "The request could make too many ERP calls",
             Self::WriteOutcomeUnknown => "The write's outcome is unknown",
             Self::RateLimited => "Too many requests",
@@ -186,13 +195,16 @@ pub enum ErrorKind {
     /// The shared idempotency store is down, so a keyed write was not sent
     /// (`IDEMPOTENCY_UNAVAILABLE`, 503 + Retry-After).
     IdempotencyUnavailable,
+    /// The gateway's state store (Redis, or the state directory) cannot be used now
+    /// (`STORE_UNAVAILABLE`, 503 + Retry-After).
+    StoreUnavailable,
     /// A bug or an impossible state (`INTERNAL_SERVER_ERROR`, 500).
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind.
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 13] = [
         Self::InvalidInput,
         Self::NotFound,
         Self::VendorRejected,
@@ -204,6 +216,7 @@ impl ErrorKind {
         Self::IdempotencyKeyReused,
         Self::IdempotencyKeyInUse,
         Self::IdempotencyUnavailable,
+        Self::StoreUnavailable,
         Self::Internal,
     ];
 
@@ -221,6 +234,7 @@ impl ErrorKind {
             Self::IdempotencyKeyReused => Code::IdempotencyKeyReused,
             Self::IdempotencyKeyInUse => Code::IdempotencyKeyInUse,
             Self::IdempotencyUnavailable => Code::IdempotencyUnavailable,
+            Self::StoreUnavailable => Code::StoreUnavailable,
             Self::Internal => Code::InternalServerError,
         }
     }
