@@ -45,11 +45,30 @@ pub(crate) fn finish(api: &mut OpenApi) {
         if !path.starts_with("/v1/") {
             continue;
         }
+        // Webhook endpoints are the caller's own settings: `no-store`, no validators.
+        let webhooks = path.starts_with("/v1/webhook-endpoints");
         if let Some(op) = item.get.as_mut() {
-            describe_headers(op, true);
+            describe_headers(
+                op,
+                if webhooks {
+                    Read::NoStore
+                } else {
+                    Read::Validated
+                },
+            );
         }
         if let Some(op) = item.post.as_mut() {
-            describe_headers(op, false);
+            describe_headers(
+                op,
+                if webhooks {
+                    Read::NoStore
+                } else {
+                    Read::Nothing
+                },
+            );
+        }
+        if let Some(op) = item.delete.as_mut() {
+            describe_headers(op, Read::NoStore);
         }
     }
 }
@@ -58,8 +77,19 @@ fn header_ref(name: &str) -> RefOr<Header> {
     RefOr::Ref(Ref::new(format!("#/components/headers/{name}")))
 }
 
+/// What a route's successful answers say about caching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Nothing (writes of the stock routes).
+    Nothing,
+    /// `Cache-Control: no-store` (the webhook routes).
+    NoStore,
+    /// `ETag` and `Cache-Control` (the stock reads).
+    Validated,
+}
+
 /// Adds the headers each of `op`'s responses carries.
-fn describe_headers(op: &mut Operation, read: bool) {
+fn describe_headers(op: &mut Operation, read: Read) {
     let id = op.operation_id.clone().unwrap_or_default();
     let cached = CACHED_READS.contains(&id.as_str());
     let keyed = op
@@ -73,7 +103,10 @@ fn describe_headers(op: &mut Operation, read: bool) {
         };
         let mut names = vec!["x-request-id", "RateLimit", "RateLimit-Policy"];
         let s = status.as_str();
-        if read && matches!(s, "200" | "304") {
+        if read == Read::NoStore && matches!(s, "200" | "201" | "202") {
+            names.push("Cache-Control");
+        }
+        if read == Read::Validated && matches!(s, "200" | "304") {
             names.extend(["ETag", "Cache-Control"]);
             if cached {
                 names.extend(["Age", "Cache-Status"]);
@@ -332,6 +365,28 @@ pub(crate) mod examples {
         sent(retry(
             Code::VendorUnavailable,
             "the ERP is unavailable; try again shortly",
+            5,
+        ))
+    }
+
+    pub(crate) fn webhook_not_found() -> Value {
+        sent(ApiError::new(
+            Code::NotFound,
+            "there is no webhook endpoint ep_3k9x2m7q4w8e1r5t6y0u2i4o6p for this tenant",
+        ))
+    }
+
+    pub(crate) fn webhook_bad_url() -> Value {
+        sent(ApiError::bad_input(
+            "url's host resolves to 10.0.0.7, a private address: webhooks go to public addresses only \
+             (operators may allow private networks with WDT_GATEWAY_WEBHOOK_ALLOW_PRIVATE_NETWORKS)",
+        ))
+    }
+
+    pub(crate) fn store_unavailable() -> Value {
+        sent(retry(
+            Code::StoreUnavailable,
+            "webhook endpoints cannot be read or changed now: the gateway's state store (Redis or its state directory) is unavailable; nothing was changed",
             5,
         ))
     }

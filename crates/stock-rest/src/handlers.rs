@@ -137,16 +137,20 @@ pub(crate) enum IdempotentWrite {
 /// The caller holds scope number `S` (see [`SCOPES`]); checked before anything else is read.
 pub(crate) struct Authorized<const S: usize>;
 
-const SCOPES: [Scope; 4] = [
+const SCOPES: [Scope; 6] = [
     Scope::StockRead,
     Scope::StockWrite,
     Scope::StockSyncRead,
     Scope::StockSyncWrite,
+    Scope::WebhooksRead,
+    Scope::WebhooksWrite,
 ];
 const STOCK_READ: usize = 0;
 const STOCK_WRITE: usize = 1;
 const SYNC_READ: usize = 2;
 const SYNC_WRITE: usize = 3;
+pub(crate) const WEBHOOKS_READ: usize = 4;
+pub(crate) const WEBHOOKS_WRITE: usize = 5;
 
 impl<const S: usize, St: Send + Sync> FromRequestParts<St> for Authorized<S> {
     type Rejection = ApiError;

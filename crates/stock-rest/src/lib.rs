@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod handlers;
 mod idempotency;
+mod webhooks;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -110,10 +111,17 @@ come from the gateway's cache, `Cache-Status` (RFC 9211), `Age` and `Cache-Contr
         license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0")
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem)),
+    components(schemas(
+        Problem,
+        wdt_webhooks::StockChangedEvent,
+        wdt_webhooks::StockSyncPendingEvent,
+        wdt_webhooks::TestEvent
+    )),
     tags(
         (name = "stock", description = "Stock levels, changes and stock takes."),
-        (name = "stock-sync", description = "Self-built storefront stock sync: plans, the pending queue, acknowledgements.")
+        (name = "stock-sync", description = "Self-built storefront stock sync: plans, the pending queue, acknowledgements."),
+        (name = "webhooks", description = "Signed webhooks (Standard Webhooks) instead of polling: register endpoints, rotate their secrets, \
+read their delivery logs. The messages are in this document's `webhooks` section; docs/WEBHOOKS.md says how to verify and use them.")
     )
 )]
 struct ApiDoc;
@@ -127,7 +135,7 @@ impl Modify for BearerAuth {
         scheme.bearer_format = Some("JWT".into());
         scheme.description = Some(
             "A JWT (HS256 or RS256/ES256 per the gateway's configuration) with `exp`, and scopes in `scope` \
-             (space-separated) or `scp` (array): stock:read, stock:write, stock-sync:read, stock-sync:write. \
+             (space-separated) or `scp` (array): stock:read, stock:write, stock-sync:read, stock-sync:write, webhooks:read, webhooks:write. \
              A gateway serving several ERP accounts takes the account from the token's `tenant` claim (its name is \
              configurable) and from nothing else; a token for an account it does not serve gets 403 `UNKNOWN_TENANT`."
                 .into(),
@@ -157,6 +165,12 @@ fn routes() -> OpenApiRouter<RestState> {
         .routes(routes!(handlers::get_pending))
         .routes(routes!(handlers::get_plan))
         .routes(routes!(handlers::post_plans))
+        .routes(routes!(webhooks::post_endpoint, webhooks::list_endpoints))
+        .routes(routes!(webhooks::get_endpoint, webhooks::delete_endpoint))
+        .routes(routes!(webhooks::post_rotate))
+        .routes(routes!(webhooks::post_enable))
+        .routes(routes!(webhooks::post_test))
+        .routes(routes!(webhooks::get_deliveries))
         .merge(writes)
 }
 
@@ -176,6 +190,7 @@ pub fn router(state: RestState) -> (Router, utoipa::openapi::OpenApi) {
         ));
     }
     contract::finish(&mut api);
+    webhooks::describe(&mut api);
     (router, api)
 }
 
@@ -183,5 +198,6 @@ pub fn router(state: RestState) -> (Router, utoipa::openapi::OpenApi) {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut api) = routes().split_for_parts();
     contract::finish(&mut api);
+    webhooks::describe(&mut api);
     api
 }

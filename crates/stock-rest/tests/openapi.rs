@@ -35,13 +35,72 @@ fn every_route_is_described_with_errors_and_scopes() {
         ("/v1/stock-sync/plans/{api_goods_id}/cancel", "post"),
         ("/v1/stock-takes", "post"),
     ];
+    let webhooks = [
+        ("/v1/webhook-endpoints", "post", "201", "webhooks:write"),
+        ("/v1/webhook-endpoints", "get", "200", "webhooks:read"),
+        ("/v1/webhook-endpoints/{id}", "get", "200", "webhooks:read"),
+        (
+            "/v1/webhook-endpoints/{id}",
+            "delete",
+            "204",
+            "webhooks:write",
+        ),
+        (
+            "/v1/webhook-endpoints/{id}/rotate-secret",
+            "post",
+            "200",
+            "webhooks:write",
+        ),
+        (
+            "/v1/webhook-endpoints/{id}/enable",
+            "post",
+            "200",
+            "webhooks:write",
+        ),
+        (
+            "/v1/webhook-endpoints/{id}/test",
+            "post",
+            "202",
+            "webhooks:write",
+        ),
+        (
+            "/v1/webhook-endpoints/{id}/deliveries",
+            "get",
+            "200",
+            "webhooks:read",
+        ),
+    ];
+    for (path, method, ok, scope) in webhooks {
+        let op = &api["paths"][path][method];
+        for status in [ok, "400", "401", "403", "404", "503"] {
+            assert!(
+                op["responses"][status].is_object(),
+                "{method} {path} does not describe {status}"
+            );
+        }
+        assert_eq!(op["security"][0]["bearer"], serde_json::json!([scope]));
+    }
+    let hooks = api["webhooks"].as_object().unwrap();
+    for (name, schema) in [
+        ("stock.changed", "StockChangedEvent"),
+        ("stock_sync.pending", "StockSyncPendingEvent"),
+        ("webhook.test", "TestEvent"),
+    ] {
+        let body = &hooks[name]["post"]["requestBody"]["content"]["application/json"];
+        assert_eq!(
+            body["schema"]["$ref"],
+            format!("#/components/schemas/{schema}")
+        );
+        assert_eq!(body["example"]["type"], name);
+        assert!(api["components"]["schemas"][schema].is_object(), "{schema}");
+    }
     let paths = api["paths"].as_object().unwrap();
     assert_eq!(
         paths
             .values()
             .map(|p| p.as_object().unwrap().len())
             .sum::<usize>(),
-        expected.len()
+        expected.len() + webhooks.len()
     );
     for (path, method) in expected {
         let op = &api["paths"][path][method];
@@ -125,7 +184,8 @@ fn operations_have_descriptions_servers_and_header_parameters() {
                     .find(|p| p["in"] == "header" && p["name"] == name)
                     .cloned()
             };
-            if method == "get" {
+            // The webhook routes answer the caller's own settings, `no-store`.
+            if method == "get" && !path.starts_with("/v1/webhook-endpoints") {
                 let p = header("If-None-Match").unwrap_or_else(|| panic!("{what}"));
                 assert_eq!(p["required"], false);
                 assert!(op["responses"]["304"].is_object(), "{what}");
