@@ -344,6 +344,9 @@ async fn authenticate_rest(
             request.extensions_mut().insert(caller);
             // The tenant's service: every read and write of the request is the tenant's.
             request.extensions_mut().insert(tenant.service().clone());
+            if let Some(hooks) = tenant.webhooks() {
+                request.extensions_mut().insert(hooks.clone());
+            }
             let mut response = attribution.scope(next.run(request)).await;
             state.rate_headers(&mut response, allowance, None);
             response

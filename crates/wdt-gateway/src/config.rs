@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The environment variables the gateway reads, and the configuration keys they set.
-pub const ENV_KEYS: [(&str, &str); 27] = [
+pub const ENV_KEYS: [(&str, &str); 28] = [
     ("WDT_GATEWAY_LISTEN", "listen"),
     ("WDT_FLAGSHIP_URL", "flagship.url"),
     ("WDT_SID", "flagship.sid"),
@@ -50,6 +50,10 @@ pub const ENV_KEYS: [(&str, &str); 27] = [
         "change_feed.interval_secs",
     ),
     ("WDT_GATEWAY_STATE_DIR", "state_dir"),
+    (
+        "WDT_GATEWAY_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
+        "webhooks.allow_private_networks",
+    ),
     ("WDT_GATEWAY_CONFIG", "-"),
 ];
 
@@ -62,7 +66,11 @@ const NUMERIC_KEYS: [&str; 4] = [
 ];
 
 /// The keys set by environment variables that hold `true` or `false`.
-const BOOLEAN_KEYS: [&str; 2] = ["demo.enabled", "graphql.introspection"];
+const BOOLEAN_KEYS: [&str; 3] = [
+    "demo.enabled",
+    "graphql.introspection",
+    "webhooks.allow_private_networks",
+];
 
 /// One vendor family's credentials; all four are needed once any is given.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -149,6 +157,38 @@ impl Default for ChangeFeedSettings {
             overlap_secs: 30,
             max_rows_per_poll: 5_000,
             max_pending_per_poll: 1_000,
+        }
+    }
+}
+
+/// Webhooks (see `wdt_webhooks`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Serve `/v1/webhook-endpoints` and deliver webhooks.
+    pub enabled: bool,
+    /// Seconds a receiver has to answer an attempt.
+    pub timeout_secs: u64,
+    /// Most attempts at once per endpoint.
+    pub max_in_flight_per_endpoint: usize,
+    /// Seconds between attempts of a message; after the last, it has failed.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Seconds of nothing but failures after which an endpoint is disabled.
+    pub disable_after_secs: u64,
+    /// Allow endpoint URLs on loopback, private and link-local addresses.
+    pub allow_private_networks: bool,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        let d = wdt_webhooks::Settings::default();
+        Self {
+            enabled: true,
+            timeout_secs: d.timeout.as_secs(),
+            max_in_flight_per_endpoint: d.max_in_flight,
+            retry_schedule_secs: d.schedule.iter().map(Duration::as_secs).collect(),
+            disable_after_secs: d.disable_after.as_secs(),
+            allow_private_networks: d.allow_private_networks,
         }
     }
 }
@@ -348,8 +388,11 @@ pub struct Config {
     /// The ERP change feed.
     pub change_feed: ChangeFeedSettings,
     /// Where the gateway keeps state that survives a restart when Redis is not configured
-    /// (the change feed's cursors); relative to the working directory.
+    /// (the change feed's cursors, webhook endpoints and deliveries); relative to the working
+    /// directory.
     pub state_dir: std::path::PathBuf,
+    /// Webhooks.
+    pub webhooks: WebhookSettings,
 }
 
 impl Default for Config {
@@ -375,6 +418,7 @@ impl Default for Config {
             tenant_label_limit: 100,
             change_feed: ChangeFeedSettings::default(),
             state_dir: std::path::PathBuf::from("state"),
+            webhooks: WebhookSettings::default(),
         }
     }
 }
@@ -667,6 +711,23 @@ impl Config {
         })
     }
 
+    /// How webhooks are delivered, unless they are off.
+    pub fn webhook_settings(&self) -> Option<wdt_webhooks::Settings> {
+        let w = &self.webhooks;
+        w.enabled.then(|| wdt_webhooks::Settings {
+            timeout: Duration::from_secs(w.timeout_secs),
+            max_in_flight: w.max_in_flight_per_endpoint,
+            schedule: w
+                .retry_schedule_secs
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            disable_after: Duration::from_secs(w.disable_after_secs),
+            allow_private_networks: w.allow_private_networks,
+            ..wdt_webhooks::Settings::default()
+        })
+    }
+
     /// The vendor timeout.
     pub fn vendor_timeout(&self) -> Duration {
         self.vendor.timeout
@@ -694,7 +755,7 @@ impl Config {
 type Check = fn(&Config) -> Result<(), ConfigError>;
 
 /// What [`Config::validate`] checks after the accounts, auth and demo mode, in order.
-const CHECKS: [Check; 16] = [
+const CHECKS: [Check; 17] = [
     nothing_is_zero,
     graphql_limits_are_positive,
     http_limits_are_positive,
@@ -711,7 +772,49 @@ const CHECKS: [Check; 16] = [
     demo_size_is_sane,
     tenant_claim_is_a_claim,
     change_feed_can_run,
+    webhooks_can_run,
 ];
+
+fn webhooks_can_run(c: &Config) -> Result<(), ConfigError> {
+    let w = &c.webhooks;
+    if !w.enabled {
+        return Ok(());
+    }
+    if !(1..=60).contains(&w.timeout_secs) {
+        return Err(ConfigError(format!(
+            "webhooks.timeout_secs is {}; give 1 to 60 seconds",
+            w.timeout_secs
+        )));
+    }
+    if !(1..=64).contains(&w.max_in_flight_per_endpoint) {
+        return Err(ConfigError(format!(
+            "webhooks.max_in_flight_per_endpoint is {}; give 1 to 64",
+            w.max_in_flight_per_endpoint
+        )));
+    }
+    if w.retry_schedule_secs.len() > 20 {
+        return Err(ConfigError(format!(
+            "webhooks.retry_schedule_secs has {} waits; give at most 20",
+            w.retry_schedule_secs.len()
+        )));
+    }
+    if let Some(long) = w.retry_schedule_secs.iter().find(|s| **s > 7 * 24 * 3600) {
+        return Err(ConfigError(format!(
+            "webhooks.retry_schedule_secs has a wait of {long} seconds; each must be at most a week"
+        )));
+    }
+    if w.disable_after_secs == 0 {
+        return Err(ConfigError(
+            "webhooks.disable_after_secs must be greater than 0".into(),
+        ));
+    }
+    if c.redis.url.is_none() && c.state_dir.as_os_str().is_empty() {
+        return Err(ConfigError(
+            "state_dir (WDT_GATEWAY_STATE_DIR) is empty; webhooks keep their endpoints and deliveries there (or in Redis): name a directory the gateway may write, or turn webhooks off (webhooks.enabled = false)".into(),
+        ));
+    }
+    Ok(())
+}
 
 fn change_feed_can_run(c: &Config) -> Result<(), ConfigError> {
     let f = &c.change_feed;
@@ -867,6 +970,7 @@ fn durations_are_within_a_year(c: &Config) -> Result<(), ConfigError> {
         ("change_feed.interval_secs", c.change_feed.interval_secs),
         ("change_feed.overlap_secs", c.change_feed.overlap_secs),
         ("cache.fed_stock_ttl_secs", c.cache.fed_stock_ttl.as_secs()),
+        ("webhooks.disable_after_secs", c.webhooks.disable_after_secs),
     ];
     match bounded.iter().find(|(_, secs)| *secs > YEAR) {
         Some((key, secs)) => Err(ConfigError(format!(

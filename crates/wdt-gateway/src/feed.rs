@@ -154,6 +154,7 @@ impl Poller {
         label: metrics::SharedString,
         config: &FeedConfig,
         families: Families,
+        webhooks: Option<wdt_webhooks::Webhooks>,
     ) -> Self {
         let status = Arc::new(FeedStatus::new());
         let store = match service.redis() {
@@ -170,6 +171,7 @@ impl Poller {
             label,
             families,
             holder,
+            webhooks,
         };
         let task = tokio::spawn(run.run()).abort_handle();
         Self {
@@ -277,6 +279,8 @@ struct Run {
     families: Families,
     /// This poller's name in the lease.
     holder: String,
+    /// Where each poll's rows and plans are queued as webhook messages.
+    webhooks: Option<wdt_webhooks::Webhooks>,
 }
 
 impl Run {
@@ -338,6 +342,8 @@ impl Run {
 
     async fn poll(&self, state: &mut FeedState) {
         let service = &self.service;
+        // Put back when the poll's webhook messages cannot be queued: it is read again.
+        let before = self.webhooks.is_some().then(|| state.clone());
         let attribution = stock_service::Attribution::new(SUBJECT, None);
         let now = unix_now();
         let begun = Instant::now();
@@ -379,6 +385,21 @@ impl Run {
         });
         let plans = plans.unwrap_or_default();
         let rows = stock.as_ref().map_or(0, |s| s.changed.len());
+        // Messages are queued before anything is applied or the cursor saved: a poll whose
+        // messages are not stored is read again, so no webhook is lost (and none is queued
+        // twice: a message's id comes from its event).
+        if let Some(hooks) = &self.webhooks {
+            let changed = stock.as_ref().map_or(&[][..], |s| s.changed.as_slice());
+            if let Err(e) = hooks.publish(changed, &plans).await {
+                if let Some(before) = before {
+                    *state = before;
+                }
+                self.fail(&format!(
+                    "the poll's webhook messages cannot be queued ({e}); it is read again"
+                ));
+                return;
+            }
+        }
         service.feed_polled(stock.as_ref(), &plans).await;
         metrics::counter!("wdt_change_feed_rows_total", "tenant" => label.clone())
             .increment(rows as u64);

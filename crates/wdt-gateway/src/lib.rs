@@ -182,6 +182,34 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         }
         None => None,
     };
+    let webhooks = match config.webhook_settings() {
+        Some(settings) => {
+            let client = wdt_webhooks::client(&settings)
+                .map_err(|e| ConfigError(format!("webhooks: the HTTP client: {e}")))?;
+            let embedded = match &redis {
+                Some(_) => None,
+                None => Some(Arc::new(
+                    wdt_webhooks::Embedded::open(&config.state_dir).map_err(|e| {
+                        ConfigError(format!(
+                            "state_dir (WDT_GATEWAY_STATE_DIR): the webhook store: {}",
+                            e.0
+                        ))
+                    })?,
+                )),
+            };
+            if settings.allow_private_networks {
+                tracing::warn!(
+                    "webhook URLs on loopback, private and link-local addresses are allowed (webhooks.allow_private_networks)"
+                );
+            }
+            Some(tenants::WebhookParts {
+                settings,
+                client,
+                embedded,
+            })
+        }
+        None => None,
+    };
     let factory = tenants::Factory::new(tenants::FactorySettings {
         policy: config.vendor_policy(),
         cache: config.cache.clone(),
@@ -191,6 +219,7 @@ pub async fn build(config: &Config) -> Result<Gateway, StartError> {
         label_limit: config.tenant_label_limit,
         default_namespace: config.redis_namespace(),
         feed: config.feed_config(),
+        webhooks,
     })
     .map_err(ConfigError)?;
     let file = config.tenants_file.clone();

@@ -37,6 +37,9 @@ pub struct Tenant {
     fingerprint: u128,
     /// The tenant's change-feed poller, while the feed runs (stops with the tenant).
     feed: Option<crate::feed::Poller>,
+    /// The tenant's webhooks and their delivering task (stops with the tenant), unless
+    /// webhooks are off.
+    webhooks: Option<(wdt_webhooks::Webhooks, wdt_webhooks::Dispatcher)>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -59,6 +62,11 @@ impl Tenant {
         self.feed.as_ref().map(crate::feed::Poller::status)
     }
 
+    /// The tenant's webhooks, unless they are off.
+    pub fn webhooks(&self) -> Option<&wdt_webhooks::Webhooks> {
+        self.webhooks.as_ref().map(|(w, _)| w)
+    }
+
     /// The tenant's stock use cases.
     pub fn service(&self) -> &StockService {
         &self.service
@@ -77,6 +85,7 @@ pub type Tenants = BTreeMap<Arc<str>, Arc<Tenant>>;
 /// connection pool, one Redis connection, one text cache) and the metrics labels given so far.
 pub struct Factory {
     feed: Option<crate::feed::FeedConfig>,
+    webhooks: Option<WebhookParts>,
     policy: wdt_client::Policy,
     cache: CacheConfig,
     redis: Option<wdt_redis::Shared>,
@@ -116,6 +125,19 @@ pub struct FactorySettings {
     pub default_namespace: String,
     /// The change feed, unless it is off.
     pub feed: Option<crate::feed::FeedConfig>,
+    /// Webhooks, unless they are off.
+    pub webhooks: Option<WebhookParts>,
+}
+
+/// What every tenant's webhooks share.
+#[derive(Debug, Clone)]
+pub struct WebhookParts {
+    /// How they are delivered.
+    pub settings: wdt_webhooks::Settings,
+    /// The delivery client.
+    pub client: reqwest::Client,
+    /// The embedded store, without Redis.
+    pub embedded: Option<Arc<wdt_webhooks::Embedded>>,
 }
 
 /// The `tenant` labels given out: at most `limit` names, then `other`, so a gateway of many
@@ -170,6 +192,7 @@ impl Factory {
             },
             default_namespace: settings.default_namespace,
             feed: settings.feed,
+            webhooks: settings.webhooks,
         })
     }
 
@@ -223,11 +246,27 @@ impl Factory {
             service = service.change_feed(feed.interval);
         }
         let service = service.build();
+        let account = match spec.name == DEFAULT {
+            true => self.default_namespace.clone(),
+            false => spec.account_id(),
+        };
+        let webhooks = match &self.webhooks {
+            Some(parts) => {
+                let hooks = wdt_webhooks::Webhooks::new(
+                    service.clone(),
+                    parts.embedded.clone(),
+                    &account,
+                    label.clone(),
+                    parts.settings.clone(),
+                    parts.client.clone(),
+                )
+                .map_err(|e| format!("tenant {}: {e}", spec.name))?;
+                let dispatcher = hooks.start();
+                Some((hooks, dispatcher))
+            }
+            None => None,
+        };
         let feed = self.feed.as_ref().map(|config| {
-            let account = match spec.name == DEFAULT {
-                true => self.default_namespace.clone(),
-                false => spec.account_id(),
-            };
             crate::feed::Poller::start(
                 service.clone(),
                 &account,
@@ -237,6 +276,7 @@ impl Factory {
                     enterprise: spec.enterprise.is_some(),
                     flagship: spec.flagship.is_some(),
                 },
+                webhooks.as_ref().map(|(w, _)| w.clone()),
             )
         });
         Ok(Arc::new(Tenant {
@@ -245,6 +285,7 @@ impl Factory {
             label,
             fingerprint: spec.fingerprint(),
             feed,
+            webhooks,
         }))
     }
 }
@@ -413,6 +454,7 @@ mod tests {
             label_limit,
             default_namespace: "ns".into(),
             feed: None,
+            webhooks: None,
         })
         .unwrap()
     }
