@@ -349,14 +349,14 @@ fn example_plan() -> serde_json::Value {
         "outer_id": "A0001",
         "spec_outer_id": "A0001-RED-M",
         "match_code": "A0001-RED-M",
-        "match_kind": "sku",
+        "match_kind": "spec",
         "match_target_id": 3301,
         "quantity_to_sync": "96",
         "stock_change_count": 18,
-        "status": "on_sale",
+        "status": "listed",
         "last_synced_quantity": "100",
         "last_synced_at": "2026-12-06T13:58:40+08:00",
-        "rule": {"warehouse_ids": [1], "percent": "100", "plus": "0"}
+        "rule": {"id": 5, "no": "R005", "warehouse_ids": [1, 4], "percent": 100, "plus": "5"}
     })
 }
 
@@ -380,6 +380,7 @@ fn webhook(
             "summary": summary,
             "description": description,
             "tags": ["webhooks"],
+            "security": [{"webhook_signature": []}],
             "parameters": [
                 header("webhook-id", "The message's id: the same on every attempt of it, so receivers can drop repeats.",
                     "msg_5f0c1d2e3a4b5c6d7e8f90a1b2c3d4e5", "^msg_[0-9a-f]{32}$"),
@@ -403,8 +404,10 @@ fn webhook(
     }))
 }
 
-/// Adds the `webhooks` section: the messages endpoints get, their headers and bodies.
+/// Adds the `webhooks` section (the messages endpoints get, their headers and bodies), and the
+/// links from a new endpoint to the routes of its id.
 pub(crate) fn describe(api: &mut utoipa::openapi::OpenApi) {
+    link_new_endpoints(api);
     let hooks = [
         webhook(
             "stock.changed",
@@ -443,6 +446,51 @@ pub(crate) fn describe(api: &mut utoipa::openapi::OpenApi) {
         }
     }
     api.webhooks = Some(paths);
+    let mut signature = utoipa::openapi::security::ApiKeyValue::new("webhook-signature");
+    signature.description = Some(
+        "Messages to webhook endpoints are signed as the Standard Webhooks specification says: verify \
+         `webhook-signature` with the endpoint's `whsec_` secret, `webhook-id` and `webhook-timestamp` \
+         (docs/WEBHOOKS.md)."
+            .into(),
+    );
+    api.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "webhook_signature",
+            utoipa::openapi::security::SecurityScheme::ApiKey(
+                utoipa::openapi::security::ApiKey::Header(signature),
+            ),
+        );
+}
+
+/// The `201` of `POST /v1/webhook-endpoints` links to every route of the new endpoint's id.
+fn link_new_endpoints(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::Link;
+    let Some(RefOr::T(created)) = api
+        .paths
+        .paths
+        .get_mut("/v1/webhook-endpoints")
+        .and_then(|item| item.post.as_mut())
+        .and_then(|op| op.responses.responses.get_mut("201"))
+    else {
+        return;
+    };
+    for (name, operation) in [
+        ("GetEndpoint", "get_endpoint"),
+        ("DeleteEndpoint", "delete_endpoint"),
+        ("RotateSecret", "post_rotate"),
+        ("EnableEndpoint", "post_enable"),
+        ("TestEndpoint", "post_test"),
+        ("GetDeliveries", "get_deliveries"),
+    ] {
+        let link = Link::builder()
+            .operation_id(operation)
+            .parameter("id", "$response.body#/id")
+            .description("The new endpoint.")
+            .build();
+        created.links.insert(name.to_owned(), RefOr::T(link));
+    }
 }
 
 #[cfg(test)]
