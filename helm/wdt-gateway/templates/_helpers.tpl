@@ -132,6 +132,7 @@ null is left out (0 is kept: it turns a limit off).
   (list "WDT_GATEWAY_TENANT_CLAIM" $v.tenants.claim)
   (list "WDT_GATEWAY_CHANGE_FEED_INTERVAL" $v.changeFeed.interval)
   (list "WDT_GATEWAY_STATE_DIR" "/var/lib/wdt-gateway")
+  (list "WDT_GATEWAY_WEBHOOK_ALLOW_PRIVATE_NETWORKS" $v.webhooks.allowPrivateNetworks)
 -}}
 {{- $env := list -}}
 {{- range $vars -}}
