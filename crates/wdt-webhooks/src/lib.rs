@@ -1,16 +1,5 @@
-//! Signed webhooks for partners, following the Standard Webhooks specification: endpoints a
-//! partner registers per tenant, messages made from what the change feed finds (stock rows that
-//! changed, listings that entered the pending queue), kept in a durable outbox and delivered
-//! at least once with retries over hours, and — for a storefront that asks for it — the
-//! acknowledgement of each delivered plan in the ERP (`auto_ack`).
-//!
-//! - [`Webhooks`] is one tenant's: its endpoints (create, list, rotate, enable, delete, test),
-//!   [`Webhooks::publish`] for the change feed's poller, and [`Webhooks::start`] for the task
-//!   that delivers.
-//! - The outbox is an embedded database under the state directory ([`Embedded`]), or Redis
-//!   when replicas share state; each message is stored once per endpoint (its id comes from
-//!   the event), and claims keep two replicas from sending the same attempt.
-//! - [`guard`] refuses URLs of private networks, at registration and at every connection.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
 
 mod dispatch;
 pub mod guard;
@@ -362,7 +351,8 @@ impl Webhooks {
         })
     }
 
-    /// Enables a disabled endpoint: its pending deliveries go out again.
+    /// Enables a disabled endpoint: its pending deliveries are due at once (a retry may have
+    /// been hours away).
     ///
     /// # Errors
     /// There is none with this id, or the store is unavailable.
@@ -374,6 +364,10 @@ impl Webhooks {
                 e.failing_since = None;
             })
             .await?;
+        if let Err(e) = self.inner.due_now(id).await {
+            // Enabled all the same: they go out when their next attempts were due.
+            tracing::warn!(tenant = %self.inner.service.tenant(), endpoint = id, error = %e, "an enabled endpoint's pending deliveries keep their times");
+        }
         self.inner.wake.notify_one();
         Ok(EndpointView::from(&endpoint))
     }
@@ -578,6 +572,28 @@ impl Inner {
                 "the endpoint kept changing while it was being changed; try again",
             )
         })
+    }
+
+    /// Makes an endpoint's pending deliveries that wait for a later attempt due now. Those being
+    /// attempted are left alone (their next attempt is already past: a claim does not change
+    /// it), as is one that changes meanwhile (the version check).
+    async fn due_now(&self, endpoint: &str) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let all = self.store.deliveries(endpoint, usize::MAX).await?;
+        for mut d in all {
+            let waiting = d.state == DeliveryState::Pending
+                && d.ack.is_none()
+                && d.next_attempt_at.is_some_and(|at| at > now);
+            if !waiting {
+                continue;
+            }
+            d.next_attempt_at = Some(now);
+            d.version += 1;
+            self.store
+                .update(&d, store::Due::At(now.timestamp_millis()))
+                .await?;
+        }
+        Ok(())
     }
 
     /// `msg_` and 32 hex digits naming an event of this account.
