@@ -80,6 +80,7 @@ async fn run(inner: Arc<Inner>) {
                 continue;
             }
         };
+        inner.forget_slots_but(&endpoints);
         for endpoint in endpoints.into_iter().filter(|e| e.disabled.is_none()) {
             let slots = inner.slots(&endpoint.id);
             let free = slots.available_permits();

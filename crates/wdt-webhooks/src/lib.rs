@@ -298,7 +298,8 @@ impl Webhooks {
         {
             return Err(DomainError::internal("a new endpoint's id was taken"));
         }
-        tracing::info!(tenant = %self.inner.service.tenant(), endpoint = %endpoint.id, url = %endpoint.url, events = ?endpoint.events, auto_ack = endpoint.auto_ack, "webhook endpoint registered");
+        // The URL's query may hold a partner's token: the log gets its origin and path only.
+        tracing::info!(tenant = %self.inner.service.tenant(), endpoint = %endpoint.id, origin = %url.origin().ascii_serialization(), path = url.path(), events = ?endpoint.events, auto_ack = endpoint.auto_ack, "webhook endpoint registered");
         Ok(CreatedEndpoint {
             endpoint: EndpointView::from(&endpoint),
             secret: secret.expose().to_owned(),
@@ -600,6 +601,18 @@ impl Inner {
     fn message_id(&self, kind: EventType, key: &str) -> String {
         let text = format!("{}\u{1f}{}\u{1f}{key}", self.account, kind.as_str());
         format!("msg_{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+    }
+
+    /// Drops the slots of endpoints no longer there (deleted) once nothing of theirs is in
+    /// flight.
+    fn forget_slots_but(&self, endpoints: &[Endpoint]) {
+        let most = self.settings.max_in_flight.max(1);
+        self.slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, slots| {
+                endpoints.iter().any(|e| e.id == *id) || slots.available_permits() < most
+            });
     }
 
     /// The attempts an endpoint may have in flight.
