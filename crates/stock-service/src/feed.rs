@@ -113,6 +113,10 @@ pub struct PendingPoll {
     pub plans: Vec<StockSyncPlan>,
     /// Listings that entered but whose plan the ERP did not compute, with its reason.
     pub failures: Vec<(i64, String)>,
+    /// The queue position the walk started from: a walk read again (its state was not kept)
+    /// starts from the same one, a listing that enters the queue again is found by a walk
+    /// from a later one.
+    pub from: i64,
     /// ERP calls made.
     pub calls: u32,
 }
@@ -285,7 +289,10 @@ impl StockService {
     ) -> Result<PendingPoll> {
         let mut position = state.pending_position.unwrap_or(0);
         let mut ids: Vec<i64> = Vec::new();
-        let mut out = PendingPoll::default();
+        let mut out = PendingPoll {
+            from: position,
+            ..PendingPoll::default()
+        };
         while ids.len() < max_listings {
             let page = self
                 .inner

@@ -377,6 +377,7 @@ impl Run {
                 return;
             }
         };
+        let walk = pending.as_ref().map_or(0, |p| p.from);
         let plans = pending.map(|p| {
             for (id, reason) in &p.failures {
                 tracing::warn!(tenant = %service.tenant(), api_goods_id = id, reason, "a listing entered the pending queue but the ERP computed no plan for it");
@@ -390,7 +391,7 @@ impl Run {
         // twice: a message's id comes from its event).
         if let Some(hooks) = &self.webhooks {
             let changed = stock.as_ref().map_or(&[][..], |s| s.changed.as_slice());
-            if let Err(e) = hooks.publish(changed, &plans).await {
+            if let Err(e) = hooks.publish(changed, &plans, walk).await {
                 if let Some(before) = before {
                     *state = before;
                 }

@@ -440,8 +440,11 @@ impl Webhooks {
     /// Queues the messages of what one poll of the change feed found, for every endpoint that
     /// wants them: changed rows in `stock.changed` messages of up to [`ROWS_PER_MESSAGE`], each
     /// plan in a `stock_sync.pending` message. A message's id comes from its event, so queuing
-    /// the same poll again (after a crash before its cursor was saved) queues nothing new.
-    /// Returns the number of deliveries queued.
+    /// the same poll again (after a crash before its cursor was saved) queues nothing new: a
+    /// batch of rows is named by its rows, a plan by its listing, its `stock_change_count` and
+    /// `walk`, the queue position its walk started from (a listing that enters the queue again
+    /// with the same count, after a failed push, is a new message). Returns the number of
+    /// deliveries queued.
     ///
     /// # Errors
     /// The store is unavailable: nothing may have been queued, and the poll must be read again.
@@ -449,6 +452,7 @@ impl Webhooks {
         &self,
         rows: &[StockLevel],
         plans: &[StockSyncPlan],
+        walk: i64,
     ) -> Result<usize, StoreError> {
         if rows.is_empty() && plans.is_empty() {
             return Ok(0);
@@ -490,7 +494,10 @@ impl Webhooks {
                     timestamp: now,
                     data: plan.clone(),
                 });
-                let key = format!("{}\u{1e}{}", plan.api_goods_id, plan.stock_change_count);
+                let key = format!(
+                    "{}\u{1e}{}\u{1e}{walk}",
+                    plan.api_goods_id, plan.stock_change_count
+                );
                 let id = self.inner.message_id(EventType::StockSyncPending, &key);
                 for endpoint in wanting(EventType::StockSyncPending) {
                     let mut d = message(endpoint, &id, EventType::StockSyncPending, now, &payload);
