@@ -247,6 +247,21 @@ fn with_row<'a>(records: &'a [Value], spec: &str, on_hand: u32) -> Vec<&'a Value
         .collect()
 }
 
+/// Waits up to `within` until exactly one message `receiver` got carries `spec`'s row with
+/// `on_hand`, and says how long it took.
+async fn arrives_once(receiver: &Receiver, what: &str, within: Duration, spec: &str, on_hand: u32) {
+    let began = Instant::now();
+    eventually(what, within, || async {
+        let all = receiver.received().await;
+        match with_row(&all, spec, on_hand).len() {
+            1 => Ok(()),
+            n => Err(format!("{n} messages with the row: {all:?}")),
+        }
+    })
+    .await;
+    eprintln!("{what}: {:?}", began.elapsed());
+}
+
 // ---------------------------------------------------------------------------------------------
 // The gateway
 
@@ -665,23 +680,14 @@ async fn changes_through_the_gateway_and_in_the_erp_reach_the_receiver_verified(
     gateway.stock_take(&spec, 55, "webhook-take-1").await;
     let first = queued_by(&before, &change_counts(emulator));
     assert!(!first.is_empty(), "the take queued the spec's listings");
-    let took = Instant::now();
-    eventually(
+    arrives_once(
+        &receiver,
         "the take's stock.changed",
         Duration::from_secs(5),
-        || async {
-            let all = receiver.received().await;
-            match with_row(&all, &spec, 55).len() {
-                1 => Ok(()),
-                n => Err(format!("{n} messages with the row: {all:?}")),
-            }
-        },
+        &spec,
+        55,
     )
     .await;
-    eprintln!(
-        "the stock take reached the receiver in {:?}",
-        took.elapsed()
-    );
     // One stock_sync.pending per listing the take queued, with its new plan.
     let pending = |queued: BTreeMap<i64, i64>| async move {
         eventually(
@@ -720,23 +726,14 @@ async fn changes_through_the_gateway_and_in_the_erp_reach_the_receiver_verified(
         first.keys().collect::<Vec<_>>(),
         "the same listings"
     );
-    let changed = Instant::now();
-    eventually(
+    arrives_once(
+        &receiver,
         "the direct change's stock.changed",
         Duration::from_secs(5),
-        || async {
-            let all = receiver.received().await;
-            match with_row(&all, &spec, 4321).len() {
-                1 => Ok(()),
-                n => Err(format!("{n} messages with the row: {all:?}")),
-            }
-        },
+        &spec,
+        4321,
     )
     .await;
-    eprintln!(
-        "the direct change reached the receiver in {:?}",
-        changed.elapsed()
-    );
     pending(second.clone()).await;
 
     // Two more polls: nothing else comes.
@@ -1420,20 +1417,14 @@ async fn a_hanging_receiver_holds_up_only_its_own_endpoint() {
 
     for on_hand in [5001, 5002, 5003, 5004] {
         change_in_erp(&rig.emulator, &spec, on_hand).await;
-        let took = Instant::now();
-        eventually(
+        arrives_once(
+            &rig.receiver,
             "B gets the change promptly",
             Duration::from_secs(4),
-            || async {
-                let all = rig.receiver.received().await;
-                match with_row(&all, &spec, on_hand).len() {
-                    1 => Ok(()),
-                    n => Err(format!("{n}: {all:?}")),
-                }
-            },
+            &spec,
+            on_hand,
         )
         .await;
-        eprintln!("B got {on_hand} in {:?}", took.elapsed());
     }
     assert_verified_and_accepted(&rig.receiver.received().await);
     assert_eq!(rig.receiver.received().await.len(), 4);

@@ -2,63 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use secrecy::SecretString;
-use wdt_redis::{Begin, Fetch, Replay, Reservation, Settings, Shared};
+use std::time::Duration;
 
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server() -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--protected-mode", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (`apt-get install redis-server`)");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server(child, port)
-}
+use common::{Server, server};
+use wdt_redis::{Begin, Fetch, Replay, Reservation, Shared};
 
 async fn shared(server: &Server) -> Shared {
-    let shared = Shared::connect(&Settings {
-        url: Some(SecretString::from(format!(
-            "redis://127.0.0.1:{}/",
-            server.1
-        ))),
-        namespace: "scripts".into(),
-        replicas: 2,
-        timeout: Duration::from_secs(1),
-        lease: Duration::from_secs(2),
-    })
-    .unwrap();
-    assert!(shared.ping().await);
-    shared
+    common::shared(server, "scripts").await
 }
 
 const TTL: Duration = Duration::from_secs(30);

@@ -394,20 +394,8 @@ impl Webhooks {
                     .into(),
             },
         });
-        let delivery = Delivery {
-            id: format!("msg_{:032x}", rand::random::<u128>()),
-            endpoint_id: endpoint.id.clone(),
-            event_type: EventType::Test,
-            created_at: now,
-            payload,
-            state: DeliveryState::Pending,
-            attempts: Vec::new(),
-            next_attempt_at: Some(now),
-            listing: None,
-            plan: None,
-            ack: None,
-            version: 1,
-        };
+        let id = format!("msg_{:032x}", rand::random::<u128>());
+        let delivery = message(&endpoint, &id, EventType::Test, now, &payload);
         self.inner
             .store
             .enqueue(std::slice::from_ref(&delivery))
