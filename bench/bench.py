@@ -29,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release")
 SECRET = "bench-secret-0123456789abcdef0123456789"
 SCOPES = "stock:read stock:write stock-sync:read stock-sync:write"
+# The feed scenario's callers also register a webhook endpoint.
+FEED_SCOPES = SCOPES + " webhooks:read webhooks:write"
 # The cached GraphQL query and REST read of the throughput scenarios: 10 SKUs.
 SPECS = [f"G{g:05}-01" for g in range(1, 11)]
 GRAPHQL = ("query Stock($specs: [String!]!) { stock(specNos: $specs) "
@@ -213,13 +215,13 @@ def state_dir():
     return tempfile.mkdtemp(dir=_STATE[0])
 
 
-def mint_tokens(n, prefix="bench-"):
+def mint_tokens(n, prefix="bench-", scopes=SCOPES):
     """`n` tokens with every scope for the subjects bench-0, bench-1, …, joined by commas: the
     mixes' callers, as a fleet of frontends would be (each keeps to its share of the ERP quota,
     vendor.subject_share_percent)."""
     return ",".join(
         subprocess.run([os.path.join(BIN, "wdt-gateway"), "token", "--sub", f"{prefix}{i}",
-                        "--scope", SCOPES, "--ttl", "4h"], capture_output=True, text=True,
+                        "--scope", scopes, "--ttl", "4h"], capture_output=True, text=True,
                        env={**os.environ, "WDT_GATEWAY_JWT_SECRET": SECRET},
                        check=True).stdout.strip()
         for i in range(n))
@@ -411,7 +413,7 @@ def feed_scenario(servers, smoke):
     emu = servers.start("emulator-feed", [os.path.join(BIN, "wdt-emulator"), "--listen",
                                           f"127.0.0.1:{emu_port}", "--skus", "2000"])
     wait_for(f"{emulator}/__admin/summary")
-    tokens = mint_tokens(8)
+    tokens = mint_tokens(8, scopes=FEED_SCOPES)
     result = {"interval_s": interval, "ttl_s": ttl, "fed_ttl_s": 600, "quota_per_minute": quota,
               "warmup_s": warmup, "measured_s": measured, "direct_every_s": direct_every}
     for label, feed_interval in [("ttl_only", 0), ("feed_on", interval)]:
@@ -423,7 +425,9 @@ def feed_scenario(servers, smoke):
         proc = servers.start(f"gateway-feed-{label}", [os.path.join(BIN, "wdt-gateway")],
                              gateway_env(port, emulator, {
                                  "WDT_GATEWAY_VENDOR_CALLS_PER_MINUTE": str(quota),
-                                 "WDT_GATEWAY_CHANGE_FEED_INTERVAL": str(feed_interval)}))
+                                 "WDT_GATEWAY_CHANGE_FEED_INTERVAL": str(feed_interval),
+                                 # The driver's webhook receiver is on loopback.
+                                 "WDT_GATEWAY_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true"}))
         wait_for(f"{url}/healthz")
         argv = ["mix", "--warmup", str(warmup), "--duration", str(measured),
                 "--clients", "16" if smoke else "64", "--rate", "10", "--zipf", "1.1",
@@ -432,7 +436,7 @@ def feed_scenario(servers, smoke):
                 # Two changes of a row within one interval may arrive as one event.
                 "--change-gap", str(3 * interval)]
         if feed_interval:
-            argv += ["--subscribe", "--drain", str(2 * interval + 5)]
+            argv += ["--subscribe", "--webhook", "--drain", str(2 * interval + 5)]
         run = driver(None, url, emulator, tokens, argv)
         run["feed_interval_s"] = feed_interval
         run["vendor_rate_limited"] = sum(

@@ -138,6 +138,13 @@ def feed_targets(fd):
         rows.append(("change feed: every change reaches the subscribers",
                      f"direct {d['seen']}/{d['made']}, stock takes {t['seen']}/{t['made']}",
                      d["seen"] == d["made"] and t["seen"] == t["made"]))
+    hooks = on.get("webhooks") or {}
+    if hooks:
+        d, t = hooks["direct"], hooks["takes"]
+        rows.append(("webhooks: every change reaches a webhook receiver",
+                     f"direct {d['seen']}/{d['made']}, stock takes {t['seen']}/{t['made']} "
+                     f"(change → receiver p99 {fmt(d['p99_ms'], 0)} ms)",
+                     d["seen"] == d["made"] and t["seen"] == t["made"]))
     return rows
 
 
@@ -184,6 +191,14 @@ def print_feed(fd):
     sub = on.get("subscriptions") or {}
     if "skipped" in sub:
         print(f"\nLatency not measured: {sub['skipped']}.")
+    hooks = on.get("webhooks") or {}
+    if hooks:
+        d, t = hooks["direct"], hooks["takes"]
+        print(f"\nWebhooks, with the feed on: a `stock.changed` endpoint on a receiver on the same "
+              f"machine got {hooks['rows']:,} rows; direct changes {d['made']} made, {d['seen']} "
+              f"received, change → receiver p50 / p99 / max {fmt(d['p50_ms'], 0)} / "
+              f"{fmt(d['p99_ms'], 0)} / {fmt(d['max_ms'], 0)} ms; stock takes {t['made']} made, "
+              f"{t['seen']} received, p50 / p99 {fmt(t['p50_ms'], 0)} / {fmt(t['p99_ms'], 0)} ms.")
     fm = on.get("feed_metrics") or {}
     if fm:
         polls = ", ".join(f"{k[6:]} {v:,.0f}" for k, v in sorted(fm.items()) if k.startswith("polls_"))

@@ -112,6 +112,11 @@ struct MixArgs {
     /// Seconds to wait after the measured phase for the events of its last changes.
     #[arg(long, default_value_t = 15.0)]
     drain: f64,
+    /// Register a webhook endpoint for `stock.changed` on the first gateway (its token needs
+    /// `webhooks:write` and `stock:read`; the gateway must allow private networks) and time
+    /// each change's message, as the subscribers do.
+    #[arg(long)]
+    webhook: bool,
 }
 
 type Failure = String;
@@ -386,6 +391,65 @@ impl Bench {
         Ok(url)
     }
 
+    /// A webhook receiver on a loopback port that records each row of every `stock.changed`
+    /// message as an event (answering 204), and its endpoint registered on the first gateway:
+    /// the endpoint's id and the receiver's task.
+    async fn webhook_receiver(
+        &self,
+        events: Arc<Mutex<Vec<Event>>>,
+    ) -> Result<(String, tokio::task::JoinHandle<()>), Failure> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("webhook receiver: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("webhook receiver: {e}"))?
+            .port();
+        let receive = move |body: axum::body::Bytes| {
+            let events = events.clone();
+            async move {
+                let at = Instant::now();
+                let message: Value = serde_json::from_slice(&body).unwrap_or_default();
+                if let (Some(rows), Ok(mut events)) =
+                    (message["data"]["stock_levels"].as_array(), events.lock())
+                {
+                    for row in rows {
+                        events.push(Event {
+                            at,
+                            spec: row["spec_no"].as_str().unwrap_or_default().to_owned(),
+                            warehouse: row["warehouse_no"].as_str().unwrap_or_default().to_owned(),
+                            on_hand: number(&row["on_hand"]),
+                        });
+                    }
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        };
+        let app = axum::Router::new().route("/hook", axum::routing::post(receive));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let made = self
+            .http
+            .post(format!("{}/v1/webhook-endpoints", self.nth(0)))
+            .bearer_auth(self.token(0))
+            .json(&json!({
+                "url": format!("http://127.0.0.1:{port}/hook"),
+                "events": ["stock.changed"],
+                "description": "bench driver",
+            }))
+            .send()
+            .await
+            .map_err(|e| format!("registering the webhook endpoint: {e}"))?;
+        let status = made.status();
+        let body: Value = made.json().await.unwrap_or_default();
+        if !status.is_success() {
+            server.abort();
+            return Err(format!("registering the webhook endpoint: {status} {body}"));
+        }
+        Ok((body["id"].as_str().unwrap_or_default().to_owned(), server))
+    }
+
     /// One direct stock change in the ERP: the good quantity of `spec` in `warehouse` becomes a
     /// new random number (never the current one, so the row does change). Answers when the
     /// change was sent and when its answer came back, and the row's stock (on hand) after it.
@@ -477,6 +541,11 @@ impl Bench {
             }
         } else {
             Ok(Vec::new())
+        };
+        let hooked: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
+        let webhook = match p.webhook {
+            true => Some(self.webhook_receiver(hooked.clone()).await?),
+            false => None,
         };
         let start = Instant::now();
         let measured_from = start + warmup;
@@ -694,6 +763,35 @@ impl Bench {
                 })
             }
         };
+        let webhooks = match webhook {
+            None => Value::Null,
+            Some((endpoint, server)) => {
+                // The subscribers' drain has passed; wait a little longer for messages only.
+                let drain_until = Instant::now() + Duration::from_secs_f64(p.drain);
+                while Instant::now() < drain_until {
+                    let all_seen = hooked.lock().is_ok_and(|events| {
+                        changes
+                            .iter()
+                            .filter(|c| c.sent >= measured_from)
+                            .all(|c| c.seen_in(&events).is_some())
+                    });
+                    if all_seen {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                server.abort();
+                let events = hooked.lock().map(|e| e.clone()).unwrap_or_default();
+                let measured: Vec<&Change> =
+                    changes.iter().filter(|c| c.sent >= measured_from).collect();
+                json!({
+                    "endpoint": endpoint,
+                    "rows": events.len(),
+                    "direct": latency_report(measured.iter().filter(|c| !c.take), &events),
+                    "takes": latency_report(measured.iter().filter(|c| c.take), &events),
+                })
+            }
+        };
         let log = log.lock().map(|l| l.clone()).unwrap_or_default();
         let requests = log.len();
         let ok = log.iter().filter(|r| r.2 == 200).count();
@@ -774,6 +872,9 @@ impl Bench {
         }
         if !subscriptions.is_null() {
             out["subscriptions"] = subscriptions;
+        }
+        if !webhooks.is_null() {
+            out["webhooks"] = webhooks;
         }
         Ok(out)
     }
