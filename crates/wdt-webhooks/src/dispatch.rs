@@ -67,7 +67,7 @@ async fn run(inner: Arc<Inner>) {
             _ = tick.tick() => {}
             () = inner.wake.notified() => {}
         }
-        let endpoints = match inner.store.endpoints().await {
+        let endpoints = match inner.endpoints().await {
             Ok(e) => {
                 warned = false;
                 e

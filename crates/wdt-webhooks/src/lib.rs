@@ -169,6 +169,8 @@ struct Inner {
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Serializes this replica's endpoint changes (the one `auto_ack` endpoint rule).
     changes: tokio::sync::Mutex<()>,
+    /// The endpoints as last read from the store, for a poll while the store is away.
+    known: Mutex<Option<Vec<Endpoint>>>,
 }
 
 impl Webhooks {
@@ -198,6 +200,7 @@ impl Webhooks {
                 wake: Notify::new(),
                 slots: Mutex::default(),
                 changes: tokio::sync::Mutex::new(()),
+                known: Mutex::default(),
             }),
         })
     }
@@ -213,7 +216,7 @@ impl Webhooks {
     /// # Errors
     /// The store is unavailable.
     pub async fn list(&self) -> Result<Vec<EndpointView>, DomainError> {
-        let mut all = self.inner.store.endpoints().await.map_err(store_down)?;
+        let mut all = self.inner.endpoints().await.map_err(store_down)?;
         all.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(all.iter().map(EndpointView::from).collect())
     }
@@ -256,7 +259,7 @@ impl Webhooks {
             ));
         }
         let _serial = self.inner.changes.lock().await;
-        let existing = self.inner.store.endpoints().await.map_err(store_down)?;
+        let existing = self.inner.endpoints().await.map_err(store_down)?;
         if existing.len() >= MAX_ENDPOINTS {
             return Err(DomainError::invalid(format!(
                 "this tenant has {MAX_ENDPOINTS} webhook endpoints, the most it may have: delete one first"
@@ -445,7 +448,29 @@ impl Webhooks {
         if rows.is_empty() && plans.is_empty() {
             return Ok(0);
         }
-        let endpoints = self.inner.store.endpoints().await?;
+        let endpoints = match self.inner.endpoints().await {
+            Ok(e) => e,
+            // The store is away: a poll that no endpoint wants loses nothing (the change feed
+            // goes on keeping the cache current); one that some endpoint wants is read again.
+            Err(e) => {
+                let known = self
+                    .inner
+                    .known
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                let wanted = |list: &[Endpoint]| {
+                    list.iter().any(|ep| {
+                        (!rows.is_empty() && ep.wants(EventType::StockChanged))
+                            || (!plans.is_empty() && ep.wants(EventType::StockSyncPending))
+                    })
+                };
+                match known {
+                    Some(list) if !wanted(&list) => return Ok(0),
+                    _ => return Err(e),
+                }
+            }
+        };
         let now = Utc::now();
         let mut queued = Vec::new();
         let wanting = |kind| endpoints.iter().filter(move |e| e.wants(kind));
@@ -537,8 +562,15 @@ fn message(
 }
 
 impl Inner {
+    /// Every endpoint, read from the store (and remembered).
+    async fn endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        let all = self.store.endpoints().await?;
+        *self.known.lock().unwrap_or_else(PoisonError::into_inner) = Some(all.clone());
+        Ok(all)
+    }
+
     async fn find(&self, id: &str) -> Result<Option<Endpoint>, DomainError> {
-        let all = self.store.endpoints().await.map_err(store_down)?;
+        let all = self.endpoints().await.map_err(store_down)?;
         Ok(all.into_iter().find(|e| e.id == id))
     }
 

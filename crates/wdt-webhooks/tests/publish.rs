@@ -27,6 +27,11 @@ impl Drop for World {
 }
 
 async fn world() -> World {
+    world_on(None).await
+}
+
+/// The world with its service (and so its webhooks) on `redis`, when given.
+async fn world_on(redis: Option<wdt_redis::Shared>) -> World {
     let emulator = wdt_emulator::Emulator::spawn(
         EmulatorConfig {
             skus: 40,
@@ -58,7 +63,11 @@ async fn world() -> World {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let service = StockService::new(client, &CacheConfig::default());
+    let mut service = StockService::builder(client, &CacheConfig::default());
+    if let Some(redis) = redis {
+        service = service.redis(redis, Duration::from_secs(1));
+    }
+    let service = service.build();
     let dir = std::env::temp_dir().join(format!("wdt-publish-{:032x}", rand::random::<u128>()));
     let settings = Settings {
         allow_private_networks: true,
@@ -225,5 +234,101 @@ async fn endpoints_are_checked_when_made_and_none_gets_what_it_did_not_ask_for()
     assert_eq!(
         w.hooks.get(&first.endpoint.id).await.unwrap_err().code(),
         stock_service::Code::NotFound
+    );
+}
+
+/// A `redis-server` on a free port, killed when dropped.
+struct Redis(std::process::Child, u16);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server() -> Redis {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server must be installed (`apt-get install redis-server`)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Redis(child, port)
+}
+
+#[tokio::test]
+async fn with_the_store_away_a_poll_no_endpoint_wants_goes_on_and_one_that_is_wanted_is_read_again()
+{
+    let mut server = redis_server();
+    let redis = wdt_redis::Shared::connect(&wdt_redis::Settings {
+        url: Some(SecretString::from(format!(
+            "redis://127.0.0.1:{}/",
+            server.1
+        ))),
+        namespace: "publish".into(),
+        replicas: 1,
+        timeout: Duration::from_millis(300),
+        lease: Duration::from_secs(2),
+    })
+    .unwrap();
+    assert!(redis.ping().await);
+    let w = world_on(Some(redis)).await;
+    // One endpoint, of plans only; the list is read once while Redis answers.
+    w.hooks
+        .create(endpoint(vec![EventType::StockSyncPending]))
+        .await
+        .unwrap();
+    assert_eq!(w.hooks.list().await.unwrap().len(), 1);
+    let rows: Vec<_> = w
+        .service
+        .stock(&["G00001-01".to_owned()], None)
+        .await
+        .unwrap()
+        .value
+        .iter()
+        .map(|r| (**r).clone())
+        .collect();
+    let id = w
+        .service
+        .pending_stock_syncs(10, None)
+        .await
+        .unwrap()
+        .api_goods_ids[0];
+    let plan = (*w.service.stock_sync_plan(id, false).await.unwrap().value).clone();
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    // Rows nobody wants: nothing to keep, the poll goes on.
+    assert_eq!(w.hooks.publish(&rows, &[], 1).await.unwrap(), 0);
+    // A plan the endpoint wants cannot be stored: the poll must be read again.
+    assert!(
+        w.hooks
+            .publish(&[], std::slice::from_ref(&plan), 1)
+            .await
+            .is_err()
+    );
+    // The endpoints' routes say the store is away.
+    assert_eq!(
+        w.hooks.list().await.unwrap_err().code(),
+        stock_service::Code::StoreUnavailable
     );
 }
