@@ -58,18 +58,26 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// How often a tenant without endpoints looks again (it is woken at once when this replica
+/// registers one; another replica's registration is seen within this).
+const IDLE_TICK: Duration = Duration::from_secs(5);
+
 async fn run(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(inner.settings.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
+    let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
             () = inner.wake.notified() => {}
         }
+        wait = inner.settings.tick;
         let endpoints = match inner.endpoints().await {
             Ok(e) => {
                 warned = false;
+                if e.is_empty() {
+                    // Most tenants of a large gateway have none: look seldom.
+                    wait = IDLE_TICK.max(inner.settings.tick);
+                }
                 e
             }
             Err(e) => {

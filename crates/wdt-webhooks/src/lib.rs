@@ -50,8 +50,8 @@ pub struct Settings {
     pub disable_after: Duration,
     /// Allow URLs of loopback, private and link-local addresses.
     pub allow_private_networks: bool,
-    /// How often the dispatcher looks for due deliveries (it also wakes when messages are
-    /// queued).
+    /// How often the dispatcher looks for due deliveries while the tenant has endpoints (it
+    /// also wakes when messages are queued; without endpoints it looks every 5 s).
     pub tick: Duration,
 }
 
@@ -302,6 +302,7 @@ impl Webhooks {
             return Err(DomainError::internal("a new endpoint's id was taken"));
         }
         // The URL's query may hold a partner's token: the log gets its origin and path only.
+        self.inner.wake.notify_one();
         tracing::info!(tenant = %self.inner.service.tenant(), endpoint = %endpoint.id, origin = %url.origin().ascii_serialization(), path = url.path(), events = ?endpoint.events, auto_ack = endpoint.auto_ack, "webhook endpoint registered");
         Ok(CreatedEndpoint {
             endpoint: EndpointView::from(&endpoint),
