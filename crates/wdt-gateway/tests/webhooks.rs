@@ -681,7 +681,7 @@ async fn changes_through_the_gateway_and_in_the_erp_reach_the_receiver_verified(
     let first = queued_by(&before, &change_counts(emulator));
     assert!(!first.is_empty(), "the take queued the spec's listings");
     arrives_once(
-        &receiver,
+        receiver,
         "the take's stock.changed",
         Duration::from_secs(5),
         &spec,
@@ -727,7 +727,7 @@ async fn changes_through_the_gateway_and_in_the_erp_reach_the_receiver_verified(
         "the same listings"
     );
     arrives_once(
-        &receiver,
+        receiver,
         "the direct change's stock.changed",
         Duration::from_secs(5),
         &spec,
