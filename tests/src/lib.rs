@@ -35,6 +35,17 @@ impl Drop for TestApp {
     }
 }
 
+/// A state directory of one gateway's own (each keeps its webhook store there, and two may not
+/// share one): a fresh path under the system's temporary folder.
+pub fn state_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "wdt-e2e-state-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     SystemTime::now()
@@ -92,6 +103,7 @@ impl TestApp {
         // polls on its own, is off unless a test turns it on (its own tests are live.rs here and
         // crates/wdt-gateway/tests/feed.rs).
         config.change_feed.interval_secs = 0;
+        config.state_dir = state_dir();
         tweak(&mut config);
         let gateway = wdt_gateway::build(&config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

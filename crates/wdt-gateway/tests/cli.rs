@@ -14,11 +14,9 @@ fn gateway() -> Command {
     let mut c = Command::new(BIN);
     c.env_clear()
         .env("RUST_LOG", "warn")
-        // The change feed's cursors go to a folder of the tests', not the source tree.
-        .env(
-            "WDT_GATEWAY_STATE_DIR",
-            std::env::temp_dir().join(format!("wdt-cli-state-{}", std::process::id())),
-        );
+        // State (the change feed's cursors, the webhook store) goes to a folder of each
+        // gateway's own, not the source tree.
+        .env("WDT_GATEWAY_STATE_DIR", common::state_dir("cli"));
     c
 }
 

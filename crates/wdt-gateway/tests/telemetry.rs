@@ -57,6 +57,7 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         // Demo mode beside a configured secret must be asked for (and prints no token).
         .env("WDT_GATEWAY_DEMO", "true")
         .env("WDT_GATEWAY_LOG_FORMAT", "json")
+        .env("WDT_GATEWAY_STATE_DIR", common::state_dir("telemetry"))
         // Quiet, except the per-call line of the client: spans are kept at any level.
         .env("WDT_GATEWAY_LOG", "warn,wdt_client=debug")
         .env("WDT_GATEWAY_OTLP_ENDPOINT", &endpoint)

@@ -89,6 +89,7 @@ impl Gateway {
             .env("WDT_GATEWAY_CLIENT_RATE_LIMIT", "0")
             // Exact ERP call counts: the change feed (tested in feed.rs) would poll on its own.
             .env("WDT_GATEWAY_CHANGE_FEED_INTERVAL", "0")
+            .env("WDT_GATEWAY_STATE_DIR", common::state_dir("tenants"))
             .env("WDT_GATEWAY_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -446,7 +446,10 @@ async fn http2_and_graceful_shutdown() {
             ..Faults::default()
         })
         .unwrap();
-    let mut gateway_config = wdt_gateway::config::Config::default();
+    let mut gateway_config = wdt_gateway::config::Config {
+        state_dir: wdt_e2e::state_dir(),
+        ..wdt_gateway::config::Config::default()
+    };
     gateway_config.enterprise.url = Some(app.emulator.enterprise_url());
     gateway_config.enterprise.sid = Some("test2".into());
     gateway_config.enterprise.appkey = Some("test2-xx".into());

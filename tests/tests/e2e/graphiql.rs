@@ -47,7 +47,10 @@ async fn graphiql_page_and_its_assets_are_local() {
 
 #[tokio::test]
 async fn demo_mode_runs_on_the_built_in_emulator() {
-    let config = wdt_gateway::config::Config::default();
+    let config = wdt_gateway::config::Config {
+        state_dir: wdt_e2e::state_dir(),
+        ..wdt_gateway::config::Config::default()
+    };
     let gateway = wdt_gateway::build(&config).await.unwrap();
     let demo = gateway.demo.as_ref().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -256,9 +256,23 @@ pub(crate) fn gateway_on(
         .env("WDT_GATEWAY_JWT_SECRET", secret)
         .env("WDT_GATEWAY_CLIENT_RATE_LIMIT", "0")
         .env("WDT_GATEWAY_LOG", "error")
+        // A test that keeps state across a restart sets its own.
+        .env("WDT_GATEWAY_STATE_DIR", state_dir("gateway"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     command
+}
+
+/// A state directory of one gateway's own (each process keeps its webhook store there, and
+/// two may not share one): a fresh path under the system's temporary folder.
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) fn state_dir(what: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    std::env::temp_dir().join(format!(
+        "wdt-{what}-state-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
 }
 
 /// An HTTP client with a 30 s timeout.
