@@ -731,19 +731,7 @@ impl Bench {
             Ok(subscribers) if subscribers.is_empty() => Value::Null,
             Ok(subscribers) => {
                 // Wait for the events of the last changes (or until every change was seen).
-                let drain_until = Instant::now() + Duration::from_secs_f64(p.drain);
-                while Instant::now() < drain_until {
-                    let all_seen = events.lock().is_ok_and(|events| {
-                        changes
-                            .iter()
-                            .filter(|c| c.sent >= measured_from)
-                            .all(|c| c.seen_in(&events).is_some())
-                    });
-                    if all_seen {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                drain(&changes, measured_from, &events, p.drain).await;
                 let _ = stop.send(true);
                 let mut reports = Vec::new();
                 for (query, handle) in subscribers {
@@ -753,43 +741,23 @@ impl Bench {
                     reports.push(json!({ "query": query, "report": report }));
                 }
                 let events = events.lock().map(|e| e.clone()).unwrap_or_default();
-                let measured: Vec<&Change> =
-                    changes.iter().filter(|c| c.sent >= measured_from).collect();
-                json!({
-                    "subscribers": reports,
-                    "events": events.len(),
-                    "direct": latency_report(measured.iter().filter(|c| !c.take), &events),
-                    "takes": latency_report(measured.iter().filter(|c| c.take), &events),
-                })
+                let mut report = latencies(&changes, measured_from, &events);
+                report["subscribers"] = json!(reports);
+                report["events"] = json!(events.len());
+                report
             }
         };
         let webhooks = match webhook {
             None => Value::Null,
             Some((endpoint, server)) => {
                 // The subscribers' drain has passed; wait a little longer for messages only.
-                let drain_until = Instant::now() + Duration::from_secs_f64(p.drain);
-                while Instant::now() < drain_until {
-                    let all_seen = hooked.lock().is_ok_and(|events| {
-                        changes
-                            .iter()
-                            .filter(|c| c.sent >= measured_from)
-                            .all(|c| c.seen_in(&events).is_some())
-                    });
-                    if all_seen {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                drain(&changes, measured_from, &hooked, p.drain).await;
                 server.abort();
                 let events = hooked.lock().map(|e| e.clone()).unwrap_or_default();
-                let measured: Vec<&Change> =
-                    changes.iter().filter(|c| c.sent >= measured_from).collect();
-                json!({
-                    "endpoint": endpoint,
-                    "rows": events.len(),
-                    "direct": latency_report(measured.iter().filter(|c| !c.take), &events),
-                    "takes": latency_report(measured.iter().filter(|c| c.take), &events),
-                })
+                let mut report = latencies(&changes, measured_from, &events);
+                report["endpoint"] = json!(endpoint);
+                report["rows"] = json!(events.len());
+                report
             }
         };
         let log = log.lock().map(|l| l.clone()).unwrap_or_default();
@@ -972,6 +940,33 @@ struct Event {
     spec: String,
     warehouse: String,
     on_hand: Option<f64>,
+}
+
+/// Waits up to `patience` seconds until every change made since `from` shows in `events`.
+async fn drain(changes: &[Change], from: Instant, events: &Mutex<Vec<Event>>, patience: f64) {
+    let until = Instant::now() + Duration::from_secs_f64(patience);
+    while Instant::now() < until {
+        let all_seen = events.lock().is_ok_and(|events| {
+            changes
+                .iter()
+                .filter(|c| c.sent >= from)
+                .all(|c| c.seen_in(&events).is_some())
+        });
+        if all_seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The latencies of the changes made since `from` to their events, direct changes and stock
+/// takes apart.
+fn latencies(changes: &[Change], from: Instant, events: &[Event]) -> Value {
+    let measured: Vec<&Change> = changes.iter().filter(|c| c.sent >= from).collect();
+    json!({
+        "direct": latency_report(measured.iter().filter(|c| !c.take), events),
+        "takes": latency_report(measured.iter().filter(|c| c.take), events),
+    })
 }
 
 /// Changes made and seen, and the latency from each change's answer to its event.

@@ -645,6 +645,16 @@ impl Rig {
         }
     }
 
+    /// An endpoint of `events` on the rig's receiver, which gets its secret: its id.
+    async fn endpoint(&self, events: &[&str], auto_ack: bool) -> String {
+        let (id, secret) = self
+            .gateway
+            .create(&self.receiver.url(), events, auto_ack)
+            .await;
+        self.receiver.secrets(&[&secret]).await;
+        id
+    }
+
     /// The gateway again, on the same state directory and configuration.
     async fn restart(&mut self) {
         self.gateway = Gateway::start(
@@ -904,11 +914,7 @@ async fn a_delivery_cut_off_by_sigkill_is_made_again_after_the_restart_with_the_
     )
     .await;
     let spec = spec_with_listing(&rig.emulator);
-    let (id, secret) = rig
-        .gateway
-        .create(&rig.receiver.url(), &["stock.changed"], false)
-        .await;
-    rig.receiver.secrets(&[&secret]).await;
+    let id = rig.endpoint(&["stock.changed"], false).await;
     rig.receiver.mode(json!({ "mode": "hang" })).await;
     change_in_erp(&rig.emulator, &spec, 2024).await;
     let first = eventually("an attempt arrives", Duration::from_secs(5), || async {
@@ -963,16 +969,6 @@ async fn a_delivery_cut_off_by_sigkill_is_made_again_after_the_restart_with_the_
     // Nothing more comes.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(rig.receiver.received().await.len(), 2);
-}
-
-/// An `auto_ack` endpoint for `stock_sync.pending` on `rig`; its id.
-async fn auto_ack_endpoint(rig: &Rig) -> String {
-    let (id, secret) = rig
-        .gateway
-        .create(&rig.receiver.url(), &["stock_sync.pending"], true)
-        .await;
-    rig.receiver.secrets(&[&secret]).await;
-    id
 }
 
 /// Changes `spec` in the ERP: the listings it queued, with their new counts, and their views
@@ -1035,7 +1031,7 @@ async fn until_acknowledged(
 async fn auto_ack_confirms_each_delivered_plan_in_the_erp_exactly_once() {
     let rig = Rig::start("auto-ack", QUICK).await;
     let spec = spec_with_listing(&rig.emulator);
-    let id = auto_ack_endpoint(&rig).await;
+    let id = rig.endpoint(&["stock_sync.pending"], true).await;
     let successes = calls_of(&rig.emulator, SYNC_SUCCESS).await;
     let (queued, before) = queue_listings(&rig.emulator, &spec, 777).await;
     let log = until_acknowledged(&rig.gateway, &id, &queued, Duration::from_secs(10)).await;
@@ -1093,7 +1089,7 @@ async fn auto_ack_fails_a_plan_in_the_erp_once_when_the_schedule_is_exhausted() 
     )
     .await;
     let spec = spec_with_listing(&rig.emulator);
-    let id = auto_ack_endpoint(&rig).await;
+    let id = rig.endpoint(&["stock_sync.pending"], true).await;
     rig.receiver.mode(json!({ "mode": "fail" })).await;
     let (queued, before) = queue_listings(&rig.emulator, &spec, 888).await;
     let log = until_acknowledged(&rig.gateway, &id, &queued, Duration::from_secs(15)).await;
@@ -1603,11 +1599,7 @@ async fn an_endpoint_failing_too_long_is_disabled_and_enabling_sends_what_was_pe
     )
     .await;
     let spec = spec_with_listing(&rig.emulator);
-    let (id, secret) = rig
-        .gateway
-        .create(&rig.receiver.url(), &["stock.changed"], false)
-        .await;
-    rig.receiver.secrets(&[&secret]).await;
+    let id = rig.endpoint(&["stock.changed"], false).await;
     rig.receiver.mode(json!({ "mode": "fail" })).await;
     change_in_erp(&rig.emulator, &spec, 7001).await;
     let endpoint = eventually(
