@@ -32,6 +32,9 @@ const CLAIMS: TableDefinition<&str, i64> = TableDefinition::new("claims");
 /// The file in the state directory.
 const FILE: &str = "webhooks.redb";
 
+/// Most bytes of the database's pages kept in memory.
+const CACHE_BYTES: usize = 4 << 20;
+
 /// The embedded database.
 pub struct Embedded {
     db: Database,
@@ -90,7 +93,12 @@ impl Embedded {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(FILE);
-        let db = Database::create(&path).map_err(|e| {
+        // redb caches up to 1 GiB of pages by default: a busy outbox would grow the gateway's
+        // memory that far. Its working set (due index, recent messages) fits a few MiB.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| {
             StoreError(match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => format!(
                     "{} is open in another process: each gateway needs a state directory of its own (or Redis)",
