@@ -92,6 +92,26 @@ async fn world_on(redis: Option<wdt_redis::Shared>) -> World {
     }
 }
 
+/// An endpoint of plans that acknowledges them.
+fn acking() -> NewEndpoint {
+    NewEndpoint {
+        auto_ack: true,
+        ..endpoint(vec![EventType::StockSyncPending])
+    }
+}
+
+/// The rows of G00001-01, as the service reads them.
+async fn rows(service: &StockService) -> Vec<stock_service::model::StockLevel> {
+    service
+        .stock(&["G00001-01".to_owned()], None)
+        .await
+        .unwrap()
+        .value
+        .iter()
+        .map(|r| (**r).clone())
+        .collect()
+}
+
 fn endpoint(events: Vec<EventType>) -> NewEndpoint {
     NewEndpoint {
         url: "http://127.0.0.1:9/hook".into(),
@@ -120,13 +140,7 @@ async fn a_poll_published_twice_is_queued_once_and_a_later_walk_is_new() {
     let ids = w.service.pending_stock_syncs(10, None).await.unwrap();
     let id = ids.api_goods_ids[0];
     let plan = (*w.service.stock_sync_plan(id, false).await.unwrap().value).clone();
-    let rows = w
-        .service
-        .stock(&["G00001-01".to_owned()], None)
-        .await
-        .unwrap()
-        .value;
-    let rows: Vec<_> = rows.iter().map(|r| (**r).clone()).collect();
+    let rows = rows(&w.service).await;
     assert!(!rows.is_empty());
 
     // Rows go to the endpoint that wants them; the plan to both.
@@ -190,37 +204,15 @@ async fn endpoints_are_checked_when_made_and_none_gets_what_it_did_not_ask_for()
         "{}",
         bad.message
     );
-    let first = w
-        .hooks
-        .create(NewEndpoint {
-            auto_ack: true,
-            ..endpoint(vec![EventType::StockSyncPending])
-        })
-        .await
-        .unwrap();
-    let second = w
-        .hooks
-        .create(NewEndpoint {
-            auto_ack: true,
-            ..endpoint(vec![EventType::StockSyncPending])
-        })
-        .await
-        .unwrap_err();
+    let first = w.hooks.create(acking()).await.unwrap();
+    let second = w.hooks.create(acking()).await.unwrap_err();
     assert!(
         second.message.contains(&first.endpoint.id),
         "{}",
         second.message
     );
     // An endpoint of plans gets no rows.
-    let rows: Vec<_> = w
-        .service
-        .stock(&["G00001-01".to_owned()], None)
-        .await
-        .unwrap()
-        .value
-        .iter()
-        .map(|r| (**r).clone())
-        .collect();
+    let rows = rows(&w.service).await;
     assert_eq!(w.hooks.publish(&rows, &[], 1).await.unwrap(), 0);
     assert!(
         w.hooks
@@ -299,15 +291,7 @@ async fn with_the_store_away_a_poll_no_endpoint_wants_goes_on_and_one_that_is_wa
         .await
         .unwrap();
     assert_eq!(w.hooks.list().await.unwrap().len(), 1);
-    let rows: Vec<_> = w
-        .service
-        .stock(&["G00001-01".to_owned()], None)
-        .await
-        .unwrap()
-        .value
-        .iter()
-        .map(|r| (**r).clone())
-        .collect();
+    let rows = rows(&w.service).await;
     let id = w
         .service
         .pending_stock_syncs(10, None)
