@@ -257,6 +257,12 @@ impl Account {
         self.ops().calls(method, limit)
     }
 
+    /// The writes this account took after `after` (a ledger sequence number), oldest first,
+    /// at most `limit` (see [`crate::LedgerEntry`]).
+    pub fn ledger(&self, after: u64, limit: usize) -> Vec<crate::LedgerEntry> {
+        self.read().ledger.after(after, limit)
+    }
+
     /// The active faults.
     pub fn faults(&self) -> Faults {
         self.ops().faults.clone()
@@ -325,6 +331,12 @@ impl Account {
         let now = self.now();
         let mut world = self.write();
         let spec = world.set_stock(spec_no, warehouse_no, quantity, defect, now)?;
+        world.ledger.note(crate::ledger::Write::SetStock {
+            spec_no: spec_no.to_owned(),
+            warehouse_no: warehouse_no.to_owned(),
+            quantity,
+            defect,
+        });
         Ok(crate::admin::spec_stock_view(&world, spec))
     }
 
@@ -404,13 +416,20 @@ impl Account {
         };
         let broken = self.ops().malformed();
         match broken {
-            Some(kind) => self.answer(
-                call,
-                self.name(),
-                Outcome::Malformed,
-                refusal,
-                (200, ops::break_body(body, kind)),
-            ),
+            Some(kind) => {
+                let answer = self.answer(
+                    call,
+                    self.name(),
+                    Outcome::Malformed,
+                    refusal,
+                    (200, ops::break_body(body, kind)),
+                );
+                if kind == ops::MalformedKind::Reset {
+                    cut(answer)
+                } else {
+                    answer
+                }
+            }
             None => self.answer(call, self.name(), outcome, refusal, (200, body)),
         }
     }
@@ -454,6 +473,19 @@ impl Account {
         )
             .into_response()
     }
+}
+
+/// The answer with a body that fails at once: hyper then drops the connection, so the client
+/// gets no answer (or its head without a body) after the call took effect.
+fn cut(answer: Response) -> Response {
+    let (parts, _) = answer.into_parts();
+    let failing = futures::stream::once(async {
+        Err::<axum::body::Bytes, std::io::Error>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "emulated connection reset",
+        ))
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(failing))
 }
 
 /// Releases a concurrency slot when the call ends, even if the client went away.

@@ -21,6 +21,7 @@ pub(crate) fn routes() -> Router<Emulator> {
     Router::new()
         .route("/faults", get(get_faults).put(put_faults))
         .route("/calls", get(get_calls))
+        .route("/ledger", get(get_ledger))
         .route("/counters", get(get_counters))
         .route("/reset", post(reset))
         .route("/summary", get(summary))
@@ -108,6 +109,22 @@ struct CallsQuery {
 async fn get_calls(Acct(account): Acct, Query(q): Query<CallsQuery>) -> Response {
     let calls = account.calls(q.method.as_deref(), q.limit.unwrap_or(100).min(10_000));
     Json(serde_json::json!({ "account": account.name(), "calls": calls })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct LedgerQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /__admin/ledger?after=SEQ&limit=N`: the writes taken after `SEQ` (default 0), oldest
+/// first, at most `N` (default 1000, at most 10000); `next` is the `after` of the next page.
+async fn get_ledger(Acct(account): Acct, Query(q): Query<LedgerQuery>) -> Response {
+    let after = q.after.unwrap_or(0);
+    let writes = account.ledger(after, q.limit.unwrap_or(1000).min(10_000));
+    let next = writes.last().map_or(after, |w| w.seq);
+    Json(serde_json::json!({ "account": account.name(), "writes": writes, "next": next }))
+        .into_response()
 }
 
 async fn get_counters(Acct(account): Acct) -> Response {

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use wdt_sign::{FLAGSHIP_EPOCH, sign_flagship};
 
+use crate::ledger::{LedgerLine, Write};
 use crate::model::{Listing, PdLine, Target, World, vendor_time};
 use crate::wire::{self, TypeMismatch};
 use crate::{Account, Emulator, Refusal as CallRefusal, Refused};
@@ -227,22 +228,44 @@ pub(crate) fn execute(account: &Account, call: &Verified, now: i64) -> MethodRes
             let info = wire::map(args[1]).map_err(mismatch)?;
             let info = SyncInfo::read(&info)?;
             let mut world = account.write();
-            if call.method.ends_with("syncSuccess") {
-                world.sync_success(rec_id, info.stock_change_count, info.syn_stock, now)
+            let write = if call.method.ends_with("syncSuccess") {
+                world
+                    .sync_success(rec_id, info.stock_change_count, info.syn_stock, now)
+                    .map_err(|r| business(r.0))?;
+                Write::SyncSuccess {
+                    rec_id,
+                    stock_change_count: info.stock_change_count,
+                    quantity: info.syn_stock,
+                    message: info.syn_result,
+                }
             } else {
-                world.sync_fail(rec_id, info.stock_change_count, info.syn_result, now)
-            }
-            .map_err(|r| business(r.0))?;
+                world
+                    .sync_fail(
+                        rec_id,
+                        info.stock_change_count,
+                        info.syn_result.clone(),
+                        now,
+                    )
+                    .map_err(|r| business(r.0))?;
+                Write::SyncFail {
+                    rec_id,
+                    stock_change_count: info.stock_change_count,
+                    message: info.syn_result,
+                }
+            };
+            world.ledger.note(write);
             Ok(None)
         }
         "sales.StockSync.cancelSync" => {
             arity(&args, 2)?;
             let rec_id = wire::long(args[0]).map_err(mismatch)?;
             let count = wire::long(args[1]).map_err(mismatch)?;
-            account
-                .write()
-                .cancel(rec_id, count)
-                .map_err(|r| business(r.0))?;
+            let mut world = account.write();
+            world.cancel(rec_id, count).map_err(|r| business(r.0))?;
+            world.ledger.note(Write::Cancel {
+                rec_id,
+                stock_change_count: count,
+            });
             Ok(None)
         }
         "wms.StockPd.stockSyncByPd" => {
@@ -253,7 +276,7 @@ pub(crate) fn execute(account: &Account, call: &Verified, now: i64) -> MethodRes
                 wire::string(required(&order, "warehouse_no", "pdOrder")?).map_err(mismatch)?;
             let defect_mode =
                 wire::long(required(&order, "defect_mode", "pdOrder")?).map_err(mismatch)?;
-            wire::string(required(&order, "remark", "pdOrder")?).map_err(mismatch)?;
+            let remark = wire::string(required(&order, "remark", "pdOrder")?).map_err(mismatch)?;
             let strict = order
                 .get("is_post_error")
                 .map(|v| wire::boolean(v))
@@ -276,8 +299,8 @@ pub(crate) fn execute(account: &Account, call: &Verified, now: i64) -> MethodRes
                     defect,
                 });
             }
-            let outcome = account
-                .write()
+            let mut world = account.write();
+            let outcome = world
                 .stock_take(
                     &warehouse_no,
                     defect_mode,
@@ -286,6 +309,20 @@ pub(crate) fn execute(account: &Account, call: &Verified, now: i64) -> MethodRes
                     now,
                 )
                 .map_err(|r| business(r.0))?;
+            world.ledger.note(Write::StockTake {
+                pd_no: outcome.pd_no.clone(),
+                warehouse_no,
+                remark,
+                lines: parsed
+                    .into_iter()
+                    .map(|l| LedgerLine {
+                        spec_no: l.spec_no,
+                        new_num: l.new_num,
+                        defect: l.defect,
+                    })
+                    .collect(),
+            });
+            drop(world);
             let mut out = serde_json::Map::new();
             out.insert("pd_no".into(), outcome.pd_no.into());
             out.insert(outcome.pd_id.to_string(), "ok".into());

@@ -5,6 +5,7 @@ mod account;
 mod admin;
 mod enterprise;
 mod flagship;
+mod ledger;
 mod model;
 mod ops;
 mod wire;
@@ -25,6 +26,7 @@ use axum::routing::post;
 pub use account::{Account, AccountConfig, DEFAULT_ACCOUNT};
 pub use enterprise::{EnterpriseCodes, SCRIPTS, SPAN_TOO_WIDE_CODE, SPAN_TOO_WIDE_MESSAGE};
 pub use flagship::METHODS;
+pub use ledger::{LEDGER_CAPACITY, LedgerEntry, LedgerLine, Write};
 pub use model::SetStockError;
 pub use ops::{
     CONCURRENCY_LIMIT_MESSAGE, CallRecord, Counter, Faults, MalformedKind, Outcome,
@@ -404,6 +406,11 @@ impl Emulator {
     /// Calls that named no known account are logged here too, under the account name `?`.
     pub fn calls(&self, method: Option<&str>, limit: usize) -> Vec<CallRecord> {
         self.default_account().calls(method, limit)
+    }
+
+    /// The default account's writes after `after` (a ledger sequence number), oldest first.
+    pub fn ledger(&self, after: u64, limit: usize) -> Vec<LedgerEntry> {
+        self.default_account().ledger(after, limit)
     }
 
     /// The default account's active faults.

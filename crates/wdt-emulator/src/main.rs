@@ -90,6 +90,7 @@ struct Cli {
 enum Kind {
     Truncated,
     Html,
+    Reset,
 }
 
 fn parse_latency(s: &str) -> Result<(u64, u64), String> {
@@ -180,6 +181,7 @@ fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
             malformed_kind: match cli.malformed_kind {
                 Kind::Truncated => MalformedKind::Truncated,
                 Kind::Html => MalformedKind::Html,
+                Kind::Reset => MalformedKind::Reset,
             },
             clock_skew_secs: cli.clock_skew_secs,
         },

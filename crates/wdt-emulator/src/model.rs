@@ -375,6 +375,8 @@ pub(crate) struct World {
     next_row_id: i64,
     next_pd_id: i64,
     pd_seq_by_day: HashMap<NaiveDate, u32>,
+    /// The writes taken, for tests to compare with their clients' log.
+    pub(crate) ledger: crate::ledger::Ledger,
 }
 
 impl World {

@@ -21,6 +21,8 @@ pub enum MalformedKind {
     Truncated,
     /// An HTML error page with HTTP 200, as a misconfigured proxy sends.
     Html,
+    /// No answer at all: the connection is cut (a reset), as when a middlebox drops it.
+    Reset,
 }
 
 /// Faults to inject; everything off by default. Settable with CLI flags and
@@ -41,7 +43,8 @@ pub struct Faults {
     pub max_concurrent: Option<u32>,
     /// Fraction (0..=1) of calls answered with HTTP 500 or 502 before anything is done.
     pub http_error_rate: f64,
-    /// Fraction (0..=1) of calls whose answer is broken after the call took effect.
+    /// Fraction (0..=1) of calls whose answer is broken (or, with `reset`, never sent: the
+    /// connection is cut) after the call took effect.
     pub malformed_rate: f64,
     /// How broken answers are broken.
     pub malformed_kind: MalformedKind,
@@ -281,6 +284,8 @@ pub(crate) fn break_body(body: Vec<u8>, kind: MalformedKind) -> Vec<u8> {
             body.truncate(body.len() / 2);
             body
         }
+        // The body is irrelevant: `Account::call` cuts the connection instead of sending it.
+        MalformedKind::Reset => Vec::new(),
         MalformedKind::Html => {
             b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>".to_vec()
         }

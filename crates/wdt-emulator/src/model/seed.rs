@@ -316,6 +316,7 @@ impl World {
             next_row_id: 1,
             next_pd_id: 8638,
             pd_seq_by_day: HashMap::new(),
+            ledger: crate::ledger::Ledger::default(),
         }
     }
 

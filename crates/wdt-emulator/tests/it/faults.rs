@@ -387,3 +387,50 @@ async fn concurrent_stock_takes_lose_no_update() {
         .unwrap();
     assert_eq!(calc.stock_change_count, before + n);
 }
+
+#[tokio::test]
+async fn a_reset_cuts_the_connection_after_the_call_and_the_ledger_has_each_write_once() {
+    let emu = start_small().await;
+    let spec_no = admin(&emu, "summary").await["spec_nos"][2]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = client(&emu);
+    let mut first = take(&spec_no, 4242);
+    first.pd_order.remark = "write-1".into();
+    c.call(&first).await.unwrap();
+    emu.emulator
+        .set_faults(Faults {
+            malformed_rate: 1.0,
+            malformed_kind: MalformedKind::Reset,
+            ..Faults::default()
+        })
+        .unwrap();
+    let mut second = take(&spec_no, 4343);
+    second.pd_order.remark = "write-2".into();
+    let err = c.call(&second).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VendorError::Transport { .. } | VendorError::Decode { .. }
+        ),
+        "no answer arrives: {err:?}"
+    );
+    emu.emulator.set_faults(Faults::default()).unwrap();
+
+    let ledger = admin(&emu, "ledger").await;
+    let writes = ledger["writes"].as_array().unwrap();
+    let remarks: Vec<&str> = writes
+        .iter()
+        .map(|w| w["remark"].as_str().unwrap())
+        .collect();
+    assert_eq!(remarks, ["write-1", "write-2"], "the cut write took effect");
+    assert_eq!(writes[1]["kind"], "stock_take");
+    assert_eq!(writes[1]["lines"][0]["spec_no"], spec_no.as_str());
+    assert_eq!(writes[1]["lines"][0]["new_num"], "4343");
+    assert!(writes[1]["at_ms"].as_i64().unwrap() >= writes[0]["at_ms"].as_i64().unwrap());
+    assert_eq!(ledger["next"], 2);
+    let after = admin(&emu, "ledger?after=1&limit=5").await;
+    assert_eq!(after["writes"].as_array().unwrap().len(), 1);
+    assert_eq!(after["writes"][0]["seq"], 2);
+}
