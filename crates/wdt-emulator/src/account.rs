@@ -414,6 +414,10 @@ impl Account {
                 (Outcome::Refused, Some((status, message)), body)
             }
         };
+        let delay = self.ops().faults.answer_delay_ms;
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let broken = self.ops().malformed();
         match broken {
             Some(kind) => {

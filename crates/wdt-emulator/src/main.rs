@@ -81,6 +81,9 @@ struct Cli {
     /// Seconds added to the emulator's clock.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     clock_skew_secs: i64,
+    /// Milliseconds each answer waits after the call took effect.
+    #[arg(long, default_value_t = 0)]
+    answer_delay_ms: u64,
     /// Log one JSON object per line instead of text.
     #[arg(long)]
     log_json: bool,
@@ -184,6 +187,7 @@ fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
                 Kind::Reset => MalformedKind::Reset,
             },
             clock_skew_secs: cli.clock_skew_secs,
+            answer_delay_ms: cli.answer_delay_ms,
         },
         accounts: accounts(cli)?,
         ..EmulatorConfig::default()

@@ -50,6 +50,9 @@ pub struct Faults {
     pub malformed_kind: MalformedKind,
     /// Seconds added to the emulator's clock (the client then looks skewed).
     pub clock_skew_secs: i64,
+    /// Milliseconds the answer waits *after* the call took effect (`latency_*` waits before):
+    /// a client that gives up or dies meanwhile leaves a write done that it never heard of.
+    pub answer_delay_ms: u64,
 }
 
 impl Faults {
@@ -74,6 +77,9 @@ impl Faults {
         }
         if self.clock_skew_secs.unsigned_abs() > 10 * 365 * 86_400 {
             return Err("clock_skew_secs may be at most ten years either way".into());
+        }
+        if self.answer_delay_ms > 600_000 {
+            return Err("answer_delay_ms may be at most 600000 (10 minutes)".into());
         }
         if self.latency_max_ms > 600_000 {
             return Err("latency_max_ms may be at most 600000 (10 minutes)".into());
