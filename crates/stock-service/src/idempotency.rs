@@ -243,12 +243,13 @@ where
     let give_up = tokio::time::Instant::now() + DUPLICATE_WAIT;
     loop {
         let begun = shared
-            .idempotency_begin(&scope, &owner, &fingerprint, IN_FLIGHT)
+            .idempotency_begin(&scope, &owner, &fingerprint, IN_FLIGHT, retention)
             .await;
         match begun {
             Err(_) => return Err(unavailable()),
             Ok(wdt_redis::Begin::Mismatch) => return Err(reused()),
             Ok(wdt_redis::Begin::Done(replay)) => return Ok((from_replay(&replay), true)),
+            Ok(wdt_redis::Begin::Abandoned) => return Err(abandoned()),
             Ok(wdt_redis::Begin::InFlight(left)) => {
                 if tokio::time::Instant::now() >= give_up {
                     return Err(in_use());
@@ -328,6 +329,14 @@ fn in_use() -> DomainError {
         ErrorKind::IdempotencyKeyInUse,
         "a request with this Idempotency-Key is still running; retry it in a moment to get its result",
         Some(Duration::from_secs(1)),
+    )
+}
+
+fn abandoned() -> DomainError {
+    refusal(
+        ErrorKind::WriteOutcomeUnknown,
+        "the replica that ran the first request with this Idempotency-Key stopped before it finished, so whether the ERP took the write is unknown and it is not sent again under this key; read the ERP's current state and, if the write is missing, send it again with a new key",
+        None,
     )
 }
 

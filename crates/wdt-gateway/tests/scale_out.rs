@@ -492,6 +492,70 @@ async fn a_replica_that_dies_mid_load_is_taken_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_whose_replica_died_is_never_sent_again_under_its_key() {
+    let (emulator, _redis, mut a, b) = cluster(&[]).await;
+    emulator
+        .emulator
+        .set_faults(Faults {
+            answer_delay_ms: 1500,
+            ..Faults::default()
+        })
+        .unwrap();
+    let body = take("G00003-01", "4321");
+    let url = a.url("/v1/stock-takes");
+    let sent = body.clone();
+    // A sends the stock take to the ERP and dies before it hears back: the write took effect.
+    let doomed = tokio::spawn(async move {
+        let _ = http()
+            .post(url)
+            .bearer_auth(token("alice"))
+            .header("idempotency-key", "take-of-a-dead-replica")
+            .json(&sent)
+            .send()
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    emulator.emulator.set_faults(Faults::default()).unwrap();
+    assert_eq!(
+        emulator.emulator.ledger(0, 10).len(),
+        1,
+        "A's write took effect"
+    );
+    // The client retries on B; while A's lease lasts it is told to wait, then it learns the
+    // outcome is unknown, every time, and the write is never sent again under the key.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    let problem = loop {
+        let (status, headers, problem) = b
+            .post("/v1/stock-takes", &body, Some("take-of-a-dead-replica"))
+            .await;
+        if status == StatusCode::CONFLICT && Instant::now() < give_up {
+            assert!(headers.contains_key("retry-after"), "{problem}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{problem}");
+        break problem;
+    };
+    assert_eq!(problem["code"], "WRITE_OUTCOME_UNKNOWN", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("new key"),
+        "it says what to do: {problem}"
+    );
+    let (status, _, again) = b
+        .post("/v1/stock-takes", &body, Some("take-of-a-dead-replica"))
+        .await;
+    assert_eq!(
+        (status, &again["code"]),
+        (StatusCode::BAD_GATEWAY, &json!("WRITE_OUTCOME_UNKNOWN"))
+    );
+    let ledger = emulator.emulator.ledger(0, 10);
+    assert_eq!(ledger.len(), 1, "never sent twice: {ledger:?}");
+    doomed.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_survive_redis_going_away_and_recover() {
     let (emulator, mut redis, a, b) = cluster(&[]).await;
     let specs: Vec<String> = (10..20).map(|i| format!("G{i:05}-01")).collect();

@@ -40,8 +40,12 @@ pub enum Begin {
     Mismatch,
     /// The first request's result.
     Done(Replay),
-    /// The first request is still running (its record expires in this long unless renewed).
+    /// The first request is still running (its lease ends in this long unless renewed).
     InFlight(Duration),
+    /// The first request's owner stopped renewing its lease before it finished (its replica
+    /// died or lost Redis mid-write): the write may or may not have reached the ERP, so it
+    /// must not run again under this key.
+    Abandoned,
 }
 
 impl Shared {
@@ -51,7 +55,8 @@ impl Shared {
     }
 
     /// Starts (or finds) the record of `scope` (caller and key) for the request with
-    /// `fingerprint`; a new record is `owner`'s and expires after `in_flight` unless renewed.
+    /// `fingerprint`; a new record is `owner`'s, with a lease of `in_flight` that the owner
+    /// renews, and is kept for `keep` (so that an abandoned one is remembered).
     ///
     /// # Errors
     /// Redis is unavailable (the outcome is unknown: a record may have been created).
@@ -61,6 +66,7 @@ impl Shared {
         owner: &str,
         fingerprint: &[u8],
         in_flight: Duration,
+        keep: Duration,
     ) -> Result<Begin, Unavailable> {
         let mut con = self.con();
         let key = self.record_key(scope);
@@ -71,6 +77,7 @@ impl Shared {
                     .arg(owner)
                     .arg(fingerprint)
                     .arg(ms(in_flight))
+                    .arg(ms(keep))
                     .invoke_async(&mut con)
                     .await
             })
@@ -95,6 +102,7 @@ impl Shared {
                     body: parts.next().unwrap_or_default(),
                 })
             }
+            b"abandoned" => Begin::Abandoned,
             b"inflight" => Begin::InFlight(Duration::from_millis(
                 parts
                     .next()

@@ -245,13 +245,13 @@ async fn views_of_two_namespaces_keep_cache_quota_idempotency_and_limits_apart()
     // Idempotency: the same caller and key are two records.
     let in_flight = Duration::from_secs(10);
     assert_eq!(
-        a.idempotency_begin("alice\0k", "oa", b"fp", in_flight)
+        a.idempotency_begin("alice\0k", "oa", b"fp", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::New
     );
     assert_eq!(
-        b.idempotency_begin("alice\0k", "ob", b"other request", in_flight)
+        b.idempotency_begin("alice\0k", "ob", b"other request", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::New,
@@ -274,13 +274,13 @@ async fn views_of_two_namespaces_keep_cache_quota_idempotency_and_limits_apart()
             .unwrap()
     );
     assert_eq!(
-        a.idempotency_begin("alice\0k", "oa2", b"fp", in_flight)
+        a.idempotency_begin("alice\0k", "oa2", b"fp", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::Done(replay)
     );
     assert!(matches!(
-        b.idempotency_begin("alice\0k", "ob2", b"other request", in_flight)
+        b.idempotency_begin("alice\0k", "ob2", b"other request", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::InFlight(_)

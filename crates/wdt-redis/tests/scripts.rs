@@ -184,21 +184,21 @@ async fn idempotency_records_and_client_limits() {
     let in_flight = Duration::from_secs(10);
     assert_eq!(
         redis
-            .idempotency_begin("alice\0k", "o1", b"fp", in_flight)
+            .idempotency_begin("alice\0k", "o1", b"fp", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::New
     );
     assert!(matches!(
         redis
-            .idempotency_begin("alice\0k", "o2", b"fp", in_flight)
+            .idempotency_begin("alice\0k", "o2", b"fp", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::InFlight(_)
     ));
     assert_eq!(
         redis
-            .idempotency_begin("alice\0k", "o2", b"other", in_flight)
+            .idempotency_begin("alice\0k", "o2", b"other", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::Mismatch
@@ -235,14 +235,14 @@ async fn idempotency_records_and_client_limits() {
     );
     assert_eq!(
         redis
-            .idempotency_begin("alice\0k", "o3", b"fp", in_flight)
+            .idempotency_begin("alice\0k", "o3", b"fp", in_flight, KEEP)
             .await
             .unwrap(),
-        Begin::Done(replay)
+        Begin::Done(replay.clone())
     );
     assert_eq!(
         redis
-            .idempotency_begin("bob\0k", "o4", b"fp", in_flight)
+            .idempotency_begin("bob\0k", "o4", b"fp", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::New,
@@ -257,10 +257,60 @@ async fn idempotency_records_and_client_limits() {
     );
     assert_eq!(
         redis
-            .idempotency_begin("bob\0k", "o5", b"fp", in_flight)
+            .idempotency_begin("bob\0k", "o5", b"fp", in_flight, KEEP)
             .await
             .unwrap(),
         Begin::New
+    );
+
+    // An owner that stops renewing (its replica died mid-write) abandons the key: it is never
+    // run again, since the write may have reached the ERP; the owner may still finish it.
+    let short = Duration::from_millis(200);
+    assert_eq!(
+        redis
+            .idempotency_begin("dave\0k", "o6", b"fp", short, KEEP)
+            .await
+            .unwrap(),
+        Begin::New
+    );
+    assert!(matches!(
+        redis
+            .idempotency_begin("dave\0k", "o7", b"fp", short, KEEP)
+            .await
+            .unwrap(),
+        Begin::InFlight(left) if left <= short
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for owner in ["o7", "o8"] {
+        assert_eq!(
+            redis
+                .idempotency_begin("dave\0k", owner, b"fp", short, KEEP)
+                .await
+                .unwrap(),
+            Begin::Abandoned,
+            "the lapsed lease is remembered"
+        );
+    }
+    assert_eq!(
+        redis
+            .idempotency_begin("dave\0k", "o7", b"other", short, KEEP)
+            .await
+            .unwrap(),
+        Begin::Mismatch
+    );
+    assert!(
+        redis
+            .idempotency_finish("dave\0k", "o6", Some(&replay), KEEP)
+            .await
+            .unwrap(),
+        "the owner finishes after its lease lapsed"
+    );
+    assert_eq!(
+        redis
+            .idempotency_begin("dave\0k", "o9", b"fp", short, KEEP)
+            .await
+            .unwrap(),
+        Begin::Done(replay.clone())
     );
 
     // 1 per second with bursts of 3.

@@ -1,4 +1,5 @@
--- The owner of an in-flight record stores its result (status > 0) or gives the key up.
+-- The owner of an in-flight record stores its result (status > 0) or gives the key up, even
+-- after its lease lapsed (it knows the outcome; later retries then replay it).
 -- KEYS: record   ARGV: owner token, status (0: give up), head, body, keep ms
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'inflight' then
   return 0
