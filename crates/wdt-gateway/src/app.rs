@@ -380,7 +380,8 @@ fn valid_request_id(id: &str) -> bool {
 }
 
 /// The outermost middleware of every route: counts and times the request, accepts the caller's
-/// `x-request-id` (or makes one), runs the request in its span within the request timeout
+/// `x-request-id` (or makes one), runs the request in its span (continuing the caller's W3C
+/// trace while traces are exported) within the request timeout
 /// (504 when it runs out), returns the id (also inside problem documents), and adds the
 /// security headers.
 async fn front(
@@ -426,6 +427,7 @@ async fn front(
     if exporting {
         span.record("otel.name", format!("{} {route}", request.method()));
         span.record("otel.kind", "server");
+        crate::telemetry::continue_trace(&span, request.headers());
     }
     let method = request.method().clone();
     let mut response = tokio::time::timeout(timeout, next.run(request).instrument(span.clone()))
