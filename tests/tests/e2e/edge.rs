@@ -297,7 +297,8 @@ async fn an_erp_outage_leaves_the_replica_ready_for_cached_reads() {
         c.cache.stock_ttl = Duration::from_secs(1);
         c.cache.stale_if_error = Duration::from_secs(120);
         c.vendor.breaker_threshold = 2;
-        c.vendor.breaker_cooldown = Duration::from_secs(2);
+        // Long enough for the checks below; /readyz says "up" again once it has passed.
+        c.vendor.breaker_cooldown = Duration::from_secs(5);
     })
     .await;
     let readyz = || async {
