@@ -310,17 +310,20 @@ impl StockService {
         self.inner.id
     }
 
-    /// Whether the vendor answered within `recent`, or answers a probe now (`/readyz`).
+    /// Whether the vendor answered within `recent` (and no circuit breaker is open), or
+    /// answers a probe now (`/readyz`).
     ///
     /// # Errors
-    /// The probe's failure: misconfigured credentials or clock, or the vendor unavailable.
+    /// The probe's failure: misconfigured credentials or clock, or the vendor unavailable
+    /// (an open breaker fails the probe of its family fast).
     pub async fn ready(&self, recent: Duration, now_unix: i64) -> Result<()> {
         let recent_secs = i64::try_from(recent.as_secs()).unwrap_or(i64::MAX);
-        if self
-            .inner
-            .client
-            .last_answer_unix()
-            .is_some_and(|t| now_unix.saturating_sub(t) <= recent_secs)
+        if !self.vendor_circuits().iter().any(|(_, open)| *open)
+            && self
+                .inner
+                .client
+                .last_answer_unix()
+                .is_some_and(|t| now_unix.saturating_sub(t) <= recent_secs)
         {
             return Ok(());
         }

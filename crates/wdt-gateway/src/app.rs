@@ -380,7 +380,8 @@ fn valid_request_id(id: &str) -> bool {
 }
 
 /// The outermost middleware of every route: counts and times the request, accepts the caller's
-/// `x-request-id` (or makes one), runs the request in its span within the request timeout
+/// `x-request-id` (or makes one), runs the request in its span (continuing the caller's W3C
+/// trace while traces are exported) within the request timeout
 /// (504 when it runs out), returns the id (also inside problem documents), and adds the
 /// security headers.
 async fn front(
@@ -426,6 +427,7 @@ async fn front(
     if exporting {
         span.record("otel.name", format!("{} {route}", request.method()));
         span.record("otel.kind", "server");
+        crate::telemetry::continue_trace(&span, request.headers());
     }
     let method = request.method().clone();
     let mut response = tokio::time::timeout(timeout, next.run(request).instrument(span.clone()))
@@ -513,37 +515,56 @@ async fn healthz() -> impl IntoResponse {
 /// How long a vendor answer keeps the gateway ready without probing again.
 pub(crate) const READY_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Ready while any tenant's ERP answered within the last minute or answers a probe now
-/// (`health.rs`); the body says how each tenant stands, so one broken account never takes the
-/// others down. With Redis unavailable, still ready but `degraded`. Not ready: 503, a problem
-/// document with the (first) failing tenant's code and every tenant's health.
+/// What `/readyz` says of an ERP outage (every tenant failing, none for its configuration).
+const ERP_UNAVAILABLE: &str = "no tenant's ERP answers (see tenants.<name>): cached reads are served, marked stale where expired (within cache.stale_if_error); reads that miss the cache and writes fail with VENDOR_UNAVAILABLE (or the tenant's code) until it answers again";
+
+/// What `/readyz` says while Redis is unavailable.
+const REDIS_UNAVAILABLE: &str = "Redis is unavailable: reads are served from this replica's cache and the ERP with this replica's share of the quota; writes with an Idempotency-Key are refused until it returns";
+
+/// Ready (200) while the replica can serve anything: some tenant's ERP answered within the last
+/// minute or answers a probe now (`health.rs`; `"erp":"up"`), or the ERP is down but cached
+/// reads are still served (`"status":"degraded","erp":"unavailable"`): an outage must not take
+/// every replica, and with them the cached reads, out of the Service. With Redis unavailable,
+/// also ready but `degraded` (both may be at once; `detail` says each). The body says how each
+/// tenant stands. Not ready (503, a problem document with the first failing tenant's code and
+/// every tenant's health) only when no tenant is served or every tenant's ERP refuses this
+/// replica's configuration (`VENDOR_MISCONFIGURED`: a bad secret rolled out, a node's clock).
 async fn readyz(
     State(state): State<AppState>,
     request_id: Option<axum::Extension<RequestId>>,
 ) -> Response {
+    use crate::health::Erp;
+
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let report = crate::health::check(&state.tenants.tenants(), READY_WINDOW, now).await;
     crate::health::record(&report);
     let tenants = crate::health::json(&report);
-    let ready = report
-        .iter()
-        .any(|(_, h)| matches!(h, crate::health::Health::Ready));
-    if ready {
+    let erp = Erp::of(&report);
+    if let Erp::Up | Erp::Unavailable = erp {
+        let mut details = Vec::new();
+        let mut body = serde_json::json!({ "status": "ready" });
+        if erp == Erp::Up {
+            body["erp"] = "up".into();
+        } else {
+            body["erp"] = "unavailable".into();
+            details.push(ERP_UNAVAILABLE);
+        }
         // Without Redis a replica still serves (from its cache and the vendor, with its share
         // of the quota): ready, but saying it runs degraded.
-        let mut body = match &state.redis {
-            None => serde_json::json!({ "status": "ready" }),
-            Some(redis) if redis.is_up() => {
-                serde_json::json!({ "status": "ready", "redis": "up" })
+        if let Some(redis) = &state.redis {
+            if redis.is_up() {
+                body["redis"] = "up".into();
+            } else {
+                body["redis"] = "unavailable".into();
+                details.push(REDIS_UNAVAILABLE);
             }
-            Some(_) => serde_json::json!({
-                "status": "degraded",
-                "redis": "unavailable",
-                "detail": "Redis is unavailable: reads are served from this replica's cache and the ERP with this replica's share of the quota; writes with an Idempotency-Key are refused until it returns"
-            }),
-        };
+        }
+        if !details.is_empty() {
+            body["status"] = "degraded".into();
+            body["detail"] = details.join("; ").into();
+        }
         body["tenants"] = tenants;
         return ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response();
     }
@@ -561,6 +582,9 @@ async fn readyz(
         ..problem
     })
     .unwrap_or_default();
+    if erp == Erp::Misconfigured {
+        body["erp"] = "misconfigured".into();
+    }
     body["tenants"] = tenants;
     (
         StatusCode::SERVICE_UNAVAILABLE,

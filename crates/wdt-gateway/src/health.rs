@@ -1,8 +1,10 @@
 //! Each tenant's vendor health, for `/readyz` and the metrics: one broken account never takes
-//! the others down. A tenant is *ready* when its ERP answered within the window, *failing*
-//! when its circuit breaker is open or a probe failed, and *idle* when nothing says either.
-//! The gateway is ready while any tenant is; only when none is known ready are tenants
-//! probed, a few at a time, until one answers.
+//! the others down. A tenant is *failing* when its circuit breaker is open or a probe failed,
+//! *ready* when its ERP answered within the window (and no breaker is open), and *idle* when
+//! nothing says either. The ERP is up while any tenant is ready; only when none is known
+//! ready are tenants probed, a few at a time, until one answers. What the gateway makes of
+//! it ([`Erp`]): an ERP outage leaves the replica ready for cached reads, saying it is
+//! degraded; only a replica whose every tenant refuses its configuration is unready.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,15 +44,9 @@ impl Health {
     }
 }
 
-/// What the passive signals say of one tenant.
+/// What the passive signals say of one tenant. An open breaker outweighs an answer within the
+/// window: it says how calls fare now (they fail fast).
 fn passive(service: &StockService, window: Duration, now_unix: i64) -> Health {
-    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-    if service
-        .vendor_last_answer_unix()
-        .is_some_and(|t| now_unix.saturating_sub(t) <= window)
-    {
-        return Health::Ready;
-    }
     if let Some((family, _)) = service
         .vendor_circuits()
         .into_iter()
@@ -64,7 +60,48 @@ fn passive(service: &StockService, window: Duration, now_unix: i64) -> Health {
             retry_after: None,
         });
     }
+    let window = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+    if service
+        .vendor_last_answer_unix()
+        .is_some_and(|t| now_unix.saturating_sub(t) <= window)
+    {
+        return Health::Ready;
+    }
     Health::Idle
+}
+
+/// How the ERP stands for the replica as a whole, from a [`check`]'s report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Erp {
+    /// Some tenant's ERP answered within the window or answers a probe.
+    Up,
+    /// No tenant's ERP answers, and some fails for a reason outside the replica (an outage,
+    /// throttling, an open breaker): cached reads are still served.
+    Unavailable,
+    /// Every tenant's ERP refuses this replica's credentials, signature or clock
+    /// (`VENDOR_MISCONFIGURED`): the fault is the replica's (a bad secret rolled out, a
+    /// node's clock), so it is better taken out of service.
+    Misconfigured,
+    /// No tenant is served.
+    NoTenant,
+}
+
+impl Erp {
+    /// What `report` (a [`check`]'s, so probed when none was ready) says.
+    pub(crate) fn of(report: &[(Arc<Tenant>, Health)]) -> Self {
+        if report.is_empty() {
+            return Self::NoTenant;
+        }
+        if report.iter().any(|(_, h)| matches!(h, Health::Ready)) {
+            return Self::Up;
+        }
+        let misconfigured = |h: &Health| matches!(h, Health::Failing(e) if e.kind == ErrorKind::VendorMisconfigured);
+        if report.iter().all(|(_, h)| misconfigured(h)) {
+            Self::Misconfigured
+        } else {
+            Self::Unavailable
+        }
+    }
 }
 
 /// Every tenant's health, in name order; probes (see the module) when none is known ready.

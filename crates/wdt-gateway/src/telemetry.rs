@@ -1,6 +1,7 @@
 //! Logs and traces: a text or JSON log on stderr whose lines carry the request span's fields
 //! (`request_id`, route, subject), and, when `telemetry.otlp_endpoint` is set, the same spans
-//! (request → auth → graphql → cache → vendor_call) exported over OTLP/HTTP.
+//! (request → auth → graphql → cache → vendor_call) exported over OTLP/HTTP, continuing the
+//! caller's trace when its request carries a W3C `traceparent` ([`continue_trace`]).
 
 use std::time::Duration;
 
@@ -48,6 +49,39 @@ fn our_span(meta: &tracing::Metadata<'_>) -> bool {
         && ["wdt_", "stock_"]
             .iter()
             .any(|p| meta.target().starts_with(p))
+}
+
+/// The request's headers, read by the text-map propagator.
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+    }
+}
+
+/// Makes the caller's span, named by the W3C `traceparent` (and `tracestate`) of `headers`, the
+/// parent of `span` (the request's, not yet entered), so the request and every span under it
+/// share the caller's trace id; the caller's sampled flag decides whether the trace is kept.
+/// Without the header, or with one that is not valid, the request starts a trace of its own.
+/// Call it only while [`exporting`]: the propagator is installed then.
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    if !headers.contains_key("traceparent") {
+        return;
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+    if parent.span().span_context().is_valid() {
+        // Fails only for a span the filters left out or one already started: it then keeps
+        // a trace of its own.
+        let _ = span.set_parent(parent);
+    }
 }
 
 /// The installed trace pipeline; flush it with [`Telemetry::shutdown`] before exiting.
@@ -130,6 +164,10 @@ pub fn init(config: &Config, json: bool) -> Result<Telemetry, String> {
                         .build(),
                 )
                 .build();
+            // W3C Trace Context: an incoming `traceparent` continues the caller's trace.
+            opentelemetry::global::set_text_map_propagator(
+                opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            );
             let tracer = provider.tracer("wdt-gateway");
             telemetry.provider = Some(provider);
             Some(

@@ -42,14 +42,17 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-#[tokio::test]
-async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
-    let (endpoint, received) = collector().await;
-    let dir = std::env::temp_dir().join(format!("wdt-telemetry-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// The binary in demo mode exporting spans to `endpoint`, with JSON logs into `log_file` and
+/// the HS256 secret read from a file in `dir`: the process, its `/graphql` URL and a token
+/// (minted with the secret from the file, which the gateway verifies with).
+async fn exporting_gateway(
+    endpoint: &str,
+    dir: &std::path::Path,
+    log_file: &std::path::Path,
+) -> (std::process::Child, String, String) {
+    std::fs::create_dir_all(dir).unwrap();
     let secret_file = dir.join("jwt-secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
-    let log_file = dir.join("stderr.log");
     let mut child = Command::new(BIN)
         .env_clear()
         .env("WDT_GATEWAY_LISTEN", "127.0.0.1:0")
@@ -60,11 +63,11 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         .env("WDT_GATEWAY_STATE_DIR", common::state_dir("telemetry"))
         // Quiet, except the per-call line of the client: spans are kept at any level.
         .env("WDT_GATEWAY_LOG", "warn,wdt_client=debug")
-        .env("WDT_GATEWAY_OTLP_ENDPOINT", &endpoint)
+        .env("WDT_GATEWAY_OTLP_ENDPOINT", endpoint)
         // Only the test's own requests make spans and client log lines.
         .env("WDT_GATEWAY_CHANGE_FEED_INTERVAL", "0")
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_file).unwrap())
+        .stderr(std::fs::File::create(log_file).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -79,7 +82,6 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
     })
     .await
     .unwrap();
-    // The gateway verifies with the secret from the file.
     let token = wdt_gateway::auth::mint(
         &secrecy::SecretString::from(SECRET),
         "telemetry",
@@ -88,6 +90,15 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         wdt_gateway::auth::MintOptions::default(),
     )
     .unwrap();
+    (child, url, token)
+}
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
+    let (endpoint, received) = collector().await;
+    let dir = std::env::temp_dir().join(format!("wdt-telemetry-{}", std::process::id()));
+    let log_file = dir.join("stderr.log");
+    let (child, url, token) = exporting_gateway(&endpoint, &dir, &log_file).await;
 
     let response = reqwest::Client::new()
         .post(&url)
@@ -172,4 +183,141 @@ async fn json_logs_carry_the_request_id_and_spans_reach_the_collector() {
         !contains(&all, SECRET) && !contains(&all, &token),
         "no secret in the spans"
     );
+}
+
+/// Every span the collector received.
+fn spans(received: &Mutex<Vec<Bytes>>) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|body| {
+            ExportTraceServiceRequest::decode(body.as_ref())
+                .unwrap()
+                .resource_spans
+        })
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect()
+}
+
+/// The string attribute `key` of `span`.
+fn attribute<'a>(
+    span: &'a opentelemetry_proto::tonic::trace::v1::Span,
+    key: &str,
+) -> Option<&'a str> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A W3C `traceparent` continues the caller's trace through the request span and every span
+/// under it, down to the ERP call; an invalid one starts a trace of its own.
+#[tokio::test]
+async fn a_traceparent_continues_the_callers_trace_into_the_erp_call() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const PARENT: &str = "00f067aa0ba902b7";
+    let (endpoint, received) = collector().await;
+    let dir = std::env::temp_dir().join(format!("wdt-traceparent-{}", std::process::id()));
+    let log_file = dir.join("stderr.log");
+    let (child, url, token) = exporting_gateway(&endpoint, &dir, &log_file).await;
+    let send = |request_id: &'static str, traceparent: &'static str, spec: &'static str| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let query = format!("{{ stock(specNos: [\"{spec}\"]) {{ specNo }} }}");
+            let body: serde_json::Value = reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(&token)
+                .header("x-request-id", request_id)
+                .header("traceparent", traceparent)
+                .json(&serde_json::json!({ "query": query }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(body["data"]["stock"][0]["specNo"], spec, "{body}");
+        }
+    };
+    send(
+        "continued",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "G00001-01",
+    )
+    .await;
+    // An all-zero trace id is invalid (W3C Trace Context): ignored, never an error.
+    send(
+        "invalid",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "G00002-01",
+    )
+    .await;
+    send("garbled", "not a traceparent", "G00003-01").await;
+
+    let status = common::terminate(child, Duration::from_secs(10)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let spans = spans(&received);
+    let request = |id: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == "POST /graphql" && attribute(s, "request_id") == Some(id))
+            .unwrap_or_else(|| panic!("no request span {id}: {spans:?}"))
+    };
+    let continued = request("continued");
+    assert_eq!(hex(&continued.trace_id), TRACE, "the caller's trace");
+    assert_eq!(
+        hex(&continued.parent_span_id),
+        PARENT,
+        "the caller's span is the parent"
+    );
+    let of_trace: Vec<&str> = spans
+        .iter()
+        .filter(|s| hex(&s.trace_id) == TRACE)
+        .map(|s| s.name.as_str())
+        .collect();
+    for name in ["auth", "graphql", "cache", "vendor_call"] {
+        assert!(
+            of_trace.contains(&name),
+            "{name} in the trace: {of_trace:?}"
+        );
+    }
+    let call = spans
+        .iter()
+        .find(|s| s.name == "vendor_call" && hex(&s.trace_id) == TRACE)
+        .unwrap();
+    assert_eq!(attribute(call, "method"), Some("stock_query_detail.php"));
+
+    for id in ["invalid", "garbled"] {
+        let fresh = request(id);
+        let trace = hex(&fresh.trace_id);
+        assert!(
+            trace != TRACE && trace.bytes().any(|b| b != b'0'),
+            "{id}: a trace of its own, {trace}"
+        );
+        assert!(fresh.parent_span_id.is_empty(), "{id}: a root span");
+        assert_ne!(
+            trace,
+            hex(&request(if id == "invalid" {
+                "garbled"
+            } else {
+                "invalid"
+            })
+            .trace_id),
+            "one trace per request"
+        );
+    }
 }

@@ -246,9 +246,18 @@ async fn readiness_follows_the_vendor() {
         })
         .unwrap();
     let r = Client::new().get(down.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let problem: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(problem["code"], "VENDOR_UNAVAILABLE");
+    assert_eq!(
+        r.status(),
+        200,
+        "an ERP outage leaves cached reads to serve"
+    );
+    let ready: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["erp"], "unavailable", "{ready}");
+    assert_eq!(
+        ready["tenants"]["default"]["code"], "VENDOR_UNAVAILABLE",
+        "{ready}"
+    );
 
     let misconfigured = TestApp::spawn_with(|c| {
         c.flagship.appsecret = Some(secrecy::SecretString::from("wrong:testsalt"))
@@ -259,9 +268,14 @@ async fn readiness_follows_the_vendor() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.status(),
+        503,
+        "a replica whose every tenant refuses its configuration is taken out"
+    );
     let problem: serde_json::Value = r.json().await.unwrap();
     assert_eq!(problem["code"], "VENDOR_MISCONFIGURED");
+    assert_eq!(problem["erp"], "misconfigured", "{problem}");
     assert!(
         Client::new()
             .get(misconfigured.url("/healthz"))
@@ -272,6 +286,132 @@ async fn readiness_follows_the_vendor() {
             .is_success(),
         "alive all the same"
     );
+}
+
+/// Through an ERP outage the replica stays ready and says it is degraded: a read already
+/// cached is answered (stale, past its TTL), one that misses the cache gets
+/// `VENDOR_UNAVAILABLE`; when the ERP answers again `/readyz` says so.
+#[tokio::test]
+async fn an_erp_outage_leaves_the_replica_ready_for_cached_reads() {
+    let app = TestApp::spawn_with(|c| {
+        c.cache.stock_ttl = Duration::from_secs(1);
+        c.cache.stale_if_error = Duration::from_secs(120);
+        c.vendor.breaker_threshold = 2;
+        // Long enough for the checks below; /readyz says "up" again once it has passed.
+        c.vendor.breaker_cooldown = Duration::from_secs(5);
+    })
+    .await;
+    let readyz = || async {
+        let r = Client::new().get(app.url("/readyz")).send().await.unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<serde_json::Value>().await.unwrap(),
+        )
+    };
+    let (status, ready) = readyz().await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], "ready", "{ready}");
+    assert_eq!(ready["erp"], "up", "{ready}");
+    let t = token(ALL_SCOPES);
+    let stock = |spec: &'static str| {
+        let t = t.clone();
+        let app = &app;
+        async move {
+            app.rest(
+                Method::GET,
+                &format!("/v1/stock?spec_no={spec}"),
+                Some(&t),
+                None,
+                &[],
+            )
+            .await
+        }
+    };
+    let (status, _, warm) = stock("G00011-01").await;
+    assert_eq!(status, 200, "{warm}");
+    let q = "{ stock(specNos: [\"G00012-01\"]) { specNo onHand } }";
+    let fresh = app.query(q, json!({})).await;
+    assert!(fresh["errors"].is_null(), "{fresh}");
+
+    app.emulator
+        .emulator
+        .set_faults(Faults {
+            http_error_rate: 1.0,
+            ..Faults::default()
+        })
+        .unwrap();
+    // Past the TTL: what is cached is now stale.
+    TestApp::sleep(Duration::from_millis(1200)).await;
+    let (status, _, missed) = stock("G00013-01").await;
+    assert_eq!(status, 503, "{missed}");
+    assert_eq!(missed["code"], "VENDOR_UNAVAILABLE", "{missed}");
+    assert!(
+        app.service()
+            .vendor_circuits()
+            .iter()
+            .any(|(_, open)| *open),
+        "the failures opened the breaker"
+    );
+
+    let (status, ready) = readyz().await;
+    assert_eq!(status, 200, "ready for cached reads: {ready}");
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert_eq!(ready["erp"], "unavailable", "{ready}");
+    assert!(
+        ready["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cached reads are served"),
+        "{ready}"
+    );
+    assert_eq!(
+        ready["tenants"]["default"]["status"], "unavailable",
+        "{ready}"
+    );
+    assert_eq!(
+        ready["tenants"]["default"]["code"], "VENDOR_UNAVAILABLE",
+        "{ready}"
+    );
+
+    let (status, headers, cached) = stock("G00011-01").await;
+    assert_eq!(status, 200, "a cached read is answered: {cached}");
+    assert_eq!(cached, warm, "the last good answer");
+    assert_eq!(
+        headers["cache-status"], "wdt-gateway; hit; detail=stale-if-error",
+        "marked stale"
+    );
+    let stale = app.query(q, json!({})).await;
+    assert_eq!(stale["data"], fresh["data"], "{stale}");
+    assert_eq!(stale["extensions"]["stale"][0]["path"], "stock", "{stale}");
+    let (status, _, missed) = stock("G00014-01").await;
+    assert_eq!(status, 503, "{missed}");
+    assert_eq!(missed["code"], "VENDOR_UNAVAILABLE", "{missed}");
+
+    app.emulator.emulator.set_faults(Faults::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, ready) = readyz().await;
+        assert_eq!(status, 200, "{ready}");
+        if ready["status"] == "ready" {
+            assert_eq!(ready["erp"], "up", "{ready}");
+            assert_eq!(ready["tenants"]["default"]["status"], "ready", "{ready}");
+            assert!(ready.get("detail").is_none(), "{ready}");
+            break;
+        }
+        assert_eq!(ready["erp"], "unavailable", "{ready}");
+        assert!(Instant::now() < deadline, "not ready again: {ready}");
+        TestApp::sleep(Duration::from_millis(250)).await;
+    }
+    // Reads that missed the cache recover once the breaker's cooldown lets a trial through.
+    loop {
+        let (status, _, read) = stock("G00013-01").await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(read["code"], "VENDOR_UNAVAILABLE", "{read}");
+        assert!(Instant::now() < deadline, "the ERP answers again: {read}");
+        TestApp::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 #[tokio::test]
