@@ -57,6 +57,10 @@ fn describe() {
         "HTTP request latency, by route, method and status"
     );
     describe_gauge!(
+        "wdt_runtime_alive_tasks",
+        "Tokio tasks alive in the process (set at each scrape): a number that keeps growing is a leak"
+    );
+    describe_gauge!(
         "wdt_http_requests_in_flight",
         "HTTP requests being served now"
     );
@@ -323,6 +327,11 @@ pub(crate) async fn render(tenants: &crate::tenants::Tenants) -> Option<String> 
             let latest = answers.entry(label.clone()).or_insert(at);
             *latest = (*latest).max(at);
         }
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        // Task counts are far below 2^52: exact as f64.
+        #[allow(clippy::cast_precision_loss, reason = "task counts are small")]
+        metrics::gauge!("wdt_runtime_alive_tasks").set(runtime.metrics().num_alive_tasks() as f64);
     }
     for ((tenant, cache), n) in entries {
         // Entry counts are far below 2^52: exact as f64.
