@@ -283,4 +283,69 @@ mod tests {
         assert_eq!(pending_position("40", acme.as_deref()), None);
         assert_eq!(pending_position("-1", None), None);
     }
+
+    fn query_of(from: i64, len: i64, warehouse: Option<String>, tenant: &str) -> ChangesQuery {
+        let at = |unix: i64| DateTime::from_timestamp(unix, 0).unwrap().fixed_offset();
+        ChangesQuery::new(at(from), at(from + len), warehouse, binding(tenant))
+    }
+
+    proptest::proptest! {
+        /// Every position of a query comes back from its cursor, and only with that query and
+        /// tenant.
+        #[test]
+        fn cursors_round_trip(
+            from in 0i64..4_000_000_000,
+            len in 1i64..200_000_000,
+            warehouse in proptest::option::of("\\PC{0,12}"),
+            tenant in "[a-z]{1,8}",
+            into in 0.0f64..1.0,
+            page_no in proptest::prelude::any::<u32>(),
+            offset in proptest::prelude::any::<usize>(),
+        ) {
+            let q = query_of(from, len, warehouse.clone(), &tenant);
+            #[expect(clippy::cast_possible_truncation, clippy::cast_precision_loss, reason = "a point inside the range")]
+            let window_start = from + ((len as f64) * into) as i64;
+            let at = Position { window_start: window_start.min(from + len), page_no, offset };
+            let cursor = q.encode(&at);
+            proptest::prop_assert_eq!(q.resume(&cursor).unwrap(), at);
+            proptest::prop_assert_eq!(q.resume(&format!(" {}\n", cursor)).unwrap(), at);
+            let other_tenant = format!("{}x", tenant);
+            proptest::prop_assert!(query_of(from, len, warehouse.clone(), &other_tenant).resume(&cursor).is_err());
+            proptest::prop_assert!(query_of(from, len + 1, warehouse, &tenant).resume(&cursor).is_err());
+        }
+
+        /// Any text is refused or resumes within the query's range, without a panic; a cursor
+        /// with one character changed is no exception.
+        #[test]
+        fn tampered_and_arbitrary_cursors_are_refused_or_stay_in_range(
+            text in "\\PC{0,64}|[A-Za-z0-9_-]{0,120}",
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            with in proptest::prelude::any::<char>(),
+        ) {
+            let q = query_of(1_767_225_600, 40 * 86_400, Some("WH".into()), "acme");
+            let valid = q.encode(&q.start().next_page().with_offset(3));
+            let mut tampered: Vec<char> = valid.chars().collect();
+            let i = flip.index(tampered.len());
+            tampered[i] = with;
+            let tampered: String = tampered.into_iter().collect();
+            for cursor in [text.as_str(), tampered.as_str()] {
+                if let Ok(at) = q.resume(cursor) {
+                    proptest::prop_assert!(at.window_start >= q.from && at.window_start <= q.to, "{}", cursor);
+                }
+            }
+            let pending = binding("acme");
+            if let Some(p) = pending_position(&text, pending.as_deref()) {
+                proptest::prop_assert!(p >= 0);
+            }
+        }
+
+        #[test]
+        fn pending_cursors_round_trip(position in 0i64..i64::MAX, tenant in "[a-z]{1,8}") {
+            let b = binding(&tenant);
+            let cursor = pending_cursor(position, b.as_deref());
+            proptest::prop_assert_eq!(pending_position(&cursor, b.as_deref()), Some(position));
+            let other = binding(&format!("{}x", tenant));
+            proptest::prop_assert_eq!(pending_position(&cursor, other.as_deref()), None);
+        }
+    }
 }

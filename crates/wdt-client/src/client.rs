@@ -958,3 +958,139 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::enterprise::StockQueryDetail;
+    use crate::flagship::{BatchCalcStock, CalcStock, GetSelfWaitSyncIdListOpen, StockSyncByPd};
+
+    /// What the client makes of a flagship answer: the envelope, then `data` as `R`'s output.
+    fn flagship<R: FlagshipRequest>(http: u16, body: &[u8]) -> Result<(), VendorError> {
+        let http = reqwest::StatusCode::from_u16(http).unwrap();
+        let envelope =
+            serde_json::from_slice::<FlagshipEnvelope<'_>>(body).map(|e| (e.status, e.message));
+        let body = check_envelope(
+            Family::Flagship,
+            http,
+            body.to_vec(),
+            envelope,
+            "status",
+            classify_flagship,
+        )?;
+        let envelope: FlagshipEnvelope<'_> =
+            serde_json::from_slice(&body).map_err(|e| decode_error(Family::Flagship, &e, &body))?;
+        R::decode(envelope.data.map(RawValue::get))
+            .map(drop)
+            .map_err(|e| decode_error(Family::Flagship, &e, &body))
+    }
+
+    /// What the client makes of an enterprise answer: the envelope, then the whole as `R`'s output.
+    fn enterprise<R: EnterpriseRequest>(http: u16, body: &[u8]) -> Result<(), VendorError> {
+        let http = reqwest::StatusCode::from_u16(http).unwrap();
+        let envelope =
+            serde_json::from_slice::<EnterpriseEnvelope>(body).map(|e| (e.code, e.message));
+        let body = check_envelope(
+            Family::Enterprise,
+            http,
+            body.to_vec(),
+            envelope,
+            "code",
+            classify_enterprise,
+        )?;
+        serde_json::from_slice::<R::Output>(&body)
+            .map(drop)
+            .map_err(|e| decode_error(Family::Enterprise, &e, &body))
+    }
+
+    fn every_method(http: u16, body: &[u8]) -> Vec<Result<(), VendorError>> {
+        vec![
+            flagship::<CalcStock>(http, body),
+            flagship::<BatchCalcStock>(http, body),
+            flagship::<GetSelfWaitSyncIdListOpen>(http, body),
+            flagship::<StockSyncByPd>(http, body),
+            enterprise::<StockQueryDetail>(http, body),
+        ]
+    }
+
+    fn http_status() -> impl Strategy<Value = u16> {
+        prop_oneof![4 => Just(200u16), 1 => 100u16..600]
+    }
+
+    /// An envelope as the vendor might write it: its status as a number or a string, any
+    /// message, `data` anything from nothing to an object.
+    fn envelope() -> impl Strategy<Value = String> {
+        let status = prop_oneof![
+            (-5i64..5).prop_map(|n| n.to_string()),
+            (-5i64..5).prop_map(|n| format!("\"{n}\"")),
+            Just("\"\"".to_owned()),
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            Just("2.5".to_owned()),
+        ];
+        let data = prop_oneof![
+            Just("null".to_owned()),
+            Just("{}".to_owned()),
+            Just("[]".to_owned()),
+            Just(r#"{"rec_id":"1","syn_stock":"1.50","stock_change_count":0}"#.to_owned()),
+            "\\PC{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            (-5i64..5).prop_map(|n| n.to_string()),
+        ];
+        (
+            status,
+            "\\PC{0,12}",
+            data,
+            prop::sample::select(vec!["status", "code"]),
+        )
+            .prop_map(|(status, message, data, key)| {
+                format!(
+                    r#"{{"{key}":{status},"message":{},"data":{data},"stocks":{data}}}"#,
+                    serde_json::to_string(&message).unwrap()
+                )
+            })
+    }
+
+    proptest! {
+        /// Any bytes under any HTTP status are decoded or refused, never a panic; nothing but
+        /// a 2xx answer is ever accepted.
+        #[test]
+        fn arbitrary_answers_never_panic(
+            http in http_status(),
+            body in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            for result in every_method(http, &body) {
+                prop_assert!(result.is_err() || (200..300).contains(&http));
+            }
+        }
+
+        /// A refusal in the envelope (status or code other than 0) is always the vendor's
+        /// refusal, never taken for data nor reported as garbled; a success needs 0 and a 2xx.
+        #[test]
+        fn envelopes_are_read_the_same_way_every_time(http in http_status(), body in envelope()) {
+            let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let read = |key: &str| match &value[key] {
+                serde_json::Value::Number(n) => n.as_i64(),
+                serde_json::Value::String(s) => s.trim().parse::<i64>().ok(),
+                _ => None,
+            };
+            let results = every_method(http, body.as_bytes());
+            for (i, result) in results.iter().enumerate() {
+                let code = if i < 4 { read("status") } else { read("code") };
+                match code {
+                    Some(0) | None => prop_assert!(
+                        result.is_err() || (200..300).contains(&http) && code == Some(0),
+                        "{} under {}: {:?}", body, http, result
+                    ),
+                    Some(_) => prop_assert!(
+                        result.as_ref().is_err_and(|e| !matches!(e, VendorError::Decode { .. } | VendorError::Http { .. })),
+                        "{} under {}: {:?}", body, http, result
+                    ),
+                }
+            }
+        }
+    }
+}

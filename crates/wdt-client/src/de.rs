@@ -411,6 +411,11 @@ mod tests {
         assert_eq!(row("{}").b, None);
         assert!(serde_json::from_str::<Row>(r#"{"b":2}"#).is_err());
         assert!(serde_json::from_str::<Row>(r#"{"b":"yes"}"#).is_err());
+        // Java writes some flags as floats.
+        assert_eq!(row(r#"{"b":1.0}"#).b, Some(true));
+        assert_eq!(row(r#"{"b":0.0}"#).b, Some(false));
+        assert!(serde_json::from_str::<Row>(r#"{"b":0.5}"#).is_err());
+        assert!(serde_json::from_str::<Row>(r#"{"b":18446744073709551615}"#).is_err());
     }
 
     #[test]
@@ -424,6 +429,70 @@ mod tests {
         assert!(serde_json::from_str::<Row>(r#"{"i":"2.5"}"#).is_err());
         assert!(serde_json::from_str::<Row>(r#"{"i":"abc"}"#).is_err());
         assert!(serde_json::from_str::<Row>(r#"{"i":18446744073709551615}"#).is_err());
+        // Integral floats only, and only while f64 still holds every integer exactly.
+        assert!(serde_json::from_str::<Row>(r#"{"i":2.5}"#).is_err());
+        assert_eq!(row(r#"{"i":-3.0}"#).i, Some(-3));
+        assert_eq!(row(r#"{"i":123456789012.0}"#).i, Some(123_456_789_012));
+        assert!(serde_json::from_str::<Row>(r#"{"i":9000000000000000.0}"#).is_err());
+        assert!(serde_json::from_str::<Row>(r#"{"i":1e300}"#).is_err());
+    }
+
+    /// Formats that wrap a present value in `Some` (serde_json never does) reach `visit_some`.
+    #[test]
+    fn values_wrapped_in_some_are_read_as_themselves() {
+        use serde_json::json;
+        assert_eq!(IntVisitor.visit_some(json!("7")).unwrap(), Some(7));
+        assert_eq!(BoolVisitor.visit_some(json!(1)).unwrap(), Some(true));
+        assert_eq!(
+            TimeVisitor
+                .visit_some(json!("2019-05-18 18:02:43"))
+                .unwrap()
+                .map(|t| t.to_string())
+                .as_deref(),
+            Some("2019-05-18 18:02:43")
+        );
+    }
+
+    #[test]
+    fn required_values_keep_their_text_and_refuse_null() {
+        #[derive(Debug, Deserialize)]
+        struct Required {
+            #[serde(deserialize_with = "string")]
+            s: String,
+            #[serde(deserialize_with = "i64")]
+            i: i64,
+        }
+        let r: Required = serde_json::from_str(r#"{"s":"lz38","i":"5"}"#).unwrap();
+        assert_eq!((r.s.as_str(), r.i), ("lz38", 5));
+        let r: Required = serde_json::from_str(r#"{"s":1.50,"i":5}"#).unwrap();
+        assert_eq!(r.s, "1.50");
+        let refused = serde_json::from_str::<Required>(r#"{"s":null,"i":5}"#).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("expected a string, found an empty value"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn refusals_say_what_was_expected() {
+        let refused = |json: &str| serde_json::from_str::<Row>(json).unwrap_err().to_string();
+        assert!(
+            refused(r#"{"i":true}"#).contains("an integer, or a string holding one"),
+            "{}",
+            refused(r#"{"i":true}"#)
+        );
+        assert!(
+            refused(r#"{"b":[1]}"#).contains("a boolean: true/false, 1/0"),
+            "{}",
+            refused(r#"{"b":[1]}"#)
+        );
+        assert!(
+            refused(r#"{"t":true}"#).contains("a time \"yyyy-MM-dd HH:mm:ss\""),
+            "{}",
+            refused(r#"{"t":true}"#)
+        );
     }
 
     #[test]
@@ -457,6 +526,14 @@ mod tests {
         assert_eq!(row(r#"{"s":1.50}"#).s.as_deref(), Some("1.50"));
         assert_eq!(row(r#"{"s":null}"#).s, None);
         assert!(serde_json::from_str::<Row>(r#"{"s":{"a":1}}"#).is_err());
+        // Booleans as the vendor's flags, `1`/`0`.
+        assert_eq!(row(r#"{"s":true}"#).s.as_deref(), Some("1"));
+        assert_eq!(row(r#"{"s":false}"#).s.as_deref(), Some("0"));
+        // The raw text given directly need not be JSON: only the literals themselves pass.
+        for bad in ["tru", "truex", "fals", "nul", "nope", "[]", ""] {
+            assert!(string_from_raw(bad).is_err(), "{bad}");
+        }
+        assert_eq!(string_from_raw(" null "), Ok(None));
     }
 
     #[test]
@@ -478,6 +555,13 @@ mod tests {
                 .as_deref(),
             Some("2025-01-02 00:00:00")
         );
+        // `0` is the vendor's "no time" as a number; any other number is a mistake.
+        assert_eq!(row(r#"{"t":0}"#).t, None);
+        assert_eq!(row(r#"{"t":null}"#).t, None);
+        assert!(serde_json::from_str::<Row>(r#"{"t":5}"#).is_err());
+        assert!(serde_json::from_str::<Row>(r#"{"t":-1}"#).is_err());
+        assert_eq!(TimeVisitor.visit_i64::<serde_json::Error>(0).unwrap(), None);
+        assert!(TimeVisitor.visit_i64::<serde_json::Error>(-1).is_err());
         let err = serde_json::from_str::<Row>(r#"{"t":"yesterday"}"#).unwrap_err();
         assert!(err.to_string().contains("yesterday"), "{err}");
     }

@@ -865,4 +865,116 @@ mod tests {
         let headers = HeaderMap::new();
         assert_eq!(auth.authenticate(&headers).await, Err(AuthError::Missing));
     }
+
+    /// Any JSON value, a few levels deep, with the claim names the verifier reads.
+    fn claim_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::String),
+            (-100i64..100).prop_map(|d| serde_json::Value::from(unix_now().cast_signed() + d)),
+        ];
+        leaf.prop_recursive(2, 24, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn claims() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let name = prop_oneof![
+            proptest::sample::select(vec![
+                "exp",
+                "sub",
+                "client_id",
+                "azp",
+                "scope",
+                "scp",
+                "iss",
+                "iat",
+                "nbf",
+                "aud",
+                "tenant",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z]{1,6}",
+        ];
+        proptest::collection::btree_map(name, claim_json(), 0..8)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A refusal carries a reason that fits in `WWW-Authenticate` as it is.
+    fn clear(refusal: &AuthError) -> Result<(), proptest::test_runner::TestCaseError> {
+        let AuthError::Invalid(reason) = refusal else {
+            return Err(proptest::test_runner::TestCaseError::fail(format!(
+                "{refusal:?}: a token is refused as invalid"
+            )));
+        };
+        proptest::prop_assert!(!reason.trim().is_empty());
+        proptest::prop_assert!(
+            axum::http::HeaderValue::from_str(&refusal.www_authenticate()).is_ok(),
+            "{refusal:?}"
+        );
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// Any claims, correctly signed, are accepted or refused with a clear reason, never a
+        /// panic; what is accepted has a numeric `exp` still to come and names a subject.
+        #[test]
+        fn arbitrary_claims_are_accepted_or_refused_clearly(claims in claims(), iss in proptest::bool::ANY) {
+            let auth = Authenticator::secret(&secret(), iss.then(|| "idp".into()), None, 0, "tenant");
+            let hs = serde_json::json!({ "alg": "HS256", "typ": "JWT" });
+            let token = raw_token(&hs, &claims);
+            match runtime().block_on(auth.verify(&token)) {
+                Ok(verified) => {
+                    let exp = claims["exp"].as_f64().unwrap_or(-1.0);
+                    proptest::prop_assert!(exp >= unix_now() as f64 - 1.0, "{}", claims);
+                    proptest::prop_assert!(!verified.caller.subject.trim().is_empty());
+                    proptest::prop_assert!(!iss || claims["iss"] == "idp", "{}", claims);
+                }
+                Err(refusal) => clear(&refusal)?,
+            }
+        }
+
+        /// Any text as a token, including three base64 segments of anything, is refused with a
+        /// clear reason and never panics.
+        #[test]
+        fn arbitrary_tokens_are_refused_clearly(
+            text in "\\PC{0,80}",
+            parts in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 1..5),
+        ) {
+            use base64::Engine as _;
+            let auth = Authenticator::secret(&secret(), None, None, 0, "tenant");
+            let dotted = parts
+                .iter()
+                .map(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(p))
+                .collect::<Vec<_>>()
+                .join(".");
+            let rt = runtime();
+            for token in [text.as_str(), dotted.as_str()] {
+                let refusal = rt.block_on(auth.verify(token)).unwrap_err();
+                clear(&refusal)?;
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = axum::http::HeaderValue::from_str(&format!("Bearer {}", token)) {
+                    headers.insert(axum::http::header::AUTHORIZATION, value);
+                    let refusal = rt.block_on(auth.authenticate(&headers)).unwrap_err();
+                    clear(&refusal)?;
+                }
+            }
+        }
+    }
 }

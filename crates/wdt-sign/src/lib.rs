@@ -205,6 +205,7 @@ mod tests {
             !dbg.contains("topsecret") && !dbg.contains("mysalt"),
             "{dbg}"
         );
+        assert_eq!(dbg, "FlagshipSecret(<redacted>)");
     }
 
     #[test]

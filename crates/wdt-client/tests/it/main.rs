@@ -5,5 +5,6 @@ mod cli;
 mod decode;
 mod errors;
 mod guard;
+mod props;
 mod support;
 mod wire;

@@ -465,4 +465,76 @@ appsecret_file = "acme.secret"
         );
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
     }
+
+    /// A change to one line of a good file: left out, its value replaced, its key misspelled.
+    #[derive(Debug, Clone)]
+    enum Change {
+        Drop,
+        Value(&'static str),
+        Rename,
+    }
+
+    fn change() -> impl proptest::strategy::Strategy<Value = Change> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(Change::Drop),
+            Just(Change::Rename),
+            proptest::sample::select(vec![
+                "0",
+                "-1",
+                "\"\"",
+                "\" \"",
+                "true",
+                "[]",
+                "{}",
+                "\"x\"",
+                "1.5",
+                "\"nocolon\"",
+            ])
+            .prop_map(Change::Value),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any text is read or refused, never a panic; a refusal says something and never
+        /// shows a secret.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}|(\\[tenants\\.[a-z]{1,3}\\]\n([a-z_]{1,24} = (\"[ -~]{0,12}\"|[0-9]{1,4}|true)\n){0,6}){0,3}") {
+            let dir = Path::new("/nonexistent-tenants-dir");
+            if let Err(refused) = parse(&text, dir) {
+                proptest::prop_assert!(!refused.trim().is_empty());
+            }
+        }
+
+        /// One line of a good file changed: the refusal names the key to fix (or the tenant and
+        /// family whose account is incomplete) and never shows the secrets.
+        #[test]
+        fn a_changed_line_is_refused_naming_its_key(line in 0usize..10, change in change()) {
+            let lines: Vec<&str> = ACME.lines().filter(|l| l.contains(" = ")).collect();
+            let target = lines[line % lines.len()];
+            let key = target.split(" = ").next().unwrap_or_default();
+            let changed: String = ACME
+                .lines()
+                .filter_map(|l| {
+                    if l != target {
+                        return Some(l.to_owned());
+                    }
+                    match &change {
+                        Change::Drop => None,
+                        Change::Value(v) => Some(format!("{} = {}", key, v)),
+                        Change::Rename => Some(format!("{}x = \"x\"", key)),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            if let Err(refused) = parse(&changed, Path::new(".")) {
+                let family = if key.starts_with("enterprise") { "enterprise" } else { "flagship" };
+                proptest::prop_assert!(
+                    refused.contains(key) || refused.contains(&format!("[tenants.acme] {family}")),
+                    "{}\n{:?} should name {}", changed, refused, key
+                );
+                proptest::prop_assert!(!refused.contains("hunter2") && !refused.contains("esecret"), "{}", refused);
+            }
+        }
+    }
 }
