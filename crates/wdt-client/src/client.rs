@@ -475,6 +475,8 @@ impl WdtClientBuilder {
                 max_response_bytes: self.max_response_bytes,
                 clock: self.clock,
                 last_answer: std::sync::atomic::AtomicI64::new(0),
+                offset: std::sync::atomic::AtomicI64::new(0),
+                skew_checked: std::sync::atomic::AtomicI64::new(i64::MIN),
                 guard: Guard::new(self.policy)
                     .with_shared(self.shared)
                     .with_tenant(self.tenant),
@@ -511,6 +513,11 @@ struct Inner {
     connect_timeout: Duration,
     max_response_bytes: usize,
     clock: Arc<dyn Clock>,
+    /// Seconds the ERP's clock is ahead of ours (negative: behind), learned when it refused a
+    /// timestamp ([`WdtClient::learn_clock`]); requests are signed with our clock plus it.
+    offset: std::sync::atomic::AtomicI64,
+    /// Our Unix time of the last attempt to learn the offset.
+    skew_checked: std::sync::atomic::AtomicI64,
     guard: Guard,
 }
 
@@ -689,13 +696,7 @@ impl WdtClient {
     /// Everything that can refuse an enterprise request before it is sent, checked before the
     /// guard so that nothing unsendable spends quota or counts as a vendor call.
     fn check_enterprise(&self, name: &str, params: &[(&str, &str)]) -> Result<(), VendorError> {
-        prepare_enterprise(
-            self.enterprise_creds()?,
-            name,
-            params,
-            self.inner.clock.unix_now(),
-        )
-        .map(drop)
+        prepare_enterprise(self.enterprise_creds()?, name, params, self.signing_now()).map(drop)
     }
 
     fn enterprise_creds(&self) -> Result<&EnterpriseCredentials, VendorError> {
@@ -808,18 +809,91 @@ impl WdtClient {
         paging: Option<Paging>,
     ) -> Result<Vec<u8>, VendorError> {
         let creds = self.flagship_creds()?;
-        let prepared = prepare_flagship(creds, method, body, paging, self.inner.clock.unix_now());
-        let (status, body) = self.send(&prepared).await?;
-        let envelope =
-            serde_json::from_slice::<FlagshipEnvelope<'_>>(&body).map(|e| (e.status, e.message));
-        check_envelope(
-            Family::Flagship,
-            status,
-            body,
-            envelope,
-            "status",
-            classify_flagship,
-        )
+        let offset = self.offset();
+        let prepared = prepare_flagship(creds, method, body.clone(), paging, self.signing_now());
+        let (status, answer) = self.send(&prepared).await?;
+        let result = check_flagship(status, answer);
+        if matches!(result, Err(VendorError::ClockSkew { .. })) && self.learn_clock(offset).await {
+            // Refused before anything was done: sending it again with the ERP's time is safe.
+            let prepared = prepare_flagship(creds, method, body, paging, self.signing_now());
+            let (status, answer) = self.send(&prepared).await?;
+            return check_flagship(status, answer);
+        }
+        result
+    }
+
+    /// Our clock plus the ERP's learned offset: the time requests are signed with.
+    fn signing_now(&self) -> i64 {
+        self.inner.clock.unix_now().saturating_add(self.offset())
+    }
+
+    fn offset(&self) -> i64 {
+        self.inner.offset.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// After a timestamp refusal of a request signed with offset `used`: learns how far the
+    /// ERP's clock is from ours, so the request can be sent again. `true` when the offset now
+    /// differs from `used` (another call may have learned it meanwhile).
+    ///
+    /// The ERP accepts timestamps within ±120 s of its clock and tells its time only to a
+    /// request it accepts (`system.Core.now`), so this signs that call with our time shifted by
+    /// 0, ±200, ±400, … s (up to ±30 min) until one is accepted, then takes the time it
+    /// answers. At most once every [`SKEW_RECHECK_SECS`]; a few unquoted calls each time.
+    async fn learn_clock(&self, used: i64) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.offset() != used {
+            return true;
+        }
+        let Some(creds) = self.inner.flagship.as_ref() else {
+            return false;
+        };
+        let local = self.inner.clock.unix_now();
+        let last = self.inner.skew_checked.load(Relaxed);
+        if local.saturating_sub(last) < SKEW_RECHECK_SECS
+            || self
+                .inner
+                .skew_checked
+                .compare_exchange(last, local, Relaxed, Relaxed)
+                .is_err()
+        {
+            return self.offset() != used;
+        }
+        for step in SKEW_PROBES {
+            let guess = local.saturating_add(used).saturating_add(step * 200);
+            let prepared = prepare_flagship(creds, "system.Core.now", "[]".into(), None, guess);
+            let Ok((status, body)) = self.send(&prepared).await else {
+                return false;
+            };
+            let answered = status
+                .is_success()
+                .then(|| serde_json::from_slice::<FlagshipEnvelope<'_>>(&body).ok())
+                .flatten();
+            match answered {
+                Some(e) if e.status == Some(0) => {
+                    let Some(erp_now) = e
+                        .data
+                        .and_then(|d| serde_json::from_str::<String>(d.get()).ok())
+                        .and_then(|t| crate::de::parse_vendor_time(&t).ok().flatten())
+                        // Beijing local time (UTC+8, no daylight saving).
+                        .map(|t| t.and_utc().timestamp() - 8 * 3600)
+                    else {
+                        return false;
+                    };
+                    let offset = erp_now.saturating_sub(self.inner.clock.unix_now());
+                    self.inner.offset.store(offset, Relaxed);
+                    tracing::warn!(
+                        offset_secs = offset,
+                        "the ERP refused our timestamp: its clock is {offset} s from ours; signing with its time from now on (fix the host's or the ERP's clock)"
+                    );
+                    metrics::gauge!("wdt_vendor_clock_offset_seconds", "tenant" => self.inner.guard.tenant.clone())
+                        .set(offset as f64);
+                    return offset != used;
+                }
+                Some(e) if e.status == Some(7) => {}
+                _ => return false,
+            }
+        }
+        false
     }
 
     async fn enterprise_exchange(
@@ -828,18 +902,17 @@ impl WdtClient {
         params: &[(&str, &str)],
     ) -> Result<Vec<u8>, VendorError> {
         let creds = self.enterprise_creds()?;
-        let prepared = prepare_enterprise(creds, name, params, self.inner.clock.unix_now())?;
-        let (status, body) = self.send(&prepared).await?;
-        let envelope =
-            serde_json::from_slice::<EnterpriseEnvelope>(&body).map(|e| (e.code, e.message));
-        check_envelope(
-            Family::Enterprise,
-            status,
-            body,
-            envelope,
-            "code",
-            classify_enterprise,
-        )
+        let offset = self.offset();
+        let prepared = prepare_enterprise(creds, name, params, self.signing_now())?;
+        let (status, answer) = self.send(&prepared).await?;
+        let result = check_enterprise_answer(status, answer);
+        // The account's clock is one: the flagship family tells it (enterprise has no such call).
+        if matches!(result, Err(VendorError::ClockSkew { .. })) && self.learn_clock(offset).await {
+            let prepared = prepare_enterprise(creds, name, params, self.signing_now())?;
+            let (status, answer) = self.send(&prepared).await?;
+            return check_enterprise_answer(status, answer);
+        }
+        result
     }
 
     async fn send(
@@ -907,6 +980,41 @@ impl WdtClient {
 
 /// Both families: success is HTTP 2xx with status/code 0; any other status/code is the
 /// vendor's refusal (even inside an HTTP error); otherwise an HTTP error or an unreadable body.
+/// How often a client may try to learn the ERP's clock, seconds.
+const SKEW_RECHECK_SECS: i64 = 30;
+/// The shifts tried, in steps of 200 s: 0, then further and further either way, to ±30 min.
+const SKEW_PROBES: [i64; 19] = [
+    0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 7, -7, 8, -8, 9, -9,
+];
+
+fn check_flagship(status: reqwest::StatusCode, body: Vec<u8>) -> Result<Vec<u8>, VendorError> {
+    let envelope =
+        serde_json::from_slice::<FlagshipEnvelope<'_>>(&body).map(|e| (e.status, e.message));
+    check_envelope(
+        Family::Flagship,
+        status,
+        body,
+        envelope,
+        "status",
+        classify_flagship,
+    )
+}
+
+fn check_enterprise_answer(
+    status: reqwest::StatusCode,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, VendorError> {
+    let envelope = serde_json::from_slice::<EnterpriseEnvelope>(&body).map(|e| (e.code, e.message));
+    check_envelope(
+        Family::Enterprise,
+        status,
+        body,
+        envelope,
+        "code",
+        classify_enterprise,
+    )
+}
+
 fn check_envelope(
     family: Family,
     http: reqwest::StatusCode,

@@ -57,6 +57,10 @@ fn describe() {
         "HTTP request latency, by route, method and status"
     );
     describe_gauge!(
+        "wdt_vendor_clock_offset_seconds",
+        "Seconds the ERP's clock is ahead of this host's (negative: behind), learned when it refused a timestamp; requests are signed with its time"
+    );
+    describe_gauge!(
         "wdt_runtime_alive_tasks",
         "Tokio tasks alive in the process (set at each scrape): a number that keeps growing is a leak"
     );

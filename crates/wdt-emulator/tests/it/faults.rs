@@ -219,11 +219,50 @@ async fn broken_answers_happen_after_the_call() {
 }
 
 #[tokio::test]
-async fn clock_skew() {
+async fn the_client_learns_the_erps_clock_when_it_refuses_our_timestamp() {
+    for skew in [400, -600, 1500] {
+        let emu = start_small().await;
+        emu.emulator
+            .set_faults(Faults {
+                clock_skew_secs: skew,
+                ..Faults::default()
+            })
+            .unwrap();
+        let c = client(&emu);
+        c.call(&wait(10)).await.unwrap();
+        // The enterprise family signs with the learned time too (the account has one clock).
+        c.query(&StockQueryDetail {
+            spec_no: Some("x".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let log = emu.emulator.calls(None, 100);
+        let refused = log
+            .iter()
+            .filter(|r| r.status == Some(7) && r.method != "system.Core.now")
+            .count();
+        let probes: Vec<_> = log
+            .iter()
+            .filter(|r| r.method == "system.Core.now")
+            .collect();
+        assert_eq!(
+            refused, 1,
+            "{skew}: one refusal, then signed with the ERP's time"
+        );
+        assert!(
+            probes.len() <= 19 && probes.last().is_some_and(|r| r.outcome == Outcome::Ok),
+            "{skew}: {probes:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_clock_further_off_than_thirty_minutes_is_refused_with_clock_skew() {
     let emu = start_small().await;
     emu.emulator
         .set_faults(Faults {
-            clock_skew_secs: 400,
+            clock_skew_secs: 4000,
             ..Faults::default()
         })
         .unwrap();
