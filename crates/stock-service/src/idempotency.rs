@@ -246,7 +246,13 @@ where
             .idempotency_begin(&scope, &owner, &fingerprint, IN_FLIGHT, retention)
             .await;
         match begun {
-            Err(_) => return Err(unavailable()),
+            Err(_) => {
+                // The script may still run once Redis answers again (a hung server runs what
+                // it was sent when it wakes up): give up the record it would leave, or a retry
+                // would find a write that never started and be told its outcome is unknown.
+                tokio::spawn(settle(shared.clone(), scope, owner, None, retention));
+                return Err(unavailable());
+            }
             Ok(wdt_redis::Begin::Mismatch) => return Err(reused()),
             Ok(wdt_redis::Begin::Done(replay)) => return Ok((from_replay(&replay), true)),
             Ok(wdt_redis::Begin::Abandoned) => return Err(abandoned()),
@@ -290,11 +296,14 @@ where
             {
                 Ok(true) => {}
                 Ok(false) => tracing::warn!(
-                    "the Idempotency-Key's in-flight record expired before the write finished: its outcome is not kept, and a retry may run it again"
+                    "the Idempotency-Key's record was gone before the write finished (Redis lost its data): its outcome is not kept, and a retry may run it again"
                 ),
-                Err(_) => tracing::warn!(
-                    "Redis is unavailable: the write's outcome could not be kept for retries; its in-flight record expires in {IN_FLIGHT:?}"
-                ),
+                Err(_) => {
+                    tracing::warn!(
+                        "Redis is unavailable: the write's outcome is kept for retries once it answers again; until then retries wait, then are told the outcome is unknown"
+                    );
+                    tokio::spawn(settle(shared.clone(), scope, owner, replay, retention));
+                }
             }
             outcome
         }
@@ -303,6 +312,37 @@ where
     match task.await {
         Ok(outcome) => Ok((outcome, false)),
         Err(_) => Err(failed()),
+    }
+}
+
+/// How long [`settle`] keeps trying to reach Redis.
+const SETTLE_FOR: Duration = Duration::from_secs(120);
+
+/// Stores the owner's outcome of a key (or, with `None`, gives up the record a request that never
+/// ran may have left) once Redis answers again, trying every second for [`SETTLE_FOR`].
+async fn settle(
+    shared: wdt_redis::Shared,
+    scope: String,
+    owner: String,
+    replay: Option<wdt_redis::Replay>,
+    retention: Duration,
+) {
+    let give_up = tokio::time::Instant::now() + SETTLE_FOR;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match shared
+            .idempotency_finish(&scope, &owner, replay.as_ref(), retention)
+            .await
+        {
+            Ok(_) => return,
+            Err(_) if tokio::time::Instant::now() >= give_up => {
+                tracing::warn!(
+                    "Redis stayed unavailable: an Idempotency-Key's record could not be settled; retries with the key are told the outcome is unknown"
+                );
+                return;
+            }
+            Err(_) => {}
+        }
     }
 }
 

@@ -667,7 +667,7 @@ async fn replicas_survive_redis_going_away_and_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_redis_costs_a_timeout_not_a_hang() {
-    let (_emulator, redis, a, b) = cluster(&[]).await;
+    let (emulator, redis, a, b) = cluster(&[]).await;
     let (status, _, _) = a.get("/v1/stock?spec_no=G00006-01").await;
     assert_eq!(status, StatusCode::OK);
     let counted = "/v1/stock?spec_no=G00007-01&warehouse_no=WH-SH01";
@@ -697,6 +697,14 @@ async fn a_hung_redis_costs_a_timeout_not_a_hang() {
         .post("/v1/stock-takes", &take("G00007-01", "3"), None)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A keyed write is refused, not sent; the hung server still runs the script it was sent
+    // once it wakes up, which would leave a record of a write that never started.
+    let keyed = take("G00008-01", "8");
+    let (status, _, problem) = a
+        .post("/v1/stock-takes", &keyed, Some("take-during-a-hang"))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["code"], "IDEMPOTENCY_UNAVAILABLE");
     let (_, ready) = a.plain("/readyz").await;
     assert!(ready.contains("\"redis\":\"unavailable\""), "{ready}");
     signal("-CONT");
@@ -709,6 +717,34 @@ async fn a_hung_redis_costs_a_timeout_not_a_hang() {
         assert!(Instant::now() < deadline, "{ready}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The replica gave that record up once Redis answered: the retry runs the write, once.
+    let give_up = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        let (status, _, body) = b
+            .post("/v1/stock-takes", &keyed, Some("take-during-a-hang"))
+            .await;
+        if status == StatusCode::CONFLICT && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        assert_ne!(body["code"], "WRITE_OUTCOME_UNKNOWN", "{body}");
+        break status;
+    };
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, headers, _) = a
+        .post("/v1/stock-takes", &keyed, Some("take-during-a-hang"))
+        .await;
+    assert_eq!(
+        (status, headers.contains_key("idempotent-replayed")),
+        (StatusCode::CREATED, true)
+    );
+    let keyed_takes = emulator
+        .emulator
+        .ledger(0, 100)
+        .into_iter()
+        .filter(|w| matches!(&w.write, wdt_emulator::Write::StockTake { lines, .. } if lines[0].spec_no == "G00008-01"))
+        .count();
+    assert_eq!(keyed_takes, 1, "sent once");
     // The invalidation held while Redis hung was sent: the other replica, which had the SKU
     // cached, reads the new count.
     let (_, _, fresh) = a.get(counted).await;
