@@ -681,6 +681,15 @@ async fn a_hung_redis_costs_a_timeout_not_a_hang() {
             .unwrap()
     };
     signal("-STOP");
+    // A keyed write first (its script is the first command the hung server gets): refused,
+    // not sent. The server still runs the script once it wakes up, which would leave a record
+    // of a write that never started.
+    let keyed = take("G00008-01", "8");
+    let (status, _, problem) = a
+        .post("/v1/stock-takes", &keyed, Some("take-during-a-hang"))
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
+    assert_eq!(problem["code"], "IDEMPOTENCY_UNAVAILABLE");
     // A cached read, a miss and a write without a key: each answers within the Redis timeout
     // (250 ms) plus the vendor's time; after the first timeout, without waiting at all.
     for path in ["/v1/stock?spec_no=G00006-01", "/v1/stock?spec_no=G00007-01"] {
@@ -697,14 +706,6 @@ async fn a_hung_redis_costs_a_timeout_not_a_hang() {
         .post("/v1/stock-takes", &take("G00007-01", "3"), None)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    // A keyed write is refused, not sent; the hung server still runs the script it was sent
-    // once it wakes up, which would leave a record of a write that never started.
-    let keyed = take("G00008-01", "8");
-    let (status, _, problem) = a
-        .post("/v1/stock-takes", &keyed, Some("take-during-a-hang"))
-        .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem}");
-    assert_eq!(problem["code"], "IDEMPOTENCY_UNAVAILABLE");
     let (_, ready) = a.plain("/readyz").await;
     assert!(ready.contains("\"redis\":\"unavailable\""), "{ready}");
     signal("-CONT");
