@@ -35,6 +35,10 @@ use crate::{Result, StockService, mapping};
 /// How far ahead of this host's clock a window ends: the ERP has no rows in its own future, so
 /// a host clock behind the ERP's by up to this much delays nothing.
 pub const SKEW_ALLOWANCE_SECS: i64 = 600;
+/// How far past the ERP's known time the cursor may be before the feed takes it as the ERP's
+/// clock having gone back: the enterprise API's own timestamp window, within which a clock
+/// difference is never refused, hence never learned.
+const CLOCK_TOLERANCE_SECS: i64 = 300;
 /// The vendor's longest modified-time window (30 days), less a second.
 const MAX_WINDOW_SECS: i64 = 30 * 24 * 3600 - 1;
 /// The vendor's page size.
@@ -196,6 +200,24 @@ impl StockService {
         // changed there as what is already known, and announces nothing: from then on every
         // change is new.
         let first_poll = state.cursor.is_none();
+        // The cursor is never ahead of the ERP's clock, unless that clock went back (it was
+        // ahead, or was set back): rows then get times behind the cursor and would be missed
+        // until the clock caught up. Once the client learned the ERP's time (it refused ours),
+        // a cursor further ahead of it than the enterprise API's own 5-minute window is taken
+        // back to it; rows read again are known by their content.
+        let erp_now = now_unix.saturating_add(self.inner.client.clock_offset_secs());
+        let latest = erp_now.max(now_unix.saturating_sub(SKEW_ALLOWANCE_SECS));
+        if let Some(c) = state
+            .cursor
+            .filter(|c| *c > latest.saturating_add(CLOCK_TOLERANCE_SECS))
+        {
+            tracing::warn!(
+                cursor = c,
+                erp_now,
+                "the ERP's clock went back behind the change feed's cursor; reading from its time again"
+            );
+            state.cursor = Some(latest);
+        }
         let cursor = state
             .cursor
             .unwrap_or(now_unix.saturating_sub(SKEW_ALLOWANCE_SECS));
@@ -248,7 +270,13 @@ impl StockService {
         let settled = complete && distinct.len() as u64 + unusable >= total;
         rows.sort_by_key(modified);
         let mut changed = Vec::new();
-        let newest = rows.iter().map(modified).max();
+        // Rows dated after the ERP's known time (written while its clock was ahead) do not
+        // move the cursor: it would jump back ahead.
+        let newest = rows
+            .iter()
+            .map(modified)
+            .filter(|t| *t <= latest.saturating_add(CLOCK_TOLERANCE_SECS))
+            .max();
         for row in rows {
             if state.seen.insert(SeenRow::of(&row)) && !first_poll {
                 changed.push(row);

@@ -320,3 +320,39 @@ async fn an_erp_clock_minutes_ahead_or_behind_loses_no_change() {
         assert!(poll.caught_up);
     }
 }
+
+/// An ERP clock that was ahead and goes back: rows then get times behind the cursor (set from
+/// the ahead clock), which the feed would miss until the clock caught up again. The client
+/// learns the ERP's time when it refuses ours, and the feed takes its cursor back to it.
+#[tokio::test]
+async fn a_change_after_the_erps_clock_went_back_is_still_read() {
+    let erp = erp().await;
+    let specs = erp.specs(2);
+    let mut state = FeedState::default();
+    // Ten minutes ahead: beyond both families' windows, so the client learns the offset.
+    erp.skew(600);
+    erp.poll(&mut state).await;
+    erp.set(&specs[0], 111);
+    let poll = erp.poll(&mut state).await;
+    assert_eq!(on_hand(&poll.changed, &specs[0]), Some(Decimal::from(111)));
+    let ahead = state.cursor.unwrap();
+    assert!(
+        ahead > now_unix() + 500,
+        "the cursor is on the ERP's clock: {ahead}"
+    );
+    // The clock goes back to ours: the next call is refused and the offset learned again.
+    erp.skew(0);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    erp.set(&specs[1], 222);
+    let mut seen = None;
+    for _ in 0..3 {
+        let poll = erp.poll(&mut state).await;
+        seen = seen.or(on_hand(&poll.changed, &specs[1]));
+    }
+    assert_eq!(
+        seen,
+        Some(Decimal::from(222)),
+        "read, not missed for ten minutes"
+    );
+    assert!(state.cursor.unwrap() <= now_unix() + 300);
+}

@@ -477,6 +477,8 @@ impl WdtClientBuilder {
                 last_answer: std::sync::atomic::AtomicI64::new(0),
                 offset: std::sync::atomic::AtomicI64::new(0),
                 skew_checked: std::sync::atomic::AtomicI64::new(i64::MIN),
+                skew_found: std::sync::atomic::AtomicBool::new(false),
+                learning: tokio::sync::Mutex::new(()),
                 guard: Guard::new(self.policy)
                     .with_shared(self.shared)
                     .with_tenant(self.tenant),
@@ -518,6 +520,10 @@ struct Inner {
     offset: std::sync::atomic::AtomicI64,
     /// Our Unix time of the last attempt to learn the offset.
     skew_checked: std::sync::atomic::AtomicI64,
+    /// Whether that attempt found the ERP's time.
+    skew_found: std::sync::atomic::AtomicBool,
+    /// Held while the offset is being learned.
+    learning: tokio::sync::Mutex<()>,
     guard: Guard,
 }
 
@@ -822,6 +828,12 @@ impl WdtClient {
         result
     }
 
+    /// Seconds the ERP's clock is ahead of this host's (negative: behind), as learned the last
+    /// time it refused a timestamp; 0 until then (or without flagship credentials).
+    pub fn clock_offset_secs(&self) -> i64 {
+        self.offset()
+    }
+
     /// Our clock plus the ERP's learned offset: the time requests are signed with.
     fn signing_now(&self) -> i64 {
         self.inner.clock.unix_now().saturating_add(self.offset())
@@ -838,26 +850,33 @@ impl WdtClient {
     /// The ERP accepts timestamps within ±120 s of its clock and tells its time only to a
     /// request it accepts (`system.Core.now`), so this signs that call with our time shifted by
     /// 0, ±200, ±400, … s (up to ±30 min) until one is accepted, then takes the time it
-    /// answers. At most once every [`SKEW_RECHECK_SECS`]; a few unquoted calls each time.
+    /// answers: a few unquoted calls. Calls refused meanwhile wait for it. Again at the
+    /// earliest [`SKEW_RELEARN_SECS`] after it found the time, [`SKEW_RECHECK_SECS`] after it
+    /// did not.
     async fn learn_clock(&self, used: i64) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        if self.offset() != used {
-            return true;
-        }
         let Some(creds) = self.inner.flagship.as_ref() else {
             return false;
         };
+        // One learns at a time; the calls refused meanwhile wait for it and use what it found.
+        let _learning = self.inner.learning.lock().await;
+        if self.offset() != used {
+            return true;
+        }
         let local = self.inner.clock.unix_now();
         let last = self.inner.skew_checked.load(Relaxed);
-        if local.saturating_sub(last) < SKEW_RECHECK_SECS
-            || self
-                .inner
-                .skew_checked
-                .compare_exchange(last, local, Relaxed, Relaxed)
-                .is_err()
-        {
-            return self.offset() != used;
+        // After an offset was found, the clock may be checked again soon (it may have moved
+        // back); after a search that found nothing, not for a while.
+        let pause = if self.inner.skew_found.load(Relaxed) {
+            SKEW_RELEARN_SECS
+        } else {
+            SKEW_RECHECK_SECS
+        };
+        if local.saturating_sub(last) < pause {
+            return false;
         }
+        self.inner.skew_checked.store(local, Relaxed);
+        self.inner.skew_found.store(false, Relaxed);
         for step in SKEW_PROBES {
             let guess = local.saturating_add(used).saturating_add(step * 200);
             let prepared = prepare_flagship(creds, "system.Core.now", "[]".into(), None, guess);
@@ -881,6 +900,7 @@ impl WdtClient {
                     };
                     let offset = erp_now.saturating_sub(self.inner.clock.unix_now());
                     self.inner.offset.store(offset, Relaxed);
+                    self.inner.skew_found.store(true, Relaxed);
                     tracing::warn!(
                         offset_secs = offset,
                         "the ERP refused our timestamp: its clock is {offset} s from ours; signing with its time from now on (fix the host's or the ERP's clock)"
@@ -980,8 +1000,10 @@ impl WdtClient {
 
 /// Both families: success is HTTP 2xx with status/code 0; any other status/code is the
 /// vendor's refusal (even inside an HTTP error); otherwise an HTTP error or an unreadable body.
-/// How often a client may try to learn the ERP's clock, seconds.
+/// How long after a search for the ERP's clock that found nothing another may start, seconds.
 const SKEW_RECHECK_SECS: i64 = 30;
+/// How long after the ERP's clock was found it may be looked for again, seconds.
+const SKEW_RELEARN_SECS: i64 = 2;
 /// The shifts tried, in steps of 200 s: 0, then further and further either way, to ±30 min.
 const SKEW_PROBES: [i64; 19] = [
     0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 7, -7, 8, -8, 9, -9,
