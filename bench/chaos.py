@@ -851,7 +851,10 @@ async def run(args):
             IDEMPOTENCY_RECORD.append(idempotency_records(rig)[1])
             result = check(book, ledger, initial, final, rows, run_id)
             result["webhooks"]["delivery_log"] = deliveries or log
+            commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()
             result.update({"mode": args.mode, "workdir": workdir, "samples": book_samples(book),
+                           "commit": commit,
                            "redis_used_memory_end": redis_mem,
                            "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(),
                            "seconds": round(time.time() - started)})
@@ -1167,7 +1170,7 @@ def main():
     signal.signal(signal.SIGTERM, _reap)
     signal.signal(signal.SIGINT, _reap)
     if args.mode == "smoke":
-        args.minutes, args.fault_secs, args.warmup, args.settle, args.drain = 1, 8, 5, 2, 15
+        args.minutes, args.fault_secs, args.warmup, args.settle, args.drain = 1, 8, 5, 2, 40
         args.only = args.only or ["erp_5xx", "erp_reset", "redis_hang", "replica_kill_writes",
                                   "receiver_500"]
     result = asyncio.run(run(args))
