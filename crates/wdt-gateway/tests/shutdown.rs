@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use wdt_emulator::Faults;
 
 const SECRET: &str = "shutdown-test-secret-0123456789abcdef";
@@ -40,16 +39,7 @@ async fn sigterm_closes_subscriptions_with_going_away_and_finishes_requests_in_f
     .unwrap();
 
     // A subscription, acknowledged and started.
-    let mut request = format!("ws://127.0.0.1:{port}/graphql")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-    ws.send(Message::text(init.to_string())).await.unwrap();
+    let mut ws = common::ws_connect(&base, &token).await;
     let ack = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
         .expect("acknowledged in time");

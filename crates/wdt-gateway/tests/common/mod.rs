@@ -161,6 +161,29 @@ pub(crate) fn table(
     )
 }
 
+/// A graphql-transport-ws connection to `base` (`http://…`) that has sent `connection_init`
+/// with `token`.
+#[allow(dead_code, reason = "not every test file uses every helper")]
+pub(crate) async fn ws_connect(
+    base: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/graphql", base.replacen("http://", "ws://", 1))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = serde_json::json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    ws
+}
+
 /// A GraphQL subscription over the gateway's WebSocket (graphql-transport-ws): its `next`
 /// payloads' `data`, as they come, read by a task of its own.
 #[allow(dead_code, reason = "not every test file uses every helper")]
@@ -176,17 +199,7 @@ impl Subscription {
     pub(crate) async fn start(base: &str, token: &str, query: &str) -> Self {
         use futures::{SinkExt, StreamExt};
         use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("{}/graphql", base.replacen("http://", "ws://", 1))
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            "graphql-transport-ws".parse().unwrap(),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-        let init = serde_json::json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-        ws.send(Message::text(init.to_string())).await.unwrap();
+        let mut ws = ws_connect(base, token).await;
         let subscribe =
             serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
         ws.send(Message::text(subscribe.to_string())).await.unwrap();
