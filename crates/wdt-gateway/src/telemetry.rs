@@ -1,7 +1,7 @@
 //! Logs and traces: a text or JSON log on stderr whose lines carry the request span's fields
 //! (`request_id`, route, subject), and, when `telemetry.otlp_endpoint` is set, the same spans
 //! (request → auth → graphql → cache → vendor_call) exported over OTLP/HTTP, continuing the
-//! caller's trace when its request carries a W3C `traceparent` ([`continue_trace`]).
+//! caller's trace when its request carries a W3C `traceparent` (`continue_trace`).
 
 use std::time::Duration;
 
