@@ -207,10 +207,15 @@ mod tests {
         );
         let mut at = q.start();
         let mut windows = Vec::new();
-        while !at.is_done(&q) {
+        // Bounded, so that a walk that never ends fails here instead of hanging.
+        for _ in 0..10 {
+            if at.is_done(&q) {
+                break;
+            }
             windows.push(at.window(&q));
             at = at.next_window(&q);
         }
+        assert!(at.is_done(&q));
         assert_eq!(windows.len(), 4);
         assert_eq!(windows[0].0.to_string(), "2026-01-01 00:00:00");
         assert_eq!(
@@ -282,6 +287,105 @@ mod tests {
         assert_eq!(pending_position("40", None), Some(40));
         assert_eq!(pending_position("40", acme.as_deref()), None);
         assert_eq!(pending_position("-1", None), None);
+    }
+
+    #[test]
+    fn times_round_up_to_whole_seconds() {
+        let q = ChangesQuery::new(
+            t("2026-01-01T00:00:00.001+08:00"),
+            t("2026-01-02T00:00:00.5+08:00"),
+            None,
+            None,
+        );
+        let whole = ChangesQuery::new(
+            t("2026-01-01T00:00:01+08:00"),
+            t("2026-01-02T00:00:01+08:00"),
+            None,
+            None,
+        );
+        assert_eq!(q, whole);
+        assert_eq!(
+            q.start().window(&q),
+            (naive(q.from), naive(q.to - 1)),
+            "to is exclusive"
+        );
+        assert_eq!(q.start().window(&q).0.to_string(), "2026-01-01 00:00:01");
+    }
+
+    #[test]
+    fn pages_and_offsets_move_as_told() {
+        let q = ChangesQuery::new(
+            t("2026-01-01T00:00:00Z"),
+            t("2026-03-01T00:00:00Z"),
+            None,
+            None,
+        );
+        let start = q.start();
+        assert_eq!((start.page_no, start.offset), (0, 0));
+        let at = start.with_offset(7);
+        assert_eq!((at.page_no, at.offset), (0, 7));
+        let next = at.next_page();
+        assert_eq!(
+            (next.page_no, next.offset),
+            (1, 0),
+            "a new page starts at its top"
+        );
+        assert_eq!(next.next_page().page_no, 2);
+        assert_eq!(next.window(&q), start.window(&q), "in the same window");
+        let window = next.with_offset(3).next_window(&q);
+        assert_eq!((window.page_no, window.offset), (0, 0));
+        assert_eq!(window.window_start, start.window_end(&q) + 1);
+    }
+
+    #[test]
+    fn the_walk_ends_at_to() {
+        let q = ChangesQuery::new(
+            t("2026-01-01T00:00:00Z"),
+            t("2026-01-01T00:00:10Z"),
+            None,
+            None,
+        );
+        let at = q.start();
+        assert!(!at.is_done(&q));
+        let after = at.next_window(&q);
+        assert_eq!(after.window_start, q.to);
+        assert!(after.is_done(&q), "one window covers ten seconds");
+    }
+
+    #[test]
+    fn cursors_outside_their_range_are_refused() {
+        let q = ChangesQuery::new(
+            t("2026-01-01T00:00:00Z"),
+            t("2026-02-01T00:00:00Z"),
+            None,
+            None,
+        );
+        let at = |window_start| Position {
+            window_start,
+            page_no: 0,
+            offset: 0,
+        };
+        for inside in [q.from, q.from + 1, q.to - 1, q.to] {
+            assert_eq!(q.resume(&q.encode(&at(inside))).unwrap(), at(inside));
+        }
+        for outside in [q.from - 1, q.to + 1, i64::MIN, i64::MAX] {
+            let refused = q.resume(&q.encode(&at(outside))).unwrap_err();
+            assert!(refused.message.contains("not a cursor"), "{refused:?}");
+        }
+        let other_version = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&Wire {
+                v: 2,
+                f: q.from,
+                t: q.to,
+                w: None,
+                a: None,
+                s: q.from,
+                p: 0,
+                o: 0,
+            })
+            .unwrap(),
+        );
+        assert!(q.resume(&other_version).is_err());
     }
 
     fn query_of(from: i64, len: i64, warehouse: Option<String>, tenant: &str) -> ChangesQuery {

@@ -511,4 +511,343 @@ mod tests {
         let kept = outcome(201, "one");
         assert_eq!(from_replay(&to_replay(&kept)), kept);
     }
+
+    #[tokio::test]
+    async fn a_write_that_panics_is_an_internal_error_and_not_kept() {
+        let store = IdempotencyStore::default();
+        let keep: Keep = |status, _| status < 400;
+        let failed = store
+            .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                panic!("the write failed")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failed.kind, ErrorKind::Internal);
+        assert_eq!(failed.message, "the write failed unexpectedly");
+        let retried = store
+            .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                outcome(201, "ok")
+            })
+            .await
+            .unwrap();
+        assert_eq!(retried, (outcome(201, "ok"), false), "the retry runs");
+    }
+
+    #[cfg(feature = "http")]
+    #[tokio::test]
+    async fn outcomes_from_and_to_http_answers() {
+        let answer = http::Response::builder()
+            .status(201)
+            .header("content-type", "application/json")
+            .header("x-a", "1")
+            .header("x-a", "2")
+            .body(String::from("{}"))
+            .unwrap();
+        let kept = Outcome::of(answer).await;
+        assert_eq!(
+            kept,
+            Outcome {
+                status: 201,
+                headers: vec![
+                    ("content-type".into(), b"application/json".to_vec()),
+                    ("x-a".into(), b"1".to_vec()),
+                    ("x-a".into(), b"2".to_vec()),
+                ],
+                body: b"{}".to_vec(),
+            }
+        );
+
+        let first = kept.clone().into_response(false);
+        assert_eq!(first.status(), 201);
+        assert_eq!(first.headers()["content-type"], "application/json");
+        let repeated: Vec<_> = first.headers().get_all("x-a").iter().collect();
+        assert_eq!(repeated, ["1", "2"]);
+        assert!(!first.headers().contains_key("idempotent-replayed"));
+        assert_eq!(first.body(), b"{}");
+
+        let replay = kept.into_response(true);
+        assert_eq!(replay.status(), 201);
+        assert_eq!(replay.headers()["idempotent-replayed"], "true");
+        assert_eq!(replay.headers().len(), 4);
+        assert_eq!(replay.body(), b"{}");
+
+        let odd = Outcome {
+            status: 1000,
+            headers: vec![
+                ("bad name".into(), b"x".to_vec()),
+                ("x-ok".into(), b"y".to_vec()),
+            ],
+            body: Vec::new(),
+        }
+        .into_response(false);
+        assert_eq!(odd.status(), 200, "a status HTTP cannot carry is 200");
+        assert_eq!(
+            odd.headers().len(),
+            1,
+            "a header HTTP cannot carry is left out"
+        );
+        assert_eq!(odd.headers()["x-ok"], "y");
+    }
+
+    /// The store on a real `redis-server`, as several replicas use it.
+    mod shared {
+        use std::process::{Child, Command, Stdio};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::Instant;
+
+        use super::*;
+
+        /// A `redis-server` of the test's own, killed when dropped.
+        struct Server(Child, u16);
+
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+
+        fn free_port() -> u16 {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        }
+
+        fn server() -> Server {
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (`apt-get install redis-server`)");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Server(child, port)
+        }
+
+        /// A replica's own connection to Redis at `port`.
+        fn connect(port: u16) -> wdt_redis::Shared {
+            wdt_redis::Shared::connect(&wdt_redis::Settings {
+                url: Some(secrecy::SecretString::from(format!(
+                    "redis://127.0.0.1:{port}/"
+                ))),
+                namespace: "acct".into(),
+                replicas: 2,
+                timeout: Duration::from_secs(1),
+                lease: Duration::from_secs(2),
+            })
+            .unwrap()
+        }
+
+        async fn replica(server: &Server) -> (IdempotencyStore, wdt_redis::Shared) {
+            let shared = connect(server.1);
+            assert!(shared.ping().await);
+            (IdempotencyStore::default().shared(shared.clone()), shared)
+        }
+
+        const RETENTION: Duration = Duration::from_secs(3600);
+
+        fn keep(status: u16, _: &[u8]) -> bool {
+            status < 400
+        }
+
+        #[tokio::test]
+        async fn replicas_replay_each_others_outcomes() {
+            let server = server();
+            let (a, _) = replica(&server).await;
+            let (b, _) = replica(&server).await;
+            let first = a
+                .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                    outcome(201, "one")
+                })
+                .await
+                .unwrap();
+            assert_eq!(first, (outcome(201, "one"), false));
+            let again = b
+                .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                    outcome(201, "two")
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                again,
+                (outcome(201, "one"), true),
+                "replayed on the other replica"
+            );
+            let other = b
+                .run("s", "k", fingerprint(&[b"b"]), keep, async {
+                    outcome(201, "three")
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(other.kind, ErrorKind::IdempotencyKeyReused);
+
+            let refused = a
+                .run("s", "k2", fingerprint(&[b"a"]), keep, async {
+                    outcome(400, "bad")
+                })
+                .await
+                .unwrap();
+            assert_eq!(refused, (outcome(400, "bad"), false));
+            let corrected = b
+                .run("s", "k2", fingerprint(&[b"b"]), keep, async {
+                    outcome(201, "ok")
+                })
+                .await
+                .unwrap();
+            assert_eq!(
+                corrected,
+                (outcome(201, "ok"), false),
+                "a refusal is not kept"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_duplicate_on_another_replica_waits_for_the_first() {
+            let server = server();
+            let (a, _) = replica(&server).await;
+            let (b, _) = replica(&server).await;
+            let runs = Arc::new(AtomicUsize::new(0));
+            let counted = |runs: &Arc<AtomicUsize>, body: &'static str| {
+                let runs = Arc::clone(runs);
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    outcome(201, body)
+                }
+            };
+            let first = tokio::spawn({
+                let work = counted(&runs, "first");
+                async move { a.run("s", "k", fingerprint(&[b"a"]), keep, work).await }
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let duplicate = b
+                .run(
+                    "s",
+                    "k",
+                    fingerprint(&[b"a"]),
+                    keep,
+                    counted(&runs, "second"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(duplicate, (outcome(201, "first"), true));
+            assert_eq!(
+                first.await.unwrap().unwrap(),
+                (outcome(201, "first"), false)
+            );
+            assert_eq!(runs.load(Ordering::SeqCst), 1, "the write ran once");
+        }
+
+        #[tokio::test]
+        async fn a_duplicate_gives_up_after_a_wait_when_the_first_still_runs() {
+            let server = server();
+            let (store, shared) = replica(&server).await;
+            let fp = fingerprint(&[b"a"]);
+            let begun = shared
+                .idempotency_begin(
+                    "s\u{0}k",
+                    "elsewhere",
+                    &fp,
+                    Duration::from_secs(60),
+                    RETENTION,
+                )
+                .await
+                .unwrap();
+            assert_eq!(begun, wdt_redis::Begin::New);
+            let started = Instant::now();
+            let busy = store
+                .run("s", "k", fp, keep, async { outcome(201, "twice") })
+                .await
+                .unwrap_err();
+            assert_eq!(busy.kind, ErrorKind::IdempotencyKeyInUse);
+            assert_eq!(busy.retry_after, Some(Duration::from_secs(1)));
+            let waited = started.elapsed();
+            assert!(
+                waited >= DUPLICATE_WAIT && waited < DUPLICATE_WAIT + Duration::from_secs(3),
+                "waited {waited:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_record_whose_owner_died_is_not_run_again() {
+            let server = server();
+            let (store, shared) = replica(&server).await;
+            let fp = fingerprint(&[b"a"]);
+            let begun = shared
+                .idempotency_begin("s\u{0}k", "died", &fp, Duration::from_millis(50), RETENTION)
+                .await
+                .unwrap();
+            assert_eq!(begun, wdt_redis::Begin::New);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let unknown = store
+                .run("s", "k", fp, keep, async { outcome(201, "twice") })
+                .await
+                .unwrap_err();
+            assert_eq!(unknown.kind, ErrorKind::WriteOutcomeUnknown);
+            assert_eq!(unknown.retry_after, None);
+        }
+
+        #[tokio::test]
+        async fn a_long_write_renews_its_record() {
+            let server = server();
+            let (store, _) = replica(&server).await;
+            let (_, other) = replica(&server).await;
+            let fp = fingerprint(&[b"a"]);
+            let started = Instant::now();
+            let long = tokio::spawn(async move {
+                store
+                    .run("s", "k", fp, keep, async {
+                        tokio::time::sleep(Duration::from_millis(4200)).await;
+                        outcome(201, "long")
+                    })
+                    .await
+            });
+            // Renewed a third of the way (3.3 s), the lease has about 9.5 s left at 3.8 s;
+            // not renewed, 6.2 s.
+            tokio::time::sleep(Duration::from_millis(3800).saturating_sub(started.elapsed())).await;
+            let seen = other
+                .idempotency_begin("s\u{0}k", "another", &fp, IN_FLIGHT, RETENTION)
+                .await
+                .unwrap();
+            let wdt_redis::Begin::InFlight(left) = seen else {
+                panic!("{seen:?}")
+            };
+            assert!(left > Duration::from_secs(8), "left {left:?}");
+            assert_eq!(long.await.unwrap().unwrap(), (outcome(201, "long"), false));
+        }
+
+        #[tokio::test]
+        async fn without_redis_keyed_writes_are_refused() {
+            let store = IdempotencyStore::default().shared(connect(free_port()));
+            let refused = store
+                .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                    outcome(201, "maybe twice")
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.kind, ErrorKind::IdempotencyUnavailable);
+            assert_eq!(refused.retry_after, Some(Duration::from_secs(1)));
+        }
+
+        #[tokio::test]
+        async fn a_write_that_panics_is_an_internal_error() {
+            let server = server();
+            let (store, _) = replica(&server).await;
+            let failed = store
+                .run("s", "k", fingerprint(&[b"a"]), keep, async {
+                    panic!("the write failed")
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(failed.kind, ErrorKind::Internal);
+        }
+    }
 }

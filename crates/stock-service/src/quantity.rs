@@ -165,6 +165,72 @@ mod tests {
     }
 
     #[test]
+    fn refusals_say_what_is_wrong() {
+        let why = |t: &str| Quantity::parse(t).unwrap_err();
+        let generic = "write digits with at most 4 decimals, such as \"120\" or \"12.5\" (no sign, exponent, separators or spaces)";
+        assert_eq!(
+            why("-1"),
+            "\"-1\" is not a quantity: a quantity must be 0 or more"
+        );
+        assert_eq!(
+            why("1.23456"),
+            "\"1.23456\" is not a quantity: it has 5 decimal places; at most 4 decimal places are allowed"
+        );
+        assert_eq!(
+            why("1234567890123456"),
+            "\"1234567890123456\" is not a quantity: at most 15 digits are allowed before the point"
+        );
+        assert_eq!(
+            why("1234567890123456.5"),
+            "\"1234567890123456.5\" is not a quantity: at most 15 digits are allowed before the point",
+            "too many digits before the point, whatever comes after"
+        );
+        assert_eq!(why(""), format!("\"\" is not a quantity: {generic}"));
+        for odd in [
+            "-x", "-1.x", "-", "x", "NaN", "1.2x", "1.2.3", "x.12345", "1e3",
+        ] {
+            assert_eq!(why(odd), format!("{odd:?} is not a quantity: {generic}"));
+        }
+        let long = "1".repeat(50);
+        assert_eq!(
+            why(&long),
+            format!(
+                "{:?} is not a quantity: at most 15 digits are allowed before the point",
+                "1".repeat(40)
+            ),
+            "what was given is quoted up to 40 characters"
+        );
+    }
+
+    #[test]
+    fn a_quantity_is_its_decimal() {
+        let q = Quantity::parse("12.50").unwrap();
+        assert_eq!(Decimal::from(q), Decimal::new(1250, 2));
+        assert_eq!(Decimal::from(q).to_string(), "12.50");
+    }
+
+    #[cfg(feature = "graphql")]
+    #[test]
+    fn graphql_takes_strings_only() {
+        use async_graphql::{ScalarType as _, Value};
+        let q =
+            <Quantity as async_graphql::ScalarType>::parse(Value::String("12.50".into())).unwrap();
+        assert_eq!(q.get(), Decimal::new(1250, 2));
+        assert_eq!(q.to_value(), Value::String("12.50".into()));
+        let e = <Quantity as async_graphql::ScalarType>::parse(Value::String("1e3".into()))
+            .unwrap_err()
+            .into_server_error(Default::default())
+            .message;
+        assert!(e.contains("is not a quantity"), "{e}");
+        let e = <Quantity as async_graphql::ScalarType>::parse(Value::Number(1000.into()))
+            .unwrap_err()
+            .into_server_error(Default::default())
+            .message;
+        assert!(e.contains("write the quantity 1000 as a string"), "{e}");
+        assert!(<Quantity as async_graphql::ScalarType>::parse(Value::Boolean(true)).is_err());
+    }
+
+    #[test]
     fn json_takes_strings_only() {
         let q: Quantity = serde_json::from_str("\"12.50\"").unwrap();
         assert_eq!(q.to_string(), "12.50");

@@ -176,4 +176,91 @@ mod tests {
         );
         assert!(spec_no("a\nb").is_err());
     }
+
+    #[test]
+    fn quantities_up_to_the_vendors_largest() {
+        let q = &Field::new("q");
+        assert_eq!(max_quantity(), d("999999999999999.9999"));
+        assert!(
+            quantity(q, max_quantity()).is_ok(),
+            "the largest is allowed"
+        );
+        let over = quantity(q, max_quantity() + d("0.0001")).unwrap_err();
+        assert_eq!(
+            over.message,
+            "is 1000000000000000.0000; at most 999999999999999.9999 is allowed"
+        );
+        assert_eq!(over.field, Some(Field::new("q")));
+    }
+
+    #[test]
+    fn warehouse_codes() {
+        assert_eq!(warehouse_no(None).unwrap(), None);
+        assert_eq!(
+            warehouse_no(Some(" WH-1 ")).unwrap(),
+            Some("WH-1".to_owned())
+        );
+        let refused = warehouse_no(Some(" ")).unwrap_err();
+        assert_eq!(refused.field, Some(Field::new("warehouse_no")));
+        assert_eq!(refused.message, "must not be empty");
+        assert!(warehouse_no(Some(&"w".repeat(41))).is_err());
+    }
+
+    #[test]
+    fn listing_ids_are_positive() {
+        assert_eq!(api_goods_id(1).unwrap(), 1);
+        assert_eq!(api_goods_id(12_345).unwrap(), 12_345);
+        for bad in [0, -1, i64::MIN] {
+            let e = api_goods_id(bad).unwrap_err();
+            assert_eq!(e.field, Some(Field::new("api_goods_id")));
+            assert_eq!(
+                e.message,
+                format!("{bad} is not a listing id; ids are positive")
+            );
+        }
+    }
+
+    #[test]
+    fn page_sizes_within_their_bounds() {
+        assert_eq!(page("first", 10, PENDING_PAGE).unwrap(), 10);
+        assert_eq!(page("first", 123, PENDING_PAGE).unwrap(), 123);
+        assert_eq!(page("first", 5000, PENDING_PAGE).unwrap(), 5000);
+        for bad in [0, 9, 5001] {
+            let e = page("first", bad, PENDING_PAGE).unwrap_err();
+            assert_eq!(e.field, Some(Field::new("first")));
+            assert_eq!(e.message, format!("must be between 10 and 5000, not {bad}"));
+        }
+    }
+
+    #[test]
+    fn lists_of_specs() {
+        let strings = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            spec_nos(&strings(&[" B ", "A", "B", "A "])).unwrap(),
+            strings(&["B", "A"]),
+            "trimmed, without repeats, in the order given"
+        );
+        let most: Vec<String> = (0..MAX_SPEC_NOS).map(|i| format!("S{i}")).collect();
+        assert_eq!(spec_nos(&most).unwrap(), most);
+        let too_many: Vec<String> = (0..=MAX_SPEC_NOS).map(|i| format!("S{i}")).collect();
+        assert_eq!(
+            spec_nos(&too_many).unwrap_err().message,
+            "must list 1 to 100 merchant codes, not 101"
+        );
+        let none = spec_nos(&[]).unwrap_err();
+        assert_eq!(none.field, Some(Field::new("spec_nos")));
+        assert_eq!(none.message, "must list 1 to 100 merchant codes, not 0");
+        let blank = spec_nos(&strings(&["A", " "])).unwrap_err();
+        assert_eq!(blank.field, Some(Field::new("spec_no")));
+    }
+
+    #[test]
+    fn list_lengths() {
+        assert!(list_len("lines", 1, 3, "lines").is_ok());
+        assert!(list_len("lines", 3, 3, "lines").is_ok());
+        for bad in [0, 4] {
+            let e = list_len("lines", bad, 3, "lines").unwrap_err();
+            assert_eq!(e.message, format!("must list 1 to 3 lines, not {bad}"));
+        }
+    }
 }

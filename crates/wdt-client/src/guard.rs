@@ -799,6 +799,7 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::RateLimitKind;
 
     fn policy(limit: u32, wait: Duration) -> Policy {
         Policy {
@@ -1138,5 +1139,412 @@ mod tests {
             guard.circuits(),
             [(Family::Flagship, false), (Family::Enterprise, false)]
         );
+    }
+
+    #[test]
+    fn what_an_outcome_means_for_the_guard() {
+        let f = Family::Flagship;
+        let of = |e: VendorError| Outcome::of::<()>(&Err(e));
+        assert_eq!(Outcome::of(&Ok::<(), VendorError>(())), Outcome::Answered);
+        let rate_limited = VendorError::RateLimited {
+            family: f,
+            kind: RateLimitKind::ConcurrencyPerMinute,
+            status: 5,
+            message: String::new(),
+        };
+        assert_eq!(of(rate_limited), Outcome::Throttled);
+        let http = |status| VendorError::Http {
+            family: f,
+            status,
+            excerpt: String::new(),
+        };
+        assert_eq!(of(http(429)), Outcome::Throttled);
+        assert_eq!(of(http(503)), Outcome::Outage);
+        assert_eq!(of(http(404)), Outcome::Answered);
+        let refused = VendorError::Rejected {
+            family: f,
+            status: 100,
+            message: String::new(),
+        };
+        assert_eq!(of(refused), Outcome::Answered);
+    }
+
+    #[test]
+    fn shares_of_a_quota() {
+        let share = |percent| Policy {
+            subject_share_percent: percent,
+            ..Policy::default()
+        };
+        assert_eq!(share(100).subject_limit(10), None, "100 % turns shares off");
+        assert_eq!(share(99).subject_limit(10), Some(9), "rounded down");
+        assert_eq!(share(50).subject_limit(10), Some(5));
+        assert_eq!(share(30).subject_limit(7), Some(2));
+        assert_eq!(share(1).subject_limit(10), Some(1), "at least one call");
+        assert_eq!(share(50).subject_limit(u32::MAX), Some(u32::MAX / 2));
+    }
+
+    #[test]
+    fn backoff_grows_with_the_retries() {
+        let p = Policy {
+            retry_backoff: Duration::from_millis(100),
+            ..Policy::default()
+        };
+        // Draws are uniform up to 100 ms for the first retry and 400 ms for the third: out of
+        // 64 draws some are above zero, and some of the third's above 100 ms.
+        assert!((0..64).any(|_| p.backoff(1) > Duration::ZERO));
+        assert!((0..64).any(|_| p.backoff(3) > Duration::from_millis(100)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_keeps_the_slot_it_went_out_in() {
+        let guard = Guard::new(policy(1, Duration::from_secs(120)));
+        let f = Family::Flagship;
+        guard.admit(f, "m", None).await.unwrap();
+        let start = Instant::now();
+        guard.admit(f, "m", None).await.unwrap();
+        assert_eq!(Instant::now() - start, MINUTE);
+        guard.admit(f, "m", None).await.unwrap();
+        assert_eq!(
+            Instant::now() - start,
+            MINUTE * 2,
+            "the waiter's slot counts against the next minute"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_is_held_back_when_the_method_was_paused_meanwhile() {
+        let f = Family::Flagship;
+        for (pause, held_back) in [(300, true), (60, false)] {
+            let guard = Guard::new(Policy {
+                throttle_pause: Duration::from_secs(pause),
+                ..policy(1, Duration::from_secs(120))
+            });
+            guard.admit(f, "m", None).await.unwrap();
+            // The waiter's slot comes at 61 s; the vendor throttles at 1 s, for `pause`.
+            let (waited, ()) = tokio::join!(guard.admit(f, "m", None), async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                guard.record(f, "m", Outcome::Throttled);
+            });
+            if held_back {
+                match waited {
+                    Err(VendorError::Throttled {
+                        reason: ThrottleReason::VendorBackoff,
+                        retry_after,
+                        ..
+                    }) => assert_eq!(retry_after, Duration::from_secs(240)),
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                assert!(
+                    waited.is_ok(),
+                    "the pause ends as the slot comes: {waited:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_fails_fast_when_the_breaker_opened_meanwhile() {
+        let f = Family::Flagship;
+        for (cooldown, open) in [(600, true), (60, false)] {
+            let guard = Guard::new(Policy {
+                breaker_threshold: 1,
+                breaker_cooldown: Duration::from_secs(cooldown),
+                ..policy(1, Duration::from_secs(120))
+            });
+            guard.admit(f, "m", None).await.unwrap();
+            // The waiter's slot comes at 61 s; another call fails at 1 s.
+            let (waited, ()) = tokio::join!(guard.admit(f, "m", None), async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                guard.record(f, "n", Outcome::Outage);
+            });
+            if open {
+                match waited {
+                    Err(VendorError::CircuitOpen { retry_after, .. }) => {
+                        assert_eq!(retry_after, Duration::from_secs(540));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                assert!(
+                    waited.is_ok(),
+                    "the breaker's cooldown ends as the slot comes: {waited:?}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_ends_on_time_and_only_throttling_pauses() {
+        let guard = Guard::new(Policy {
+            throttle_pause: Duration::from_secs(120),
+            ..Policy::default()
+        });
+        let f = Family::Flagship;
+        guard.record(f, "m", Outcome::Answered);
+        guard.record(f, "m", Outcome::Outage);
+        guard.admit(f, "m", None).await.expect("not throttled");
+        guard.record(f, "m", Outcome::Throttled);
+        tokio::time::advance(Duration::from_secs(119)).await;
+        match guard.admit(f, "m", None).await {
+            Err(VendorError::Throttled { retry_after, .. }) => {
+                assert_eq!(retry_after, Duration::from_secs(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        guard.admit(f, "m", None).await.expect("the pause is over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn circuits_report_open_breakers_until_their_cooldown_ends() {
+        let off = Guard::new(Policy::default());
+        off.record(Family::Flagship, "m", Outcome::Outage);
+        assert_eq!(
+            off.circuits(),
+            [(Family::Flagship, false), (Family::Enterprise, false)],
+            "without a breaker nothing opens"
+        );
+        let guard = Guard::new(Policy {
+            breaker_threshold: 1,
+            breaker_cooldown: Duration::from_secs(30),
+            ..Policy::default()
+        });
+        guard.record(Family::Enterprise, "m", Outcome::Outage);
+        assert_eq!(
+            guard.circuits(),
+            [(Family::Flagship, false), (Family::Enterprise, true)]
+        );
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(
+            guard.circuits(),
+            [(Family::Flagship, false), (Family::Enterprise, false)],
+            "the cooldown is over"
+        );
+        guard.admit(Family::Enterprise, "m", None).await.unwrap();
+        assert_eq!(
+            guard.circuits(),
+            [(Family::Flagship, false), (Family::Enterprise, true)],
+            "half-open while the trial is out"
+        );
+        // A trial that never reports lets another through after the cooldown.
+        tokio::time::advance(Duration::from_secs(29)).await;
+        match guard.admit(Family::Enterprise, "m", None).await {
+            Err(VendorError::CircuitOpen { retry_after, .. }) => {
+                assert_eq!(retry_after, Duration::from_secs(1));
+            }
+            other => panic!("{other:?}"),
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        guard.admit(Family::Enterprise, "m", None).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_slot_whose_call_is_refused_is_given_back() {
+        let guard = Guard::new(Policy {
+            subject_share_percent: 50,
+            ..policy(2, Duration::ZERO)
+        });
+        let f = Family::Flagship;
+        guard.admit(f, "m", Some("a")).await.unwrap();
+        guard.admit(f, "m", Some("b")).await.unwrap();
+        assert!(matches!(
+            guard.admit(f, "m", Some("c")).await,
+            Err(VendorError::Throttled {
+                reason: ThrottleReason::Quota,
+                ..
+            })
+        ));
+        assert_eq!(
+            guard
+                .windows()
+                .get("m\u{0}share\u{0}c")
+                .map(|w| w.slots.len()),
+            Some(0),
+            "c's share is untouched"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn windows_of_callers_gone_quiet_are_dropped_beyond_ten_thousand() {
+        let guard = Guard::new(Policy {
+            subject_share_percent: 50,
+            method_calls_per_minute: [("m".to_owned(), 2)].into(),
+            ..policy(1_000_000, Duration::ZERO)
+        });
+        let f = Family::Flagship;
+        for i in 0..9_999 {
+            guard.admit(f, "n", Some(&format!("s{i}"))).await.unwrap();
+        }
+        assert_eq!(guard.windows().len(), 10_000, "n and 9 999 shares");
+        tokio::time::advance(MINUTE).await;
+        guard.admit(f, "m", Some("greedy")).await.unwrap();
+        assert_eq!(
+            guard.windows().len(),
+            10_002,
+            "at 10 000 windows nothing is dropped"
+        );
+        guard.admit(f, "m", Some("other")).await.unwrap();
+        assert_eq!(
+            guard.windows().len(),
+            3,
+            "beyond, those without a call in the last minute are: m and two shares remain"
+        );
+        assert!(
+            matches!(
+                guard.admit(f, "m", Some("greedy")).await,
+                Err(VendorError::Throttled {
+                    reason: ThrottleReason::FairShare,
+                    ..
+                })
+            ),
+            "a share in use is kept"
+        );
+    }
+
+    /// The guard of several replicas on a real `redis-server` (real time).
+    mod shared {
+        use std::process::{Child, Command, Stdio};
+
+        use super::*;
+
+        /// A `redis-server` of the test's own, killed when dropped.
+        struct Server(Child, u16);
+
+        impl Drop for Server {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+
+        fn server() -> Server {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (`apt-get install redis-server`)");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Server(child, port)
+        }
+
+        /// A replica's guard, with its own connection (two replicas configured).
+        async fn replica(server: &Server, policy: &Policy) -> Guard {
+            let shared = wdt_redis::Shared::connect(&wdt_redis::Settings {
+                url: Some(crate::SecretString::from(format!(
+                    "redis://127.0.0.1:{}/",
+                    server.1
+                ))),
+                namespace: "acct".into(),
+                replicas: 2,
+                timeout: Duration::from_secs(1),
+                lease: Duration::from_secs(2),
+            })
+            .unwrap();
+            assert!(shared.ping().await);
+            Guard::new(policy.clone()).with_shared(Some(shared))
+        }
+
+        fn quota_refusal(result: Result<(), VendorError>, reason: ThrottleReason) {
+            match result {
+                Err(VendorError::Throttled {
+                    reason: r,
+                    retry_after,
+                    ..
+                }) if r == reason => {
+                    assert!(retry_after > Duration::from_secs(50), "{retry_after:?}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn replicas_share_one_quota() {
+            let server = server();
+            let p = policy(4, Duration::ZERO);
+            let (a, b) = (replica(&server, &p).await, replica(&server, &p).await);
+            let f = Family::Flagship;
+            // More than a replica's local share (2): the quota is the cluster's.
+            for _ in 0..3 {
+                a.admit(f, "m", None).await.unwrap();
+            }
+            b.admit(f, "m", None).await.unwrap();
+            quota_refusal(b.admit(f, "m", None).await, ThrottleReason::Quota);
+            quota_refusal(a.admit(f, "m", None).await, ThrottleReason::Quota);
+            b.admit(f, "n", None).await.expect("quotas are per method");
+        }
+
+        #[tokio::test]
+        async fn shares_are_the_clusters() {
+            let server = server();
+            let p = Policy {
+                subject_share_percent: 50,
+                ..policy(4, Duration::ZERO)
+            };
+            let (a, b) = (replica(&server, &p).await, replica(&server, &p).await);
+            let f = Family::Flagship;
+            // A share of 2 in the cluster (a replica alone would allow 1).
+            a.admit(f, "m", Some("s")).await.unwrap();
+            a.admit(f, "m", Some("s")).await.unwrap();
+            quota_refusal(b.admit(f, "m", Some("s")).await, ThrottleReason::FairShare);
+            b.admit(f, "m", Some("t")).await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_throttled_method_is_paused_on_every_replica() {
+            let server = server();
+            let p = Policy {
+                throttle_pause: Duration::from_secs(120),
+                method_calls_per_minute: [("q".to_owned(), 10)].into(),
+                ..Policy::default()
+            };
+            let (a, b) = (replica(&server, &p).await, replica(&server, &p).await);
+            let f = Family::Flagship;
+            a.record(f, "m", Outcome::Throttled);
+            a.record(f, "q", Outcome::Throttled);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // Without a quota, and with one.
+            quota_refusal(b.admit(f, "m", None).await, ThrottleReason::VendorBackoff);
+            quota_refusal(b.admit(f, "q", None).await, ThrottleReason::VendorBackoff);
+            b.admit(f, "n", None).await.expect("other methods go on");
+        }
+
+        #[test]
+        fn a_replica_that_saw_the_vendor_throttle_pauses_even_if_redis_did_not_hear() {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let server = server();
+            let p = Policy {
+                throttle_pause: Duration::from_secs(120),
+                ..policy(10, Duration::ZERO)
+            };
+            let (a, b) = runtime
+                .block_on(async { (replica(&server, &p).await, replica(&server, &p).await) });
+            let f = Family::Flagship;
+            // Outside a runtime the pause is not sent to Redis.
+            a.record(f, "m", Outcome::Throttled);
+            runtime.block_on(async {
+                quota_refusal(a.admit(f, "m", None).await, ThrottleReason::VendorBackoff);
+                b.admit(f, "m", None)
+                    .await
+                    .expect("Redis did not hear of it");
+            });
+        }
     }
 }
