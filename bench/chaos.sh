@@ -26,7 +26,8 @@ if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$pins" ]; then
 fi
 
 echo "== building release binaries" >&2
-cargo build --release --locked -p wdt-gateway -p wdt-emulator >&2
+# The same packages as bench/run.sh, so that one build (same feature set) serves both.
+cargo build --release --locked -p wdt-gateway -p wdt-emulator -p wdt-bench-ceiling -p wdt-bench-driver >&2
 
 ulimit -n 65536 2>/dev/null || ulimit -n 4096 2>/dev/null || true
 exec "$venv/bin/python" bench/chaos.py "$@"
