@@ -98,7 +98,10 @@ class Proc:
         self.start()
 
     def start(self):
-        self.p = subprocess.Popen(self.argv, env={**os.environ, **self.env}, stdout=self.log,
+        # The rig's settings only: a WDT_* variable of the caller's shell (CI exports a JWT
+        # secret) must not reach the children.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("WDT_")}
+        self.p = subprocess.Popen(self.argv, env={**inherited, **self.env}, stdout=self.log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
 
     def signal(self, sig):
