@@ -591,45 +591,15 @@ mod tests {
 
     /// The store on a real `redis-server`, as several replicas use it.
     mod shared {
-        use std::process::{Child, Command, Stdio};
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::time::Instant;
 
         use super::*;
 
-        /// A `redis-server` of the test's own, killed when dropped.
-        struct Server(Child, u16);
-
-        impl Drop for Server {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
-
-        fn free_port() -> u16 {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        }
+        use wdt_redis::testing::Server;
 
         fn server() -> Server {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (`apt-get install redis-server`)");
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Server(child, port)
+            Server::start()
         }
 
         /// A replica's own connection to Redis at `port`.
@@ -647,7 +617,7 @@ mod tests {
         }
 
         async fn replica(server: &Server) -> (IdempotencyStore, wdt_redis::Shared) {
-            let shared = connect(server.1);
+            let shared = connect(server.port());
             assert!(shared.ping().await);
             (IdempotencyStore::default().shared(shared.clone()), shared)
         }
@@ -826,7 +796,13 @@ mod tests {
 
         #[tokio::test]
         async fn without_redis_keyed_writes_are_refused() {
-            let store = IdempotencyStore::default().shared(connect(free_port()));
+            // A port nothing listens on.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let store = IdempotencyStore::default().shared(connect(port));
             let refused = store
                 .run("s", "k", fingerprint(&[b"a"]), keep, async {
                     outcome(201, "maybe twice")

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stock_service::model::{StockTakeInput, StockTakeLine, StockTakeMode};
 use stock_service::quantity::Quantity;
@@ -16,35 +15,10 @@ use wdt_emulator::RunningEmulator;
 const STOCK_QUERY: &str = "stock_query_detail.php";
 const CALC: &str = "sales.StockSync.calcStock";
 
-/// A `redis-server` of the test's own, killed when dropped.
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use wdt_redis::testing::Server;
 
 fn server() -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed (`apt-get install redis-server`)");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server(child, port)
+    Server::start()
 }
 
 /// A replica's own connection to Redis.
@@ -52,7 +26,7 @@ async fn connect(server: &Server) -> wdt_redis::Shared {
     let shared = wdt_redis::Shared::connect(&wdt_redis::Settings {
         url: Some(secrecy::SecretString::from(format!(
             "redis://127.0.0.1:{}/",
-            server.1
+            server.port()
         ))),
         namespace: "acct".into(),
         replicas: 2,

@@ -1404,42 +1404,13 @@ mod tests {
 
     /// The guard of several replicas on a real `redis-server` (real time).
     mod shared {
-        use std::process::{Child, Command, Stdio};
 
         use super::*;
 
-        /// A `redis-server` of the test's own, killed when dropped.
-        struct Server(Child, u16);
-
-        impl Drop for Server {
-            fn drop(&mut self) {
-                let _ = self.0.kill();
-                let _ = self.0.wait();
-            }
-        }
+        use wdt_redis::testing::Server;
 
         fn server() -> Server {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (`apt-get install redis-server`)");
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "redis-server did not start"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Server(child, port)
+            Server::start()
         }
 
         /// A replica's guard, with its own connection (two replicas configured).
@@ -1447,7 +1418,7 @@ mod tests {
             let shared = wdt_redis::Shared::connect(&wdt_redis::Settings {
                 url: Some(crate::SecretString::from(format!(
                     "redis://127.0.0.1:{}/",
-                    server.1
+                    server.port()
                 ))),
                 namespace: "acct".into(),
                 replicas: 2,

@@ -45,6 +45,8 @@ mod feed;
 mod idempotency;
 mod limits;
 mod quota;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod webhooks;
 
 pub use cache::{Fetch, Peeked, Stored};
