@@ -401,7 +401,7 @@ impl Account {
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        let http_error = self.ops().http_error();
+        let http_error = self.ops().http_error(call.method);
         if let Some(code) = http_error {
             let body =
                 format!("<html><body><h1>{code}</h1>emulated failure</body></html>").into_bytes();

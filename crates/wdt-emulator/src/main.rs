@@ -72,6 +72,9 @@ struct Cli {
     /// Fraction (0..1) of calls answered with HTTP 500/502.
     #[arg(long, default_value_t = 0.0)]
     http_error_rate: f64,
+    /// A method answered with HTTP 500 on every call (repeatable).
+    #[arg(long = "failing-method")]
+    failing_methods: Vec<String>,
     /// Fraction (0..1) of calls whose answer is broken after taking effect.
     #[arg(long, default_value_t = 0.0)]
     malformed_rate: f64,
@@ -180,6 +183,7 @@ fn config(cli: &Cli) -> Result<EmulatorConfig, String> {
             method_calls_per_minute: cli.method_calls_per_minute.iter().cloned().collect(),
             max_concurrent: cli.max_concurrent,
             http_error_rate: cli.http_error_rate,
+            failing_methods: cli.failing_methods.iter().cloned().collect(),
             malformed_rate: cli.malformed_rate,
             malformed_kind: match cli.malformed_kind {
                 Kind::Truncated => MalformedKind::Truncated,

@@ -1,6 +1,6 @@
 //! Fault injection, throttling, the call log and per-method counters.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -43,6 +43,9 @@ pub struct Faults {
     pub max_concurrent: Option<u32>,
     /// Fraction (0..=1) of calls answered with HTTP 500 or 502 before anything is done.
     pub http_error_rate: f64,
+    /// Methods answered with HTTP 500 on every call, before anything is done: one API down
+    /// while the others work (a vendor outage rarely takes everything at once).
+    pub failing_methods: BTreeSet<String>,
     /// Fraction (0..=1) of calls whose answer is broken (or, with `reset`, never sent: the
     /// connection is cut) after the call took effect.
     pub malformed_rate: f64,
@@ -234,8 +237,11 @@ impl Ops {
         })
     }
 
-    /// `Some(500 | 502)` when this call should fail at the HTTP level.
-    pub(crate) fn http_error(&mut self) -> Option<u16> {
+    /// `Some(500 | 502)` when this call of `method` should fail at the HTTP level.
+    pub(crate) fn http_error(&mut self, method: &str) -> Option<u16> {
+        if self.faults.failing_methods.contains(method) {
+            return Some(500);
+        }
         (self.faults.http_error_rate > 0.0 && self.rng.random_bool(self.faults.http_error_rate))
             .then(|| if self.rng.random_bool(0.5) { 500 } else { 502 })
     }

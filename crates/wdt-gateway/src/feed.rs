@@ -342,8 +342,10 @@ impl Run {
 
     async fn poll(&self, state: &mut FeedState) {
         let service = &self.service;
-        // Put back when the poll's webhook messages cannot be queued: it is read again.
-        let before = self.webhooks.is_some().then(|| state.clone());
+        // Put back when the poll fails after the stock walk moved the cursor (the pending
+        // walk failed) or its webhook messages cannot be queued: its rows are read again, or
+        // they would be taken as seen though nothing was applied or announced.
+        let before = state.clone();
         let attribution = stock_service::Attribution::new(SUBJECT, None);
         let now = unix_now();
         let begun = Instant::now();
@@ -373,6 +375,7 @@ impl Run {
         let (stock, pending) = match outcome {
             Ok(found) => found,
             Err(e) => {
+                *state = before;
                 self.fail(&format!("{}: {}", e.code().as_str(), e.message));
                 return;
             }
@@ -392,9 +395,7 @@ impl Run {
         if let Some(hooks) = &self.webhooks {
             let changed = stock.as_ref().map_or(&[][..], |s| s.changed.as_slice());
             if let Err(e) = hooks.publish(changed, &plans, walk).await {
-                if let Some(before) = before {
-                    *state = before;
-                }
+                *state = before;
                 self.fail(&format!(
                     "the poll's webhook messages cannot be queued ({e}); it is read again"
                 ));

@@ -405,6 +405,59 @@ async fn when_the_erp_fails_the_feed_says_so_and_stock_falls_back_to_the_ttl() {
 }
 
 #[tokio::test]
+async fn a_change_read_by_a_poll_that_failed_later_is_announced_once_the_erp_works_again() {
+    let emulator = emulator().await;
+    let dir = state_dir("half");
+    let gateway = Gateway::start(
+        &emulator,
+        &[("WDT_GATEWAY_STATE_DIR", dir.display().to_string())],
+    )
+    .await;
+    gateway.until_fed().await;
+    let mut live = subscriber(&gateway).await;
+    // The pending queue's API is down, the stock API works: each poll reads the stock
+    // changes, then fails on the pending walk.
+    emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults {
+            failing_methods: [PENDING_METHOD.to_owned()].into(),
+            ..wdt_emulator::Faults::default()
+        })
+        .unwrap();
+    change_in_erp(&emulator, 4242);
+    let failed = || {
+        emulator
+            .emulator
+            .counters()
+            .get(PENDING_METHOD)
+            .map_or(0, |c| c.http_errors)
+    };
+    let before = failed();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while failed() < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the pending walk was never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = gateway.readyz().await;
+    assert_eq!(
+        ready["tenants"]["default"]["change_feed"]["state"], "failing",
+        "{ready}"
+    );
+    // The polls that read the change failed: it was neither applied nor announced, and it
+    // is when the ERP works again.
+    emulator
+        .emulator
+        .set_faults(wdt_emulator::Faults::default())
+        .unwrap();
+    event_with(&mut live, 4242, INTERVAL * 5).await;
+    gateway.until_on_hand("4242", INTERVAL * 2).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn the_cursor_survives_a_restart_and_nothing_is_missed_or_applied_twice() {
     let emulator = emulator().await;
     let dir = state_dir("restart");

@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use rust_decimal::Decimal;
 use wdt_client::enterprise::StockQueryDetail;
 use wdt_client::flagship::{
-    CalcStock, DefectMode, GetSelfWaitSyncIdListOpen, PdOrder, PdSpec, StockSyncByPd,
+    CalcStock, DefectMode, FlagshipRequest, GetSelfWaitSyncIdListOpen, PdOrder, PdSpec,
+    StockSyncByPd,
 };
 use wdt_client::{RateLimitKind, VendorError};
 use wdt_emulator::{Faults, MalformedKind, Outcome};
@@ -178,6 +179,33 @@ async fn http_errors_happen_before_the_call() {
             .all(|r| r["good"] != "7777.0000"),
         "nothing was written"
     );
+}
+
+#[tokio::test]
+async fn a_failing_method_answers_500_every_time_while_the_others_work() {
+    let emu = start_small().await;
+    emu.emulator
+        .set_faults(Faults {
+            failing_methods: [GetSelfWaitSyncIdListOpen::METHOD.to_owned()].into(),
+            ..Faults::default()
+        })
+        .unwrap();
+    let c = client(&emu);
+    for _ in 0..3 {
+        let err = c.call(&wait(10)).await.unwrap_err();
+        assert!(
+            matches!(err, VendorError::Http { status: 500, .. }),
+            "{err:?}"
+        );
+    }
+    let spec_no = admin(&emu, "summary").await["spec_nos"][1]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.call(&take(&spec_no, 4321)).await.unwrap();
+    let counters = emu.emulator.counters();
+    assert_eq!(counters[GetSelfWaitSyncIdListOpen::METHOD].http_errors, 3);
+    assert_eq!(counters[StockSyncByPd::METHOD].http_errors, 0);
 }
 
 #[tokio::test]
