@@ -173,7 +173,9 @@ class Rig:
                     # The ERP asks for 5 to 10 minutes of quiet after a rate-limit message
                     # (throttle_pause_secs, 300 by default); 20 s keeps the matrix short.
                     "[vendor]\nthrottle_pause_secs = 20\n"
-                    "[webhooks]\ntimeout_secs = 3\nretry_schedule_secs = [1, 2, 3, 5, 5, 5, 5, 5, 5, 5]\n")
+                    # Outlasts two receiver faults in a row (the soak cycles them back to back) but
+                    # not the default's hours: 96 s of waits.
+                    "[webhooks]\ntimeout_secs = 3\nretry_schedule_secs = [1, 2, 3, 5, 5, 10, 10, 15, 15, 30]\n")
         for i, port in enumerate(self.ports):
             state = os.path.join(self.dir, f"state-{i}")
             os.makedirs(state, exist_ok=True)
@@ -836,6 +838,11 @@ async def run(args):
             for w in workers:
                 w.cancel()
             await asyncio.sleep(args.drain)
+            # A delivery still waiting for its next attempt (after a receiver fault) is not lost:
+            # wait for the schedule to end it, delivered or failed.
+            t0 = time.monotonic()
+            while await pending_deliveries(session, rig, created["id"], token) and time.monotonic() - t0 < 150:
+                await asyncio.sleep(1)
             sampler.cancel()
             ledger = await read_ledger(session, rig)
             final = {}
@@ -851,6 +858,7 @@ async def run(args):
             for d in log.get("deliveries", log.get("items", [])) if isinstance(log, dict) else []:
                 deliveries[d.get("state")] = deliveries.get(d.get("state"), 0) + 1
             redis_mem = redis_memory(rig)
+            redis_end = redis_breakdown(rig)
             IDEMPOTENCY_RECORD.append(idempotency_records(rig)[1])
             result = check(book, ledger, initial, final, rows, run_id)
             result["webhooks"]["delivery_log"] = deliveries or log
@@ -859,6 +867,7 @@ async def run(args):
             result.update({"mode": args.mode, "workdir": workdir, "samples": book_samples(book),
                            "commit": commit,
                            "redis_used_memory_end": redis_mem,
+                           "redis_breakdown_end": redis_end,
                            "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(),
                            "seconds": round(time.time() - started)})
             return result
@@ -908,11 +917,48 @@ def idempotency_records(rig):
     return len(keys), (sum(sizes) / len(sizes) if sizes else 0)
 
 
+def redis_breakdown(rig):
+    """Redis' memory by kind of key (`wdt:v1:{namespace}:<kind>:…`; webhook and feed keys by their
+    second part too): {kind: [keys, bytes]} from MEMORY USAGE of every key, plus what
+    `INFO memory` says besides the keys (scripts, clients, overhead)."""
+    keys = redis_cli(rig, "--scan").split()
+    groups = {}
+    if keys:
+        try:
+            sizes = subprocess.run(["redis-cli", "-p", str(rig.redis_port)],
+                                   input="".join(f"MEMORY USAGE {k}\n" for k in keys),
+                                   capture_output=True, text=True, timeout=30).stdout.split()
+        except (OSError, subprocess.SubprocessError):
+            sizes = []
+        for key, size in zip(keys, sizes):
+            # After the tenant's `{namespace}` (a hash tag, which may hold colons).
+            parts = key.split("}:", 1)[-1].split(":")
+            kind = parts[0]
+            if kind in ("wh", "feed") and len(parts) > 4:
+                kind += ":" + parts[4]
+            group = groups.setdefault(kind, [0, 0])
+            group[0] += 1
+            group[1] += int(size) if size.isdigit() else 0
+    info = {}
+    for line in redis_cli(rig, "info", "memory").splitlines():
+        name, _, value = line.strip().partition(":")
+        if name in ("used_memory", "used_memory_dataset", "used_memory_overhead",
+                    "used_memory_scripts", "mem_clients_normal", "used_memory_vm_eval"):
+            info[name] = int(value) if value.isdigit() else value
+    return {"kinds": groups, "info": info}
+
+
 async def sample(rig, every, book):
     loop = asyncio.get_running_loop()
+    # Redis by kind of key once a minute (it reads every key's size).
+    each = max(1, round(60 / every))
+    n = 0
     while True:
         s = {"t_ms": now_ms(), "redis_used_memory": await loop.run_in_executor(None, redis_memory, rig),
              "redis_idempotency_records": (await loop.run_in_executor(None, idempotency_records, rig))[0]}
+        if n % each == 0:
+            s["redis_breakdown"] = await loop.run_in_executor(None, redis_breakdown, rig)
+        n += 1
         for i, p in enumerate(rig.replicas):
             s[f"replica{i}"] = p.stats() if p.alive() else None
             s[f"replica{i}_pid"] = p.p.pid if p.p else None
@@ -936,6 +982,14 @@ async def tasks_of(rig):
                 pass
             out.append(value)
     return out
+
+
+async def pending_deliveries(session, rig, endpoint, token):
+    """How many of the endpoint's latest deliveries still wait for an attempt."""
+    async with session.get(rig.base(0) + f"/v1/webhook-endpoints/{endpoint}/deliveries?limit=200",
+                           headers={"authorization": f"Bearer {token}"}) as r:
+        log = await r.json() if r.status == 200 else {}
+    return sum(d.get("state") == "pending" for d in log.get("deliveries", []))
 
 
 async def read_ledger(session, rig):
@@ -1149,6 +1203,16 @@ def flat(samples, warmup_ms):
             "idempotency_records": [a["redis_idempotency_records"], b["redis_idempotency_records"]],
             "bytes_per_idempotency_record": round(record),
             "without_idempotency_records_growth_percent": round(100 * (net[1] - net[0]) / max(net[0], 1), 1)}
+    broken = [s for s in samples if s["t_ms"] >= t_first and s.get("redis_breakdown", {}).get("kinds")]
+    if broken:
+        a, b = broken[len(broken) // 10]["redis_breakdown"], broken[-1]["redis_breakdown"]
+        kinds = sorted(set(a["kinds"]) | set(b["kinds"]))
+        out["redis_by_kind"] = {
+            "first_t_ms": broken[len(broken) // 10]["t_ms"], "last_t_ms": broken[-1]["t_ms"],
+            "kinds": {k: {"keys": [a["kinds"].get(k, [0, 0])[0], b["kinds"].get(k, [0, 0])[0]],
+                          "bytes": [a["kinds"].get(k, [0, 0])[1], b["kinds"].get(k, [0, 0])[1]]}
+                      for k in kinds},
+            "info": [a["info"], b["info"]]}
     return out
 
 
