@@ -859,7 +859,11 @@ async def run(args):
                 deliveries[d.get("state")] = deliveries.get(d.get("state"), 0) + 1
             redis_mem = redis_memory(rig)
             redis_end = redis_breakdown(rig)
-            IDEMPOTENCY_RECORD.append(idempotency_records(rig)[1])
+            sampled = idempotency_records(rig)[1]
+            cost = idempotency_cost(rig)
+            # What one record costs Redis in all (its key, value and Redis' own bookkeeping),
+            # measured by deleting them at the end; MEMORY USAGE's mean if that failed.
+            IDEMPOTENCY_RECORD.append(cost["per_record"] if cost else sampled)
             result = check(book, ledger, initial, final, rows, run_id)
             result["webhooks"]["delivery_log"] = deliveries or log
             commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
@@ -868,6 +872,7 @@ async def run(args):
                            "commit": commit,
                            "redis_used_memory_end": redis_mem,
                            "redis_breakdown_end": redis_end,
+                           "idempotency_records_cost": dict(cost or {}, memory_usage_mean=sampled),
                            "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(),
                            "seconds": round(time.time() - started)})
             return result
@@ -925,20 +930,21 @@ def redis_breakdown(rig):
     groups = {}
     if keys:
         try:
+            # One line per key: empty for a key that expired since the scan.
             sizes = subprocess.run(["redis-cli", "-p", str(rig.redis_port)],
                                    input="".join(f"MEMORY USAGE {k}\n" for k in keys),
-                                   capture_output=True, text=True, timeout=30).stdout.split()
+                                   capture_output=True, text=True, timeout=30).stdout.splitlines()
         except (OSError, subprocess.SubprocessError):
             sizes = []
         for key, size in zip(keys, sizes):
             # After the tenant's `{namespace}` (a hash tag, which may hold colons).
             parts = key.split("}:", 1)[-1].split(":")
             kind = parts[0]
-            if kind in ("wh", "feed") and len(parts) > 4:
-                kind += ":" + parts[4]
+            if kind in ("wh", "feed") and len(parts) > 1:
+                kind += ":" + parts[1]
             group = groups.setdefault(kind, [0, 0])
             group[0] += 1
-            group[1] += int(size) if size.isdigit() else 0
+            group[1] += int(size) if size.strip().isdigit() else 0
     info = {}
     for line in redis_cli(rig, "info", "memory").splitlines():
         name, _, value = line.strip().partition(":")
@@ -946,6 +952,23 @@ def redis_breakdown(rig):
                     "used_memory_scripts", "mem_clients_normal", "used_memory_vm_eval"):
             info[name] = int(value) if value.isdigit() else value
     return {"kinds": groups, "info": info}
+
+
+def idempotency_cost(rig):
+    """At the end of a run: used_memory before and after deleting every idempotency record."""
+    keys = redis_cli(rig, "--scan", "--pattern", "*:i:*").split()
+    before = redis_memory(rig)
+    if not keys or before is None:
+        return None
+    try:
+        subprocess.run(["redis-cli", "-p", str(rig.redis_port)], input="".join(f"DEL {k}\n" for k in keys),
+                       capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    after = redis_memory(rig)
+    if after is None:
+        return None
+    return {"records": len(keys), "bytes": before - after, "per_record": (before - after) / len(keys)}
 
 
 async def sample(rig, every, book):
@@ -1153,62 +1176,107 @@ def soak_table(result):
              f"{t['events']} ({t['wrong_events']} wrong), webhook messages "
              f"{result['webhooks']['messages']} (refused by the verifier: "
              f"{result['webhooks']['refused_by_verifier']}).", "",
-             "| series | after warm-up | at the end | growth |", "|---|---|---|---|"]
+             f"Growth from the first sample after {result['flat'].get('warmup_minutes', '?')} min of warm-up "
+             "to the last; trend: the least-squares slope over the same span, per 30 minutes.", "",
+             "| series | after warm-up | at the end | growth | trend per 30 min |", "|---|---|---|---|---|"]
     for key, series in result["flat"].items():
         if key == "redis_used_memory":
             lines.append(f"| Redis used_memory | {series['first']:,} B | {series['last']:,} B | "
-                         f"{series['growth_percent']} % ({series['without_idempotency_records_growth_percent']} % "
-                         f"without the idempotency records: {series['idempotency_records'][0]} → "
-                         f"{series['idempotency_records'][1]} of {series['bytes_per_idempotency_record']} B, "
-                         "kept 24 h by design) |")
+                         f"{series['growth_percent']} % | — |")
+            if "without_idempotency_records" in series:
+                a, b = series["without_idempotency_records"]
+                lines.append(f"| the same without the idempotency records ({series['idempotency_records'][0]} → "
+                             f"{series['idempotency_records'][1]}, {series['bytes_per_idempotency_record']} B "
+                             f"each, kept 24 h by design) | {a:,} B | {b:,} B | "
+                             f"{series['without_idempotency_records_growth_percent']} % | "
+                             f"{series.get('without_idempotency_records_trend_percent_per_30_min')} % |")
+            continue
+        if key not in ("replica0", "replica1"):
             continue
         for metric, v in series.items():
-            lines.append(f"| {key} {metric} | {v['first']:,} | {v['last']:,} | {v['growth_percent']} % |")
-    tasks = [s["tasks"] for s in result.get("samples", []) if s.get("tasks") and None not in s["tasks"]]
+            lines.append(f"| {key} {metric} | {v['first']:,} | {v['last']:,} | {v['growth_percent']} % | "
+                         f"{v.get('trend_percent_per_30_min')} % |")
+    samples = result.get("samples", [])
+    since = samples[0]["t_ms"] + result["flat"].get("warmup_minutes", 0) * 60_000 if samples else 0
+    tasks = [(s["t_ms"], s["tasks"]) for s in samples
+             if s["t_ms"] >= since and s.get("tasks") and None not in s["tasks"]]
     if tasks:
-        k = len(tasks) // 10
-        for i in range(len(tasks[0])):
-            a, b = tasks[k][i], tasks[-1][i]
-            lines.append(f"| replica{i} tokio tasks | {a:.0f} | {b:.0f} | {100 * (b - a) / max(a, 1):.1f} % |")
+        for i in range(len(tasks[0][1])):
+            a, b = tasks[0][1][i], tasks[-1][1][i]
+            lines.append(f"| replica{i} tokio tasks | {a:.0f} | {b:.0f} | {growth(a, b)} % | "
+                         f"{trend([(t, v[i]) for t, v in tasks])} % |")
+    kinds = result["flat"].get("redis_by_kind", {}).get("kinds", {})
+    if kinds:
+        lines += ["", "| Redis keys by kind | keys after warm-up → at the end | bytes after warm-up → at the end |",
+                  "|---|---|---|"]
+        for kind, v in sorted(kinds.items(), key=lambda kv: -kv[1]["bytes"][1]):
+            lines.append(f"| `{kind}` | {v['keys'][0]:,} → {v['keys'][1]:,} | {v['bytes'][0]:,} → {v['bytes'][1]:,} |")
     return "\n".join(lines)
 
 
+def trend(points):
+    """Least-squares slope of (t_ms, value) points, as a percentage of the first value per 30
+    minutes: a leak keeps climbing, a plateau's slope is near 0 whatever its bumps."""
+    if len(points) < 3:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    if not den:
+        return None
+    slope = sum((t - mt) * (v - mv) for t, v in points) / den
+    return round(100 * slope * 1_800_000 / max(points[0][1], 1), 1)
+
+
+def growth(first, last):
+    return round(100 * (last - first) / max(first, 1), 1)
+
+
 def flat(samples, warmup_ms):
-    """Growth of each replica's RSS, fds and threads, and of Redis memory, from the first
-    sample after warm-up to the last (per process lifetime: a restarted replica starts anew)."""
+    """Growth of each replica's RSS, fds and threads, and of Redis memory (with and without
+    the idempotency records, kept 24 h by design), from the first sample after warm-up to the
+    last (per process lifetime: a restarted replica starts anew), and each series' trend over
+    that span (`trend`)."""
     out = {}
     if not samples:
         return out
     t_first = samples[0]["t_ms"] + warmup_ms
+    out["warmup_minutes"] = round(warmup_ms / 60_000, 1)
     for key in ("replica0", "replica1"):
         by_pid = {}
         for s in samples:
             if s["t_ms"] >= t_first and s.get(key):
-                by_pid.setdefault(s[f"{key}_pid"], []).append(s[key])
+                by_pid.setdefault(s[f"{key}_pid"], []).append((s["t_ms"], s[key]))
         if not by_pid:
             continue
         longest = max(by_pid.values(), key=len)
-        first, last = longest[len(longest) // 10], longest[-1]
-        out[key] = {m: {"first": first[m], "last": last[m],
-                        "growth_percent": round(100 * (last[m] - first[m]) / max(first[m], 1), 1)}
+        (_, first), (_, last) = longest[0], longest[-1]
+        out[key] = {m: {"first": first[m], "last": last[m], "growth_percent": growth(first[m], last[m]),
+                        "peak": max(v[m] for _, v in longest),
+                        "trend_percent_per_30_min": trend([(t, v[m]) for t, v in longest])}
                     for m in ("rss_kib", "fds", "threads")}
     kept = [s for s in samples if s["t_ms"] >= t_first and s["redis_used_memory"]]
     if kept:
-        a, b = kept[len(kept) // 10], kept[-1]
+        a, b = kept[0], kept[-1]
         record = IDEMPOTENCY_RECORD[0] if IDEMPOTENCY_RECORD else 0
-        net = [s["redis_used_memory"] - s["redis_idempotency_records"] * record for s in (a, b)]
+
+        def net(s):
+            return s["redis_used_memory"] - s["redis_idempotency_records"] * record
         out["redis_used_memory"] = {
             "first": a["redis_used_memory"], "last": b["redis_used_memory"],
-            "growth_percent": round(100 * (b["redis_used_memory"] - a["redis_used_memory"]) / a["redis_used_memory"], 1),
+            "growth_percent": growth(a["redis_used_memory"], b["redis_used_memory"]),
             "idempotency_records": [a["redis_idempotency_records"], b["redis_idempotency_records"]],
             "bytes_per_idempotency_record": round(record),
-            "without_idempotency_records_growth_percent": round(100 * (net[1] - net[0]) / max(net[0], 1), 1)}
+            "without_idempotency_records": [net(a), net(b)],
+            "without_idempotency_records_growth_percent": growth(net(a), net(b)),
+            "without_idempotency_records_trend_percent_per_30_min": trend([(s["t_ms"], net(s)) for s in kept])}
     broken = [s for s in samples if s["t_ms"] >= t_first and s.get("redis_breakdown", {}).get("kinds")]
     if broken:
-        a, b = broken[len(broken) // 10]["redis_breakdown"], broken[-1]["redis_breakdown"]
+        a, b = broken[0]["redis_breakdown"], broken[-1]["redis_breakdown"]
         kinds = sorted(set(a["kinds"]) | set(b["kinds"]))
         out["redis_by_kind"] = {
-            "first_t_ms": broken[len(broken) // 10]["t_ms"], "last_t_ms": broken[-1]["t_ms"],
+            "first_t_ms": broken[0]["t_ms"], "last_t_ms": broken[-1]["t_ms"],
             "kinds": {k: {"keys": [a["kinds"].get(k, [0, 0])[0], b["kinds"].get(k, [0, 0])[0]],
                           "bytes": [a["kinds"].get(k, [0, 0])[1], b["kinds"].get(k, [0, 0])[1]]}
                       for k in kinds},
@@ -1227,6 +1295,10 @@ def main():
     parser.add_argument("--settle", type=float, default=5)
     parser.add_argument("--drain", type=float, default=20)
     parser.add_argument("--sample-secs", type=float, default=5)
+    # The soak's warm-up: what is bounded fills first (each webhook endpoint's log of its last
+    # 200 messages takes about 12 minutes at this mix's rate, the caches less).
+    parser.add_argument("--flat-after", type=float, default=12,
+                        help="soak: minutes of warm-up before growth is measured")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.mode == "report":
@@ -1241,7 +1313,7 @@ def main():
         args.only = args.only or ["erp_5xx", "erp_reset", "redis_hang", "replica_kill_writes",
                                   "receiver_500"]
     result = asyncio.run(run(args))
-    result["flat"] = flat(SAMPLES, 60_000 if args.mode == "soak" else 0)
+    result["flat"] = flat(SAMPLES, round(args.flat_after * 60_000) if args.mode == "soak" else 0)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%S")
     out = args.out or os.path.join(ROOT, "bench", "results", f"{stamp}-chaos-{args.mode}.json")
     with open(out, "w") as f:
