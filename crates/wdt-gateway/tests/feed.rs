@@ -8,7 +8,7 @@ mod common;
 
 use common::http;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,17 @@ impl Gateway {
             child: command.spawn().expect("the gateway binary starts"),
         };
         common::wait_healthy(&gateway.base).await;
+        gateway
+    }
+
+    /// A gateway keeping the feed's state in `dir`, once its feed keeps stock current.
+    async fn fed(emulator: &RunningEmulator, dir: &Path) -> Self {
+        let gateway = Self::start(
+            emulator,
+            &[("WDT_GATEWAY_STATE_DIR", dir.display().to_string())],
+        )
+        .await;
+        gateway.until_fed().await;
         gateway
     }
 
@@ -284,12 +295,7 @@ fn change_in_erp(emulator: &RunningEmulator, on_hand: u32) {
 async fn changes_made_in_the_erp_and_through_the_gateway_reach_cached_reads_within_two_intervals() {
     let emulator = emulator().await;
     let dir = state_dir("reads");
-    let gateway = Gateway::start(
-        &emulator,
-        &[("WDT_GATEWAY_STATE_DIR", dir.display().to_string())],
-    )
-    .await;
-    gateway.until_fed().await;
+    let gateway = Gateway::fed(&emulator, &dir).await;
     let mut live = subscriber(&gateway).await;
     let (status, _, _, before) = gateway.stock().await;
     assert_eq!(status, StatusCode::OK);
@@ -408,12 +414,7 @@ async fn when_the_erp_fails_the_feed_says_so_and_stock_falls_back_to_the_ttl() {
 async fn a_change_read_by_a_poll_that_failed_later_is_announced_once_the_erp_works_again() {
     let emulator = emulator().await;
     let dir = state_dir("half");
-    let gateway = Gateway::start(
-        &emulator,
-        &[("WDT_GATEWAY_STATE_DIR", dir.display().to_string())],
-    )
-    .await;
-    gateway.until_fed().await;
+    let gateway = Gateway::fed(&emulator, &dir).await;
     let mut live = subscriber(&gateway).await;
     // The pending queue's API is down, the stock API works: each poll reads the stock
     // changes, then fails on the pending walk.
@@ -462,8 +463,7 @@ async fn the_cursor_survives_a_restart_and_nothing_is_missed_or_applied_twice() 
     let emulator = emulator().await;
     let dir = state_dir("restart");
     let env = [("WDT_GATEWAY_STATE_DIR", dir.display().to_string())];
-    let first = Gateway::start(&emulator, &env).await;
-    first.until_fed().await;
+    let first = Gateway::fed(&emulator, &dir).await;
     change_in_erp(&emulator, 101);
     first.until_on_hand("101", INTERVAL * 2).await;
     // One change, applied once.
