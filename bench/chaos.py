@@ -1262,7 +1262,7 @@ def flat(samples, warmup_ms):
         record = IDEMPOTENCY_RECORD[0] if IDEMPOTENCY_RECORD else 0
 
         def net(s):
-            return s["redis_used_memory"] - s["redis_idempotency_records"] * record
+            return round(s["redis_used_memory"] - s["redis_idempotency_records"] * record)
         out["redis_used_memory"] = {
             "first": a["redis_used_memory"], "last": b["redis_used_memory"],
             "growth_percent": growth(a["redis_used_memory"], b["redis_used_memory"]),
