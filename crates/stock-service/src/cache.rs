@@ -1123,4 +1123,627 @@ mod tests {
         assert_eq!(*layer.peek(&"k").await.unwrap().value, 2);
         assert_eq!(loads.load(Ordering::SeqCst), 2);
     }
+
+    /// What a layer's counters were told, by metric and `result` label: a recorder of the
+    /// test's own, set while the layer is made (its counters keep the recorder they were
+    /// registered with).
+    #[derive(Debug, Default)]
+    struct Counts(std::sync::Mutex<std::collections::HashMap<(String, String), Arc<AtomicU64>>>);
+
+    impl Counts {
+        /// A layer named `t` whose request counters count here.
+        fn layer(&self, ttl: Duration, stale_if_error: Duration) -> Layer<&'static str, u32> {
+            metrics::with_local_recorder(self, || {
+                Layer::new("t", ttl, stale_if_error, 100, &"test".into())
+            })
+        }
+
+        fn get(&self, metric: &str, result: &str) -> u64 {
+            self.0
+                .lock()
+                .unwrap()
+                .get(&(metric.to_owned(), result.to_owned()))
+                .map_or(0, |c| c.load(Ordering::SeqCst))
+        }
+
+        /// `wdt_cache_requests_total`: hit, miss, coalesced, stale.
+        fn requests(&self) -> [u64; 4] {
+            ["hit", "miss", "coalesced", "stale"].map(|r| self.get("wdt_cache_requests_total", r))
+        }
+
+        /// `wdt_shared_cache_requests_total`: hit, lead, wait, failed, unavailable.
+        fn shared(&self) -> [u64; 5] {
+            ["hit", "lead", "wait", "failed", "unavailable"]
+                .map(|r| self.get("wdt_shared_cache_requests_total", r))
+        }
+    }
+
+    impl metrics::Recorder for Counts {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+
+        fn register_counter(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            let result = key
+                .labels()
+                .find(|l| l.key() == "result")
+                .map_or("", |l| l.value());
+            let counter = self
+                .0
+                .lock()
+                .unwrap()
+                .entry((key.name().to_owned(), result.to_owned()))
+                .or_default()
+                .clone();
+            metrics::Counter::from_arc(counter)
+        }
+
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+
+        fn register_histogram(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            metrics::Histogram::noop()
+        }
+    }
+
+    fn unavailable() -> DomainError {
+        DomainError {
+            kind: crate::ErrorKind::VendorUnavailable,
+            message: "down".into(),
+            field: None,
+            vendor: None,
+            retry_after: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_request_is_counted_by_what_answered_it() {
+        let counts = Counts::default();
+        let layer = counts.layer(Duration::from_secs(60), Duration::from_secs(60));
+        let epoch = AtomicU64::new(0);
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            let n = loads.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(u32::try_from(n).unwrap())
+        };
+        assert_eq!(*layer.get("k", &epoch, load).await.unwrap().value, 1);
+        assert_eq!(counts.requests(), [0, 1, 0, 0], "a miss");
+        assert_eq!(*layer.get("k", &epoch, load).await.unwrap().value, 1);
+        assert_eq!(*layer.peek(&"k").await.unwrap().value, 1);
+        assert_eq!(counts.requests(), [2, 1, 0, 0], "two hits");
+        let (a, b) = tokio::join!(layer.get("j", &epoch, load), async {
+            // Arrives while the first caller loads.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            layer.get("j", &epoch, load).await
+        });
+        assert_eq!((*a.unwrap().value, *b.unwrap().value), (2, 2), "one load");
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            2,
+            "no write came between: not loaded again"
+        );
+        assert_eq!(
+            counts.requests(),
+            [2, 2, 1, 0],
+            "a miss and a caller that waited for it"
+        );
+        layer.count_hits(3);
+        layer.count_misses(2);
+        assert_eq!(counts.requests(), [5, 4, 1, 0]);
+    }
+
+    #[tokio::test]
+    async fn what_is_held_and_every_change_of_it() {
+        let layer: Layer<&str, u32> = Layer::new(
+            "t",
+            Duration::from_millis(50),
+            Duration::ZERO,
+            100,
+            &"test".into(),
+        );
+        let epoch = AtomicU64::new(0);
+        assert!(!layer.holds(&"k").await);
+        let mut seen = layer.changes();
+        let mut changed = |what: &str| {
+            let now = layer.changes();
+            assert!(now > seen, "{what} is a change ({seen} → {now})");
+            seen = now;
+        };
+        layer.put("k", 1, 0, None).await;
+        changed("a put");
+        assert!(layer.holds(&"k").await);
+        assert_eq!(layer.settled_entry_count().await, 1);
+        assert_eq!(layer.entry_count(), 1);
+        assert!(
+            layer
+                .patch(&"k", Instant::now(), 0, |v, _| Some(v + 1))
+                .await
+        );
+        changed("a patch");
+        layer.invalidate(&"k").await;
+        changed("an invalidation");
+        assert!(!layer.holds(&"k").await);
+        layer.get("k", &epoch, || async { Ok(2) }).await.unwrap();
+        changed("a load");
+        layer.invalidate_all();
+        changed("dropping everything");
+        layer.put("k", 3, 0, None).await;
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(!layer.holds(&"k").await, "past its TTL");
+    }
+
+    #[tokio::test]
+    async fn only_the_entry_it_names_is_removed() {
+        let layer: Layer<&str, u32> = Layer::new(
+            "t",
+            Duration::from_secs(60),
+            Duration::ZERO,
+            100,
+            &"test".into(),
+        );
+        layer.put("k", 1, 0, None).await;
+        let old = layer.store().cache.get(&"k").await.unwrap();
+        layer.put("k", 2, 0, None).await;
+        layer.remove_if_same(&"k", &old).await;
+        assert_eq!(
+            *layer.peek(&"k").await.unwrap().value,
+            2,
+            "a newer entry stays"
+        );
+        let current = layer.store().cache.get(&"k").await.unwrap();
+        layer.remove_if_same(&"k", &current).await;
+        assert!(layer.peek(&"k").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_last_good_value_only_with_stale_if_error() {
+        let counts = Counts::default();
+        let layer = counts.layer(Duration::from_secs(60), Duration::from_secs(60));
+        assert!(layer.peek_stale(&"k").await.is_none());
+        layer.put("k", 1, 0, None).await;
+        let last = layer.peek_stale(&"k").await.unwrap();
+        assert!(last.stale && *last.value == 1);
+        assert_eq!(counts.requests(), [0, 0, 0, 1]);
+        let off: Layer<&str, u32> = Layer::new(
+            "t",
+            Duration::from_secs(60),
+            Duration::ZERO,
+            100,
+            &"test".into(),
+        );
+        off.put("k", 1, 0, None).await;
+        assert!(
+            off.peek_stale(&"k").await.is_none(),
+            "stale-if-error is off"
+        );
+    }
+
+    #[test]
+    fn a_layer_shows_whether_it_serves_stale_entries() {
+        let layer: Layer<&str, u32> = Layer::new(
+            "t",
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            1,
+            &"test".into(),
+        );
+        assert_eq!(format!("{layer:?}"), "Layer { stale_allowed: true, .. }");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_that_started_after_the_last_write_is_kept() {
+        let layer: Layer<&str, usize> = Layer::new(
+            "t",
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            100,
+            &"test".into(),
+        );
+        let epoch = AtomicU64::new(0);
+        let loads = AtomicUsize::new(0);
+        let load = || async {
+            let n = loads.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(n)
+        };
+        let (a, b) = tokio::join!(layer.get("k", &epoch, load), async {
+            // A write lands while the first load is in flight; B asks and joins that load;
+            // another write lands before it ends, so B loads again, after both.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            epoch.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let (b, ()) = tokio::join!(layer.get("k", &epoch, load), async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                epoch.fetch_add(1, Ordering::SeqCst);
+            });
+            b
+        });
+        assert_eq!(*a.unwrap().value, 1);
+        assert_eq!(*b.unwrap().value, 2);
+        assert_eq!(
+            layer.peek(&"k").await.map(|s| *s.value),
+            Some(2),
+            "B's load began after every write: kept"
+        );
+    }
+
+    /// Layers of two replicas over a real `redis-server`.
+    mod shared {
+        use super::*;
+
+        use wdt_redis::testing::Server;
+
+        /// A replica's own connection to Redis.
+        async fn connect(server: &Server, lease: Duration) -> wdt_redis::Shared {
+            let shared = wdt_redis::Shared::connect(&wdt_redis::Settings {
+                url: Some(secrecy::SecretString::from(format!(
+                    "redis://127.0.0.1:{}/",
+                    server.port()
+                ))),
+                namespace: "acct".into(),
+                replicas: 2,
+                timeout: Duration::from_secs(1),
+                lease,
+            })
+            .unwrap();
+            assert!(shared.ping().await);
+            shared
+        }
+
+        /// A replica's layer `t` over `redis`, counting into `counts`.
+        fn layer(
+            counts: &Counts,
+            redis: &wdt_redis::Shared,
+            ttl: Duration,
+        ) -> Layer<&'static str, u32> {
+            counts
+                .layer(ttl, Duration::from_secs(60))
+                .with_tier(Some(Tier {
+                    redis: redis.clone(),
+                    wait: Duration::from_secs(30),
+                }))
+        }
+
+        /// Loads (`cache`, `key`) on `redis` under its lease and stores `value`, which tells
+        /// every replica the load is done.
+        async fn announce(redis: &wdt_redis::Shared, cache: &str, key: &str, value: &[u8]) {
+            let token = wdt_redis::token();
+            // A TTL of zero: whatever is stored is past it, so this caller takes the lease.
+            let fetched = redis
+                .fetch(cache, key, &token, Duration::ZERO)
+                .await
+                .unwrap();
+            let wdt_redis::Fetch::Lead { write_token, .. } = fetched else {
+                panic!("{fetched:?}")
+            };
+            let keep = Duration::from_secs(60);
+            let stored = redis.store(cache, key, Some(&token), &write_token, value, keep);
+            assert!(stored.await.unwrap());
+        }
+
+        /// Waits for the `Done` of (`t`, `key`) among `events`.
+        async fn done(
+            events: &mut tokio::sync::broadcast::Receiver<wdt_redis::Event>,
+            cache: &str,
+            key: &str,
+        ) {
+            loop {
+                if let wdt_redis::Event::Done(c, k) = events.recv().await.unwrap()
+                    && c == cache
+                    && k == key
+                {
+                    return;
+                }
+            }
+        }
+
+        /// Returns once `heard` (another replica's events) hears what `redis` publishes.
+        async fn subscribed(
+            redis: &wdt_redis::Shared,
+            heard: &mut tokio::sync::broadcast::Receiver<wdt_redis::Event>,
+        ) {
+            // Published before the other replica subscribed, a message is lost: again until
+            // one arrives.
+            loop {
+                announce(redis, "t", "probe", b"0").await;
+                tokio::select! {
+                    () = done(heard, "t", "probe") => return,
+                    _ = tokio::task::spawn_blocking(|| {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }) => {}
+                }
+            }
+        }
+
+        /// Runs `test` with Tokio's clock paused and held still: a blocking task runs all the
+        /// while, so the clock does not jump ahead while the test waits for Redis (with
+        /// `start_paused` alone it would), and a replica waiting for another's load looks again
+        /// only when told the load is done, never because its poll interval ran out. Fails if
+        /// the test is not over within 30 s of real time (a waiter that is never woken).
+        async fn held_still<T>(test: impl Future<Output = T>) -> T {
+            let (over, watch) = std::sync::mpsc::channel::<()>();
+            let limit = Duration::from_secs(30);
+            let watchdog = tokio::task::spawn_blocking(move || watch.recv_timeout(limit));
+            tokio::select! {
+                out = test => {
+                    drop(over);
+                    out
+                }
+                _ = watchdog => panic!("not over within {limit:?}: a waiter was never woken"),
+            }
+        }
+
+        /// Waits in real time (the clock held still) until `done` holds.
+        async fn until(done: impl Fn() -> bool) {
+            while !done() {
+                let _ = tokio::task::spawn_blocking(|| {
+                    std::thread::sleep(Duration::from_millis(5));
+                })
+                .await;
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_waiter_takes_the_value_the_lease_holder_loaded_when_told_it_is_done() {
+            held_still(async {
+                let server = Server::start();
+                let lease = Duration::from_secs(60);
+                let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
+                let (ca, cb) = (Counts::default(), Counts::default());
+                let (a, b) = (
+                    layer(&ca, &ra, Duration::from_secs(60)),
+                    layer(&cb, &rb, Duration::from_secs(60)),
+                );
+                let mut heard = rb.events();
+                subscribed(&ra, &mut heard).await;
+
+                let epoch = AtomicU64::new(0);
+                let (started, release) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+                let b_loads = AtomicUsize::new(0);
+                let (from_a, from_b, ()) = tokio::join!(
+                    a.get("k", &epoch, || async {
+                        started.notify_one();
+                        release.notified().await;
+                        Ok(1)
+                    }),
+                    async {
+                        started.notified().await;
+                        b.get("k", &epoch, || async {
+                            b_loads.fetch_add(1, Ordering::SeqCst);
+                            Ok(2)
+                        })
+                        .await
+                    },
+                    async {
+                        until(|| cb.shared()[2] == 1).await;
+                        release.notify_one();
+                    }
+                );
+                assert_eq!(*from_a.unwrap().value, 1);
+                assert_eq!(*from_b.unwrap().value, 1, "B waited for A's load");
+                assert_eq!(b_loads.load(Ordering::SeqCst), 0);
+                assert_eq!(ca.shared(), [0, 1, 0, 0, 0], "A led");
+                assert_eq!(cb.shared(), [1, 0, 1, 0, 0], "B waited once, then hit");
+            })
+            .await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_waiter_shares_the_lease_holders_failure_and_ignores_other_keys() {
+            held_still(async {
+                let server = Server::start();
+                let lease = Duration::from_secs(60);
+                let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
+                let (ca, cb) = (Counts::default(), Counts::default());
+                let (a, b) = (
+                    layer(&ca, &ra, Duration::from_secs(60)),
+                    layer(&cb, &rb, Duration::from_secs(60)),
+                );
+                let mut heard = rb.events();
+                subscribed(&ra, &mut heard).await;
+
+                let epoch = AtomicU64::new(0);
+                let (started, release) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+                let b_loads = AtomicUsize::new(0);
+                let (from_a, from_b, ()) = tokio::join!(
+                    a.get("k", &epoch, || async {
+                        started.notify_one();
+                        release.notified().await;
+                        Err(unavailable())
+                    }),
+                    async {
+                        started.notified().await;
+                        b.get("k", &epoch, || async {
+                            b_loads.fetch_add(1, Ordering::SeqCst);
+                            Ok(2)
+                        })
+                        .await
+                    },
+                    async {
+                        until(|| cb.shared()[2] == 1).await;
+                        // Loads of another key, and of this key in another cache, end.
+                        announce(&ra, "t", "other", b"3").await;
+                        announce(&ra, "u", "k", b"4").await;
+                        done(&mut heard, "t", "other").await;
+                        done(&mut heard, "u", "k").await;
+                        // B would look again at once if it took either for its own (the
+                        // clock is held still: nothing else wakes it); give it the time.
+                        let _ = tokio::task::spawn_blocking(|| {
+                            std::thread::sleep(Duration::from_millis(300));
+                        })
+                        .await;
+                        assert_eq!(cb.shared()[2], 1, "B was not woken by other loads");
+                        release.notify_one();
+                    }
+                );
+                assert_eq!(
+                    from_a.unwrap_err().kind,
+                    crate::ErrorKind::VendorUnavailable
+                );
+                assert_eq!(
+                    from_b.unwrap_err().kind,
+                    crate::ErrorKind::VendorUnavailable,
+                    "B shares A's failure"
+                );
+                assert_eq!(b_loads.load(Ordering::SeqCst), 0);
+                assert_eq!(ca.shared(), [0, 1, 0, 0, 0]);
+                assert_eq!(cb.shared(), [0, 0, 1, 1, 0], "B waited once, then failed");
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn a_long_load_renews_its_lease() {
+            let server = Server::start();
+            let lease = Duration::from_secs(3);
+            let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
+            let a = layer(&Counts::default(), &ra, Duration::from_secs(60));
+            let epoch = AtomicU64::new(0);
+            let started = Instant::now();
+            let (loaded, left) = tokio::join!(
+                a.get("k", &epoch, || async {
+                    tokio::time::sleep(Duration::from_millis(3000)).await;
+                    Ok(1)
+                }),
+                async {
+                    // Renewed every second, the lease has more than 2 s left at 2.5 s; not
+                    // renewed, 0.5 s.
+                    tokio::time::sleep(
+                        Duration::from_millis(2500).saturating_sub(started.elapsed()),
+                    )
+                    .await;
+                    let seen = rb
+                        .fetch("t", "k", &wdt_redis::token(), Duration::from_secs(60))
+                        .await
+                        .unwrap();
+                    let wdt_redis::Fetch::Wait { lease_left, .. } = seen else {
+                        panic!("{seen:?}")
+                    };
+                    lease_left
+                }
+            );
+            assert_eq!(*loaded.unwrap().value, 1);
+            assert!(left > Duration::from_millis(1200), "left {left:?}");
+        }
+
+        #[tokio::test]
+        async fn a_lease_holder_that_goes_away_gives_the_lease_up() {
+            let server = Server::start();
+            let lease = Duration::from_secs(60);
+            let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
+            let a = Arc::new(layer(&Counts::default(), &ra, Duration::from_secs(60)));
+            let started = Arc::new(tokio::sync::Notify::new());
+            let loading = tokio::spawn({
+                let (a, started) = (a.clone(), started.clone());
+                async move {
+                    let epoch = AtomicU64::new(0);
+                    a.get("k", &epoch, || async {
+                        started.notify_one();
+                        std::future::pending::<()>().await;
+                        Ok(1)
+                    })
+                    .await
+                }
+            });
+            started.notified().await;
+            loading.abort();
+            // The lease is given up, not left to run out in a minute.
+            let token = wdt_redis::token();
+            let since = Instant::now();
+            loop {
+                match rb
+                    .fetch("t", "k", &token, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                {
+                    wdt_redis::Fetch::Lead { .. } => break,
+                    wdt_redis::Fetch::Wait { .. } => {
+                        assert!(since.elapsed() < Duration::from_secs(10), "still held");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+
+        #[tokio::test]
+        async fn a_replica_serves_another_replicas_entry_past_its_ttl_while_the_vendor_is_down() {
+            let server = Server::start();
+            let lease = Duration::from_secs(2);
+            let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
+            let ttl = Duration::from_millis(50);
+            let (a, b) = (
+                layer(&Counts::default(), &ra, ttl),
+                layer(&Counts::default(), &rb, ttl),
+            );
+            let epoch = AtomicU64::new(0);
+            a.get("k", &epoch, || async { Ok(1) }).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            // B never held it; Redis still keeps it for the stale allowance.
+            let served = b
+                .get("k", &epoch, || async { Err(unavailable()) })
+                .await
+                .unwrap();
+            assert!(served.stale && *served.value == 1);
+        }
+
+        #[tokio::test]
+        async fn a_batch_reads_the_shared_entries_and_stores_what_it_loads() {
+            let server = Server::start();
+            let lease = Duration::from_secs(2);
+            let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
+            let ttl = Duration::from_secs(60);
+            let (a, b) = (
+                layer(&Counts::default(), &ra, ttl),
+                layer(&Counts::default(), &rb, ttl),
+            );
+            let epoch = AtomicU64::new(0);
+            a.get("k", &epoch, || async { Ok(1) }).await.unwrap();
+            let (found, tokens) = b.peek_shared(&["k", "n"], &epoch).await;
+            let found: Vec<_> = found.into_iter().map(|(k, s)| (k, *s.value)).collect();
+            assert_eq!(found, [("k", 1)]);
+            assert_eq!(
+                b.peek(&"k").await.map(|s| *s.value),
+                Some(1),
+                "kept here too"
+            );
+            let keys: Vec<_> = tokens.iter().map(|(k, _)| *k).collect();
+            assert_eq!(keys, ["k", "n"]);
+            // What the batch loads is stored for the others with the token it was given.
+            b.put("n", 5, 0, Some(&tokens[1].1)).await;
+            let from_a = a
+                .get("n", &epoch, || async { Err(unavailable()) })
+                .await
+                .unwrap();
+            assert!(!from_a.stale && *from_a.value == 5);
+        }
+    }
 }

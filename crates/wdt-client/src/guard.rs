@@ -798,6 +798,9 @@ impl Guard {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::*;
     use crate::error::RateLimitKind;
 
@@ -1402,6 +1405,124 @@ mod tests {
         );
     }
 
+    /// The quota-wait histogram.
+    const WAIT: &str = "wdt_vendor_quota_wait_seconds";
+
+    /// The gauges' last values and the histograms' samples the guard reported, by metric name:
+    /// a recorder of the test's own.
+    #[derive(Debug, Default)]
+    struct Recorded {
+        gauges: Mutex<HashMap<String, Arc<AtomicU64>>>,
+        histograms: Mutex<HashMap<String, Arc<Samples>>>,
+    }
+
+    #[derive(Debug, Default)]
+    struct Samples(Mutex<Vec<f64>>);
+
+    impl metrics::HistogramFn for Samples {
+        fn record(&self, value: f64) {
+            self.0.lock().unwrap().push(value);
+        }
+    }
+
+    impl Recorded {
+        fn gauge(&self, name: &str) -> Option<f64> {
+            let gauges = self.gauges.lock().unwrap();
+            gauges
+                .get(name)
+                .map(|g| f64::from_bits(g.load(Ordering::SeqCst)))
+        }
+
+        fn samples(&self, name: &str) -> Vec<f64> {
+            let histograms = self.histograms.lock().unwrap();
+            histograms
+                .get(name)
+                .map_or_else(Vec::new, |h| h.0.lock().unwrap().clone())
+        }
+    }
+
+    impl metrics::Recorder for Recorded {
+        fn describe_counter(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_gauge(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+        fn describe_histogram(
+            &self,
+            _: metrics::KeyName,
+            _: Option<metrics::Unit>,
+            _: metrics::SharedString,
+        ) {
+        }
+
+        fn register_counter(
+            &self,
+            _: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Counter {
+            metrics::Counter::noop()
+        }
+
+        fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            let mut gauges = self.gauges.lock().unwrap();
+            metrics::Gauge::from_arc(gauges.entry(key.name().to_owned()).or_default().clone())
+        }
+
+        fn register_histogram(
+            &self,
+            key: &metrics::Key,
+            _: &metrics::Metadata<'_>,
+        ) -> metrics::Histogram {
+            let mut histograms = self.histograms.lock().unwrap();
+            metrics::Histogram::from_arc(
+                histograms.entry(key.name().to_owned()).or_default().clone(),
+            )
+        }
+    }
+
+    #[test]
+    fn the_circuit_gauge_says_whether_the_breaker_is_open() {
+        let recorded = Recorded::default();
+        let guard = Guard::new(Policy {
+            breaker_threshold: 2,
+            ..Policy::default()
+        });
+        let gauge = |outcome| {
+            metrics::with_local_recorder(&recorded, || {
+                guard.record(Family::Flagship, "m", outcome);
+            });
+            recorded.gauge("wdt_vendor_circuit_open")
+        };
+        assert_eq!(
+            gauge(Outcome::Outage),
+            Some(0.0),
+            "one outage: still closed"
+        );
+        assert_eq!(gauge(Outcome::Outage), Some(1.0), "open");
+        assert_eq!(gauge(Outcome::Answered), Some(0.0), "closed again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_calls_that_waited_for_their_slot_are_counted_as_waiting() {
+        let recorded = Recorded::default();
+        let _local = metrics::set_default_local_recorder(&recorded);
+        let guard = Guard::new(policy(1, Duration::from_secs(120)));
+        let f = Family::Flagship;
+        guard.admit(f, "m", None).await.unwrap();
+        assert_eq!(recorded.samples(WAIT), [0.0; 0], "went at once");
+        guard.admit(f, "m", None).await.unwrap();
+        assert_eq!(recorded.samples(WAIT), [61.0]);
+    }
+
     /// The guard of several replicas on a real `redis-server` (real time).
     mod shared {
 
@@ -1516,6 +1637,170 @@ mod tests {
                     .await
                     .expect("Redis did not hear of it");
             });
+        }
+
+        /// Runs `test` with Tokio's clock paused and held still: a blocking task runs all the
+        /// while, so the clock does not jump ahead while the test waits for Redis (with
+        /// `start_paused` alone it would, and Redis' own timeouts would fire); time moves only
+        /// when the test advances it. Fails if the test is not over within 30 s of real time.
+        async fn held_still<T>(test: impl Future<Output = T>) -> T {
+            let (over, watch) = std::sync::mpsc::channel::<()>();
+            let limit = Duration::from_secs(30);
+            let watchdog = tokio::task::spawn_blocking(move || watch.recv_timeout(limit));
+            tokio::select! {
+                out = test => {
+                    drop(over);
+                    out
+                }
+                _ = watchdog => panic!("not over within {limit:?}"),
+            }
+        }
+
+        /// Waits in real time (the clock held still) until `done` holds.
+        async fn until(done: impl Fn() -> bool) {
+            while !done() {
+                real_pause().await;
+            }
+        }
+
+        async fn real_pause() {
+            let _ =
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(5))).await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_caller_that_stops_waiting_for_a_cluster_slot_gives_it_back() {
+            held_still(async {
+                let server = server();
+                let recorded = Recorded::default();
+                let _local = metrics::set_default_local_recorder(&recorded);
+                let a = replica(&server, &policy(1, Duration::from_secs(120))).await;
+                let f = Family::Flagship;
+                a.admit(f, "m", None).await.unwrap();
+                // The next slot is a minute away: a caller waits for it, then goes away.
+                tokio::select! {
+                    admitted = a.admit(f, "m", None) => panic!("{admitted:?}"),
+                    () = until(|| recorded.samples(WAIT).len() == 1) => {}
+                }
+                // Given back: the earliest slot is again a minute after the first call, not two.
+                let shared = a.shared.as_ref().unwrap();
+                for _ in 0..2_000 {
+                    match shared
+                        .reserve("m", 1, MINUTE, Duration::ZERO)
+                        .await
+                        .unwrap()
+                    {
+                        wdt_redis::Reservation::Refused(wait) if wait <= MINUTE => return,
+                        wdt_redis::Reservation::Refused(_) => real_pause().await,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                panic!("the slot was not given back");
+            })
+            .await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_call_the_cluster_admitted_after_a_wait_counts_against_the_local_share() {
+            held_still(async {
+                let server = server();
+                let recorded = Recorded::default();
+                let _local = metrics::set_default_local_recorder(&recorded);
+                // A cluster-wide quota of 2 a minute; a replica's own share is 1.
+                let a = replica(&server, &policy(2, Duration::from_secs(120))).await;
+                let f = Family::Flagship;
+                a.admit(f, "m", None).await.unwrap();
+                a.admit(f, "m", None).await.unwrap();
+                // The third call's slot is a minute on: it waits for it and goes.
+                let (third, ()) = tokio::join!(a.admit(f, "m", None), async {
+                    until(|| recorded.samples(WAIT).len() == 1).await;
+                    tokio::time::advance(MINUTE).await;
+                });
+                third.unwrap();
+                // Redis goes away: the replica falls back to its own share, which the call it
+                // just sent has taken for the next minute.
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port();
+                let gone = wdt_redis::Shared::connect(&wdt_redis::Settings {
+                    url: Some(crate::SecretString::from(format!(
+                        "redis://127.0.0.1:{port}/"
+                    ))),
+                    namespace: "acct".into(),
+                    replicas: 2,
+                    timeout: Duration::from_secs(1),
+                    lease: Duration::from_secs(2),
+                })
+                .unwrap();
+                let a = a.with_shared(Some(gone));
+                let waited = tokio::select! {
+                    admitted = a.admit(f, "m", None) => {
+                        admitted.unwrap();
+                        false
+                    }
+                    () = until(|| recorded.samples(WAIT).len() == 2) => true,
+                };
+                assert!(
+                    waited,
+                    "the next call waits for the local share's next slot"
+                );
+            })
+            .await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_cluster_waiter_fails_fast_when_the_breaker_opened_meanwhile() {
+            held_still(async {
+                let server = server();
+                let recorded = Recorded::default();
+                let _local = metrics::set_default_local_recorder(&recorded);
+                let p = Policy {
+                    breaker_threshold: 1,
+                    breaker_cooldown: Duration::from_secs(600),
+                    ..policy(1, Duration::from_secs(120))
+                };
+                let a = replica(&server, &p).await;
+                let f = Family::Flagship;
+                a.admit(f, "m", None).await.unwrap();
+                // While the next call waits for its slot, another call finds the vendor down.
+                let (waited, ()) = tokio::join!(a.admit(f, "m", None), async {
+                    until(|| recorded.samples(WAIT).len() == 1).await;
+                    a.record(f, "n", Outcome::Outage);
+                    tokio::time::advance(MINUTE).await;
+                });
+                match waited {
+                    Err(VendorError::CircuitOpen { retry_after, .. }) => {
+                        assert_eq!(retry_after, Duration::from_secs(600) - MINUTE);
+                    }
+                    other => panic!("{other:?}"),
+                }
+            })
+            .await;
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn when_the_local_pause_ends_the_clusters_word_counts() {
+            held_still(async {
+                let server = server();
+                let p = Policy {
+                    throttle_pause: Duration::from_secs(120),
+                    ..policy(10, Duration::ZERO)
+                };
+                let a = replica(&server, &p).await;
+                let f = Family::Flagship;
+                a.record(f, "m", Outcome::Throttled);
+                let shared = a.shared.clone().unwrap();
+                while shared.paused("m").await.unwrap().is_none() {
+                    real_pause().await;
+                }
+                // At the very instant this replica's pause ends, Redis' (on its own clock,
+                // still about two minutes) holds the call back, for as long as it says.
+                tokio::time::advance(Duration::from_secs(120)).await;
+                quota_refusal(a.admit(f, "m", None).await, ThrottleReason::VendorBackoff);
+            })
+            .await;
         }
     }
 }
