@@ -1630,14 +1630,15 @@ mod tests {
             let started = Instant::now();
             let (loaded, left) = tokio::join!(
                 a.get("k", &epoch, || async {
-                    tokio::time::sleep(Duration::from_millis(3000)).await;
+                    tokio::time::sleep(Duration::from_millis(6000)).await;
                     Ok(1)
                 }),
                 async {
-                    // Renewed every second, the lease has more than 2 s left at 2.5 s; not
-                    // renewed, 0.5 s.
+                    // Renewed every second, the 3 s lease still holds at 4 s with more than
+                    // 2 s left (2 s before the load ends: room for a slow machine); not
+                    // renewed, it lapsed at 3 s and the probe would lead the load itself.
                     tokio::time::sleep(
-                        Duration::from_millis(2500).saturating_sub(started.elapsed()),
+                        Duration::from_millis(4000).saturating_sub(started.elapsed()),
                     )
                     .await;
                     let seen = rb
