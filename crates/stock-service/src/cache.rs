@@ -1401,23 +1401,6 @@ mod tests {
 
         use wdt_redis::testing::Server;
 
-        /// A replica's own connection to Redis.
-        async fn connect(server: &Server, lease: Duration) -> wdt_redis::Shared {
-            let shared = wdt_redis::Shared::connect(&wdt_redis::Settings {
-                url: Some(secrecy::SecretString::from(format!(
-                    "redis://127.0.0.1:{}/",
-                    server.port()
-                ))),
-                namespace: "acct".into(),
-                replicas: 2,
-                timeout: Duration::from_secs(1),
-                lease,
-            })
-            .unwrap();
-            assert!(shared.ping().await);
-            shared
-        }
-
         /// A replica's layer `t` over `redis`, counting into `counts`.
         fn layer(
             counts: &Counts,
@@ -1430,6 +1413,34 @@ mod tests {
                     redis: redis.clone(),
                     wait: Duration::from_secs(30),
                 }))
+        }
+
+        /// Two replicas on one `redis-server`: each its connection (`ra`, `rb`), counts and layer
+        /// `t` (`a`, `b`) with `ttl`.
+        struct Two {
+            _server: Server,
+            ra: wdt_redis::Shared,
+            rb: wdt_redis::Shared,
+            ca: Counts,
+            cb: Counts,
+            a: Layer<&'static str, u32>,
+            b: Layer<&'static str, u32>,
+        }
+
+        async fn two(lease: Duration, ttl: Duration) -> Two {
+            let server = Server::start();
+            let (ra, rb) = (server.connect(lease).await, server.connect(lease).await);
+            let (ca, cb) = (Counts::default(), Counts::default());
+            let (a, b) = (layer(&ca, &ra, ttl), layer(&cb, &rb, ttl));
+            Two {
+                _server: server,
+                ra,
+                rb,
+                ca,
+                cb,
+                a,
+                b,
+            }
         }
 
         /// Loads (`cache`, `key`) on `redis` under its lease and stores `value`, which tells
@@ -1514,14 +1525,15 @@ mod tests {
         #[tokio::test(start_paused = true)]
         async fn a_waiter_takes_the_value_the_lease_holder_loaded_when_told_it_is_done() {
             held_still(async {
-                let server = Server::start();
-                let lease = Duration::from_secs(60);
-                let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
-                let (ca, cb) = (Counts::default(), Counts::default());
-                let (a, b) = (
-                    layer(&ca, &ra, Duration::from_secs(60)),
-                    layer(&cb, &rb, Duration::from_secs(60)),
-                );
+                let Two {
+                    _server,
+                    ra,
+                    rb,
+                    ca,
+                    cb,
+                    a,
+                    b,
+                } = two(Duration::from_secs(60), Duration::from_secs(60)).await;
                 let mut heard = rb.events();
                 subscribed(&ra, &mut heard).await;
 
@@ -1559,14 +1571,15 @@ mod tests {
         #[tokio::test(start_paused = true)]
         async fn a_waiter_shares_the_lease_holders_failure_and_ignores_other_keys() {
             held_still(async {
-                let server = Server::start();
-                let lease = Duration::from_secs(60);
-                let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
-                let (ca, cb) = (Counts::default(), Counts::default());
-                let (a, b) = (
-                    layer(&ca, &ra, Duration::from_secs(60)),
-                    layer(&cb, &rb, Duration::from_secs(60)),
-                );
+                let Two {
+                    _server,
+                    ra,
+                    rb,
+                    ca,
+                    cb,
+                    a,
+                    b,
+                } = two(Duration::from_secs(60), Duration::from_secs(60)).await;
                 let mut heard = rb.events();
                 subscribed(&ra, &mut heard).await;
 
@@ -1622,10 +1635,8 @@ mod tests {
 
         #[tokio::test]
         async fn a_long_load_renews_its_lease() {
-            let server = Server::start();
-            let lease = Duration::from_secs(3);
-            let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
-            let a = layer(&Counts::default(), &ra, Duration::from_secs(60));
+            let Two { _server, rb, a, .. } =
+                two(Duration::from_secs(3), Duration::from_secs(60)).await;
             let epoch = AtomicU64::new(0);
             let started = Instant::now();
             let (loaded, left) = tokio::join!(
@@ -1657,10 +1668,9 @@ mod tests {
 
         #[tokio::test]
         async fn a_lease_holder_that_goes_away_gives_the_lease_up() {
-            let server = Server::start();
-            let lease = Duration::from_secs(60);
-            let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
-            let a = Arc::new(layer(&Counts::default(), &ra, Duration::from_secs(60)));
+            let Two { _server, rb, a, .. } =
+                two(Duration::from_secs(60), Duration::from_secs(60)).await;
+            let a = Arc::new(a);
             let started = Arc::new(tokio::sync::Notify::new());
             let loading = tokio::spawn({
                 let (a, started) = (a.clone(), started.clone());
@@ -1697,14 +1707,8 @@ mod tests {
 
         #[tokio::test]
         async fn a_replica_serves_another_replicas_entry_past_its_ttl_while_the_vendor_is_down() {
-            let server = Server::start();
-            let lease = Duration::from_secs(2);
-            let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
-            let ttl = Duration::from_millis(50);
-            let (a, b) = (
-                layer(&Counts::default(), &ra, ttl),
-                layer(&Counts::default(), &rb, ttl),
-            );
+            let Two { _server, a, b, .. } =
+                two(Duration::from_secs(2), Duration::from_millis(50)).await;
             let epoch = AtomicU64::new(0);
             a.get("k", &epoch, || async { Ok(1) }).await.unwrap();
             tokio::time::sleep(Duration::from_millis(80)).await;
@@ -1718,14 +1722,8 @@ mod tests {
 
         #[tokio::test]
         async fn a_batch_reads_the_shared_entries_and_stores_what_it_loads() {
-            let server = Server::start();
-            let lease = Duration::from_secs(2);
-            let (ra, rb) = (connect(&server, lease).await, connect(&server, lease).await);
-            let ttl = Duration::from_secs(60);
-            let (a, b) = (
-                layer(&Counts::default(), &ra, ttl),
-                layer(&Counts::default(), &rb, ttl),
-            );
+            let Two { _server, a, b, .. } =
+                two(Duration::from_secs(2), Duration::from_secs(60)).await;
             let epoch = AtomicU64::new(0);
             a.get("k", &epoch, || async { Ok(1) }).await.unwrap();
             let (found, tokens) = b.peek_shared(&["k", "n"], &epoch).await;

@@ -23,19 +23,7 @@ fn server() -> Server {
 
 /// A replica's own connection to Redis.
 async fn connect(server: &Server) -> wdt_redis::Shared {
-    let shared = wdt_redis::Shared::connect(&wdt_redis::Settings {
-        url: Some(secrecy::SecretString::from(format!(
-            "redis://127.0.0.1:{}/",
-            server.port()
-        ))),
-        namespace: "acct".into(),
-        replicas: 2,
-        timeout: Duration::from_secs(1),
-        lease: Duration::from_secs(2),
-    })
-    .unwrap();
-    assert!(shared.ping().await);
-    shared
+    server.connect(Duration::from_secs(2)).await
 }
 
 struct Replicas {

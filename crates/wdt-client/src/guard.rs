@@ -1536,18 +1536,7 @@ mod tests {
 
         /// A replica's guard, with its own connection (two replicas configured).
         async fn replica(server: &Server, policy: &Policy) -> Guard {
-            let shared = wdt_redis::Shared::connect(&wdt_redis::Settings {
-                url: Some(crate::SecretString::from(format!(
-                    "redis://127.0.0.1:{}/",
-                    server.port()
-                ))),
-                namespace: "acct".into(),
-                replicas: 2,
-                timeout: Duration::from_secs(1),
-                lease: Duration::from_secs(2),
-            })
-            .unwrap();
-            assert!(shared.ping().await);
+            let shared = server.connect(Duration::from_secs(2)).await;
             Guard::new(policy.clone()).with_shared(Some(shared))
         }
 

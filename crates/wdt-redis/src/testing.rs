@@ -42,6 +42,28 @@ impl Server {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// A replica's own connection to it: namespace `acct`, two replicas configured, a 1 s
+    /// timeout and `lease` for loads; checked with a ping.
+    ///
+    /// # Panics
+    /// When it cannot be reached (tests only).
+    #[allow(clippy::expect_used, reason = "a test fixture")]
+    pub async fn connect(&self, lease: Duration) -> crate::Shared {
+        let shared = crate::Shared::connect(&crate::Settings {
+            url: Some(secrecy::SecretString::from(format!(
+                "redis://127.0.0.1:{}/",
+                self.port
+            ))),
+            namespace: "acct".into(),
+            replicas: 2,
+            timeout: Duration::from_secs(1),
+            lease,
+        })
+        .expect("the test's Redis settings are valid");
+        assert!(shared.ping().await, "the test's redis-server answers");
+        shared
+    }
 }
 
 impl Drop for Server {
